@@ -1,0 +1,169 @@
+//! A cached answer and its versioned encoding (`strata.cache.v1.Entry`), the same bytes in L1 accounting and in L2.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use prost::Message;
+use strata_proto::cache::v1 as pb;
+
+use crate::clock::UnixMs;
+use crate::error::DecodeError;
+
+/// The encoding version this build writes and reads.
+pub const ENTRY_VERSION: u32 = 1;
+
+/// A metadata pair replayed with a cached answer.
+pub use pb::Metadata;
+
+/// One cached answer: the response message, its status, the metadata to replay, and its lifetime.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    /// The response message bytes (no frame header, uncompressed).
+    pub message: Bytes,
+    /// The answer's status code (the caller's meaning; for gRPC, the `grpc-status` code).
+    pub status_code: i32,
+    /// The answer's status message.
+    pub status_message: String,
+    /// Response headers to replay.
+    pub headers: Vec<Metadata>,
+    /// Response trailers to replay.
+    pub trailers: Vec<Metadata>,
+    /// When the answer was fetched.
+    pub created: UnixMs,
+    /// Until when the answer may be served as fresh.
+    pub fresh_until: UnixMs,
+    /// Until when the answer may be kept at all (≥ `fresh_until`); L1 evicts and L2 expires it then.
+    pub stale_until: UnixMs,
+    /// How long the loader took to fetch it.
+    pub fetch_time: Duration,
+}
+
+impl Entry {
+    /// Whether the answer may still be served as fresh at `now`.
+    pub fn is_fresh(&self, now: UnixMs) -> bool {
+        now < self.fresh_until
+    }
+
+    /// How long the entry should still be kept, from `now` (zero once past `stale_until`).
+    pub fn remaining_life(&self, now: UnixMs) -> Duration {
+        Duration::from_millis(self.stale_until.saturating_sub(now))
+    }
+
+    /// The number of bytes the entry occupies, as weighed by L1 (its encoded size, a close proxy for its heap size).
+    pub fn weight(&self) -> u32 {
+        u32::try_from(self.to_proto().encoded_len()).unwrap_or(u32::MAX)
+    }
+
+    /// Encodes the entry for L2.
+    pub fn encode(&self) -> Bytes {
+        Bytes::from(self.to_proto().encode_to_vec())
+    }
+
+    /// Decodes bytes read from L2. Any failure is reported, never a panic: the caller treats it as a miss.
+    pub fn decode(bytes: Bytes) -> Result<Self, DecodeError> {
+        let pb = pb::Entry::decode(bytes)?;
+        if pb.version != ENTRY_VERSION {
+            return Err(DecodeError::Version {
+                found: pb.version,
+                expected: ENTRY_VERSION,
+            });
+        }
+        Ok(Self {
+            message: pb.message,
+            status_code: pb.status_code,
+            status_message: pb.status_message,
+            headers: pb.headers,
+            trailers: pb.trailers,
+            created: pb.created_unix_ms,
+            fresh_until: pb.fresh_until_unix_ms,
+            stale_until: pb.stale_until_unix_ms.max(pb.fresh_until_unix_ms),
+            fetch_time: Duration::from_micros(pb.fetch_micros),
+        })
+    }
+
+    fn to_proto(&self) -> pb::Entry {
+        pb::Entry {
+            version: ENTRY_VERSION,
+            message: self.message.clone(),
+            status_code: self.status_code,
+            status_message: self.status_message.clone(),
+            headers: self.headers.clone(),
+            trailers: self.trailers.clone(),
+            created_unix_ms: self.created,
+            fresh_until_unix_ms: self.fresh_until,
+            stale_until_unix_ms: self.stale_until,
+            fetch_micros: u64::try_from(self.fetch_time.as_micros()).unwrap_or(u64::MAX),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Entry {
+        Entry {
+            message: Bytes::from_static(b"\x0a\x03abc"),
+            status_code: 0,
+            status_message: String::new(),
+            headers: vec![Metadata {
+                name: "x-h".into(),
+                value: Bytes::from_static(b"v"),
+            }],
+            trailers: vec![Metadata {
+                name: "x-t-bin".into(),
+                value: Bytes::from_static(&[0, 255]),
+            }],
+            created: 1_000,
+            fresh_until: 31_000,
+            stale_until: 31_000,
+            fetch_time: Duration::from_micros(1234),
+        }
+    }
+
+    #[test]
+    fn round_trips() {
+        let e = sample();
+        assert_eq!(Entry::decode(e.encode()).expect("decodes"), e);
+        assert!(e.weight() as usize >= e.message.len());
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        for junk in [
+            &b"\xff\xff\xff\xff"[..],
+            b"not an entry at all",
+            b"\x0a\xff\xff\xff\xff\x0f",
+        ] {
+            assert!(
+                Entry::decode(Bytes::copy_from_slice(junk)).is_err(),
+                "{junk:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_version_is_rejected() {
+        let mut pb = sample().to_proto();
+        pb.version = 2;
+        let err = Entry::decode(Bytes::from(pb.encode_to_vec())).expect_err("version 2");
+        assert!(matches!(
+            err,
+            DecodeError::Version {
+                found: 2,
+                expected: 1
+            }
+        ));
+        // An empty buffer decodes as version 0: also rejected.
+        assert!(Entry::decode(Bytes::new()).is_err());
+    }
+
+    #[test]
+    fn freshness() {
+        let e = sample();
+        assert!(e.is_fresh(30_999));
+        assert!(!e.is_fresh(31_000));
+        assert_eq!(e.remaining_life(30_000), Duration::from_secs(1));
+        assert_eq!(e.remaining_life(40_000), Duration::ZERO);
+    }
+}

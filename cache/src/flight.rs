@@ -1,0 +1,164 @@
+//! Single-flight: at most one load per key in this process at a time; the others wait for its outcome.
+//!
+//! The leader holds a [`LeaderPermit`]. Finishing it publishes the outcome to every follower; dropping it without
+//! finishing (the leader's caller was cancelled) wakes the followers so that one of them becomes the new leader.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use tokio::sync::watch;
+
+use crate::entry::Entry;
+use crate::error::LoadError;
+use crate::key::Key;
+
+/// What a flight ends with, shared with every follower.
+pub(crate) type Outcome = Result<Arc<Entry>, LoadError>;
+
+/// A follower's view of a flight: `None` while the leader works, then its outcome.
+pub(crate) type FlightWatch = watch::Receiver<Option<Outcome>>;
+
+/// The loads in flight in this process, by key.
+#[derive(Debug, Default)]
+pub(crate) struct Flights {
+    // A plain mutex: held only to look up, insert or remove one map entry, never across an `.await`.
+    inflight: Mutex<HashMap<Key, watch::Sender<Option<Outcome>>>>,
+}
+
+/// The caller's role in the flight for a key.
+pub(crate) enum Role<'a> {
+    /// No load was in flight: the caller must load and then [`LeaderPermit::finish`].
+    Leader(LeaderPermit<'a>),
+    /// Another caller is loading: wait on this for its outcome.
+    Follower(FlightWatch),
+}
+
+impl Flights {
+    /// Joins the flight for `key`, leading it if none is in flight.
+    pub(crate) fn join(&self, key: Key) -> Role<'_> {
+        let mut inflight = self.inflight.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(tx) = inflight.get(&key) {
+            return Role::Follower(tx.subscribe());
+        }
+        let (tx, _) = watch::channel(None);
+        inflight.insert(key, tx);
+        Role::Leader(LeaderPermit {
+            flights: self,
+            key,
+            finished: false,
+        })
+    }
+
+    /// How many keys are being loaded right now.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.inflight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
+    fn end(&self, key: &Key, outcome: Option<Outcome>) {
+        // Only the leader's permit removes its key, and a key has one leader at a time, so the entry is ours.
+        let tx = self
+            .inflight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(key);
+        if let (Some(tx), Some(outcome)) = (tx, outcome) {
+            // No receivers is fine: nobody was waiting.
+            let _ = tx.send(Some(outcome));
+        }
+        // A sender dropped without a value closes the channel: followers see that and elect a new leader.
+    }
+}
+
+/// The right, and the duty, to load a key. Dropped unfinished, it hands the flight over to the followers.
+pub(crate) struct LeaderPermit<'a> {
+    flights: &'a Flights,
+    key: Key,
+    finished: bool,
+}
+
+impl LeaderPermit<'_> {
+    /// Publishes the outcome to every follower and ends the flight.
+    pub(crate) fn finish(mut self, outcome: Outcome) {
+        self.finished = true;
+        self.flights.end(&self.key, Some(outcome));
+    }
+}
+
+impl Drop for LeaderPermit<'_> {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.flights.end(&self.key, None);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::key::KeyBuilder;
+
+    fn entry() -> Arc<Entry> {
+        Arc::new(Entry {
+            message: Bytes::from_static(b"answer"),
+            status_code: 0,
+            status_message: String::new(),
+            headers: vec![],
+            trailers: vec![],
+            created: 0,
+            fresh_until: 1,
+            stale_until: 1,
+            fetch_time: Duration::ZERO,
+        })
+    }
+
+    #[tokio::test]
+    async fn followers_share_the_leaders_outcome() {
+        let flights = Flights::default();
+        let key = KeyBuilder::new("t", "/m").finish(b"1");
+        let Role::Leader(permit) = flights.join(key) else {
+            panic!("first caller leads")
+        };
+        let Role::Follower(mut rx) = flights.join(key) else {
+            panic!("second caller follows")
+        };
+        permit.finish(Ok(entry()));
+        let got = rx
+            .wait_for(Option::is_some)
+            .await
+            .expect("outcome published");
+        assert_eq!(
+            got.as_ref()
+                .and_then(|o| o.as_ref().ok())
+                .map(|e| e.message.clone()),
+            Some(Bytes::from_static(b"answer"))
+        );
+        assert_eq!(flights.len(), 0);
+    }
+
+    #[tokio::test]
+    async fn dropped_leader_hands_over() {
+        let flights = Flights::default();
+        let key = KeyBuilder::new("t", "/m").finish(b"1");
+        let leader = flights.join(key);
+        let Role::Follower(mut rx) = flights.join(key) else {
+            panic!("follows")
+        };
+        drop(leader);
+        assert!(
+            rx.wait_for(Option::is_some).await.is_err(),
+            "closed without an outcome"
+        );
+        assert!(
+            matches!(flights.join(key), Role::Leader(_)),
+            "a follower can lead now"
+        );
+    }
+}

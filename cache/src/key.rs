@@ -1,0 +1,144 @@
+//! The cache key: a blake3 hash over everything that makes two requests the same request.
+
+use std::fmt;
+
+/// A cache key: blake3 over the namespace, the method, the `vary` metadata values and the request message bytes.
+///
+/// A cryptographic hash on purpose: with a fast non-cryptographic hash, a client could compute a colliding request
+/// and poison the entry another client reads.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Key([u8; 32]);
+
+impl Key {
+    /// The key's 32 bytes.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// The key as 64 lowercase hex digits (how it appears in Redis and in logs).
+    pub fn to_hex(&self) -> String {
+        let mut s = String::with_capacity(64);
+        for b in self.0 {
+            s.push(char::from_digit(u32::from(b >> 4), 16).unwrap_or('0'));
+            s.push(char::from_digit(u32::from(b & 0xf), 16).unwrap_or('0'));
+        }
+        s
+    }
+}
+
+impl fmt::Debug for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Key({})", &self.to_hex()[..16])
+    }
+}
+
+/// Builds a [`Key`] field by field.
+///
+/// Every field is written with a tag and a length prefix, so no two different sequences of fields can produce the
+/// same hash input (`("ab", "c")` and `("a", "bc")` differ).
+#[derive(Debug)]
+pub struct KeyBuilder(blake3::Hasher);
+
+impl KeyBuilder {
+    /// Starts a key for `method` (the full gRPC path, `/pkg.Service/Method`) within `namespace`.
+    pub fn new(namespace: &str, method: &str) -> Self {
+        let mut b = Self(blake3::Hasher::new());
+        b.field(b'k', b"strata.key.v1");
+        b.field(b'n', namespace.as_bytes());
+        b.field(b'm', method.as_bytes());
+        b
+    }
+
+    /// Adds one `vary` metadata header: its name and all its values in order (`None` when absent, which differs
+    /// from present-but-empty).
+    pub fn vary<'a>(mut self, name: &str, values: impl IntoIterator<Item = &'a [u8]>) -> Self {
+        self.field(b'v', name.as_bytes());
+        let mut count: u64 = 0;
+        for value in values {
+            self.field(b'=', value);
+            count += 1;
+        }
+        self.0.update(b"#");
+        self.0.update(&count.to_le_bytes());
+        self
+    }
+
+    /// Adds the request message bytes and returns the key.
+    pub fn finish(mut self, request: &[u8]) -> Key {
+        self.field(b'r', request);
+        Key(*self.0.finalize().as_bytes())
+    }
+
+    fn field(&mut self, tag: u8, bytes: &[u8]) {
+        self.0.update(&[tag]);
+        self.0.update(&(bytes.len() as u64).to_le_bytes());
+        self.0.update(bytes);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(ns: &str, method: &str, vary: &[(&str, &[&[u8]])], req: &[u8]) -> Key {
+        let mut b = KeyBuilder::new(ns, method);
+        for (name, values) in vary {
+            b = b.vary(name, values.iter().copied());
+        }
+        b.finish(req)
+    }
+
+    #[test]
+    fn every_part_changes_the_key() {
+        let base = key("ns", "/a.B/C", &[("x-tenant-id", &[b"t1"])], b"req");
+        assert_eq!(
+            base,
+            key("ns", "/a.B/C", &[("x-tenant-id", &[b"t1"])], b"req")
+        );
+        assert_ne!(
+            base,
+            key("ns2", "/a.B/C", &[("x-tenant-id", &[b"t1"])], b"req")
+        );
+        assert_ne!(
+            base,
+            key("ns", "/a.B/D", &[("x-tenant-id", &[b"t1"])], b"req")
+        );
+        assert_ne!(
+            base,
+            key("ns", "/a.B/C", &[("x-tenant-id", &[b"t2"])], b"req")
+        );
+        assert_ne!(
+            base,
+            key("ns", "/a.B/C", &[("x-tenant-id", &[b"t1"])], b"reqx")
+        );
+    }
+
+    #[test]
+    fn field_boundaries_are_unambiguous() {
+        assert_ne!(key("ab", "c", &[], b""), key("a", "bc", &[], b""));
+        assert_ne!(
+            key("n", "/m", &[("h", &[b"a", b"b"])], b""),
+            key("n", "/m", &[("h", &[b"ab"])], b"")
+        );
+        // Absent differs from present-but-empty.
+        assert_ne!(
+            key("n", "/m", &[("h", &[])], b""),
+            key("n", "/m", &[("h", &[b""])], b"")
+        );
+        // The vary values cannot leak into the request bytes.
+        assert_ne!(
+            key("n", "/m", &[("h", &[b"x"])], b""),
+            key("n", "/m", &[("h", &[])], b"x")
+        );
+    }
+
+    #[test]
+    fn hex_is_64_lowercase_digits() {
+        let hex = key("n", "/m", &[], b"").to_hex();
+        assert_eq!(hex.len(), 64);
+        assert!(
+            hex.chars()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+        );
+    }
+}

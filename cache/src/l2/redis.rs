@@ -1,0 +1,119 @@
+//! The Redis implementation of [`L2`]: one multiplexed connection that reconnects by itself, every call under a
+//! timeout.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use super::{L2, L2Future, L2Write};
+use crate::error::L2Error;
+use crate::key::Key;
+
+/// Settings of [`RedisL2`].
+#[derive(Debug, Clone)]
+pub struct RedisL2Config {
+    /// `redis://[user:password@]host:port[/db]`.
+    pub url: String,
+    /// The longest any single L2 call may take before it counts as a miss.
+    pub timeout: Duration,
+    /// Prefix of every Redis key (`<prefix>:<64 hex digits>`).
+    pub key_prefix: String,
+}
+
+/// L2 backed by a Redis server.
+///
+/// The connection is established lazily and re-established after failures, so Strata starts without Redis and picks
+/// it up when it appears; until then every call fails fast and counts as a miss.
+#[derive(Clone)]
+pub struct RedisL2 {
+    conn: ConnectionManager,
+    timeout: Duration,
+    key_prefix: String,
+}
+
+impl std::fmt::Debug for RedisL2 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisL2")
+            .field("timeout", &self.timeout)
+            .field("key_prefix", &self.key_prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisL2 {
+    /// Prepares the connection (without connecting). Fails only if the URL is invalid. Needs a tokio runtime.
+    pub fn new(config: &RedisL2Config) -> Result<Self, redis::RedisError> {
+        let client = redis::Client::open(config.url.as_str())?;
+        let manager_config = ConnectionManagerConfig::new()
+            // Reconnect attempts are cheap and bounded; while one is under way, calls wait at most `timeout`.
+            .set_number_of_retries(3)
+            .set_min_delay(Duration::from_millis(10))
+            .set_max_delay(Duration::from_millis(500))
+            .set_connection_timeout(Some(Duration::from_secs(1).max(config.timeout)))
+            .set_response_timeout(Some(config.timeout));
+        let conn = ConnectionManager::new_lazy_with_config(client, manager_config)?;
+        Ok(Self {
+            conn,
+            timeout: config.timeout,
+            key_prefix: config.key_prefix.clone(),
+        })
+    }
+
+    /// The Redis key under which `key` is stored.
+    pub fn redis_key(&self, key: &Key) -> String {
+        format!("{}:{}", self.key_prefix, key.to_hex())
+    }
+
+    async fn bounded<T>(
+        &self,
+        op: &'static str,
+        fut: impl std::future::Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, L2Error> {
+        match tokio::time::timeout(self.timeout, fut).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(source)) if source.is_timeout() => Err(self.timed_out(op)),
+            Ok(Err(source)) => Err(L2Error::Redis { op, source }),
+            Err(_) => Err(self.timed_out(op)),
+        }
+    }
+
+    fn timed_out(&self, op: &'static str) -> L2Error {
+        L2Error::Timeout {
+            op,
+            timeout_ms: u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX),
+        }
+    }
+}
+
+impl L2 for RedisL2 {
+    fn get<'a>(&'a self, key: &'a Key) -> L2Future<'a, Option<Bytes>> {
+        Box::pin(async move {
+            let mut conn = self.conn.clone();
+            let cmd = redis::cmd("GET").arg(self.redis_key(key)).to_owned();
+            let value: Option<Vec<u8>> = self.bounded("GET", cmd.query_async(&mut conn)).await?;
+            Ok(value.map(Bytes::from))
+        })
+    }
+
+    fn set_many<'a>(&'a self, writes: &'a [L2Write]) -> L2Future<'a, ()> {
+        Box::pin(async move {
+            let mut pipe = redis::pipe();
+            for w in writes {
+                // Redis rejects PX 0; an entry with under a millisecond to live is not worth storing.
+                let ttl_ms = u64::try_from(w.ttl.as_millis()).unwrap_or(u64::MAX);
+                if ttl_ms == 0 {
+                    continue;
+                }
+                pipe.cmd("SET")
+                    .arg(self.redis_key(&w.key))
+                    .arg(w.bytes.as_ref())
+                    .arg("PX")
+                    .arg(ttl_ms)
+                    .ignore();
+            }
+            let mut conn = self.conn.clone();
+            self.bounded("SET", pipe.query_async::<()>(&mut conn)).await
+        })
+    }
+}

@@ -1,0 +1,23 @@
+//! Strata's tiered cache.
+//!
+//! A lookup goes L1 (in-process, moka) → single-flight (one leader per key in this process) → L2 (shared, Redis) →
+//! the caller's [`Loader`], and what the loader fetched is written back to both levels. The crate stores bytes with
+//! metadata; it knows nothing of gRPC, tonic or hyper.
+
+mod clock;
+mod entry;
+mod error;
+mod flight;
+mod key;
+mod l1;
+pub mod l2;
+mod stats;
+mod tiered;
+
+pub use clock::{Clock, UnixMs};
+pub use entry::{ENTRY_VERSION, Entry, Metadata};
+pub use error::{DecodeError, L2Error, LoadError};
+pub use key::{Key, KeyBuilder};
+pub use l1::L1;
+pub use stats::{Stats, StatsSnapshot};
+pub use tiered::{Fetched, Loader, Lookup, Policy, Source, Tiered, TieredConfig};

@@ -1,0 +1,75 @@
+//! Counters of what the cache did, cheap enough for the hot path (relaxed atomics, no locks).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Live counters of a [`crate::Tiered`] cache.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub(crate) l1_hits: AtomicU64,
+    pub(crate) l2_hits: AtomicU64,
+    pub(crate) misses: AtomicU64,
+    pub(crate) coalesced: AtomicU64,
+    pub(crate) flight_wait_timeouts: AtomicU64,
+    pub(crate) leader_takeovers: AtomicU64,
+    pub(crate) l2_errors: AtomicU64,
+    pub(crate) l2_timeouts: AtomicU64,
+    pub(crate) l2_undecodable: AtomicU64,
+    pub(crate) l2_writes: AtomicU64,
+    pub(crate) l2_write_errors: AtomicU64,
+    pub(crate) l2_write_drops: AtomicU64,
+}
+
+/// A point-in-time copy of [`Stats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StatsSnapshot {
+    /// Answers served from L1.
+    pub l1_hits: u64,
+    /// Answers served from L2.
+    pub l2_hits: u64,
+    /// Answers that needed the loader.
+    pub misses: u64,
+    /// Answers shared from another caller's in-flight load.
+    pub coalesced: u64,
+    /// Followers that stopped waiting for a leader and loaded on their own.
+    pub flight_wait_timeouts: u64,
+    /// Followers that became the leader after the previous leader was cancelled.
+    pub leader_takeovers: u64,
+    /// L2 reads or writes that failed (not counting timeouts).
+    pub l2_errors: u64,
+    /// L2 reads or writes that timed out.
+    pub l2_timeouts: u64,
+    /// L2 entries that could not be decoded (treated as misses and overwritten).
+    pub l2_undecodable: u64,
+    /// Entries written to L2.
+    pub l2_writes: u64,
+    /// L2 writes that failed or timed out.
+    pub l2_write_errors: u64,
+    /// L2 writes dropped because the write-back queue was full.
+    pub l2_write_drops: u64,
+}
+
+impl Stats {
+    /// Reads every counter.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let r = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        StatsSnapshot {
+            l1_hits: r(&self.l1_hits),
+            l2_hits: r(&self.l2_hits),
+            misses: r(&self.misses),
+            coalesced: r(&self.coalesced),
+            flight_wait_timeouts: r(&self.flight_wait_timeouts),
+            leader_takeovers: r(&self.leader_takeovers),
+            l2_errors: r(&self.l2_errors),
+            l2_timeouts: r(&self.l2_timeouts),
+            l2_undecodable: r(&self.l2_undecodable),
+            l2_writes: r(&self.l2_writes),
+            l2_write_errors: r(&self.l2_write_errors),
+            l2_write_drops: r(&self.l2_write_drops),
+        }
+    }
+}
+
+/// Adds one to a counter.
+pub(crate) fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}

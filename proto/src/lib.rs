@@ -1,0 +1,23 @@
+//! Protobuf definitions of Strata: the cache entry encoding and the sample `demo.v1.Catalog` service.
+//!
+//! Generated code only; no logic lives here.
+
+/// The cache entry stored in L1 and L2 (`strata.cache.v1`).
+pub mod cache {
+    /// Version 1 of the entry encoding.
+    pub mod v1 {
+        include!(concat!(env!("OUT_DIR"), "/strata.cache.v1.rs"));
+    }
+}
+
+/// The sample lookup service (`demo.v1.Catalog`) and its counters (`demo.v1.CatalogStats`).
+pub mod demo {
+    /// Version 1 of the sample service.
+    pub mod v1 {
+        #![allow(missing_debug_implementations, clippy::all)]
+        include!(concat!(env!("OUT_DIR"), "/demo.v1.rs"));
+    }
+}
+
+/// The encoded `FileDescriptorSet` of every proto in this crate (for server reflection).
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/descriptor.bin"));
