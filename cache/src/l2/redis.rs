@@ -60,6 +60,13 @@ impl RedisL2 {
         })
     }
 
+    /// Whether `url` is a Redis URL this client accepts (checked at startup, before anything connects).
+    pub fn check_url(url: &str) -> Result<(), String> {
+        redis::Client::open(url)
+            .map(drop)
+            .map_err(|e| e.to_string())
+    }
+
     /// The Redis key under which `key` is stored.
     pub fn redis_key(&self, key: &Key) -> String {
         format!("{}:{}", self.key_prefix, key.to_hex())

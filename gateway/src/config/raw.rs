@@ -1,0 +1,97 @@
+//! The config file's shape as written, before validation. Durations and sizes are still text, and unknown keys are
+//! collected instead of rejected, so that validation can report every mistake at once with its field path.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+
+/// A duration or size as written: text (`30s`, `4MiB`) or a bare number (from YAML or an environment variable).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub(super) enum Scalar {
+    Number(u64),
+    Text(String),
+}
+
+/// Keys present in the file that no field takes.
+pub(super) type Unknown = BTreeMap<String, IgnoredAny>;
+
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct RawConfig {
+    pub listen: Option<String>,
+    pub admin: Option<RawAdmin>,
+    pub cache: Option<RawCache>,
+    #[serde(default)]
+    pub backends: BTreeMap<String, RawBackend>,
+    #[serde(default)]
+    pub routes: Vec<RawRoute>,
+    pub max_request_bytes: Option<Scalar>,
+    pub max_response_bytes: Option<Scalar>,
+    pub expose_cache_status: Option<bool>,
+    pub shutdown_grace: Option<Scalar>,
+    #[serde(flatten)]
+    pub unknown: Unknown,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct RawAdmin {
+    pub listen: Option<String>,
+    #[serde(flatten)]
+    pub unknown: Unknown,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct RawCache {
+    pub namespace: Option<String>,
+    pub l1: Option<RawL1>,
+    pub l2: Option<RawL2>,
+    pub flight_wait: Option<Scalar>,
+    #[serde(flatten)]
+    pub unknown: Unknown,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct RawL1 {
+    pub max_bytes: Option<Scalar>,
+    #[serde(flatten)]
+    pub unknown: Unknown,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct RawL2 {
+    pub url: Option<String>,
+    pub timeout: Option<Scalar>,
+    pub write_queue: Option<u64>,
+    #[serde(flatten)]
+    pub unknown: Unknown,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct RawBackend {
+    #[serde(default)]
+    pub endpoints: Vec<String>,
+    pub timeout: Option<Scalar>,
+    pub connect_timeout: Option<Scalar>,
+    #[serde(flatten)]
+    pub unknown: Unknown,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct RawRoute {
+    #[serde(rename = "match")]
+    pub matches: Option<String>,
+    pub backend: Option<String>,
+    pub cache: Option<RawRouteCache>,
+    #[serde(flatten)]
+    pub unknown: Unknown,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct RawRouteCache {
+    pub ttl: Option<Scalar>,
+    #[serde(default)]
+    pub vary: Vec<String>,
+    #[serde(flatten)]
+    pub unknown: Unknown,
+}

@@ -1,0 +1,484 @@
+//! Turns the raw config into a [`Config`], collecting every invalid field with its path.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use super::raw::{RawBackend, RawCache, RawConfig, RawRoute, Scalar, Unknown};
+use super::units::{parse_duration, parse_size};
+use super::{
+    AdminConfig, BackendConfig, CacheConfig, Config, FieldError, L1Config, L2Config,
+    RouteCacheConfig, RouteConfig,
+};
+
+/// Collects errors while building the validated config.
+#[derive(Default)]
+struct Errors(Vec<FieldError>);
+
+impl Errors {
+    fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.0.push(FieldError {
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+
+    fn unknown(&mut self, path: &str, unknown: &Unknown, known: &[&str]) {
+        for key in unknown.keys() {
+            let at = if path.is_empty() {
+                key.clone()
+            } else {
+                format!("{path}.{key}")
+            };
+            self.add(
+                at,
+                format!("unknown field (expected one of: {})", known.join(", ")),
+            );
+        }
+    }
+
+    fn duration(&mut self, path: &str, value: Option<&Scalar>, default: Duration) -> Duration {
+        match value {
+            None => default,
+            Some(Scalar::Text(text)) => parse_duration(text).unwrap_or_else(|e| {
+                self.add(path, e);
+                default
+            }),
+            Some(Scalar::Number(n)) => {
+                self.add(
+                    path,
+                    format!("`{n}` has no unit; write e.g. `{n}ms` or `{n}s`"),
+                );
+                default
+            }
+        }
+    }
+
+    fn size(&mut self, path: &str, value: Option<&Scalar>, default: u64) -> u64 {
+        match value {
+            None => default,
+            Some(Scalar::Number(n)) => *n,
+            Some(Scalar::Text(text)) => parse_size(text).unwrap_or_else(|e| {
+                self.add(path, e);
+                default
+            }),
+        }
+    }
+
+    fn addr(&mut self, path: &str, value: Option<&str>, default: &str) -> SocketAddr {
+        let text = value.unwrap_or(default);
+        text.parse().unwrap_or_else(|_| {
+            self.add(
+                path,
+                format!(
+                    "`{text}` is not an address; write `host:port` with an IP, e.g. `0.0.0.0:50051`"
+                ),
+            );
+            SocketAddr::from(([0, 0, 0, 0], 0))
+        })
+    }
+}
+
+/// Defaults, shared with docs/CONFIG.md.
+const DEFAULT_LISTEN: &str = "0.0.0.0:50051";
+const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9901";
+const DEFAULT_NAMESPACE: &str = "strata";
+const DEFAULT_L1_BYTES: u64 = 256 << 20;
+const DEFAULT_L2_TIMEOUT: Duration = Duration::from_millis(25);
+const DEFAULT_WRITE_QUEUE: u64 = 1024;
+const DEFAULT_FLIGHT_WAIT: Duration = Duration::from_secs(5);
+const DEFAULT_BACKEND_TIMEOUT: Duration = Duration::from_secs(5);
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+const DEFAULT_MAX_REQUEST: u64 = 4 << 20;
+const DEFAULT_MAX_RESPONSE: u64 = 16 << 20;
+const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+pub(super) fn validate(raw: RawConfig) -> Result<Config, Vec<FieldError>> {
+    let mut e = Errors::default();
+    e.unknown(
+        "",
+        &raw.unknown,
+        &[
+            "listen",
+            "admin",
+            "cache",
+            "backends",
+            "routes",
+            "max_request_bytes",
+            "max_response_bytes",
+            "expose_cache_status",
+            "shutdown_grace",
+        ],
+    );
+
+    let listen = e.addr("listen", raw.listen.as_deref(), DEFAULT_LISTEN);
+    let admin = raw.admin.unwrap_or_default();
+    e.unknown("admin", &admin.unknown, &["listen"]);
+    let admin = AdminConfig {
+        listen: e.addr(
+            "admin.listen",
+            admin.listen.as_deref(),
+            DEFAULT_ADMIN_LISTEN,
+        ),
+    };
+    if listen == admin.listen && listen.port() != 0 {
+        e.add(
+            "admin.listen",
+            format!("must differ from `listen` ({listen})"),
+        );
+    }
+
+    let cache = cache(&mut e, raw.cache.unwrap_or_default());
+    let backends: BTreeMap<_, _> = raw
+        .backends
+        .into_iter()
+        .map(|(name, b)| {
+            let b = backend(&mut e, &name, b);
+            (name, b)
+        })
+        .collect();
+    if raw.routes.is_empty() {
+        e.add(
+            "routes",
+            "at least one route is needed (e.g. `- match: \"*\"` with a backend)",
+        );
+    }
+    let routes = raw
+        .routes
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| route(&mut e, i, r, &backends))
+        .collect();
+
+    let max_request_bytes = e.size(
+        "max_request_bytes",
+        raw.max_request_bytes.as_ref(),
+        DEFAULT_MAX_REQUEST,
+    );
+    if max_request_bytes == 0 {
+        e.add("max_request_bytes", "must be greater than 0");
+    }
+    let max_response_bytes = e.size(
+        "max_response_bytes",
+        raw.max_response_bytes.as_ref(),
+        DEFAULT_MAX_RESPONSE,
+    );
+    if max_response_bytes == 0 {
+        e.add("max_response_bytes", "must be greater than 0");
+    }
+    let config = Config {
+        listen,
+        admin,
+        cache,
+        backends,
+        routes,
+        max_request_bytes,
+        max_response_bytes,
+        expose_cache_status: raw.expose_cache_status.unwrap_or(true),
+        shutdown_grace: e.duration(
+            "shutdown_grace",
+            raw.shutdown_grace.as_ref(),
+            DEFAULT_SHUTDOWN_GRACE,
+        ),
+    };
+    if e.0.is_empty() { Ok(config) } else { Err(e.0) }
+}
+
+fn cache(e: &mut Errors, raw: RawCache) -> CacheConfig {
+    e.unknown(
+        "cache",
+        &raw.unknown,
+        &["namespace", "l1", "l2", "flight_wait"],
+    );
+    let namespace = raw
+        .namespace
+        .unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned());
+    if namespace.is_empty()
+        || !namespace
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        e.add(
+            "cache.namespace",
+            format!("`{namespace}` must be non-empty and use only letters, digits, `-`, `_`, `.`"),
+        );
+    }
+    let l1 = raw.l1.unwrap_or_default();
+    e.unknown("cache.l1", &l1.unknown, &["max_bytes"]);
+    let l1 = L1Config {
+        max_bytes: e.size(
+            "cache.l1.max_bytes",
+            l1.max_bytes.as_ref(),
+            DEFAULT_L1_BYTES,
+        ),
+    };
+    let l2 = raw.l2.map(|l2| {
+        e.unknown("cache.l2", &l2.unknown, &["url", "timeout", "write_queue"]);
+        let url = l2.url.unwrap_or_default();
+        if url.is_empty() {
+            e.add(
+                "cache.l2.url",
+                "required when `cache.l2` is present (e.g. `redis://127.0.0.1:6379`)",
+            );
+        } else if let Err(err) = redis_url_ok(&url) {
+            e.add("cache.l2.url", err);
+        }
+        let timeout = e.duration("cache.l2.timeout", l2.timeout.as_ref(), DEFAULT_L2_TIMEOUT);
+        if timeout.is_zero() {
+            e.add("cache.l2.timeout", "must be greater than 0");
+        }
+        let write_queue = l2.write_queue.unwrap_or(DEFAULT_WRITE_QUEUE);
+        if write_queue == 0 || write_queue > 1 << 20 {
+            e.add("cache.l2.write_queue", "must be between 1 and 1048576");
+        }
+        L2Config {
+            url,
+            timeout,
+            write_queue: usize::try_from(write_queue).unwrap_or(usize::MAX),
+        }
+    });
+    let flight_wait = e.duration(
+        "cache.flight_wait",
+        raw.flight_wait.as_ref(),
+        DEFAULT_FLIGHT_WAIT,
+    );
+    if flight_wait.is_zero() {
+        e.add("cache.flight_wait", "must be greater than 0");
+    }
+    CacheConfig {
+        namespace,
+        l1,
+        l2,
+        flight_wait,
+    }
+}
+
+fn redis_url_ok(url: &str) -> Result<(), String> {
+    let shown = super::redact_url(url);
+    if !(url.starts_with("redis://")
+        || url.starts_with("rediss://")
+        || url.starts_with("redis+unix://"))
+    {
+        return Err(format!(
+            "`{shown}` must start with redis://, rediss:// or redis+unix://"
+        ));
+    }
+    strata_cache::l2::RedisL2::check_url(url)
+        .map_err(|reason| format!("`{shown}` is not a valid Redis URL: {reason}"))
+}
+
+fn backend(e: &mut Errors, name: &str, raw: RawBackend) -> BackendConfig {
+    let path = format!("backends.{name}");
+    e.unknown(
+        &path,
+        &raw.unknown,
+        &["endpoints", "timeout", "connect_timeout"],
+    );
+    if raw.endpoints.is_empty() {
+        e.add(
+            format!("{path}.endpoints"),
+            "at least one endpoint is needed (e.g. `http://127.0.0.1:50052`)",
+        );
+    }
+    for (i, endpoint) in raw.endpoints.iter().enumerate() {
+        if let Err(reason) = endpoint_ok(endpoint) {
+            e.add(format!("{path}.endpoints[{i}]"), reason);
+        }
+    }
+    let timeout = e.duration(
+        &format!("{path}.timeout"),
+        raw.timeout.as_ref(),
+        DEFAULT_BACKEND_TIMEOUT,
+    );
+    if timeout.is_zero() {
+        e.add(format!("{path}.timeout"), "must be greater than 0");
+    }
+    let connect_timeout = e.duration(
+        &format!("{path}.connect_timeout"),
+        raw.connect_timeout.as_ref(),
+        DEFAULT_CONNECT_TIMEOUT,
+    );
+    BackendConfig {
+        endpoints: raw.endpoints,
+        timeout,
+        connect_timeout,
+    }
+}
+
+fn endpoint_ok(endpoint: &str) -> Result<(), String> {
+    let uri: http::Uri = endpoint
+        .parse()
+        .map_err(|err| format!("`{endpoint}` is not a URL: {err}"))?;
+    if uri.scheme_str() != Some("http") {
+        return Err(format!(
+            "`{endpoint}` must start with http:// (TLS to backends is not supported yet)"
+        ));
+    }
+    if uri.host().is_none_or(str::is_empty) || uri.port_u16().is_none() {
+        return Err(format!(
+            "`{endpoint}` needs a host and a port, e.g. `http://127.0.0.1:50052`"
+        ));
+    }
+    if uri.path_and_query().is_some_and(|p| p.as_str() != "/") {
+        return Err(format!("`{endpoint}` must not have a path"));
+    }
+    Ok(())
+}
+
+fn route(
+    e: &mut Errors,
+    i: usize,
+    raw: RawRoute,
+    backends: &BTreeMap<String, BackendConfig>,
+) -> RouteConfig {
+    let path = format!("routes[{i}]");
+    e.unknown(&path, &raw.unknown, &["match", "backend", "cache"]);
+    let matches = raw.matches.unwrap_or_default();
+    if let Err(reason) = crate::router::Matcher::parse(&matches) {
+        e.add(format!("{path}.match"), reason);
+    }
+    let backend = raw.backend.unwrap_or_default();
+    if backend.is_empty() {
+        e.add(
+            format!("{path}.backend"),
+            "required: the name of a backend under `backends`",
+        );
+    } else if !backends.contains_key(&backend) {
+        let known: Vec<_> = backends.keys().map(String::as_str).collect();
+        e.add(
+            format!("{path}.backend"),
+            format!(
+                "unknown backend `{backend}` (defined: {})",
+                if known.is_empty() {
+                    "none".into()
+                } else {
+                    known.join(", ")
+                }
+            ),
+        );
+    }
+    let cache = raw.cache.map(|c| {
+        e.unknown(&format!("{path}.cache"), &c.unknown, &["ttl", "vary"]);
+        let ttl = match &c.ttl {
+            None => {
+                e.add(
+                    format!("{path}.cache.ttl"),
+                    "required: how long an answer stays fresh, e.g. `30s`",
+                );
+                Duration::ZERO
+            }
+            some => e.duration(&format!("{path}.cache.ttl"), some.as_ref(), Duration::ZERO),
+        };
+        if c.ttl.is_some() && ttl.is_zero() {
+            e.add(format!("{path}.cache.ttl"), "must be greater than 0");
+        }
+        let mut vary = Vec::with_capacity(c.vary.len());
+        for (j, name) in c.vary.into_iter().enumerate() {
+            let lower = name.to_ascii_lowercase();
+            if http::HeaderName::from_bytes(lower.as_bytes()).is_err() || lower.starts_with(':') {
+                e.add(
+                    format!("{path}.cache.vary[{j}]"),
+                    format!("`{name}` is not a valid metadata name"),
+                );
+            } else if vary.contains(&lower) {
+                e.add(
+                    format!("{path}.cache.vary[{j}]"),
+                    format!("`{name}` is listed twice"),
+                );
+            } else {
+                vary.push(lower);
+            }
+        }
+        RouteCacheConfig { ttl, vary }
+    });
+    RouteConfig {
+        matches,
+        backend,
+        cache,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Config, ConfigError};
+
+    const GOOD: &str = r#"
+listen: 127.0.0.1:50051
+admin: { listen: 127.0.0.1:9901 }
+cache:
+  namespace: strata
+  l1: { max_bytes: 64MiB }
+  l2: { url: "redis://:pw@127.0.0.1:6379", timeout: 25ms }
+backends:
+  catalog: { endpoints: ["http://127.0.0.1:50052"], timeout: 2s }
+routes:
+  - match: /demo.v1.Catalog/GetItem
+    backend: catalog
+    cache: { ttl: 30s, vary: [X-Tenant-Id] }
+  - match: "*"
+    backend: catalog
+"#;
+
+    #[test]
+    fn the_issue_example_is_valid() {
+        let c = Config::from_yaml(GOOD).expect("valid");
+        assert_eq!(c.cache.l1.max_bytes, 64 << 20);
+        assert_eq!(
+            c.cache.l2.as_ref().map(|l2| l2.timeout.as_millis()),
+            Some(25)
+        );
+        assert_eq!(
+            c.routes[0].cache.as_ref().map(|p| p.vary.clone()),
+            Some(vec!["x-tenant-id".to_owned()])
+        );
+        assert_eq!(c.max_request_bytes, 4 << 20);
+        let printed = c.to_yaml();
+        assert!(printed.contains("redis://:***@127.0.0.1:6379"), "{printed}");
+        assert!(!printed.contains("pw"), "{printed}");
+    }
+
+    #[test]
+    fn every_mistake_is_named_with_its_path() {
+        let bad = r#"
+listen: 127.0.0.1:50051
+lisen: oops
+cache:
+  l1: { max_bytes: 64 parsecs }
+  l2: { url: "http://nope", timeout: 25 }
+backends:
+  catalog: { endpoints: ["127.0.0.1:50052"], timeout: 2 s, retries: 3 }
+routes:
+  - match: GetItem
+    backend: catalgo
+    cache: { ttl: 0s, vary: ["bad header"] }
+"#;
+        let Err(ConfigError::Invalid(errors)) = Config::from_yaml(bad) else {
+            panic!("invalid")
+        };
+        let paths: Vec<_> = errors.iter().map(|e| e.path.as_str()).collect();
+        for expected in [
+            "lisen",
+            "cache.l1.max_bytes",
+            "cache.l2.url",
+            "cache.l2.timeout",
+            "backends.catalog.endpoints[0]",
+            "backends.catalog.timeout",
+            "backends.catalog.retries",
+            "routes[0].match",
+            "routes[0].backend",
+            "routes[0].cache.ttl",
+            "routes[0].cache.vary[0]",
+        ] {
+            assert!(
+                paths.contains(&expected),
+                "{expected} missing from {paths:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn wrong_types_name_the_field() {
+        let err = Config::from_yaml("listen: [1, 2]\nroutes: []\n").expect_err("invalid");
+        assert!(err.to_string().contains("listen"), "{err}");
+    }
+}

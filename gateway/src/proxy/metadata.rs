@@ -1,0 +1,61 @@
+//! Which metadata crosses the gateway on the cached path, in each direction.
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue};
+use strata_cache::Metadata;
+
+use crate::grpc::timeout;
+
+/// Headers that describe a single HTTP/2 exchange or its encoding, never replayed from the cache.
+const NOT_REPLAYED: &[&str] = &[
+    "content-length",
+    "date",
+    "grpc-encoding",
+    "grpc-accept-encoding",
+    "grpc-status",
+    "grpc-message",
+    "set-cookie",
+    "connection",
+    "keep-alive",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    super::CACHE_STATUS_HEADER,
+];
+
+/// The metadata of a backend answer worth storing and replaying to later callers.
+pub fn replayable(headers: &HeaderMap) -> Vec<Metadata> {
+    headers
+        .iter()
+        .filter(|(name, _)| !NOT_REPLAYED.contains(&name.as_str()))
+        .map(|(name, value)| Metadata {
+            name: name.as_str().to_owned(),
+            value: Bytes::copy_from_slice(value.as_bytes()),
+        })
+        .collect()
+}
+
+/// Appends stored metadata to a response header map, skipping any pair that is not a valid header.
+pub fn append(target: &mut HeaderMap, metadata: &[Metadata]) {
+    for m in metadata {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(m.name.as_bytes()),
+            HeaderValue::from_maybe_shared(m.value.clone()),
+        ) {
+            target.append(name, value);
+        }
+    }
+}
+
+/// The client's request headers, prepared for the backend call on the cached path: the remaining deadline instead
+/// of the client's, and no compression negotiation (answers are stored uncompressed).
+pub fn for_backend(mut headers: HeaderMap, remaining: std::time::Duration) -> HeaderMap {
+    headers.remove("grpc-accept-encoding");
+    headers.remove("grpc-encoding");
+    headers.remove(http::header::CONTENT_LENGTH);
+    if let Ok(value) = HeaderValue::from_str(&timeout::format(remaining)) {
+        headers.insert(timeout::HEADER, value);
+    }
+    headers
+}

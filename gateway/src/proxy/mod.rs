@@ -1,0 +1,108 @@
+//! The data path: route a call, then either answer it through the cache (cached unary routes) or forward it
+//! untouched (everything else).
+
+mod deadline;
+mod loader;
+mod metadata;
+mod passthrough;
+mod replay;
+mod unary;
+
+use std::sync::Arc;
+
+use strata_cache::Tiered;
+use tonic::body::Body;
+
+pub use self::deadline::Deadline;
+use crate::router::Router;
+use crate::status::GatewayError;
+
+/// Response metadata saying which level answered: `l1`, `l2`, `miss`, `coalesced`, `bypass`.
+pub const CACHE_STATUS_HEADER: &str = "x-strata-cache";
+
+/// Limits and switches of the data path.
+#[derive(Debug, Clone)]
+pub struct ProxyOptions {
+    /// Namespace mixed into every cache key.
+    pub namespace: String,
+    /// Largest request message accepted on a cached route.
+    pub max_request_bytes: u64,
+    /// Largest backend answer collected on a cached route.
+    pub max_response_bytes: u64,
+    /// Whether to send `x-strata-cache`.
+    pub expose_cache_status: bool,
+}
+
+/// Everything a call needs: the routes, the cache, the limits.
+#[derive(Debug)]
+pub struct Proxy {
+    router: Router,
+    cache: Arc<Tiered>,
+    options: ProxyOptions,
+}
+
+impl Proxy {
+    /// A data path over `router` and `cache`.
+    pub fn new(router: Router, cache: Arc<Tiered>, options: ProxyOptions) -> Self {
+        Self {
+            router,
+            cache,
+            options,
+        }
+    }
+
+    /// The cache this proxy answers from.
+    pub fn cache(&self) -> &Arc<Tiered> {
+        &self.cache
+    }
+
+    /// Answers one call. Never fails: every error becomes a gRPC status response.
+    pub async fn handle(&self, request: http::Request<Body>) -> http::Response<Body> {
+        let deadline = Deadline::from_headers(request.headers());
+        let call = self.dispatch(request, deadline);
+        match deadline.at() {
+            // The client's deadline bounds everything the gateway does for the call (reading the request, waiting
+            // for a flight, calling the backend); for a streaming call it bounds getting the response headers, and
+            // the backend, which receives the remaining time, bounds the rest.
+            Some(at) => match tokio::time::timeout_at(at, call).await {
+                Ok(response) => response,
+                Err(_) => GatewayError::Deadline(deadline.requested().unwrap_or_default())
+                    .to_response(None),
+            },
+            None => call.await,
+        }
+    }
+
+    async fn dispatch(
+        &self,
+        request: http::Request<Body>,
+        deadline: Deadline,
+    ) -> http::Response<Body> {
+        let path = request.uri().path();
+        let Some(route) = self.router.route(path) else {
+            return GatewayError::NoRoute {
+                path: path.to_owned(),
+            }
+            .to_response(None);
+        };
+        match &route.cache {
+            Some(rule) if is_grpc(&request) => {
+                unary::answer(self, route, rule, request, deadline).await
+            }
+            _ => passthrough::forward(&route.backend, request, deadline).await,
+        }
+    }
+
+    fn cache_status(&self, value: &'static str) -> Option<&'static str> {
+        self.options.expose_cache_status.then_some(value)
+    }
+}
+
+/// Whether the request is a gRPC call (only those are cached; anything else is forwarded as it came).
+fn is_grpc(request: &http::Request<Body>) -> bool {
+    request.method() == http::Method::POST
+        && request
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .is_some_and(|ct| ct.as_bytes().starts_with(b"application/grpc"))
+}

@@ -1,0 +1,158 @@
+//! Turning a cached answer back into a gRPC response: the stored message, status, headers and trailers.
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue};
+use http_body::{Frame, SizeHint};
+use strata_cache::Entry;
+use tonic::body::Body;
+
+use super::{CACHE_STATUS_HEADER, metadata};
+use crate::grpc::frame;
+
+/// A response body of at most one message followed by optional trailers, built from shared bytes (no copy).
+#[derive(Debug)]
+pub struct MessageBody {
+    prefix: Option<Bytes>,
+    message: Option<Bytes>,
+    trailers: Option<HeaderMap>,
+}
+
+impl MessageBody {
+    /// One framed message, then `trailers` if given.
+    pub fn new(message: Bytes, trailers: Option<HeaderMap>) -> Self {
+        Self {
+            prefix: Some(frame::header(message.len())),
+            message: Some(message),
+            trailers,
+        }
+    }
+}
+
+impl http_body::Body for MessageBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let this = &mut *self;
+        let next = if let Some(prefix) = this.prefix.take() {
+            Some(Frame::data(prefix))
+        } else if let Some(message) = this.message.take() {
+            Some(Frame::data(message))
+        } else {
+            this.trailers.take().map(Frame::trailers)
+        };
+        Poll::Ready(next.map(Ok))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.prefix.is_none() && self.message.is_none() && self.trailers.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let len = self.prefix.as_ref().map_or(0, Bytes::len)
+            + self.message.as_ref().map_or(0, Bytes::len);
+        SizeHint::with_exact(len as u64)
+    }
+}
+
+/// The response for a cached (or just fetched) answer, with `x-strata-cache: <cache_status>` when given.
+///
+/// An OK answer is its message then trailers; any other status is a Trailers-Only response, as gRPC servers send.
+pub fn response(entry: &Entry, cache_status: Option<&'static str>) -> http::Response<Body> {
+    let mut headers = HeaderMap::with_capacity(entry.headers.len() + 4);
+    metadata::append(&mut headers, &entry.headers);
+    if !headers.contains_key(http::header::CONTENT_TYPE) {
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
+    }
+    if let Some(value) = cache_status {
+        headers.insert(CACHE_STATUS_HEADER, HeaderValue::from_static(value));
+    }
+
+    let body = if entry.status_code == 0 {
+        let mut trailers = HeaderMap::with_capacity(entry.trailers.len() + 2);
+        put_status(&mut trailers, entry);
+        metadata::append(&mut trailers, &entry.trailers);
+        Body::new(MessageBody::new(entry.message.clone(), Some(trailers)))
+    } else {
+        put_status(&mut headers, entry);
+        metadata::append(&mut headers, &entry.trailers);
+        Body::empty()
+    };
+    let mut response = http::Response::new(body);
+    *response.headers_mut() = headers;
+    response
+}
+
+fn put_status(target: &mut HeaderMap, entry: &Entry) {
+    target.insert("grpc-status", HeaderValue::from(entry.status_code));
+    if !entry.status_message.is_empty() {
+        if let Ok(value) = HeaderValue::from_str(&entry.status_message) {
+            target.insert("grpc-message", value);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use http_body_util::BodyExt;
+
+    use super::*;
+
+    fn entry(code: i32) -> Entry {
+        Entry {
+            message: Bytes::from_static(b"msg"),
+            status_code: code,
+            status_message: if code == 0 {
+                String::new()
+            } else {
+                "not%20here".into()
+            },
+            headers: vec![strata_cache::Metadata {
+                name: "x-h".into(),
+                value: Bytes::from_static(b"1"),
+            }],
+            trailers: vec![strata_cache::Metadata {
+                name: "x-t".into(),
+                value: Bytes::from_static(b"2"),
+            }],
+            created: 0,
+            fresh_until: 0,
+            stale_until: 0,
+            fetch_time: Duration::ZERO,
+        }
+    }
+
+    #[tokio::test]
+    async fn ok_answer_is_message_then_trailers() {
+        let resp = response(&entry(0), Some("l1"));
+        assert_eq!(resp.headers()["x-strata-cache"], "l1");
+        assert_eq!(resp.headers()["x-h"], "1");
+        let collected = resp.into_body().collect().await.expect("infallible");
+        let trailers = collected.trailers().cloned().expect("trailers");
+        assert_eq!(trailers["grpc-status"], "0");
+        assert_eq!(trailers["x-t"], "2");
+        assert_eq!(&collected.to_bytes()[..], b"\0\0\0\0\x03msg");
+    }
+
+    #[tokio::test]
+    async fn error_answer_is_trailers_only() {
+        let resp = response(&entry(5), None);
+        assert_eq!(resp.headers()["grpc-status"], "5");
+        assert_eq!(resp.headers()["grpc-message"], "not%20here");
+        assert_eq!(resp.headers()["x-t"], "2");
+        assert!(resp.headers().get("x-strata-cache").is_none());
+        assert!(http_body::Body::is_end_stream(&resp.into_body()));
+    }
+}

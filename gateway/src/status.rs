@@ -1,0 +1,140 @@
+//! Every error the gateway itself answers with, and the one place where errors become gRPC statuses.
+
+use std::time::Duration;
+
+use http::HeaderValue;
+use tonic::Code;
+use tonic::body::Body;
+
+use crate::grpc::body::ReadError;
+use crate::grpc::frame::FrameError;
+
+/// An error the gateway answers a call with (as opposed to a status the backend sent, which is relayed as is).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum GatewayError {
+    /// No route matches the call's path.
+    #[error("no route for {path}")]
+    NoRoute { path: String },
+    /// The request message is larger than `max_request_bytes`.
+    #[error("request message of {len} bytes exceeds max_request_bytes ({limit})")]
+    RequestTooLarge { len: u64, limit: u64 },
+    /// The client's request is not valid gRPC on a cached (unary) route.
+    #[error("malformed gRPC request: {0}")]
+    MalformedRequest(String),
+    /// The client's stream failed while the gateway read it.
+    #[error("client stream failed: {0}")]
+    ClientStream(String),
+    /// The client's deadline passed.
+    #[error("deadline of {0:?} exceeded at the gateway")]
+    Deadline(Duration),
+    /// The backend could not be reached or its connection failed.
+    #[error("backend {backend} unavailable: {reason}")]
+    BackendUnavailable { backend: String, reason: String },
+    /// The backend did not answer within its `timeout`.
+    #[error("backend {backend} did not answer within {timeout:?}")]
+    BackendTimeout { backend: String, timeout: Duration },
+    /// The backend's answer breaks the gRPC protocol for a unary call.
+    #[error("backend {backend} sent an invalid answer: {reason}")]
+    BackendProtocol { backend: String, reason: String },
+    /// A bug or an impossible state inside the gateway.
+    #[error("internal gateway error: {0}")]
+    Internal(String),
+}
+
+impl GatewayError {
+    /// The gRPC code a client sees for this error.
+    pub fn code(&self) -> Code {
+        match self {
+            Self::NoRoute { .. } => Code::Unimplemented,
+            Self::RequestTooLarge { .. } => Code::ResourceExhausted,
+            Self::MalformedRequest(_) => Code::Internal,
+            Self::ClientStream(_) => Code::Cancelled,
+            Self::Deadline(_) | Self::BackendTimeout { .. } => Code::DeadlineExceeded,
+            Self::BackendUnavailable { .. } => Code::Unavailable,
+            Self::BackendProtocol { .. } | Self::Internal(_) => Code::Internal,
+        }
+    }
+
+    /// The error as a gRPC status.
+    pub fn to_status(&self) -> tonic::Status {
+        tonic::Status::new(self.code(), self.to_string())
+    }
+
+    /// The error as a complete HTTP/2 response (Trailers-Only), with `x-strata-cache` when given.
+    pub fn to_response(&self, cache_status: Option<&'static str>) -> http::Response<Body> {
+        let mut response = self.to_status().into_http::<Body>();
+        if let Some(value) = cache_status {
+            response.headers_mut().insert(
+                crate::proxy::CACHE_STATUS_HEADER,
+                HeaderValue::from_static(value),
+            );
+        }
+        response
+    }
+
+    /// Maps a failure to read the client's unary request.
+    pub fn from_request_read(err: ReadError, limit: u64) -> Self {
+        match err {
+            ReadError::Frame(FrameError::TooLarge { len, .. }) => {
+                Self::RequestTooLarge { len, limit }
+            }
+            ReadError::TooLarge { .. } => Self::RequestTooLarge {
+                len: limit + 1,
+                limit,
+            },
+            ReadError::Stream(reason) => Self::ClientStream(reason),
+            other => Self::MalformedRequest(other.to_string()),
+        }
+    }
+}
+
+impl From<&strata_cache::LoadError> for GatewayError {
+    fn from(err: &strata_cache::LoadError) -> Self {
+        err.inner()
+            .downcast_ref::<GatewayError>()
+            .cloned()
+            .unwrap_or_else(|| Self::Internal(err.to_string()))
+    }
+}
+
+/// The gRPC code for an HTTP status the backend answered with instead of gRPC (per the gRPC HTTP/2 spec).
+pub fn code_for_http_status(status: http::StatusCode) -> Code {
+    match status.as_u16() {
+        400 => Code::Internal,
+        401 => Code::Unauthenticated,
+        403 => Code::PermissionDenied,
+        404 => Code::Unimplemented,
+        429 | 502 | 503 | 504 => Code::Unavailable,
+        _ => Code::Unknown,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn responses_carry_code_and_message() {
+        let err = GatewayError::RequestTooLarge { len: 10, limit: 4 };
+        let resp = err.to_response(Some("bypass"));
+        assert_eq!(
+            resp.headers().get("grpc-status").map(|v| v.as_bytes()),
+            Some(&b"8"[..])
+        );
+        assert!(resp.headers().get("grpc-message").is_some());
+        assert_eq!(
+            resp.headers().get("x-strata-cache").map(|v| v.as_bytes()),
+            Some(&b"bypass"[..])
+        );
+    }
+
+    #[test]
+    fn load_errors_round_trip_through_the_cache() {
+        let err = GatewayError::BackendUnavailable {
+            backend: "b".into(),
+            reason: "refused".into(),
+        };
+        let through = GatewayError::from(&strata_cache::LoadError::new(err));
+        assert_eq!(through.code(), Code::Unavailable);
+    }
+}
