@@ -1,0 +1,117 @@
+//! The `strata` binary: `check` names every bad field, `serve` refuses the same config, env overrides apply.
+
+use std::io::Write;
+use std::process::{Command, Output};
+
+fn strata(args: &[&str], env: &[(&str, &str)], config: &str) -> Output {
+    let mut file = tempfile_in_target();
+    file.1.write_all(config.as_bytes()).expect("write config");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_strata"));
+    cmd.args(args).arg("--config").arg(&file.0);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let output = cmd.output().expect("run strata");
+    let _ = std::fs::remove_file(&file.0);
+    output
+}
+
+fn tempfile_in_target() -> (std::path::PathBuf, std::fs::File) {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let path =
+        std::env::temp_dir().join(format!("strata-cli-test-{}-{n}.yaml", std::process::id()));
+    let file = std::fs::File::create(&path).expect("create config");
+    (path, file)
+}
+
+const BAD: &str = r#"
+listen: 127.0.0.1:0
+admin: { listen: 127.0.0.1:0 }
+cache:
+  l1: { max_bytes: lots }
+  l2: { url: "redis://127.0.0.1:6379", timeout: 25 }
+backends:
+  catalog: { endpoints: ["http://127.0.0.1:1"], timout: 2s }
+routes:
+  - match: /demo.v1.Catalog/GetItem
+    backend: catalogue
+    cache: { ttl: 30s }
+"#;
+
+const GOOD: &str = r#"
+listen: 127.0.0.1:0
+admin: { listen: 127.0.0.1:0 }
+cache:
+  l2: { url: "redis://:hunter2@127.0.0.1:6379" }
+backends:
+  catalog: { endpoints: ["http://127.0.0.1:1"] }
+routes:
+  - match: "*"
+    backend: catalog
+"#;
+
+#[test]
+fn check_names_every_bad_field_and_serve_refuses() {
+    for command in ["check", "serve"] {
+        let out = strata(&[command], &[], BAD);
+        assert!(!out.status.success(), "{command} must fail");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        for field in [
+            "cache.l1.max_bytes",
+            "cache.l2.timeout",
+            "backends.catalog.timout",
+            "routes[0].backend",
+        ] {
+            assert!(
+                stderr.contains(field),
+                "{command}: `{field}` not named in:\n{stderr}"
+            );
+        }
+    }
+}
+
+#[test]
+fn check_prints_the_resolved_config_without_secrets() {
+    let out = strata(&["check"], &[], GOOD);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("max_request_bytes: 4MiB"),
+        "defaults filled in:\n{stdout}"
+    );
+    assert!(
+        stdout.contains("timeout: 25ms"),
+        "L2 timeout default:\n{stdout}"
+    );
+    assert!(!stdout.contains("hunter2"), "password redacted:\n{stdout}");
+}
+
+#[test]
+fn environment_overrides_the_file() {
+    let out = strata(&["check"], &[("STRATA_CACHE__L2__TIMEOUT", "75ms")], GOOD);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("timeout: 75ms"));
+
+    let out = strata(&["check"], &[("STRATA_CACHE__L2__TIMEOUT", "soon")], GOOD);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cache.l2.timeout"));
+}
+
+#[test]
+fn a_missing_file_is_a_clear_error() {
+    let out = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(["check", "--config", "/nonexistent/strata.yaml"])
+        .output()
+        .expect("run strata");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/strata.yaml"));
+}

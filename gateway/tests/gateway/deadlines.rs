@@ -1,0 +1,131 @@
+//! The client's deadline: honoured by the gateway itself, forwarded to the backend as the time left.
+
+use std::time::{Duration, Instant};
+
+use crate::support::backend::TestBackend;
+use crate::support::gateway::{TestGateway, config};
+use crate::support::raw;
+use crate::{get, key};
+
+fn forwarded(seen: &str) -> Duration {
+    strata_gateway::grpc::timeout::parse(seen.as_bytes())
+        .unwrap_or_else(|| panic!("invalid grpc-timeout {seen:?}"))
+}
+
+/// Calls `path` with a 300 ms deadline on a backend call that takes 2 s, through the bare client (which has no
+/// timer of its own: the answer at the deadline is the gateway's). Returns the status and how long it took.
+async fn slow_call(
+    gateway: &TestGateway,
+    path: &str,
+    key_name: &str,
+) -> (raw::RawAnswer, Duration) {
+    let mut req = key(key_name);
+    req.delay_ms = 2000;
+    let started = Instant::now();
+    let answer = raw::call(
+        gateway.addr,
+        path,
+        &[("grpc-timeout", "300m")],
+        raw::framed(&req),
+    )
+    .await;
+    (answer, started.elapsed())
+}
+
+#[tokio::test]
+async fn a_short_deadline_ends_a_cached_call_in_time() {
+    let backend = TestBackend::start().await;
+    let gateway = TestGateway::start(&config(&backend.url(), "", "")).await;
+
+    let (answer, took) = slow_call(&gateway, "/testing.v1.Lookup/Get", "d").await;
+    assert_eq!(
+        answer.grpc_status,
+        (tonic::Code::DeadlineExceeded as i32).to_string(),
+        "{answer:?}"
+    );
+    assert!(
+        took >= Duration::from_millis(290) && took < Duration::from_millis(800),
+        "took {took:?}"
+    );
+
+    let seen = backend
+        .seen
+        .last_grpc_timeout
+        .lock()
+        .expect("lock")
+        .clone()
+        .expect("backend saw a grpc-timeout");
+    let left = forwarded(&seen);
+    assert!(
+        left <= Duration::from_millis(300) && left > Duration::from_millis(200),
+        "{seen}"
+    );
+
+    // The gateway keeps serving, and the expired call cached nothing.
+    let mut client = gateway.client().await;
+    let answer = get(&mut client, key("d"), None).await.expect("ok");
+    assert_eq!(answer.cache, "miss");
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn a_short_deadline_ends_a_passthrough_call_in_time() {
+    let backend = TestBackend::start().await;
+    let gateway = TestGateway::start(&config(&backend.url(), "", "")).await;
+    let (answer, took) = slow_call(&gateway, "/testing.v1.Lookup/Watch", "w").await;
+    assert_eq!(
+        answer.grpc_status,
+        (tonic::Code::DeadlineExceeded as i32).to_string(),
+        "{answer:?}"
+    );
+    assert!(
+        took >= Duration::from_millis(290) && took < Duration::from_millis(800),
+        "took {took:?}"
+    );
+    let seen = backend
+        .seen
+        .last_grpc_timeout
+        .lock()
+        .expect("lock")
+        .clone()
+        .expect("backend saw a grpc-timeout");
+    assert!(forwarded(&seen) <= Duration::from_millis(300), "{seen}");
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn the_backend_learns_the_time_left() {
+    let backend = TestBackend::start().await;
+    let gateway = TestGateway::start(&config(&backend.url(), "", "")).await;
+    let mut client = gateway.client().await;
+
+    // Passthrough: the client's 5 s, minus what the gateway spent.
+    let mut request = tonic::Request::new(key("w"));
+    request
+        .metadata_mut()
+        .insert("grpc-timeout", "5S".parse().expect("ascii"));
+    let mut stream = client.watch(request).await.expect("watch").into_inner();
+    let first = stream
+        .message()
+        .await
+        .expect("stream ok")
+        .expect("one reply");
+    let left = forwarded(&first.grpc_timeout);
+    assert!(
+        left < Duration::from_secs(5) && left > Duration::from_secs(4),
+        "{}",
+        first.grpc_timeout
+    );
+
+    // Cached route without a client deadline: the backend gets the backend timeout (5 s in the test config).
+    let answer = get(&mut client, key("no-deadline"), None)
+        .await
+        .expect("ok");
+    let left = forwarded(&answer.reply.grpc_timeout);
+    assert!(
+        left <= Duration::from_secs(5) && left > Duration::from_secs(4),
+        "{}",
+        answer.reply.grpc_timeout
+    );
+    gateway.stop().await;
+}

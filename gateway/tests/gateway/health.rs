@@ -1,0 +1,56 @@
+//! The gateway's own health: gRPC health on the data listener, `/healthz` and `/readyz` on the admin listener.
+
+use std::net::SocketAddr;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+use crate::support::backend::TestBackend;
+use crate::support::gateway::{TestGateway, config};
+
+async fn http_get(addr: SocketAddr, path: &str) -> String {
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connect admin");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.expect("read");
+    response
+}
+
+#[tokio::test]
+async fn health_and_readiness() {
+    let backend = TestBackend::start().await;
+    let gateway = TestGateway::start(&config(&backend.url(), "", "")).await;
+
+    let mut health = HealthClient::new(gateway.channel().await);
+    let status = health
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .expect("health answered by the gateway")
+        .into_inner()
+        .status;
+    assert_eq!(status, ServingStatus::Serving as i32);
+
+    assert!(
+        http_get(gateway.admin, "/healthz")
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
+    assert!(
+        http_get(gateway.admin, "/readyz")
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
+    assert!(
+        http_get(gateway.admin, "/nope")
+            .await
+            .starts_with("HTTP/1.1 404")
+    );
+    gateway.stop().await;
+}

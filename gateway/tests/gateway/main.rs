@@ -1,0 +1,59 @@
+//! End-to-end tests of the gateway: the real gateway, a real gRPC backend and a real `redis-server`, all on random
+//! loopback ports. The backend speaks `testing.v1.Lookup`, a protocol the gateway is never compiled against.
+
+mod support;
+
+mod caching;
+mod cli;
+mod coalescing;
+mod deadlines;
+mod health;
+mod limits;
+mod passthrough;
+mod redis_faults;
+
+use support::pb::lookup_client::LookupClient;
+use support::pb::{GetReply, GetRequest};
+use tonic::transport::Channel;
+
+/// One answer through the gateway: the reply, the `x-strata-cache` value, and the response headers.
+#[derive(Debug)]
+pub struct Answer {
+    pub reply: GetReply,
+    pub cache: String,
+    pub headers: tonic::metadata::MetadataMap,
+}
+
+/// Calls `Get` for `key`, as `tenant` when given.
+pub async fn get(
+    client: &mut LookupClient<Channel>,
+    req: GetRequest,
+    tenant: Option<&str>,
+) -> Result<Answer, tonic::Status> {
+    let mut request = tonic::Request::new(req);
+    if let Some(t) = tenant {
+        request
+            .metadata_mut()
+            .insert("x-tenant-id", t.parse().expect("ascii tenant"));
+    }
+    let response = client.get(request).await?;
+    let headers = response.metadata().clone();
+    let cache = headers
+        .get("x-strata-cache")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("<none>")
+        .to_owned();
+    Ok(Answer {
+        reply: response.into_inner(),
+        cache,
+        headers,
+    })
+}
+
+/// A request for `key` with default behaviour.
+pub fn key(key: &str) -> GetRequest {
+    GetRequest {
+        key: key.to_owned(),
+        ..Default::default()
+    }
+}

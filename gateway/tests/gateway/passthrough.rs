@@ -1,0 +1,91 @@
+//! Everything not cached goes through untouched: streaming in every direction, metadata, trailers, status.
+
+use crate::key;
+use crate::support::backend::TestBackend;
+use crate::support::gateway::{TestGateway, config};
+use crate::support::pb::GetRequest;
+
+#[tokio::test]
+async fn server_streaming_keeps_metadata_trailers_and_status() {
+    let backend = TestBackend::start().await;
+    let gateway = TestGateway::start(&config(&backend.url(), "", "")).await;
+    let mut client = gateway.client().await;
+
+    let response = client.watch(key("s")).await.expect("watch");
+    assert_eq!(
+        response
+            .metadata()
+            .get("x-backend-header")
+            .map(|v| v.as_bytes()),
+        Some(&b"streaming"[..])
+    );
+    assert!(
+        response.metadata().get("x-strata-cache").is_none(),
+        "uncached routes are not annotated"
+    );
+    let mut stream = response.into_inner();
+    let mut serials = Vec::new();
+    while let Some(reply) = stream.message().await.expect("clean end") {
+        serials.push(reply.serial);
+    }
+    assert_eq!(serials, vec![100, 101, 102]);
+
+    let mut failing = key("s");
+    failing.fail_code = tonic::Code::Aborted as i32;
+    let mut stream = client.watch(failing).await.expect("watch").into_inner();
+    let mut count = 0;
+    let status = loop {
+        match stream.message().await {
+            Ok(Some(_)) => count += 1,
+            Ok(None) => panic!("expected the stream to end with ABORTED"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(count, 3, "every message before the error arrived");
+    assert_eq!(status.code(), tonic::Code::Aborted);
+    assert_eq!(status.message(), "backend failed on purpose with code 10");
+    assert_eq!(
+        status
+            .metadata()
+            .get("x-failure-detail")
+            .map(|v| v.as_bytes()),
+        Some(&b"on-purpose"[..])
+    );
+    assert_eq!(
+        backend.seen.watch.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "streams are never cached"
+    );
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn client_streaming_and_bidi_pass_through() {
+    let backend = TestBackend::start().await;
+    let gateway = TestGateway::start(&config(&backend.url(), "", "")).await;
+    let mut client = gateway.client().await;
+
+    let uploads = tokio_stream::iter(["a", "b", "c"].map(key));
+    let reply = client.collect(uploads).await.expect("collect").into_inner();
+    assert_eq!(reply.key, "a,b,c");
+
+    // Bidi: each reply is produced only after its request went through, so this is truly interleaved.
+    let (tx, rx) = tokio::sync::mpsc::channel::<GetRequest>(1);
+    let mut replies = client
+        .chat(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .expect("chat")
+        .into_inner();
+    for (i, name) in ["x", "y", "z"].into_iter().enumerate() {
+        tx.send(key(name)).await.expect("send");
+        let reply = replies
+            .message()
+            .await
+            .expect("ok")
+            .expect("a reply per request");
+        assert_eq!((reply.key.as_str(), reply.serial), (name, i as u64 + 1));
+    }
+    drop(tx);
+    assert!(replies.message().await.expect("clean end").is_none());
+    gateway.stop().await;
+}

@@ -1,0 +1,148 @@
+//! Redis absent, killed, back again, or holding garbage: calls never fail because of it.
+
+use std::time::Duration;
+
+use crate::support::backend::TestBackend;
+use crate::support::gateway::{TestGateway, config, l2_block};
+use crate::support::redis::RedisServer;
+use crate::support::{eventually, free_port};
+use crate::{get, key};
+
+#[tokio::test]
+async fn redis_absent_at_startup_then_used_once_it_appears() {
+    let port = free_port();
+    let backend = TestBackend::start().await;
+    // L1 off, so every second call shows whether L2 answered.
+    let yaml = config(
+        &backend.url(),
+        &l2_block(&format!("redis://127.0.0.1:{port}"), true),
+        "",
+    );
+    let gateway = TestGateway::start(&yaml).await;
+    let mut client = gateway.client().await;
+
+    for i in 0..3 {
+        let answer = get(&mut client, key("a"), None)
+            .await
+            .expect("calls succeed without Redis");
+        assert_eq!(answer.cache, "miss", "call {i}");
+    }
+    assert_eq!(backend.get_calls(), 3);
+
+    let _redis = RedisServer::start_on(port);
+    let l2_back = eventually(Duration::from_secs(10), || {
+        let mut client = client.clone();
+        async move {
+            get(&mut client, key("a"), None)
+                .await
+                .map(|a| a.cache == "l2")
+                .unwrap_or(false)
+        }
+    })
+    .await;
+    assert!(
+        l2_back,
+        "L2 answers again once Redis is up, without a restart"
+    );
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn redis_killed_mid_run_then_restarted() {
+    let mut redis = RedisServer::start();
+    let backend = TestBackend::start().await;
+    let gateway =
+        TestGateway::start(&config(&backend.url(), &l2_block(&redis.url(), true), "")).await;
+    let mut client = gateway.client().await;
+
+    assert_eq!(
+        get(&mut client, key("a"), None).await.expect("miss").cache,
+        "miss"
+    );
+    let written = eventually(Duration::from_secs(5), || {
+        let mut client = client.clone();
+        async move {
+            get(&mut client, key("a"), None)
+                .await
+                .map(|a| a.cache == "l2")
+                .unwrap_or(false)
+        }
+    })
+    .await;
+    assert!(written, "the entry reached L2");
+
+    redis.kill();
+    for i in 0..20 {
+        let answer = get(&mut client, key(&format!("k{}", i % 4)), None)
+            .await
+            .expect("every call succeeds while Redis is down");
+        assert_eq!(answer.cache, "miss");
+    }
+
+    redis.restart();
+    let l2_back = eventually(Duration::from_secs(10), || {
+        let mut client = client.clone();
+        async move {
+            get(&mut client, key("after"), None)
+                .await
+                .map(|a| a.cache == "l2")
+                .unwrap_or(false)
+        }
+    })
+    .await;
+    assert!(
+        l2_back,
+        "L2 is used again after Redis comes back, without a restart"
+    );
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn garbage_in_redis_is_a_miss_and_gets_replaced() {
+    let redis = RedisServer::start();
+    let backend = TestBackend::start().await;
+    let gateway =
+        TestGateway::start(&config(&backend.url(), &l2_block(&redis.url(), true), "")).await;
+    let mut client = gateway.client().await;
+
+    get(&mut client, key("a"), None).await.expect("miss");
+    assert!(
+        eventually(Duration::from_secs(5), || async { redis.keys().len() == 1 }).await,
+        "entry written"
+    );
+    let redis_key = redis.keys().remove(0);
+    assert!(redis_key.starts_with("strata:"), "{redis_key}");
+
+    let garbage = b"\xff\xfe not a cache entry \x00".to_vec();
+    let mut conn = redis.client();
+    let _: () = redis::cmd("SET")
+        .arg(&redis_key)
+        .arg(&garbage)
+        .query(&mut conn)
+        .expect("plant garbage");
+
+    let answer = get(&mut client, key("a"), None)
+        .await
+        .expect("garbage does not fail the call");
+    assert_eq!(answer.cache, "miss");
+    assert_eq!(answer.reply.key, "a");
+    assert_eq!(backend.get_calls(), 2);
+
+    let replaced = eventually(Duration::from_secs(5), || {
+        let mut conn = redis.client();
+        let redis_key = redis_key.clone();
+        let garbage = garbage.clone();
+        async move {
+            let now: Option<Vec<u8>> = redis::cmd("GET")
+                .arg(&redis_key)
+                .query(&mut conn)
+                .unwrap_or(None);
+            now.is_some_and(|v| v != garbage)
+        }
+    })
+    .await;
+    assert!(replaced, "the garbage was overwritten with a good entry");
+    let answer = get(&mut client, key("a"), None).await.expect("l2");
+    assert_eq!(answer.cache, "l2");
+    gateway.stop().await;
+}

@@ -1,0 +1,257 @@
+//! The test backend: `testing.v1.Lookup`, with per-call behaviour chosen by the request and counters the tests read.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::Stream;
+use tokio::sync::oneshot;
+use tokio_stream::StreamExt;
+use tonic::metadata::MetadataValue;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::pb::lookup_server::{Lookup, LookupServer};
+use super::pb::{GetReply, GetRequest};
+
+/// What the backend saw.
+#[derive(Debug, Default)]
+pub struct Seen {
+    /// Calls of each method.
+    pub get: AtomicU64,
+    pub watch: AtomicU64,
+    pub collect: AtomicU64,
+    pub chat: AtomicU64,
+    /// The `grpc-timeout` of the most recent call that had one.
+    pub last_grpc_timeout: Mutex<Option<String>>,
+}
+
+#[derive(Clone)]
+struct Service {
+    seen: Arc<Seen>,
+}
+
+type ReplyStream = Pin<Box<dyn Stream<Item = Result<GetReply, Status>> + Send>>;
+
+fn note_timeout<T>(seen: &Seen, request: &Request<T>) -> String {
+    let timeout = request
+        .metadata()
+        .get("grpc-timeout")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    if let Some(t) = &timeout {
+        *seen.last_grpc_timeout.lock().expect("lock") = Some(t.clone());
+    }
+    timeout.unwrap_or_default()
+}
+
+fn reply(req: &GetRequest, serial: u64, tenant: String, grpc_timeout: String) -> GetReply {
+    GetReply {
+        key: req.key.clone(),
+        serial,
+        tenant,
+        grpc_timeout,
+        payload: vec![b'p'; req.reply_bytes as usize],
+    }
+}
+
+fn failure(code: i32) -> Status {
+    let mut status = Status::new(
+        tonic::Code::from(code),
+        format!("backend failed on purpose with code {code}"),
+    );
+    status
+        .metadata_mut()
+        .insert("x-failure-detail", MetadataValue::from_static("on-purpose"));
+    status
+}
+
+#[tonic::async_trait]
+impl Lookup for Service {
+    async fn get(&self, request: Request<GetRequest>) -> Result<Response<GetReply>, Status> {
+        let serial = self.seen.get.fetch_add(1, Ordering::SeqCst) + 1;
+        let grpc_timeout = note_timeout(&self.seen, &request);
+        let tenant = request
+            .metadata()
+            .get("x-tenant-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let req = request.into_inner();
+        tokio::time::sleep(Duration::from_millis(u64::from(req.delay_ms))).await;
+        if req.fail_code != 0 {
+            return Err(failure(req.fail_code));
+        }
+        let mut response = Response::new(reply(&req, serial, tenant, grpc_timeout));
+        response.metadata_mut().insert(
+            "x-backend-header",
+            MetadataValue::from_static("from-backend"),
+        );
+        response.metadata_mut().insert_bin(
+            "x-backend-bin",
+            tonic::metadata::MetadataValue::from_bytes(&[0, 1, 255]),
+        );
+        Ok(response)
+    }
+
+    type WatchStream = ReplyStream;
+
+    /// Three replies, then OK — or, with `fail_code`, that status carrying `x-failure-detail` in the trailers.
+    async fn watch(&self, request: Request<GetRequest>) -> Result<Response<ReplyStream>, Status> {
+        let serial = self.seen.watch.fetch_add(1, Ordering::SeqCst) + 1;
+        let grpc_timeout = note_timeout(&self.seen, &request);
+        let req = request.into_inner();
+        tokio::time::sleep(Duration::from_millis(u64::from(req.delay_ms))).await;
+        let mut items: Vec<Result<GetReply, Status>> = (0..3)
+            .map(|i| {
+                Ok(reply(
+                    &req,
+                    serial * 100 + i,
+                    String::new(),
+                    grpc_timeout.clone(),
+                ))
+            })
+            .collect();
+        if req.fail_code != 0 {
+            items.push(Err(failure(req.fail_code)));
+        }
+        let mut response = Response::new(Box::pin(tokio_stream::iter(items)) as ReplyStream);
+        response
+            .metadata_mut()
+            .insert("x-backend-header", MetadataValue::from_static("streaming"));
+        Ok(response)
+    }
+
+    async fn collect(
+        &self,
+        request: Request<Streaming<GetRequest>>,
+    ) -> Result<Response<GetReply>, Status> {
+        let serial = self.seen.collect.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut stream = request.into_inner();
+        let mut keys = Vec::new();
+        while let Some(item) = stream.next().await {
+            keys.push(item?.key);
+        }
+        Ok(Response::new(GetReply {
+            key: keys.join(","),
+            serial,
+            ..Default::default()
+        }))
+    }
+
+    type ChatStream = ReplyStream;
+
+    async fn chat(
+        &self,
+        request: Request<Streaming<GetRequest>>,
+    ) -> Result<Response<ReplyStream>, Status> {
+        self.seen.chat.fetch_add(1, Ordering::SeqCst);
+        let mut inbound = request.into_inner();
+        let outbound = async_stream_of(move |tx| async move {
+            let mut n = 0;
+            while let Some(item) = inbound.next().await {
+                n += 1;
+                let item = match item {
+                    Ok(item) => item,
+                    Err(status) => {
+                        let _ = tx.send(Err(status)).await;
+                        return;
+                    }
+                };
+                if tx
+                    .send(Ok(reply(&item, n, String::new(), String::new())))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(outbound))
+    }
+}
+
+/// A stream fed by a task through a channel.
+fn async_stream_of<F, Fut>(produce: F) -> ReplyStream
+where
+    F: FnOnce(tokio::sync::mpsc::Sender<Result<GetReply, Status>>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    tokio::spawn(produce(tx));
+    Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
+}
+
+/// A running test backend.
+pub struct TestBackend {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// What it saw.
+    pub seen: Arc<Seen>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl TestBackend {
+    /// Starts the backend on a random loopback port.
+    pub async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind backend");
+        Self::serve(listener).await
+    }
+
+    async fn serve(listener: tokio::net::TcpListener) -> Self {
+        let addr = listener.local_addr().expect("addr");
+        let seen = Arc::new(Seen::default());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let service = LookupServer::new(Service { seen: seen.clone() });
+        let task = tokio::spawn(async move {
+            let _ = tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming_shutdown(
+                    tonic::transport::server::TcpIncoming::from(listener),
+                    async {
+                        let _ = stopped.await;
+                    },
+                )
+                .await;
+        });
+        Self {
+            addr,
+            seen,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// The endpoint URL for the gateway config.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Calls of `Get` so far.
+    pub fn get_calls(&self) -> u64 {
+        self.seen.get.load(Ordering::SeqCst)
+    }
+
+    /// Stops the backend and waits until its port is closed.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for TestBackend {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
