@@ -1,1 +1,155 @@
-fn main() {}
+//! `strata-load`: the sample backend, the demo, and the benchmark suite.
+
+mod backend;
+mod compare;
+mod demo;
+mod load;
+mod local_gateway;
+mod redis_child;
+mod zipf;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use strata_gateway::config::units::parse_duration;
+
+/// Load testing and demos for Strata.
+#[derive(Debug, Parser)]
+#[command(name = "strata-load", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the sample backend, the gateway and a short Zipf load, then print a table.
+    Demo {
+        /// Total load time (30 % direct to the backend, 70 % through Strata).
+        #[arg(long, default_value = "10s", value_parser = duration)]
+        duration: Duration,
+        /// Calls in flight at once.
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+        /// Items in the sample catalog.
+        #[arg(long, default_value_t = 100_000)]
+        items: usize,
+        /// Zipf exponent of item popularity.
+        #[arg(long, default_value_t = 1.0)]
+        zipf: f64,
+        /// Latency of each backend lookup.
+        #[arg(long, default_value = "2ms", value_parser = duration)]
+        backend_latency: Duration,
+    },
+    /// Serve the sample `demo.v1.Catalog` service.
+    Backend {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:50052")]
+        listen: SocketAddr,
+        /// Latency of each lookup.
+        #[arg(long, default_value = "2ms", value_parser = duration)]
+        latency: Duration,
+        /// Fraction of lookups answered UNAVAILABLE.
+        #[arg(long, default_value_t = 0.0)]
+        error_rate: f64,
+        /// Items in the catalog (ids item-0 … item-<size-1>).
+        #[arg(long, default_value_t = 100_000)]
+        size: u64,
+    },
+    /// Benchmark an L1 hit, an L2 hit and a miss against the backend called directly (needs redis-server).
+    Compare {
+        /// Rounds (the median is reported).
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        /// Length of each scenario in each round.
+        #[arg(long, default_value = "3s", value_parser = duration)]
+        round_duration: Duration,
+        /// Calls in flight at once.
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
+    },
+}
+
+fn duration(text: &str) -> Result<Duration, String> {
+    parse_duration(text)
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Demo {
+                duration,
+                concurrency,
+                items,
+                zipf,
+                backend_latency,
+            } => {
+                demo::run(demo::DemoOptions {
+                    duration,
+                    concurrency,
+                    items: items.max(1),
+                    zipf_s: zipf,
+                    backend_latency,
+                })
+                .await
+            }
+            Command::Backend {
+                listen,
+                latency,
+                error_rate,
+                size,
+            } => {
+                if !(0.0..=1.0).contains(&error_rate) {
+                    anyhow::bail!("--error-rate must be between 0 and 1, got {error_rate}");
+                }
+                let listener = tokio::net::TcpListener::bind(listen)
+                    .await
+                    .with_context(|| format!("cannot listen on {listen}"))?;
+                eprintln!("sample backend demo.v1.Catalog listening on {listen}");
+                let options = backend::BackendOptions {
+                    size,
+                    latency,
+                    error_rate,
+                    ..backend::BackendOptions::default()
+                };
+                let shutdown = async {
+                    let _ = tokio::signal::ctrl_c().await;
+                };
+                backend::serve(
+                    listener,
+                    options,
+                    Arc::new(backend::Counters::default()),
+                    shutdown,
+                )
+                .await?;
+                Ok(())
+            }
+            Command::Compare {
+                rounds,
+                round_duration,
+                concurrency,
+            } => {
+                compare::run(compare::CompareOptions {
+                    rounds: rounds.max(1),
+                    round_duration,
+                    concurrency: concurrency.max(1),
+                })
+                .await
+            }
+        }
+    })
+}

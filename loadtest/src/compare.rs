@@ -1,0 +1,169 @@
+//! `strata-load compare`: requests/s and latency of an L1 hit, an L2 hit and a miss through Strata, against the
+//! sample backend called directly — one run, alternating scenarios, medians of several rounds, ratios to direct.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use crate::backend::{BackendOptions, LocalBackend};
+use crate::load::{Keys, LoadReport, LoadSpec};
+use crate::local_gateway::{LocalGateway, catalog_config};
+use crate::redis_child::RedisChild;
+
+/// Settings of the benchmark.
+#[derive(Debug, Clone)]
+pub struct CompareOptions {
+    /// Rounds; each runs every scenario once, in a rotated order.
+    pub rounds: usize,
+    /// Length of one scenario in one round.
+    pub round_duration: Duration,
+    /// Calls in flight at once.
+    pub concurrency: usize,
+}
+
+/// Keys stored in Redis for the L2 scenario.
+const L2_KEYS: u64 = 2000;
+
+struct Scenario {
+    name: &'static str,
+    what: &'static str,
+    target: std::net::SocketAddr,
+    keys: Keys,
+}
+
+/// Runs the benchmark and prints a Markdown table.
+pub async fn run(options: CompareOptions) -> anyhow::Result<()> {
+    // Zero backend latency: the figures show what the gateway itself costs.
+    let backend = LocalBackend::start(BackendOptions {
+        size: u64::MAX,
+        latency: Duration::ZERO,
+        ..BackendOptions::default()
+    })
+    .await?;
+    let Some(redis) = RedisChild::start_if_installed()? else {
+        anyhow::bail!(
+            "redis-server is not on PATH; the L2 scenario needs it (apt install redis-server)"
+        );
+    };
+    let tiered = LocalGateway::start(&catalog_config(
+        &backend.url(),
+        "256MiB",
+        Some(&redis.url()),
+        "1h",
+    ))
+    .await?;
+    let l2_only = LocalGateway::start(&catalog_config(
+        &backend.url(),
+        "0",
+        Some(&redis.url()),
+        "1h",
+    ))
+    .await?;
+
+    // Warm the hit scenarios: item-1 into L1 of `tiered` (and Redis); item-0 … item-<L2_KEYS-1> into Redis through
+    // `l2_only`. The L2 scenario spreads its calls over many keys so that concurrent calls rarely share a key (which
+    // would coalesce them into one Redis read and measure the single-flight instead of L2).
+    let warm = |target, keys, max_requests| LoadSpec {
+        target,
+        concurrency: 8,
+        connections: 1,
+        duration: Duration::from_secs(60),
+        max_requests,
+        keys,
+        timeout: Duration::from_secs(5),
+    };
+    crate::load::run(&warm(tiered.addr, Keys::Fixed("item-1".into()), 3)).await?;
+    crate::load::run(&warm(l2_only.addr, Keys::Unique(Arc::new(AtomicU64::new(0))), L2_KEYS)).await?;
+    // Let the write-back queue reach Redis.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let scenarios = [
+        Scenario {
+            name: "direct",
+            what: "sample backend, no gateway",
+            target: backend.addr,
+            keys: Keys::Fixed("item-1".into()),
+        },
+        Scenario {
+            name: "l1-hit",
+            what: "Strata, answer in L1",
+            target: tiered.addr,
+            keys: Keys::Fixed("item-1".into()),
+        },
+        Scenario {
+            name: "l2-hit",
+            what: "Strata with L1 off, answer in Redis (uniform over 2000 keys)",
+            target: l2_only.addr,
+            keys: Keys::Uniform(L2_KEYS),
+        },
+        Scenario {
+            name: "miss",
+            what: "Strata, new key every call (L1+L2 miss, backend call, write-back)",
+            target: tiered.addr,
+            keys: Keys::Unique(Arc::new(AtomicU64::new(1_000_000))),
+        },
+    ];
+
+    let mut results: Vec<Vec<LoadReport>> = scenarios.iter().map(|_| Vec::new()).collect();
+    for round in 0..options.rounds {
+        for k in 0..scenarios.len() {
+            let i = (round + k) % scenarios.len();
+            let s = &scenarios[i];
+            let report = crate::load::run(&LoadSpec {
+                target: s.target,
+                concurrency: options.concurrency,
+                connections: 2,
+                duration: options.round_duration,
+                max_requests: 10_000_000,
+                keys: s.keys.clone(),
+                timeout: Duration::from_secs(5),
+            })
+            .await?;
+            eprintln!(
+                "round {}/{} {:<7} {:>8.0} req/s  p50 {:.3} ms  p99 {:.3} ms  errors {}  {:?}",
+                round + 1,
+                options.rounds,
+                s.name,
+                report.rps(),
+                report.percentile_ms(0.5),
+                report.percentile_ms(0.99),
+                report.errors(),
+                report.by_cache
+            );
+            results[i].push(report);
+        }
+    }
+
+    let med = |reports: &[LoadReport], f: &dyn Fn(&LoadReport) -> f64| {
+        let mut v: Vec<f64> = reports.iter().map(f).collect();
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied().unwrap_or(0.0)
+    };
+    let base_rps = med(&results[0], &|r| r.rps());
+    let base_p50 = med(&results[0], &|r| r.percentile_ms(0.5));
+    println!(
+        "| scenario | what | req/s (median) | × direct | p50 ms | p99 ms | p50 × direct | errors |\n|---|---|---:|---:|---:|---:|---:|---:|"
+    );
+    for (s, reports) in scenarios.iter().zip(&results) {
+        let rps = med(reports, &|r| r.rps());
+        let p50 = med(reports, &|r| r.percentile_ms(0.5));
+        let p99 = med(reports, &|r| r.percentile_ms(0.99));
+        let errors: u64 = reports.iter().map(LoadReport::errors).sum();
+        println!(
+            "| {} | {} | {:.0} | {:.2} | {:.3} | {:.3} | {:.2} | {} |",
+            s.name,
+            s.what,
+            rps,
+            rps / base_rps.max(1e-9),
+            p50,
+            p99,
+            p50 / base_p50.max(1e-9),
+            errors
+        );
+    }
+    tiered.stop().await?;
+    l2_only.stop().await?;
+    backend.stop();
+    drop(redis);
+    Ok(())
+}
