@@ -12,6 +12,8 @@ mod key;
 mod l1;
 pub mod l2;
 mod stats;
+#[cfg(feature = "test-support")]
+pub mod testing;
 mod tiered;
 
 pub use clock::{Clock, UnixMs};

@@ -64,15 +64,32 @@ impl Backend {
                 self.name
             )));
         };
-        channel
-            .clone()
-            .oneshot(request)
-            .await
-            .map_err(|err| GatewayError::BackendUnavailable {
-                backend: self.name.clone(),
-                reason: error_chain(&err),
-            })
+        channel.clone().oneshot(request).await.map_err(|err| {
+            if is_timeout(&err) {
+                // The channel enforces the `grpc-timeout` the request carries: the deadline passed.
+                GatewayError::BackendDeadline {
+                    backend: self.name.clone(),
+                }
+            } else {
+                GatewayError::BackendUnavailable {
+                    backend: self.name.clone(),
+                    reason: error_chain(&err),
+                }
+            }
+        })
     }
+}
+
+/// Whether the error, or any of its sources, is tonic's deadline timer firing.
+fn is_timeout(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(err);
+    while let Some(e) = current {
+        if e.is::<tonic::TimeoutExpired>() {
+            return true;
+        }
+        current = e.source();
+    }
+    false
 }
 
 /// An error and its sources, `: `-separated (transport errors hide the useful part in their sources).

@@ -30,6 +30,9 @@ pub enum GatewayError {
     /// The backend could not be reached or its connection failed.
     #[error("backend {backend} unavailable: {reason}")]
     BackendUnavailable { backend: String, reason: String },
+    /// The call's deadline passed while the backend was working on it.
+    #[error("deadline exceeded waiting for backend {backend}")]
+    BackendDeadline { backend: String },
     /// The backend did not answer within its `timeout`.
     #[error("backend {backend} did not answer within {timeout:?}")]
     BackendTimeout { backend: String, timeout: Duration },
@@ -49,7 +52,9 @@ impl GatewayError {
             Self::RequestTooLarge { .. } => Code::ResourceExhausted,
             Self::MalformedRequest(_) => Code::Internal,
             Self::ClientStream(_) => Code::Cancelled,
-            Self::Deadline(_) | Self::BackendTimeout { .. } => Code::DeadlineExceeded,
+            Self::Deadline(_) | Self::BackendDeadline { .. } | Self::BackendTimeout { .. } => {
+                Code::DeadlineExceeded
+            }
             Self::BackendUnavailable { .. } => Code::Unavailable,
             Self::BackendProtocol { .. } | Self::Internal(_) => Code::Internal,
         }

@@ -73,7 +73,12 @@ pub async fn run(options: CompareOptions) -> anyhow::Result<()> {
         timeout: Duration::from_secs(5),
     };
     crate::load::run(&warm(tiered.addr, Keys::Fixed("item-1".into()), 3)).await?;
-    crate::load::run(&warm(l2_only.addr, Keys::Unique(Arc::new(AtomicU64::new(0))), L2_KEYS)).await?;
+    crate::load::run(&warm(
+        l2_only.addr,
+        Keys::Unique(Arc::new(AtomicU64::new(0))),
+        L2_KEYS,
+    ))
+    .await?;
     // Let the write-back queue reach Redis.
     tokio::time::sleep(Duration::from_millis(500)).await;
 

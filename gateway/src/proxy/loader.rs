@@ -49,6 +49,12 @@ impl Loader for BackendLoader {
         };
         match tokio::time::timeout(budget, fetch).await {
             Ok(Ok(fetched)) => Ok(fetched),
+            // The channel's own deadline timer fired first: report it the same way as ours.
+            Ok(Err(GatewayError::BackendDeadline { .. })) => Err(LoadError::new(timed_out(
+                &self.backend,
+                budget,
+                self.deadline,
+            ))),
             Ok(Err(err)) => Err(LoadError::new(err)),
             Err(_) => Err(LoadError::new(timed_out(
                 &self.backend,

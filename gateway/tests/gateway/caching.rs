@@ -2,9 +2,9 @@
 
 use prost::Message;
 
+use crate::support::RedisServer;
 use crate::support::backend::TestBackend;
 use crate::support::gateway::{TestGateway, config, l2_block};
-use crate::support::redis::RedisServer;
 use crate::{get, key};
 
 #[tokio::test]

@@ -2,9 +2,9 @@
 
 use std::time::Duration;
 
+use crate::support::RedisServer;
 use crate::support::backend::TestBackend;
 use crate::support::gateway::{TestGateway, config, l2_block};
-use crate::support::redis::RedisServer;
 use crate::support::{eventually, free_port};
 use crate::{get, key};
 

@@ -4,21 +4,15 @@
 pub mod backend;
 pub mod gateway;
 pub mod raw;
-pub mod redis;
 
-use std::net::TcpListener;
+pub use strata_cache::testing::{RedisServer, free_port};
+
 use std::time::Duration;
 
 /// The test-only protocol (`testing.v1.Lookup`).
 pub mod pb {
     #![allow(clippy::all, missing_debug_implementations)]
     tonic::include_proto!("testing.v1");
-}
-
-/// A loopback port that was free a moment ago (for servers that must be told their port, such as redis-server).
-pub fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    listener.local_addr().expect("local addr").port()
 }
 
 /// Polls `check` every 20 ms until it returns true or `within` passes; returns whether it did.

@@ -1,9 +1,12 @@
-//! A real `redis-server` on a random loopback port, killed when dropped.
+//! Test support (feature `test-support`): a real `redis-server` on a random loopback port, killed when dropped.
+//!
+//! Integration tests of this crate and of the gateway use it; it is not part of the cache's API.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// A redis-server child process of this test.
+#[derive(Debug)]
 pub struct RedisServer {
     port: u16,
     child: Option<Child>,
@@ -13,7 +16,7 @@ pub struct RedisServer {
 impl RedisServer {
     /// Starts redis-server on a free port and waits until it answers.
     pub fn start() -> Self {
-        Self::start_on(super::free_port())
+        Self::start_on(free_port())
     }
 
     /// Starts redis-server on `port` (e.g. the port of a server this test killed) and waits until it answers.
@@ -81,7 +84,12 @@ impl RedisServer {
             .expect("connect to test redis")
     }
 
-    /// Every key under the `strata` namespace.
+    /// The server's process id (to freeze it with SIGSTOP, say).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Every key in the server.
     pub fn keys(&self) -> Vec<String> {
         redis::cmd("KEYS")
             .arg("*")
@@ -102,4 +110,12 @@ impl Drop for RedisServer {
         self.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// A loopback port that was free a moment ago (for servers that must be told their port, such as redis-server).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind an ephemeral loopback port")
 }

@@ -1,0 +1,206 @@
+//! The tiered cache over a real `redis-server`: L2 round trips, garbage, a frozen Redis, a full write queue.
+
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use strata_cache::l2::{L2, RedisL2, RedisL2Config};
+use strata_cache::testing::RedisServer;
+use strata_cache::{
+    Entry, Fetched, Key, KeyBuilder, LoadError, Loader, Policy, Source, Tiered, TieredConfig,
+};
+
+#[derive(Clone, Default)]
+struct Backend {
+    calls: Arc<AtomicUsize>,
+}
+
+impl Loader for Backend {
+    async fn load(self) -> Result<Fetched, LoadError> {
+        let n = self.calls.fetch_add(1, Ordering::SeqCst);
+        Ok(Fetched {
+            entry: Entry {
+                message: Bytes::from(format!("answer {n}")),
+                status_code: 0,
+                status_message: String::new(),
+                headers: vec![],
+                trailers: vec![],
+                created: 0,
+                fresh_until: 0,
+                stale_until: 0,
+                fetch_time: Duration::ZERO,
+            },
+            cacheable: true,
+        })
+    }
+}
+
+const POLICY: Policy = Policy {
+    ttl: Duration::from_secs(60),
+};
+
+fn redis_l2(redis: &RedisServer, timeout: Duration) -> RedisL2 {
+    RedisL2::new(&RedisL2Config {
+        url: redis.url(),
+        timeout,
+        key_prefix: "test".into(),
+    })
+    .expect("valid url")
+}
+
+/// A cache over `redis` with L1 off, so every lookup shows what L2 did.
+fn cache(l2: &RedisL2, write_queue: usize) -> Tiered {
+    let l2: Arc<dyn L2> = Arc::new(l2.clone());
+    Tiered::new(
+        &TieredConfig {
+            l1_max_bytes: 0,
+            flight_wait: Duration::from_secs(5),
+            write_queue,
+        },
+        Some(l2),
+    )
+}
+
+fn key(s: &str) -> Key {
+    KeyBuilder::new("test", "/t.S/M").finish(s.as_bytes())
+}
+
+#[tokio::test]
+async fn an_entry_written_by_one_cache_is_read_by_another() {
+    let redis = RedisServer::start();
+    let l2 = redis_l2(&redis, Duration::from_millis(200));
+    let backend = Backend::default();
+
+    let first = cache(&l2, 16);
+    let miss = first
+        .get(key("a"), &POLICY, backend.clone())
+        .await
+        .expect("loads");
+    assert_eq!(miss.source, Source::Miss);
+    assert!(first.flush_writes(Duration::from_secs(5)).await);
+    assert_eq!(first.stats().snapshot().l2_writes, 1);
+
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(l2.redis_key(&key("a")))
+        .query(&mut redis.client())
+        .expect("pttl");
+    assert!(
+        ttl > 55_000 && ttl <= 60_000,
+        "Redis expires the entry with it: {ttl} ms"
+    );
+
+    let second = cache(&l2, 16);
+    let hit = second
+        .get(key("a"), &POLICY, backend.clone())
+        .await
+        .expect("hits");
+    assert_eq!(hit.source, Source::L2);
+    assert_eq!(hit.entry.message, miss.entry.message);
+    assert_eq!(backend.calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn garbage_is_counted_as_a_miss_and_overwritten() {
+    let redis = RedisServer::start();
+    let l2 = redis_l2(&redis, Duration::from_millis(200));
+    let cache = cache(&l2, 16);
+    let redis_key = l2.redis_key(&key("a"));
+    let _: () = redis::cmd("SET")
+        .arg(&redis_key)
+        .arg(&b"\x08\x01garbage\xff"[..])
+        .query(&mut redis.client())
+        .expect("set");
+
+    let lookup = cache
+        .get(key("a"), &POLICY, Backend::default())
+        .await
+        .expect("loads");
+    assert_eq!(lookup.source, Source::Miss);
+    assert_eq!(cache.stats().snapshot().l2_undecodable, 1);
+    assert!(cache.flush_writes(Duration::from_secs(5)).await);
+
+    let stored: Vec<u8> = redis::cmd("GET")
+        .arg(&redis_key)
+        .query(&mut redis.client())
+        .expect("get");
+    assert_eq!(
+        Entry::decode(Bytes::from(stored))
+            .expect("a good entry now")
+            .message,
+        lookup.entry.message
+    );
+}
+
+#[tokio::test]
+async fn a_frozen_redis_costs_one_timeout_and_never_a_failure() {
+    let redis = RedisServer::start();
+    let timeout = Duration::from_millis(50);
+    let l2 = redis_l2(&redis, timeout);
+    // Capacity 1: with Redis frozen the worker is stuck on its first batch and further writes are dropped.
+    let cache = Arc::new(cache(&l2, 1));
+    cache
+        .get(key("warm"), &POLICY, Backend::default())
+        .await
+        .expect("connects");
+
+    let pid = redis.pid().expect("running").to_string();
+    let signal = |sig: &str| {
+        let ok = Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill {sig} {pid}");
+    };
+    signal("-STOP");
+    // Twenty lookups at once: twenty writes arrive while the worker is stuck on its first batch.
+    let mut lookups = tokio::task::JoinSet::new();
+    for i in 0..20 {
+        let cache = cache.clone();
+        lookups.spawn(async move {
+            let started = Instant::now();
+            let lookup = cache
+                .get(key(&format!("k{i}")), &POLICY, Backend::default())
+                .await;
+            (lookup.map(|l| l.source), started.elapsed())
+        });
+    }
+    let mut slowest = Duration::ZERO;
+    while let Some(done) = lookups.join_next().await {
+        let (source, took) = done.expect("task");
+        assert_eq!(source.expect("answers without Redis"), Source::Miss);
+        slowest = slowest.max(took);
+    }
+    signal("-CONT");
+
+    let stats = cache.stats().snapshot();
+    assert!(
+        slowest < timeout * 4,
+        "each lookup waits about one L2 timeout at most, slowest {slowest:?}"
+    );
+    assert!(stats.l2_timeouts >= 20, "{stats:?}");
+    assert!(
+        stats.l2_write_drops > 0,
+        "a full write queue drops and counts: {stats:?}"
+    );
+
+    // Redis is back: reads work again without any reconnect dance by the caller.
+    assert!(cache.flush_writes(Duration::from_secs(5)).await);
+    let back = cache
+        .get(key("k0"), &POLICY, Backend::default())
+        .await
+        .expect("answers");
+    assert!(matches!(back.source, Source::L2 | Source::Miss));
+    let after = cache
+        .get(key("after"), &POLICY, Backend::default())
+        .await
+        .expect("loads");
+    assert_eq!(after.source, Source::Miss);
+    assert!(cache.flush_writes(Duration::from_secs(5)).await);
+    let again = cache
+        .get(key("after"), &POLICY, Backend::default())
+        .await
+        .expect("hits");
+    assert_eq!(again.source, Source::L2);
+}
