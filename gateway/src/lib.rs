@@ -92,7 +92,6 @@ pub async fn run(
     let readiness = Readiness::default();
 
     // Shutdown begins: stop reporting ready at once, so load balancers drain this replica while calls finish.
-    let (stopping_tx, stopping_rx) = watch::channel(false);
     let begin_shutdown = {
         let (readiness, health_reporter) = (readiness.clone(), health_reporter.clone());
         async move {
@@ -101,14 +100,15 @@ pub async fn run(
             health_reporter
                 .set_service_status("", ServingStatus::NotServing)
                 .await;
-            let _ = stopping_tx.send(true);
         }
     };
 
+    // The admin listener outlives the data listener's drain, so `/readyz` keeps answering 503 meanwhile.
+    let (admin_stop, admin_stopped) = watch::channel(false);
     let admin = tokio::spawn(serve_admin(
         listeners.admin,
         readiness.clone(),
-        stopping_rx.clone(),
+        admin_stopped,
     ));
 
     tracing::info!(
@@ -132,6 +132,7 @@ pub async fn run(
     if !proxy.cache().flush_writes(FLUSH_WRITES_WITHIN).await {
         tracing::warn!("queued L2 writes not flushed before shutdown; they are dropped");
     }
+    let _ = admin_stop.send(true);
     let _ = admin.await;
     tracing::info!("strata gateway stopped");
     Ok(())

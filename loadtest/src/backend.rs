@@ -176,18 +176,32 @@ pub async fn serve(
     options: BackendOptions,
     counters: Arc<Counters>,
     shutdown: impl std::future::Future<Output = ()> + Send,
-) -> Result<(), tonic::transport::Error> {
+) -> anyhow::Result<()> {
     let catalog = CatalogService {
         options: Arc::new(options),
         counters: counters.clone(),
     };
     // Without TCP_NODELAY, small answers wait for delayed ACKs (40 ms each on Linux).
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    // Reflection (v1, and v1alpha for grpcurl 1.8), so `grpcurl list` works against the backend and through Strata.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(strata_proto::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection()
+        .build_v1()
+        .map_err(|e| anyhow::anyhow!("reflection: {e}"))?;
+    let reflection_v1alpha = reflection()
+        .build_v1alpha()
+        .map_err(|e| anyhow::anyhow!("reflection: {e}"))?;
     tonic::transport::Server::builder()
         .add_service(CatalogServer::new(catalog))
         .add_service(CatalogStatsServer::new(StatsService { counters }))
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
         .serve_with_incoming_shutdown(incoming, shutdown)
-        .await
+        .await?;
+    Ok(())
 }
 
 /// A sample backend running in this process (for the demo and the benchmarks).

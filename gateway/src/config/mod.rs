@@ -56,6 +56,7 @@ pub struct CacheConfig {
     /// The in-process level.
     pub l1: L1Config,
     /// The shared level; `None` runs with L1 only.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub l2: Option<L2Config>,
     /// The longest a call waits for another call's in-flight backend fetch of the same key.
     #[serde(serialize_with = "duration")]
@@ -105,6 +106,7 @@ pub struct RouteConfig {
     /// The backend's name (a key of `backends`).
     pub backend: String,
     /// Present: unary calls are cached. Absent: calls are proxied untouched.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub cache: Option<RouteCacheConfig>,
 }
 

@@ -7,6 +7,7 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
+use crate::key;
 use crate::support::backend::TestBackend;
 use crate::support::gateway::{TestGateway, config};
 
@@ -52,5 +53,32 @@ async fn health_and_readiness() {
             .await
             .starts_with("HTTP/1.1 404")
     );
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_stops_readiness_at_once_and_lets_calls_finish() {
+    let backend = TestBackend::start().await;
+    let mut gateway = TestGateway::start(&config(&backend.url(), "", "shutdown_grace: 5s")).await;
+    let mut client = gateway.client().await;
+    let mut slow = key("slow");
+    slow.delay_ms = 600;
+    let in_flight = tokio::spawn(async move { client.get(slow).await });
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+
+    gateway.begin_stop();
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert!(
+        http_get(gateway.admin, "/readyz")
+            .await
+            .starts_with("HTTP/1.1 503"),
+        "not ready while draining"
+    );
+    let reply = in_flight
+        .await
+        .expect("task")
+        .expect("the in-flight call finishes")
+        .into_inner();
+    assert_eq!(reply.key, "slow");
     gateway.stop().await;
 }

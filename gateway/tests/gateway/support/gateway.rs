@@ -98,11 +98,16 @@ impl TestGateway {
             .expect("connect to gateway")
     }
 
-    /// Shuts the gateway down gracefully (drains calls and queued L2 writes) and waits for it.
-    pub async fn stop(mut self) {
+    /// Signals shutdown without waiting for it (in-flight calls keep running, within `shutdown_grace`).
+    pub fn begin_stop(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
+    }
+
+    /// Shuts the gateway down gracefully (drains calls and queued L2 writes) and waits for it.
+    pub async fn stop(mut self) {
+        self.begin_stop();
         if let Some(task) = self.task.take() {
             tokio::time::timeout(Duration::from_secs(15), task)
                 .await
