@@ -39,6 +39,21 @@ pub struct Entry {
 }
 
 impl Entry {
+    /// An answer as a loader fetched it: no metadata yet, and no times (the cache stamps those when it stores it).
+    pub fn unstamped(message: Bytes, status_code: i32, status_message: String) -> Self {
+        Self {
+            message,
+            status_code,
+            status_message,
+            headers: Vec::new(),
+            trailers: Vec::new(),
+            created: 0,
+            fresh_until: 0,
+            stale_until: 0,
+            fetch_time: Duration::ZERO,
+        }
+    }
+
     /// Whether the answer may still be served as fresh at `now`.
     pub fn is_fresh(&self, now: UnixMs) -> bool {
         now < self.fresh_until

@@ -98,25 +98,17 @@ impl Drop for LeaderPermit<'_> {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use bytes::Bytes;
 
     use super::*;
     use crate::key::KeyBuilder;
 
     fn entry() -> Arc<Entry> {
-        Arc::new(Entry {
-            message: Bytes::from_static(b"answer"),
-            status_code: 0,
-            status_message: String::new(),
-            headers: vec![],
-            trailers: vec![],
-            created: 0,
-            fresh_until: 1,
-            stale_until: 1,
-            fetch_time: Duration::ZERO,
-        })
+        Arc::new(Entry::unstamped(
+            Bytes::from_static(b"answer"),
+            0,
+            String::new(),
+        ))
     }
 
     #[tokio::test]

@@ -98,17 +98,11 @@ mod tests {
     use crate::key::KeyBuilder;
 
     fn entry(size: usize, clock: &Clock, life: Duration) -> Arc<Entry> {
-        Arc::new(Entry {
-            message: Bytes::from(vec![7u8; size]),
-            status_code: 0,
-            status_message: String::new(),
-            headers: vec![],
-            trailers: vec![],
-            created: clock.now(),
-            fresh_until: clock.after(life),
-            stale_until: clock.after(life),
-            fetch_time: Duration::ZERO,
-        })
+        let mut entry = Entry::unstamped(Bytes::from(vec![7u8; size]), 0, String::new());
+        entry.created = clock.now();
+        entry.fresh_until = clock.after(life);
+        entry.stale_until = entry.fresh_until;
+        Arc::new(entry)
     }
 
     fn key(i: u32) -> Key {

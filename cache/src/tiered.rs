@@ -309,17 +309,7 @@ mod tests {
                 return Err(LoadError::new(std::io::Error::other("backend down")));
             }
             Ok(Fetched {
-                entry: Entry {
-                    message: Bytes::from_static(self.message),
-                    status_code: 0,
-                    status_message: String::new(),
-                    headers: vec![],
-                    trailers: vec![],
-                    created: 0,
-                    fresh_until: 0,
-                    stale_until: 0,
-                    fetch_time: Duration::ZERO,
-                },
+                entry: Entry::unstamped(Bytes::from_static(self.message), 0, String::new()),
                 cacheable: true,
             })
         }

@@ -111,26 +111,9 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
 
 /// Sums the reports of loads that ran at the same time.
 fn merge(reports: Vec<LoadReport>) -> LoadReport {
-    let mut iter = reports.into_iter();
-    let Some(mut total) = iter.next() else {
-        return LoadReport {
-            requests: 0,
-            by_status: Default::default(),
-            by_cache: Default::default(),
-            latency_us: hdrhistogram::Histogram::new(3).unwrap_or_else(|_| unreachable!()),
-            elapsed: Duration::ZERO,
-        };
-    };
-    for r in iter {
-        total.requests += r.requests;
-        for (k, v) in r.by_status {
-            *total.by_status.entry(k).or_default() += v;
-        }
-        for (k, v) in r.by_cache {
-            *total.by_cache.entry(k).or_default() += v;
-        }
-        let _ = total.latency_us.add(&r.latency_us);
-        total.elapsed = total.elapsed.max(r.elapsed);
+    let mut total = LoadReport::empty();
+    for r in reports {
+        total.absorb(r);
     }
     total
 }

@@ -63,6 +63,31 @@ pub struct LoadReport {
 }
 
 impl LoadReport {
+    /// A report of no calls.
+    pub fn empty() -> Self {
+        Self {
+            requests: 0,
+            by_status: BTreeMap::new(),
+            by_cache: BTreeMap::new(),
+            latency_us: new_histogram(),
+            elapsed: Duration::ZERO,
+        }
+    }
+
+    /// Adds the calls of a report that ran at the same time as this one.
+    pub fn absorb(&mut self, other: LoadReport) {
+        self.requests += other.requests;
+        for (k, v) in other.by_status {
+            *self.by_status.entry(k).or_default() += v;
+        }
+        for (k, v) in other.by_cache {
+            *self.by_cache.entry(k).or_default() += v;
+        }
+        // Both histograms share the same bounds, so adding cannot fail.
+        let _ = self.latency_us.add(&other.latency_us);
+        self.elapsed = self.elapsed.max(other.elapsed);
+    }
+
     /// Completed calls per second.
     pub fn rps(&self) -> f64 {
         self.requests as f64 / self.elapsed.as_secs_f64().max(1e-9)
@@ -107,29 +132,15 @@ pub async fn run(spec: &LoadSpec) -> anyhow::Result<LoadReport> {
             worker(w as u64, client, spec, issued, until).await
         }));
     }
-    let mut report = LoadReport {
-        requests: 0,
-        by_status: BTreeMap::new(),
-        by_cache: BTreeMap::new(),
-        latency_us: new_histogram(),
-        elapsed: Duration::ZERO,
-    };
+    let mut report = LoadReport::empty();
     for worker in workers {
-        let part = worker.await?;
-        report.requests += part.requests;
-        for (k, v) in part.by_status {
-            *report.by_status.entry(k).or_default() += v;
-        }
-        for (k, v) in part.by_cache {
-            *report.by_cache.entry(k).or_default() += v;
-        }
-        report.latency_us.add(&part.latency_us)?;
+        report.absorb(worker.await?);
     }
     report.elapsed = started.elapsed();
     Ok(report)
 }
 
-fn new_histogram() -> Histogram<u64> {
+pub(crate) fn new_histogram() -> Histogram<u64> {
     // 1 µs to 60 s at 3 significant digits; cannot fail for these bounds.
     Histogram::new_with_bounds(1, 60_000_000, 3)
         .unwrap_or_else(|_| Histogram::new(3).unwrap_or_else(|_| unreachable!()))
@@ -143,13 +154,7 @@ async fn worker(
     until: Instant,
 ) -> LoadReport {
     let mut rng = rand::rngs::StdRng::seed_from_u64(0x5eed ^ seed);
-    let mut report = LoadReport {
-        requests: 0,
-        by_status: BTreeMap::new(),
-        by_cache: BTreeMap::new(),
-        latency_us: new_histogram(),
-        elapsed: Duration::ZERO,
-    };
+    let mut report = LoadReport::empty();
     while Instant::now() < until && issued.fetch_add(1, Ordering::Relaxed) < spec.max_requests {
         let id = match &spec.keys {
             Keys::Zipf(zipf) => format!("item-{}", zipf.sample(&mut rng)),

@@ -54,6 +54,20 @@ impl Errors {
         }
     }
 
+    /// Like [`Errors::duration`], and zero is an error too.
+    fn positive_duration(
+        &mut self,
+        path: &str,
+        value: Option<&Scalar>,
+        default: Duration,
+    ) -> Duration {
+        let d = self.duration(path, value, default);
+        if d.is_zero() && value.is_some() {
+            self.add(path, "must be greater than 0");
+        }
+        d
+    }
+
     fn size(&mut self, path: &str, value: Option<&Scalar>, default: u64) -> u64 {
         match value {
             None => default,
@@ -223,10 +237,8 @@ fn cache(e: &mut Errors, raw: RawCache) -> CacheConfig {
         } else if let Err(err) = redis_url_ok(&url) {
             e.add("cache.l2.url", err);
         }
-        let timeout = e.duration("cache.l2.timeout", l2.timeout.as_ref(), DEFAULT_L2_TIMEOUT);
-        if timeout.is_zero() {
-            e.add("cache.l2.timeout", "must be greater than 0");
-        }
+        let timeout =
+            e.positive_duration("cache.l2.timeout", l2.timeout.as_ref(), DEFAULT_L2_TIMEOUT);
         let write_queue = l2.write_queue.unwrap_or(DEFAULT_WRITE_QUEUE);
         if write_queue == 0 || write_queue > 1 << 20 {
             e.add("cache.l2.write_queue", "must be between 1 and 1048576");
@@ -237,14 +249,11 @@ fn cache(e: &mut Errors, raw: RawCache) -> CacheConfig {
             write_queue: usize::try_from(write_queue).unwrap_or(usize::MAX),
         }
     });
-    let flight_wait = e.duration(
+    let flight_wait = e.positive_duration(
         "cache.flight_wait",
         raw.flight_wait.as_ref(),
         DEFAULT_FLIGHT_WAIT,
     );
-    if flight_wait.is_zero() {
-        e.add("cache.flight_wait", "must be greater than 0");
-    }
     CacheConfig {
         namespace,
         l1,
@@ -285,14 +294,11 @@ fn backend(e: &mut Errors, name: &str, raw: RawBackend) -> BackendConfig {
             e.add(format!("{path}.endpoints[{i}]"), reason);
         }
     }
-    let timeout = e.duration(
+    let timeout = e.positive_duration(
         &format!("{path}.timeout"),
         raw.timeout.as_ref(),
         DEFAULT_BACKEND_TIMEOUT,
     );
-    if timeout.is_zero() {
-        e.add(format!("{path}.timeout"), "must be greater than 0");
-    }
     let connect_timeout = e.duration(
         &format!("{path}.connect_timeout"),
         raw.connect_timeout.as_ref(),
@@ -359,19 +365,14 @@ fn route(
     }
     let cache = raw.cache.map(|c| {
         e.unknown(&format!("{path}.cache"), &c.unknown, &["ttl", "vary"]);
-        let ttl = match &c.ttl {
-            None => {
-                e.add(
-                    format!("{path}.cache.ttl"),
-                    "required: how long an answer stays fresh, e.g. `30s`",
-                );
-                Duration::ZERO
-            }
-            some => e.duration(&format!("{path}.cache.ttl"), some.as_ref(), Duration::ZERO),
-        };
-        if c.ttl.is_some() && ttl.is_zero() {
-            e.add(format!("{path}.cache.ttl"), "must be greater than 0");
+        let ttl_path = format!("{path}.cache.ttl");
+        if c.ttl.is_none() {
+            e.add(
+                &ttl_path,
+                "required: how long an answer stays fresh, e.g. `30s`",
+            );
         }
+        let ttl = e.positive_duration(&ttl_path, c.ttl.as_ref(), Duration::ZERO);
         let mut vary = Vec::with_capacity(c.vary.len());
         for (j, name) in c.vary.into_iter().enumerate() {
             let lower = name.to_ascii_lowercase();

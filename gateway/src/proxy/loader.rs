@@ -151,17 +151,7 @@ async fn collect_answer(
 }
 
 fn status_only(code: i32, message: String) -> Entry {
-    Entry {
-        message: Bytes::new(),
-        status_code: code,
-        status_message: message,
-        headers: Vec::new(),
-        trailers: Vec::new(),
-        created: 0,
-        fresh_until: 0,
-        stale_until: 0,
-        fetch_time: Duration::ZERO,
-    }
+    Entry::unstamped(Bytes::new(), code, message)
 }
 
 fn uncacheable(entry: Entry) -> Fetched {

@@ -104,34 +104,22 @@ fn put_status(target: &mut HeaderMap, entry: &Entry) {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use http_body_util::BodyExt;
 
     use super::*;
 
     fn entry(code: i32) -> Entry {
-        Entry {
-            message: Bytes::from_static(b"msg"),
-            status_code: code,
-            status_message: if code == 0 {
-                String::new()
-            } else {
-                "not%20here".into()
-            },
-            headers: vec![strata_cache::Metadata {
-                name: "x-h".into(),
-                value: Bytes::from_static(b"1"),
-            }],
-            trailers: vec![strata_cache::Metadata {
-                name: "x-t".into(),
-                value: Bytes::from_static(b"2"),
-            }],
-            created: 0,
-            fresh_until: 0,
-            stale_until: 0,
-            fetch_time: Duration::ZERO,
-        }
+        let message = if code == 0 { "" } else { "not%20here" };
+        let mut entry = Entry::unstamped(Bytes::from_static(b"msg"), code, message.into());
+        entry.headers = vec![strata_cache::Metadata {
+            name: "x-h".into(),
+            value: Bytes::from_static(b"1"),
+        }];
+        entry.trailers = vec![strata_cache::Metadata {
+            name: "x-t".into(),
+            value: Bytes::from_static(b"2"),
+        }];
+        entry
     }
 
     #[tokio::test]

@@ -4,7 +4,7 @@ use prost::Message;
 
 use crate::support::RedisServer;
 use crate::support::backend::TestBackend;
-use crate::support::gateway::{TestGateway, config, l2_block};
+use crate::support::gateway::{TestGateway, config, config_for, l2_block, start};
 use crate::{get, key};
 
 #[tokio::test]
@@ -71,8 +71,7 @@ async fn miss_then_l1_then_l2_after_a_restart() {
 
 #[tokio::test]
 async fn request_bytes_and_vary_values_make_different_entries() {
-    let backend = TestBackend::start().await;
-    let gateway = TestGateway::start(&config(&backend.url(), "", "")).await;
+    let (backend, gateway) = start(&config_for).await;
     let mut client = gateway.client().await;
 
     let t1 = get(&mut client, key("a"), Some("t1")).await.expect("t1");
@@ -102,8 +101,7 @@ async fn request_bytes_and_vary_values_make_different_entries() {
 
 #[tokio::test]
 async fn backend_errors_are_relayed_and_never_cached() {
-    let backend = TestBackend::start().await;
-    let gateway = TestGateway::start(&config(&backend.url(), "", "")).await;
+    let (backend, gateway) = start(&config_for).await;
     let mut client = gateway.client().await;
 
     for (code, calls) in [(tonic::Code::Unavailable, 2), (tonic::Code::Internal, 4)] {
@@ -137,8 +135,7 @@ async fn backend_errors_are_relayed_and_never_cached() {
 
 #[tokio::test]
 async fn answers_are_exact_for_large_messages() {
-    let backend = TestBackend::start().await;
-    let gateway = TestGateway::start(&config(&backend.url(), "", "")).await;
+    let (_backend, gateway) = start(&config_for).await;
     let mut client = gateway.client().await;
     let mut req = key("big");
     req.reply_bytes = 3 << 20;

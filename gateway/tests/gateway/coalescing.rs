@@ -3,14 +3,12 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::support::backend::TestBackend;
-use crate::support::gateway::{TestGateway, config};
+use crate::support::gateway::{config_for, start};
 use crate::{get, key};
 
 #[tokio::test]
 async fn a_thousand_concurrent_calls_make_one_backend_call() {
-    let backend = TestBackend::start().await;
-    let gateway = TestGateway::start(&config(&backend.url(), "", "")).await;
+    let (backend, gateway) = start(&config_for).await;
     let mut req = key("cold");
     req.delay_ms = 300;
 
@@ -48,8 +46,7 @@ async fn a_thousand_concurrent_calls_make_one_backend_call() {
 
 #[tokio::test]
 async fn a_cancelled_leader_does_not_strand_its_followers() {
-    let backend = TestBackend::start().await;
-    let gateway = TestGateway::start(&config(&backend.url(), "", "")).await;
+    let (backend, gateway) = start(&config_for).await;
     let mut req = key("slow");
     req.delay_ms = 500;
 

@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use crate::support::backend::TestBackend;
-use crate::support::gateway::{TestGateway, config};
+use crate::support::gateway::{TestGateway, config_for, start};
 use crate::support::raw;
 use crate::{get, key};
 
@@ -13,13 +13,14 @@ fn forwarded(seen: &str) -> Duration {
 }
 
 /// Calls `path` with a 300 ms deadline on a backend call that takes 2 s, through the bare client (which has no
-/// timer of its own: the answer at the deadline is the gateway's). Returns the status and how long it took.
-async fn slow_call(
+/// timer of its own: the answer at the deadline is the gateway's). Checks that the gateway answered
+/// DEADLINE_EXCEEDED close to the deadline, and returns the `grpc-timeout` the backend received.
+async fn expect_deadline_in_time(
+    backend: &TestBackend,
     gateway: &TestGateway,
     path: &str,
-    key_name: &str,
-) -> (raw::RawAnswer, Duration) {
-    let mut req = key(key_name);
+) -> Duration {
+    let mut req = key("slow");
     req.delay_ms = 2000;
     let started = Instant::now();
     let answer = raw::call(
@@ -29,15 +30,7 @@ async fn slow_call(
         raw::framed(&req),
     )
     .await;
-    (answer, started.elapsed())
-}
-
-#[tokio::test]
-async fn a_short_deadline_ends_a_cached_call_in_time() {
-    let backend = TestBackend::start().await;
-    let gateway = TestGateway::start(&config(&backend.url(), "", "")).await;
-
-    let (answer, took) = slow_call(&gateway, "/testing.v1.Lookup/Get", "d").await;
+    let took = started.elapsed();
     assert_eq!(
         answer.grpc_status,
         (tonic::Code::DeadlineExceeded as i32).to_string(),
@@ -47,56 +40,39 @@ async fn a_short_deadline_ends_a_cached_call_in_time() {
         took >= Duration::from_millis(290) && took < Duration::from_millis(800),
         "took {took:?}"
     );
-
     let seen = backend
-        .seen
-        .last_grpc_timeout
-        .lock()
-        .expect("lock")
-        .clone()
+        .last_grpc_timeout()
         .expect("backend saw a grpc-timeout");
     let left = forwarded(&seen);
     assert!(
         left <= Duration::from_millis(300) && left > Duration::from_millis(200),
         "{seen}"
     );
+    left
+}
+
+#[tokio::test]
+async fn a_short_deadline_ends_a_cached_call_in_time() {
+    let (backend, gateway) = start(&config_for).await;
+    expect_deadline_in_time(&backend, &gateway, "/testing.v1.Lookup/Get").await;
 
     // The gateway keeps serving, and the expired call cached nothing.
     let mut client = gateway.client().await;
-    let answer = get(&mut client, key("d"), None).await.expect("ok");
+    let answer = get(&mut client, key("slow"), None).await.expect("ok");
     assert_eq!(answer.cache, "miss");
     gateway.stop().await;
 }
 
 #[tokio::test]
 async fn a_short_deadline_ends_a_passthrough_call_in_time() {
-    let backend = TestBackend::start().await;
-    let gateway = TestGateway::start(&config(&backend.url(), "", "")).await;
-    let (answer, took) = slow_call(&gateway, "/testing.v1.Lookup/Watch", "w").await;
-    assert_eq!(
-        answer.grpc_status,
-        (tonic::Code::DeadlineExceeded as i32).to_string(),
-        "{answer:?}"
-    );
-    assert!(
-        took >= Duration::from_millis(290) && took < Duration::from_millis(800),
-        "took {took:?}"
-    );
-    let seen = backend
-        .seen
-        .last_grpc_timeout
-        .lock()
-        .expect("lock")
-        .clone()
-        .expect("backend saw a grpc-timeout");
-    assert!(forwarded(&seen) <= Duration::from_millis(300), "{seen}");
+    let (backend, gateway) = start(&config_for).await;
+    expect_deadline_in_time(&backend, &gateway, "/testing.v1.Lookup/Watch").await;
     gateway.stop().await;
 }
 
 #[tokio::test]
 async fn the_backend_learns_the_time_left() {
-    let backend = TestBackend::start().await;
-    let gateway = TestGateway::start(&config(&backend.url(), "", "")).await;
+    let (_backend, gateway) = start(&config_for).await;
     let mut client = gateway.client().await;
 
     // Passthrough: the client's 5 s, minus what the gateway spent.

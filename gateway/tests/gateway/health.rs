@@ -8,8 +8,7 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
 use crate::key;
-use crate::support::backend::TestBackend;
-use crate::support::gateway::{TestGateway, config};
+use crate::support::gateway::{config, config_for, start};
 
 async fn http_get(addr: SocketAddr, path: &str) -> String {
     let mut stream = tokio::net::TcpStream::connect(addr)
@@ -24,8 +23,7 @@ async fn http_get(addr: SocketAddr, path: &str) -> String {
 
 #[tokio::test]
 async fn health_and_readiness() {
-    let backend = TestBackend::start().await;
-    let gateway = TestGateway::start(&config(&backend.url(), "", "")).await;
+    let (_backend, gateway) = start(&config_for).await;
 
     let mut health = HealthClient::new(gateway.channel().await);
     let status = health
@@ -58,8 +56,7 @@ async fn health_and_readiness() {
 
 #[tokio::test]
 async fn shutdown_stops_readiness_at_once_and_lets_calls_finish() {
-    let backend = TestBackend::start().await;
-    let mut gateway = TestGateway::start(&config(&backend.url(), "", "shutdown_grace: 5s")).await;
+    let (_backend, mut gateway) = start(&|url| config(url, "", "shutdown_grace: 5s")).await;
     let mut client = gateway.client().await;
     let mut slow = key("slow");
     slow.delay_ms = 600;

@@ -1,14 +1,13 @@
 //! Bad input gets a clear status, and the gateway keeps serving everyone else.
 
 use crate::support::backend::TestBackend;
-use crate::support::gateway::{TestGateway, config};
+use crate::support::gateway::{TestGateway, config, config_for, start};
 use crate::support::raw;
 use crate::{get, key};
 
 #[tokio::test]
 async fn an_oversized_request_is_resource_exhausted() {
-    let backend = TestBackend::start().await;
-    let gateway = TestGateway::start(&config(&backend.url(), "", "max_request_bytes: 1KiB")).await;
+    let (backend, gateway) = start(&|url| config(url, "", "max_request_bytes: 1KiB")).await;
     let mut client = gateway.client().await;
 
     let mut big = key("big");
@@ -41,8 +40,7 @@ async fn raw_call(gateway: &TestGateway, body: &'static [u8]) -> String {
 
 #[tokio::test]
 async fn malformed_frames_get_an_error_status() {
-    let backend = TestBackend::start().await;
-    let gateway = TestGateway::start(&config(&backend.url(), "", "")).await;
+    let (backend, gateway) = start(&config_for).await;
 
     let internal = (tonic::Code::Internal as i32).to_string();
     // Truncated: the prefix promises 10 bytes, 2 arrive.

@@ -1,14 +1,12 @@
 //! Everything not cached goes through untouched: streaming in every direction, metadata, trailers, status.
 
 use crate::key;
-use crate::support::backend::TestBackend;
-use crate::support::gateway::{TestGateway, config};
+use crate::support::gateway::{config_for, start};
 use crate::support::pb::GetRequest;
 
 #[tokio::test]
 async fn server_streaming_keeps_metadata_trailers_and_status() {
-    let backend = TestBackend::start().await;
-    let gateway = TestGateway::start(&config(&backend.url(), "", "")).await;
+    let (backend, gateway) = start(&config_for).await;
     let mut client = gateway.client().await;
 
     let response = client.watch(key("s")).await.expect("watch");
@@ -61,8 +59,7 @@ async fn server_streaming_keeps_metadata_trailers_and_status() {
 
 #[tokio::test]
 async fn client_streaming_and_bidi_pass_through() {
-    let backend = TestBackend::start().await;
-    let gateway = TestGateway::start(&config(&backend.url(), "", "")).await;
+    let (_backend, gateway) = start(&config_for).await;
     let mut client = gateway.client().await;
 
     let uploads = tokio_stream::iter(["a", "b", "c"].map(key));

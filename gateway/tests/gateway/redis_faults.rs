@@ -3,10 +3,30 @@
 use std::time::Duration;
 
 use crate::support::RedisServer;
+use tonic::transport::Channel;
+
 use crate::support::backend::TestBackend;
 use crate::support::gateway::{TestGateway, config, l2_block};
+use crate::support::pb::lookup_client::LookupClient;
 use crate::support::{eventually, free_port};
 use crate::{get, key};
+
+/// Whether a call for `name` is answered from L2 within `within` (polling; each call may also fill L2).
+async fn answered_from_l2_within(
+    client: &LookupClient<Channel>,
+    name: &str,
+    within: Duration,
+) -> bool {
+    eventually(within, || {
+        let mut client = client.clone();
+        async move {
+            get(&mut client, key(name), None)
+                .await
+                .is_ok_and(|a| a.cache == "l2")
+        }
+    })
+    .await
+}
 
 #[tokio::test]
 async fn redis_absent_at_startup_then_used_once_it_appears() {
@@ -30,16 +50,7 @@ async fn redis_absent_at_startup_then_used_once_it_appears() {
     assert_eq!(backend.get_calls(), 3);
 
     let _redis = RedisServer::start_on(port);
-    let l2_back = eventually(Duration::from_secs(10), || {
-        let mut client = client.clone();
-        async move {
-            get(&mut client, key("a"), None)
-                .await
-                .map(|a| a.cache == "l2")
-                .unwrap_or(false)
-        }
-    })
-    .await;
+    let l2_back = answered_from_l2_within(&client, "a", Duration::from_secs(10)).await;
     assert!(
         l2_back,
         "L2 answers again once Redis is up, without a restart"
@@ -59,16 +70,7 @@ async fn redis_killed_mid_run_then_restarted() {
         get(&mut client, key("a"), None).await.expect("miss").cache,
         "miss"
     );
-    let written = eventually(Duration::from_secs(5), || {
-        let mut client = client.clone();
-        async move {
-            get(&mut client, key("a"), None)
-                .await
-                .map(|a| a.cache == "l2")
-                .unwrap_or(false)
-        }
-    })
-    .await;
+    let written = answered_from_l2_within(&client, "a", Duration::from_secs(5)).await;
     assert!(written, "the entry reached L2");
 
     redis.kill();
@@ -80,16 +82,7 @@ async fn redis_killed_mid_run_then_restarted() {
     }
 
     redis.restart();
-    let l2_back = eventually(Duration::from_secs(10), || {
-        let mut client = client.clone();
-        async move {
-            get(&mut client, key("after"), None)
-                .await
-                .map(|a| a.cache == "l2")
-                .unwrap_or(false)
-        }
-    })
-    .await;
+    let l2_back = answered_from_l2_within(&client, "after", Duration::from_secs(10)).await;
     assert!(
         l2_back,
         "L2 is used again after Redis comes back, without a restart"

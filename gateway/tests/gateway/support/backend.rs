@@ -231,6 +231,11 @@ impl TestBackend {
         format!("http://{}", self.addr)
     }
 
+    /// The `grpc-timeout` of the most recent call that carried one.
+    pub fn last_grpc_timeout(&self) -> Option<String> {
+        self.seen.last_grpc_timeout.lock().expect("lock").clone()
+    }
+
     /// Calls of `Get` so far.
     pub fn get_calls(&self) -> u64 {
         self.seen.get.load(Ordering::SeqCst)

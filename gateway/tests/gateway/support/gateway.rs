@@ -7,6 +7,7 @@ use strata_gateway::{Config, Listeners};
 use tokio::sync::oneshot;
 use tonic::transport::Channel;
 
+use super::backend::TestBackend;
 use super::pb::lookup_client::LookupClient;
 
 /// A running gateway.
@@ -40,6 +41,18 @@ routes:
 {extra_top}
 "#
     )
+}
+
+/// [`config`] with no extra lines: L1 only, default limits.
+pub fn config_for(backend_url: &str) -> String {
+    config(backend_url, "", "")
+}
+
+/// Starts a test backend and a gateway configured by `make_config(backend_url)`.
+pub async fn start(make_config: &dyn Fn(&str) -> String) -> (TestBackend, TestGateway) {
+    let backend = TestBackend::start().await;
+    let gateway = TestGateway::start(&make_config(&backend.url())).await;
+    (backend, gateway)
 }
 
 /// The `cache:` lines for an L2 at `url`, with L1 disabled when `l1_off` (so every call shows what L2 did).
