@@ -7,6 +7,7 @@ pub mod admin;
 pub mod backend;
 pub mod config;
 pub mod grpc;
+pub mod layers;
 pub mod proxy;
 pub mod router;
 pub mod server;
@@ -32,7 +33,7 @@ use crate::admin::Readiness;
 use crate::backend::Backend;
 use crate::proxy::{Proxy, ProxyOptions};
 use crate::router::{CacheRule, Matcher, Route, Router};
-use crate::service::DataService;
+use crate::service::data_service;
 
 /// The two bound sockets the gateway serves.
 #[derive(Debug)]
@@ -118,7 +119,7 @@ pub async fn run(
         "strata gateway serving"
     );
     readiness.set(true);
-    let data_service = DataService::new(proxy.clone(), health);
+    let data_service = data_service(proxy.clone(), health);
     let mut h2 = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new());
     h2.timer(hyper_util::rt::TokioTimer::new());
     server::serve(

@@ -1,51 +1,62 @@
-//! The data listener's service: `grpc.health.v1.Health` answered by the gateway, everything else by the proxy.
+//! The data listener's service stack: the gateway's own `grpc.health.v1.Health`, and the proxy for everything else,
+//! behind the layers every call goes through.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use hyper::body::Incoming;
+use hyper_util::service::TowerToHyperService;
 use tonic::body::Body;
 use tonic_health::pb::health_server::HealthServer;
 use tonic_health::server::HealthService;
-use tower::ServiceExt;
+use tower::util::BoxCloneSyncService;
+use tower::{ServiceBuilder, ServiceExt};
 
+use crate::layers::deadline::DeadlineLayer;
 use crate::proxy::Proxy;
 
 /// Path prefix of the gRPC health service, served by the gateway itself.
 const HEALTH_PREFIX: &str = "/grpc.health.v1.Health/";
 
-/// Serves one HTTP/2 request on the data listener.
+/// The stack serving one HTTP/2 connection of the data listener.
+pub type DataService = TowerToHyperService<
+    BoxCloneSyncService<http::Request<Incoming>, http::Response<Body>, Infallible>,
+>;
+
+/// Builds the data listener's stack, outermost layer first.
+pub fn data_service(proxy: Arc<Proxy>, health: HealthServer<HealthService>) -> DataService {
+    let stack = ServiceBuilder::new()
+        // hyper hands over its own body type; the proxy and tonic's channels speak `tonic::body::Body`.
+        .map_request(|request: http::Request<Incoming>| request.map(Body::new))
+        // The client's `grpc-timeout` bounds everything the gateway does for the call, and tells the inner layers
+        // how much time is left.
+        .layer(DeadlineLayer)
+        .service(Dispatch { proxy, health });
+    TowerToHyperService::new(BoxCloneSyncService::new(stack))
+}
+
+/// Sends health checks to the gateway's health service and every other call to the proxy.
 #[derive(Clone)]
-pub struct DataService {
+struct Dispatch {
     proxy: Arc<Proxy>,
     health: HealthServer<HealthService>,
 }
 
-impl std::fmt::Debug for DataService {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DataService").finish_non_exhaustive()
-    }
-}
-
-impl DataService {
-    /// The data service over `proxy`, reporting health through `health`.
-    pub fn new(proxy: Arc<Proxy>, health: HealthServer<HealthService>) -> Self {
-        Self { proxy, health }
-    }
-}
-
-impl hyper::service::Service<http::Request<Incoming>> for DataService {
+impl tower::Service<http::Request<Body>> for Dispatch {
     type Response = http::Response<Body>;
     type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+    type Future = Pin<Box<dyn Future<Output = Result<http::Response<Body>, Infallible>> + Send>>;
 
-    fn call(&self, request: http::Request<Incoming>) -> Self::Future {
-        let request = request.map(Body::new);
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
         if request.uri().path().starts_with(HEALTH_PREFIX) {
-            let health = self.health.clone();
-            return Box::pin(health.oneshot(request));
+            return Box::pin(self.health.clone().oneshot(request));
         }
         let proxy = self.proxy.clone();
         Box::pin(async move { Ok(proxy.handle(request).await) })

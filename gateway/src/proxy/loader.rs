@@ -10,12 +10,12 @@ use strata_cache::{Entry, Fetched, LoadError, Loader};
 use tonic::Code;
 use tonic::body::Body;
 
-use super::deadline::Deadline;
 use super::metadata;
 use super::replay::MessageBody;
 use crate::backend::Backend;
 use crate::grpc::body::{self, ReadError};
 use crate::grpc::frame::FrameError;
+use crate::layers::deadline::Deadline;
 use crate::status::{GatewayError, code_for_http_status};
 
 /// Fetches one unary answer from a backend on behalf of the cache.

@@ -1,7 +1,6 @@
 //! The data path: route a call, then either answer it through the cache (cached unary routes) or forward it
 //! untouched (everything else).
 
-mod deadline;
 mod loader;
 mod metadata;
 mod passthrough;
@@ -13,7 +12,7 @@ use std::sync::Arc;
 use strata_cache::Tiered;
 use tonic::body::Body;
 
-pub use self::deadline::Deadline;
+use crate::layers::deadline::Deadline;
 use crate::router::Router;
 use crate::status::GatewayError;
 
@@ -56,21 +55,15 @@ impl Proxy {
         &self.cache
     }
 
-    /// Answers one call. Never fails: every error becomes a gRPC status response.
+    /// Answers one call. Never fails: every error becomes a gRPC status response. The call's deadline comes from
+    /// the request's extensions (put there by [`crate::layers::deadline::DeadlineLayer`], which also enforces it).
     pub async fn handle(&self, request: http::Request<Body>) -> http::Response<Body> {
-        let deadline = Deadline::from_headers(request.headers());
-        let call = self.dispatch(request, deadline);
-        match deadline.at() {
-            // The client's deadline bounds everything the gateway does for the call (reading the request, waiting
-            // for a flight, calling the backend); for a streaming call it bounds getting the response headers, and
-            // the backend, which receives the remaining time, bounds the rest.
-            Some(at) => match tokio::time::timeout_at(at, call).await {
-                Ok(response) => response,
-                Err(_) => GatewayError::Deadline(deadline.requested().unwrap_or_default())
-                    .to_response(None),
-            },
-            None => call.await,
-        }
+        let deadline = request
+            .extensions()
+            .get::<Deadline>()
+            .copied()
+            .unwrap_or_default();
+        self.dispatch(request, deadline).await
     }
 
     async fn dispatch(

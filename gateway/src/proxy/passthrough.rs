@@ -3,9 +3,9 @@
 use http::HeaderValue;
 use tonic::body::Body;
 
-use super::deadline::Deadline;
 use crate::backend::Backend;
 use crate::grpc::timeout;
+use crate::layers::deadline::Deadline;
 
 /// Forwards a call untouched except for its deadline, which is replaced by the time the client has left.
 pub(super) async fn forward(

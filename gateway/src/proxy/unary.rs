@@ -2,11 +2,11 @@
 
 use tonic::body::Body;
 
-use super::deadline::Deadline;
 use super::loader::BackendLoader;
 use super::{Proxy, passthrough, replay};
 use crate::grpc::body;
 use crate::grpc::frame;
+use crate::layers::deadline::Deadline;
 use crate::router::{CacheRule, Route};
 use crate::status::GatewayError;
 

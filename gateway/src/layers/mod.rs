@@ -1,0 +1,3 @@
+//! Tower layers of the data listener's stack, one concern each (assembled in [`crate::service::data_service`]).
+
+pub mod deadline;
