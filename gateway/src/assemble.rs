@@ -1,0 +1,92 @@
+//! Turning a validated config into the running parts: backends, routes, and the tiered cache.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use strata_cache::l2::{L2, RedisL2, RedisL2Config};
+use strata_cache::{Policy, Tiered, TieredConfig};
+
+use crate::backend::Backend;
+use crate::config::Config;
+use crate::proxy::{Proxy, ProxyOptions};
+use crate::router::{CacheRule, Matcher, Route, Router};
+
+/// Why the gateway could not start with a config that passed validation.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A backend's endpoints could not be set up.
+    #[error("backend setup failed: {0}")]
+    Backend(String),
+    /// A route could not be set up.
+    #[error("routes[{index}]: {reason}")]
+    Route { index: usize, reason: String },
+    /// The Redis client could not be set up.
+    #[error("cache.l2: {0}")]
+    Redis(String),
+}
+
+/// Builds backends, routes and the cache from a validated config.
+pub fn build_proxy(config: &Config) -> Result<Proxy, StartError> {
+    let backends = config
+        .backends
+        .iter()
+        .map(|(name, b)| {
+            Backend::new(name, b)
+                .map(|backend| (name.clone(), Arc::new(backend)))
+                .map_err(|e| StartError::Backend(e.to_string()))
+        })
+        .collect::<Result<BTreeMap<_, _>, _>>()?;
+
+    let mut routes = Vec::with_capacity(config.routes.len());
+    for (index, r) in config.routes.iter().enumerate() {
+        let matcher =
+            Matcher::parse(&r.matches).map_err(|reason| StartError::Route { index, reason })?;
+        let backend = backends
+            .get(&r.backend)
+            .cloned()
+            .ok_or_else(|| StartError::Route {
+                index,
+                reason: format!("unknown backend `{}`", r.backend),
+            })?;
+        let cache = r.cache.as_ref().map(|c| CacheRule {
+            policy: Policy { ttl: c.ttl },
+            vary: c
+                .vary
+                .iter()
+                .filter_map(|name| http::HeaderName::from_bytes(name.as_bytes()).ok())
+                .collect(),
+        });
+        routes.push(Route::new(r.matches.clone(), matcher, backend, cache));
+    }
+
+    let l2: Option<Arc<dyn L2>> = match &config.cache.l2 {
+        Some(l2) => {
+            let redis = RedisL2::new(&RedisL2Config {
+                url: l2.url.clone(),
+                timeout: l2.timeout,
+                key_prefix: config.cache.namespace.clone(),
+            })
+            .map_err(|e| StartError::Redis(e.to_string()))?;
+            Some(Arc::new(redis))
+        }
+        None => None,
+    };
+    let cache = Tiered::new(
+        &TieredConfig {
+            l1_max_bytes: config.cache.l1.max_bytes,
+            flight_wait: config.cache.flight_wait,
+            write_queue: config.cache.l2.as_ref().map_or(1, |l2| l2.write_queue),
+        },
+        l2,
+    );
+    Ok(Proxy::new(
+        Router::new(routes),
+        Arc::new(cache),
+        ProxyOptions {
+            namespace: config.cache.namespace.clone(),
+            max_request_bytes: config.max_request_bytes,
+            max_response_bytes: config.max_response_bytes,
+            expose_cache_status: config.expose_cache_status,
+        },
+    ))
+}
