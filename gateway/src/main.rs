@@ -10,7 +10,11 @@ use strata_gateway::{Listeners, run};
 
 /// Strata: a multi-level caching gRPC gateway.
 #[derive(Debug, Parser)]
-#[command(name = "strata", version, about)]
+#[command(
+    name = "strata",
+    version,
+    about = "Strata: a multi-level caching gRPC gateway (L1 in memory, L2 in Redis, one backend call per key)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -18,7 +18,11 @@ use strata_gateway::config::units::parse_duration;
 
 /// Load testing and demos for Strata.
 #[derive(Debug, Parser)]
-#[command(name = "strata-load", version, about)]
+#[command(
+    name = "strata-load",
+    version,
+    about = "Strata load tools: the sample backend, the demo, and the benchmark suite"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
