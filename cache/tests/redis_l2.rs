@@ -165,9 +165,11 @@ async fn a_frozen_redis_costs_one_timeout_and_never_a_failure() {
     signal("-CONT");
 
     let stats = cache.stats().snapshot();
+    // One L2 timeout (50 ms) per lookup, with slack for a loaded CI machine; without the timeout a lookup would
+    // wait as long as Redis stays frozen.
     assert!(
-        slowest < timeout * 4,
-        "each lookup waits about one L2 timeout at most, slowest {slowest:?}"
+        slowest < Duration::from_millis(500),
+        "each lookup waits about one L2 timeout, slowest {slowest:?}"
     );
     assert!(stats.l2_timeouts >= 20, "{stats:?}");
     assert!(

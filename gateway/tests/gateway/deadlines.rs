@@ -37,7 +37,7 @@ async fn expect_deadline_in_time(
         "{answer:?}"
     );
     assert!(
-        took >= Duration::from_millis(290) && took < Duration::from_millis(800),
+        took >= Duration::from_millis(290) && took < Duration::from_millis(1500),
         "took {took:?}"
     );
     let seen = backend
