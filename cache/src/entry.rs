@@ -9,6 +9,40 @@ use strata_proto::cache::v1 as pb;
 use crate::clock::UnixMs;
 use crate::error::DecodeError;
 
+/// How long a fetched answer may be used, from the moment it is stored.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Lifetime {
+    /// Served as fresh for this long.
+    pub fresh: Duration,
+    /// Then served stale for this long while one background refresh runs.
+    pub stale_while_revalidate: Duration,
+    /// After `fresh`, served for this long instead of a backend failure.
+    pub stale_if_error: Duration,
+}
+
+impl Lifetime {
+    /// Fresh for `ttl`, no stale serving.
+    pub fn fresh_for(ttl: Duration) -> Self {
+        Self {
+            fresh: ttl,
+            ..Self::default()
+        }
+    }
+}
+
+/// What an entry may be used for at a given time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryState {
+    /// Serve it.
+    Fresh,
+    /// Serve it stale, and refresh it in the background.
+    Revalidate,
+    /// Serve it only if fetching a new answer fails.
+    ErrorFallback,
+    /// Do not serve it.
+    Expired,
+}
+
 /// The encoding version this build writes and reads.
 pub const ENTRY_VERSION: u32 = 1;
 
@@ -32,7 +66,11 @@ pub struct Entry {
     pub created: UnixMs,
     /// Until when the answer may be served as fresh.
     pub fresh_until: UnixMs,
-    /// Until when the answer may be kept at all (≥ `fresh_until`); L1 evicts and L2 expires it then.
+    /// Until when the answer may be served stale while one background refresh fetches a new one.
+    pub revalidate_until: UnixMs,
+    /// Until when the answer may be served stale instead of a backend failure.
+    pub stale_if_error_until: UnixMs,
+    /// Until when the answer may be kept at all (the latest of the times above); L1 evicts and L2 expires it then.
     pub stale_until: UnixMs,
     /// How long the loader took to fetch it.
     pub fetch_time: Duration,
@@ -49,14 +87,44 @@ impl Entry {
             trailers: Vec::new(),
             created: 0,
             fresh_until: 0,
+            revalidate_until: 0,
+            stale_if_error_until: 0,
             stale_until: 0,
             fetch_time: Duration::ZERO,
         }
     }
 
+    /// Sets every time from `now` and the answer's lifetime.
+    pub fn stamp(&mut self, now: UnixMs, lifetime: &Lifetime) {
+        let after =
+            |d: Duration| now.saturating_add(u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        self.created = now;
+        self.fresh_until = after(lifetime.fresh);
+        self.revalidate_until = after(
+            lifetime
+                .fresh
+                .saturating_add(lifetime.stale_while_revalidate),
+        );
+        self.stale_if_error_until = after(lifetime.fresh.saturating_add(lifetime.stale_if_error));
+        self.stale_until = self.revalidate_until.max(self.stale_if_error_until);
+    }
+
+    /// What the entry may be used for at `now`.
+    pub fn state(&self, now: UnixMs) -> EntryState {
+        if now < self.fresh_until {
+            EntryState::Fresh
+        } else if now < self.revalidate_until {
+            EntryState::Revalidate
+        } else if now < self.stale_if_error_until {
+            EntryState::ErrorFallback
+        } else {
+            EntryState::Expired
+        }
+    }
+
     /// Whether the answer may still be served as fresh at `now`.
     pub fn is_fresh(&self, now: UnixMs) -> bool {
-        now < self.fresh_until
+        self.state(now) == EntryState::Fresh
     }
 
     /// How long the entry should still be kept, from `now` (zero once past `stale_until`).
@@ -91,7 +159,13 @@ impl Entry {
             trailers: pb.trailers,
             created: pb.created_unix_ms,
             fresh_until: pb.fresh_until_unix_ms,
-            stale_until: pb.stale_until_unix_ms.max(pb.fresh_until_unix_ms),
+            revalidate_until: pb.revalidate_until_unix_ms,
+            stale_if_error_until: pb.stale_if_error_until_unix_ms,
+            stale_until: pb
+                .stale_until_unix_ms
+                .max(pb.fresh_until_unix_ms)
+                .max(pb.revalidate_until_unix_ms)
+                .max(pb.stale_if_error_until_unix_ms),
             fetch_time: Duration::from_micros(pb.fetch_micros),
         })
     }
@@ -107,6 +181,8 @@ impl Entry {
             created_unix_ms: self.created,
             fresh_until_unix_ms: self.fresh_until,
             stale_until_unix_ms: self.stale_until,
+            revalidate_until_unix_ms: self.revalidate_until,
+            stale_if_error_until_unix_ms: self.stale_if_error_until,
             fetch_micros: u64::try_from(self.fetch_time.as_micros()).unwrap_or(u64::MAX),
         }
     }
@@ -131,7 +207,9 @@ mod tests {
             }],
             created: 1_000,
             fresh_until: 31_000,
-            stale_until: 31_000,
+            revalidate_until: 41_000,
+            stale_if_error_until: 61_000,
+            stale_until: 61_000,
             fetch_time: Duration::from_micros(1234),
         }
     }
@@ -178,7 +256,32 @@ mod tests {
         let e = sample();
         assert!(e.is_fresh(30_999));
         assert!(!e.is_fresh(31_000));
-        assert_eq!(e.remaining_life(30_000), Duration::from_secs(1));
-        assert_eq!(e.remaining_life(40_000), Duration::ZERO);
+        assert_eq!(e.remaining_life(30_000), Duration::from_secs(31));
+        assert_eq!(e.remaining_life(70_000), Duration::ZERO);
+        assert_eq!(e.state(30_999), EntryState::Fresh);
+        assert_eq!(e.state(31_000), EntryState::Revalidate);
+        assert_eq!(e.state(41_000), EntryState::ErrorFallback);
+        assert_eq!(e.state(61_000), EntryState::Expired);
+    }
+
+    #[test]
+    fn stamping_sets_every_window() {
+        let mut e = sample();
+        e.stamp(
+            100,
+            &Lifetime {
+                fresh: Duration::from_secs(1),
+                stale_while_revalidate: Duration::from_secs(2),
+                stale_if_error: Duration::from_secs(5),
+            },
+        );
+        assert_eq!(
+            (e.created, e.fresh_until, e.revalidate_until),
+            (100, 1_100, 3_100)
+        );
+        assert_eq!((e.stale_if_error_until, e.stale_until), (6_100, 6_100));
+        e.stamp(100, &Lifetime::fresh_for(Duration::from_secs(1)));
+        assert_eq!(e.stale_until, 1_100);
+        assert_eq!(e.state(1_100), EntryState::Expired);
     }
 }

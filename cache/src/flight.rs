@@ -12,8 +12,17 @@ use crate::entry::Entry;
 use crate::error::LoadError;
 use crate::key::Key;
 
+/// A load's answer as the flight shares it.
+#[derive(Debug, Clone)]
+pub(crate) struct Answer {
+    /// The answer.
+    pub entry: Arc<Entry>,
+    /// Whether it is a backend failure (a follower may serve a stale entry of its own instead).
+    pub failed: bool,
+}
+
 /// What a flight ends with, shared with every follower.
-pub(crate) type Outcome = Result<Arc<Entry>, LoadError>;
+pub(crate) type Outcome = Result<Answer, LoadError>;
 
 /// A follower's view of a flight: `None` while the leader works, then its outcome.
 pub(crate) type FlightWatch = watch::Receiver<Option<Outcome>>;
@@ -26,16 +35,16 @@ pub(crate) struct Flights {
 }
 
 /// The caller's role in the flight for a key.
-pub(crate) enum Role<'a> {
+pub(crate) enum Role {
     /// No load was in flight: the caller must load and then [`LeaderPermit::finish`].
-    Leader(LeaderPermit<'a>),
+    Leader(LeaderPermit),
     /// Another caller is loading: wait on this for its outcome.
     Follower(FlightWatch),
 }
 
 impl Flights {
     /// Joins the flight for `key`, leading it if none is in flight.
-    pub(crate) fn join(&self, key: Key) -> Role<'_> {
+    pub(crate) fn join(self: &Arc<Self>, key: Key) -> Role {
         let mut inflight = self.inflight.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(tx) = inflight.get(&key) {
             return Role::Follower(tx.subscribe());
@@ -43,7 +52,7 @@ impl Flights {
         let (tx, _) = watch::channel(None);
         inflight.insert(key, tx);
         Role::Leader(LeaderPermit {
-            flights: self,
+            flights: self.clone(),
             key,
             finished: false,
         })
@@ -73,14 +82,15 @@ impl Flights {
     }
 }
 
-/// The right, and the duty, to load a key. Dropped unfinished, it hands the flight over to the followers.
-pub(crate) struct LeaderPermit<'a> {
-    flights: &'a Flights,
+/// The right, and the duty, to load a key. Dropped unfinished, it hands the flight over to the followers. It owns
+/// its share of the flights, so a background refresh can carry it into a task of its own.
+pub(crate) struct LeaderPermit {
+    flights: Arc<Flights>,
     key: Key,
     finished: bool,
 }
 
-impl LeaderPermit<'_> {
+impl LeaderPermit {
     /// Publishes the outcome to every follower and ends the flight.
     pub(crate) fn finish(mut self, outcome: Outcome) {
         self.finished = true;
@@ -88,7 +98,7 @@ impl LeaderPermit<'_> {
     }
 }
 
-impl Drop for LeaderPermit<'_> {
+impl Drop for LeaderPermit {
     fn drop(&mut self) {
         if !self.finished {
             self.flights.end(&self.key, None);
@@ -103,17 +113,20 @@ mod tests {
     use super::*;
     use crate::key::KeyBuilder;
 
-    fn entry() -> Arc<Entry> {
-        Arc::new(Entry::unstamped(
-            Bytes::from_static(b"answer"),
-            0,
-            String::new(),
-        ))
+    fn answer() -> Answer {
+        Answer {
+            entry: Arc::new(Entry::unstamped(
+                Bytes::from_static(b"answer"),
+                0,
+                String::new(),
+            )),
+            failed: false,
+        }
     }
 
     #[tokio::test]
     async fn followers_share_the_leaders_outcome() {
-        let flights = Flights::default();
+        let flights = Arc::new(Flights::default());
         let key = KeyBuilder::new("t", "/m").finish(b"1");
         let Role::Leader(permit) = flights.join(key) else {
             panic!("first caller leads")
@@ -121,7 +134,7 @@ mod tests {
         let Role::Follower(mut rx) = flights.join(key) else {
             panic!("second caller follows")
         };
-        permit.finish(Ok(entry()));
+        permit.finish(Ok(answer()));
         let got = rx
             .wait_for(Option::is_some)
             .await
@@ -129,7 +142,7 @@ mod tests {
         assert_eq!(
             got.as_ref()
                 .and_then(|o| o.as_ref().ok())
-                .map(|e| e.message.clone()),
+                .map(|a| a.entry.message.clone()),
             Some(Bytes::from_static(b"answer"))
         );
         assert_eq!(flights.len(), 0);
@@ -137,7 +150,7 @@ mod tests {
 
     #[tokio::test]
     async fn dropped_leader_hands_over() {
-        let flights = Flights::default();
+        let flights = Arc::new(Flights::default());
         let key = KeyBuilder::new("t", "/m").finish(b"1");
         let leader = flights.join(key);
         let Role::Follower(mut rx) = flights.join(key) else {

@@ -99,9 +99,7 @@ mod tests {
 
     fn entry(size: usize, clock: &Clock, life: Duration) -> Arc<Entry> {
         let mut entry = Entry::unstamped(Bytes::from(vec![7u8; size]), 0, String::new());
-        entry.created = clock.now();
-        entry.fresh_until = clock.after(life);
-        entry.stale_until = entry.fresh_until;
+        entry.stamp(clock.now(), &crate::entry::Lifetime::fresh_for(life));
         Arc::new(entry)
     }
 

@@ -11,15 +11,20 @@ mod flight;
 mod key;
 mod l1;
 pub mod l2;
+mod loader;
+mod lookup;
 mod stats;
 #[cfg(feature = "test-support")]
 pub mod testing;
 mod tiered;
+mod xfetch;
 
 pub use clock::{Clock, UnixMs};
-pub use entry::{ENTRY_VERSION, Entry, Metadata};
+pub use entry::{ENTRY_VERSION, Entry, EntryState, Lifetime, Metadata};
 pub use error::{DecodeError, L2Error, LoadError};
 pub use key::{Key, KeyBuilder};
 pub use l1::L1;
+pub use loader::{Fetched, LoadMode, Loader};
+pub use lookup::{Lookup, Source};
 pub use stats::{Stats, StatsSnapshot};
-pub use tiered::{Fetched, Loader, Lookup, Policy, Source, Tiered, TieredConfig};
+pub use tiered::{Policy, Tiered, TieredConfig};

@@ -9,6 +9,10 @@ pub struct Stats {
     pub(crate) l2_hits: AtomicU64,
     pub(crate) misses: AtomicU64,
     pub(crate) coalesced: AtomicU64,
+    pub(crate) stale_served: AtomicU64,
+    pub(crate) stale_if_error_served: AtomicU64,
+    pub(crate) refreshes_stale: AtomicU64,
+    pub(crate) refreshes_early: AtomicU64,
     pub(crate) flight_wait_timeouts: AtomicU64,
     pub(crate) leader_takeovers: AtomicU64,
     pub(crate) l2_errors: AtomicU64,
@@ -30,6 +34,14 @@ pub struct StatsSnapshot {
     pub misses: u64,
     /// Answers shared from another caller's in-flight load.
     pub coalesced: u64,
+    /// Stale answers served while a background refresh runs (stale-while-revalidate).
+    pub stale_served: u64,
+    /// Stale answers served instead of a backend failure (stale-if-error).
+    pub stale_if_error_served: u64,
+    /// Background refreshes of entries served stale.
+    pub refreshes_stale: u64,
+    /// Early refreshes of fresh entries (XFetch).
+    pub refreshes_early: u64,
     /// Followers that stopped waiting for a leader and loaded on their own.
     pub flight_wait_timeouts: u64,
     /// Followers that became the leader after the previous leader was cancelled.
@@ -57,6 +69,10 @@ impl Stats {
             l2_hits: r(&self.l2_hits),
             misses: r(&self.misses),
             coalesced: r(&self.coalesced),
+            stale_served: r(&self.stale_served),
+            stale_if_error_served: r(&self.stale_if_error_served),
+            refreshes_stale: r(&self.refreshes_stale),
+            refreshes_early: r(&self.refreshes_early),
             flight_wait_timeouts: r(&self.flight_wait_timeouts),
             leader_takeovers: r(&self.leader_takeovers),
             l2_errors: r(&self.l2_errors),

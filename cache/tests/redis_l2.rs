@@ -9,7 +9,8 @@ use bytes::Bytes;
 use strata_cache::l2::{L2, RedisL2, RedisL2Config};
 use strata_cache::testing::RedisServer;
 use strata_cache::{
-    Entry, Fetched, Key, KeyBuilder, LoadError, Loader, Policy, Source, Tiered, TieredConfig,
+    Entry, Fetched, Key, KeyBuilder, Lifetime, LoadError, LoadMode, Loader, Policy, Source, Tiered,
+    TieredConfig,
 };
 
 #[derive(Clone, Default)]
@@ -18,17 +19,17 @@ struct Backend {
 }
 
 impl Loader for Backend {
-    async fn load(self) -> Result<Fetched, LoadError> {
+    async fn load(self, _mode: LoadMode) -> Result<Fetched, LoadError> {
         let n = self.calls.fetch_add(1, Ordering::SeqCst);
-        Ok(Fetched {
-            entry: Entry::unstamped(Bytes::from(format!("answer {n}")), 0, String::new()),
-            cacheable: true,
-        })
+        Ok(Fetched::store(
+            Entry::unstamped(Bytes::from(format!("answer {n}")), 0, String::new()),
+            Lifetime::fresh_for(Duration::from_secs(60)),
+        ))
     }
 }
 
 const POLICY: Policy = Policy {
-    ttl: Duration::from_secs(60),
+    early_refresh_beta: 0.0,
 };
 
 fn redis_l2(redis: &RedisServer, timeout: Duration) -> RedisL2 {
@@ -41,16 +42,16 @@ fn redis_l2(redis: &RedisServer, timeout: Duration) -> RedisL2 {
 }
 
 /// A cache over `redis` with L1 off, so every lookup shows what L2 did.
-fn cache(l2: &RedisL2, write_queue: usize) -> Tiered {
+fn cache(l2: &RedisL2, write_queue: usize) -> Arc<Tiered> {
     let l2: Arc<dyn L2> = Arc::new(l2.clone());
-    Tiered::new(
+    Arc::new(Tiered::new(
         &TieredConfig {
             l1_max_bytes: 0,
             flight_wait: Duration::from_secs(5),
             write_queue,
         },
         Some(l2),
-    )
+    ))
 }
 
 fn key(s: &str) -> Key {
@@ -129,7 +130,7 @@ async fn a_frozen_redis_costs_one_timeout_and_never_a_failure() {
     let timeout = Duration::from_millis(50);
     let l2 = redis_l2(&redis, timeout);
     // Capacity 1: with Redis frozen the worker is stuck on its first batch and further writes are dropped.
-    let cache = Arc::new(cache(&l2, 1));
+    let cache = cache(&l2, 1);
     cache
         .get(key("warm"), &POLICY, Backend::default())
         .await

@@ -8,6 +8,8 @@ use strata_cache::{Policy, Tiered, TieredConfig};
 
 use crate::backend::Backend;
 use crate::config::Config;
+use crate::grpc::code;
+use crate::proxy::storage::StorageRules;
 use crate::proxy::{Proxy, ProxyOptions};
 use crate::router::{CacheRule, Matcher, Route, Router};
 
@@ -48,13 +50,28 @@ pub fn build_proxy(config: &Config) -> Result<Proxy, StartError> {
                 index,
                 reason: format!("unknown backend `{}`", r.backend),
             })?;
-        let cache = r.cache.as_ref().map(|c| CacheRule {
-            policy: Policy { ttl: c.ttl },
-            vary: c
-                .vary
-                .iter()
-                .filter_map(|name| http::HeaderName::from_bytes(name.as_bytes()).ok())
-                .collect(),
+        let cache = r.cache.as_ref().map(|c| {
+            Arc::new(CacheRule {
+                policy: Policy {
+                    early_refresh_beta: c.early_refresh_beta,
+                },
+                storage: StorageRules {
+                    ttl: c.ttl,
+                    negative_ttl: c.negative_ttl,
+                    negative_codes: c
+                        .negative_codes
+                        .iter()
+                        .filter_map(|n| code::from_name(n))
+                        .collect(),
+                    stale_while_revalidate: c.stale_while_revalidate,
+                    stale_if_error: c.stale_if_error,
+                    max_ttl: c.max_ttl,
+                    max_entry_bytes: c.max_entry_bytes,
+                    private_metadata: header_names(&config.cache.private_metadata),
+                },
+                vary: header_names(&c.vary),
+                shared: c.shared,
+            })
         });
         routes.push(Route::new(r.matches.clone(), matcher, backend, cache));
     }
@@ -89,4 +106,12 @@ pub fn build_proxy(config: &Config) -> Result<Proxy, StartError> {
             expose_cache_status: config.expose_cache_status,
         },
     ))
+}
+
+/// Metadata names (validated by the config) as header names.
+fn header_names(names: &[String]) -> Vec<http::HeaderName> {
+    names
+        .iter()
+        .filter_map(|name| http::HeaderName::from_bytes(name.as_bytes()).ok())
+        .collect()
 }

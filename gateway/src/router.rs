@@ -6,6 +6,7 @@ use http::HeaderName;
 use strata_cache::Policy;
 
 use crate::backend::Backend;
+use crate::proxy::storage::StorageRules;
 
 /// What a route's `match` accepts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,13 +63,31 @@ impl Matcher {
     }
 }
 
-/// How a cached route builds keys and how long it keeps answers.
+/// How a cached route builds keys, stores answers and serves them.
 #[derive(Debug)]
 pub struct CacheRule {
-    /// Freshness and lifetime of the answers.
+    /// How lookups behave (early refresh).
     pub policy: Policy,
+    /// Whether and how long answers are stored.
+    pub storage: StorageRules,
     /// Request metadata whose values are part of the key.
     pub vary: Vec<HeaderName>,
+    /// Cache calls carrying credentials even when the key does not vary on them.
+    pub shared: bool,
+}
+
+/// Request metadata that identifies a caller: a call carrying it is not answered from a cache shared with others,
+/// unless the route varies on it or is explicitly `shared`.
+const CREDENTIALS: [&str; 2] = ["authorization", "cookie"];
+
+impl CacheRule {
+    /// Whether a call with `headers` must bypass the cache: it carries credentials the key does not vary on.
+    pub fn must_bypass(&self, headers: &http::HeaderMap) -> bool {
+        !self.shared
+            && CREDENTIALS
+                .iter()
+                .any(|c| headers.contains_key(*c) && !self.vary.iter().any(|v| v.as_str() == *c))
+    }
 }
 
 /// One route, ready to serve.
@@ -80,7 +99,7 @@ pub struct Route {
     /// Where its calls go.
     pub backend: Arc<Backend>,
     /// `Some` for cached routes.
-    pub cache: Option<CacheRule>,
+    pub cache: Option<Arc<CacheRule>>,
 }
 
 impl Route {
@@ -89,7 +108,7 @@ impl Route {
         name: String,
         matcher: Matcher,
         backend: Arc<Backend>,
-        cache: Option<CacheRule>,
+        cache: Option<Arc<CacheRule>>,
     ) -> Self {
         Self {
             name,

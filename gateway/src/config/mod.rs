@@ -2,8 +2,10 @@
 //!
 //! Every key is documented in docs/CONFIG.md, with its unit and default.
 
+mod errors;
 mod load;
 mod raw;
+mod route;
 pub mod units;
 mod validate;
 
@@ -61,6 +63,8 @@ pub struct CacheConfig {
     /// The longest a call waits for another call's in-flight backend fetch of the same key.
     #[serde(serialize_with = "duration")]
     pub flight_wait: Duration,
+    /// Response metadata never stored or replayed (besides `set-cookie`), lowercase names.
+    pub private_metadata: Vec<String>,
 }
 
 /// The in-process level.
@@ -113,11 +117,32 @@ pub struct RouteConfig {
 /// How a route caches.
 #[derive(Debug, Clone, Serialize)]
 pub struct RouteCacheConfig {
-    /// How long an answer is fresh.
+    /// How long an OK answer is fresh.
     #[serde(serialize_with = "duration")]
     pub ttl: Duration,
+    /// How long an answer with one of `negative_codes` is cached (0: not at all).
+    #[serde(serialize_with = "duration")]
+    pub negative_ttl: Duration,
+    /// Status codes cached for `negative_ttl` (canonical names).
+    pub negative_codes: Vec<String>,
+    /// After `ttl`, how long an answer is served stale while one background refresh runs.
+    #[serde(serialize_with = "duration")]
+    pub stale_while_revalidate: Duration,
+    /// After `ttl`, how long an answer may stand in for a backend failure.
+    #[serde(serialize_with = "duration")]
+    pub stale_if_error: Duration,
+    /// XFetch early refresh factor (0: off).
+    pub early_refresh_beta: f64,
+    /// The longest lifetime a backend's `cache-control` may ask for.
+    #[serde(serialize_with = "duration")]
+    pub max_ttl: Duration,
+    /// Larger answers are relayed but not stored.
+    #[serde(serialize_with = "size")]
+    pub max_entry_bytes: u64,
     /// Request metadata whose values are part of the key (lowercase names).
     pub vary: Vec<String>,
+    /// Cache calls carrying `authorization` or `cookie` even when the key does not vary on them.
+    pub shared: bool,
 }
 
 fn duration<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {

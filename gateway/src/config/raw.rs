@@ -47,6 +47,8 @@ pub(super) struct RawCache {
     pub l1: Option<RawL1>,
     pub l2: Option<RawL2>,
     pub flight_wait: Option<Scalar>,
+    #[serde(default)]
+    pub private_metadata: Vec<String>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }
@@ -90,8 +92,16 @@ pub(super) struct RawRoute {
 #[derive(Debug, Default, Deserialize)]
 pub(super) struct RawRouteCache {
     pub ttl: Option<Scalar>,
+    pub negative_ttl: Option<Scalar>,
+    pub negative_codes: Option<Vec<String>>,
+    pub stale_while_revalidate: Option<Scalar>,
+    pub stale_if_error: Option<Scalar>,
+    pub early_refresh_beta: Option<f64>,
+    pub max_ttl: Option<Scalar>,
+    pub max_entry_bytes: Option<Scalar>,
     #[serde(default)]
     pub vary: Vec<String>,
+    pub shared: Option<bool>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }

@@ -1,97 +1,12 @@
 //! Turns the raw config into a [`Config`], collecting every invalid field with its path.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use super::raw::{RawBackend, RawCache, RawConfig, RawRoute, Scalar, Unknown};
-use super::units::{parse_duration, parse_size};
-use super::{
-    AdminConfig, BackendConfig, CacheConfig, Config, FieldError, L1Config, L2Config,
-    RouteCacheConfig, RouteConfig,
-};
-
-/// Collects errors while building the validated config.
-#[derive(Default)]
-struct Errors(Vec<FieldError>);
-
-impl Errors {
-    fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.0.push(FieldError {
-            path: path.into(),
-            message: message.into(),
-        });
-    }
-
-    fn unknown(&mut self, path: &str, unknown: &Unknown, known: &[&str]) {
-        for key in unknown.keys() {
-            let at = if path.is_empty() {
-                key.clone()
-            } else {
-                format!("{path}.{key}")
-            };
-            self.add(
-                at,
-                format!("unknown field (expected one of: {})", known.join(", ")),
-            );
-        }
-    }
-
-    fn duration(&mut self, path: &str, value: Option<&Scalar>, default: Duration) -> Duration {
-        match value {
-            None => default,
-            Some(Scalar::Text(text)) => parse_duration(text).unwrap_or_else(|e| {
-                self.add(path, e);
-                default
-            }),
-            Some(Scalar::Number(n)) => {
-                self.add(
-                    path,
-                    format!("`{n}` has no unit; write e.g. `{n}ms` or `{n}s`"),
-                );
-                default
-            }
-        }
-    }
-
-    /// Like [`Errors::duration`], and zero is an error too.
-    fn positive_duration(
-        &mut self,
-        path: &str,
-        value: Option<&Scalar>,
-        default: Duration,
-    ) -> Duration {
-        let d = self.duration(path, value, default);
-        if d.is_zero() && value.is_some() {
-            self.add(path, "must be greater than 0");
-        }
-        d
-    }
-
-    fn size(&mut self, path: &str, value: Option<&Scalar>, default: u64) -> u64 {
-        match value {
-            None => default,
-            Some(Scalar::Number(n)) => *n,
-            Some(Scalar::Text(text)) => parse_size(text).unwrap_or_else(|e| {
-                self.add(path, e);
-                default
-            }),
-        }
-    }
-
-    fn addr(&mut self, path: &str, value: Option<&str>, default: &str) -> SocketAddr {
-        let text = value.unwrap_or(default);
-        text.parse().unwrap_or_else(|_| {
-            self.add(
-                path,
-                format!(
-                    "`{text}` is not an address; write `host:port` with an IP, e.g. `0.0.0.0:50051`"
-                ),
-            );
-            SocketAddr::from(([0, 0, 0, 0], 0))
-        })
-    }
-}
+use super::errors::Errors;
+use super::raw::{RawBackend, RawCache, RawConfig};
+use super::route::route;
+use super::{AdminConfig, BackendConfig, CacheConfig, Config, FieldError, L1Config, L2Config};
 
 /// Defaults, shared with docs/CONFIG.md.
 const DEFAULT_LISTEN: &str = "0.0.0.0:50051";
@@ -202,7 +117,7 @@ fn cache(e: &mut Errors, raw: RawCache) -> CacheConfig {
     e.unknown(
         "cache",
         &raw.unknown,
-        &["namespace", "l1", "l2", "flight_wait"],
+        &["namespace", "l1", "l2", "flight_wait", "private_metadata"],
     );
     let namespace = raw
         .namespace
@@ -259,6 +174,7 @@ fn cache(e: &mut Errors, raw: RawCache) -> CacheConfig {
         l1,
         l2,
         flight_wait,
+        private_metadata: e.metadata_names("cache.private_metadata", raw.private_metadata),
     }
 }
 
@@ -329,74 +245,6 @@ fn endpoint_ok(endpoint: &str) -> Result<(), String> {
         return Err(format!("`{endpoint}` must not have a path"));
     }
     Ok(())
-}
-
-fn route(
-    e: &mut Errors,
-    i: usize,
-    raw: RawRoute,
-    backends: &BTreeMap<String, BackendConfig>,
-) -> RouteConfig {
-    let path = format!("routes[{i}]");
-    e.unknown(&path, &raw.unknown, &["match", "backend", "cache"]);
-    let matches = raw.matches.unwrap_or_default();
-    if let Err(reason) = crate::router::Matcher::parse(&matches) {
-        e.add(format!("{path}.match"), reason);
-    }
-    let backend = raw.backend.unwrap_or_default();
-    if backend.is_empty() {
-        e.add(
-            format!("{path}.backend"),
-            "required: the name of a backend under `backends`",
-        );
-    } else if !backends.contains_key(&backend) {
-        let known: Vec<_> = backends.keys().map(String::as_str).collect();
-        e.add(
-            format!("{path}.backend"),
-            format!(
-                "unknown backend `{backend}` (defined: {})",
-                if known.is_empty() {
-                    "none".into()
-                } else {
-                    known.join(", ")
-                }
-            ),
-        );
-    }
-    let cache = raw.cache.map(|c| {
-        e.unknown(&format!("{path}.cache"), &c.unknown, &["ttl", "vary"]);
-        let ttl_path = format!("{path}.cache.ttl");
-        if c.ttl.is_none() {
-            e.add(
-                &ttl_path,
-                "required: how long an answer stays fresh, e.g. `30s`",
-            );
-        }
-        let ttl = e.positive_duration(&ttl_path, c.ttl.as_ref(), Duration::ZERO);
-        let mut vary = Vec::with_capacity(c.vary.len());
-        for (j, name) in c.vary.into_iter().enumerate() {
-            let lower = name.to_ascii_lowercase();
-            if http::HeaderName::from_bytes(lower.as_bytes()).is_err() || lower.starts_with(':') {
-                e.add(
-                    format!("{path}.cache.vary[{j}]"),
-                    format!("`{name}` is not a valid metadata name"),
-                );
-            } else if vary.contains(&lower) {
-                e.add(
-                    format!("{path}.cache.vary[{j}]"),
-                    format!("`{name}` is listed twice"),
-                );
-            } else {
-                vary.push(lower);
-            }
-        }
-        RouteCacheConfig { ttl, vary }
-    });
-    RouteConfig {
-        matches,
-        backend,
-        cache,
-    }
 }
 
 #[cfg(test)]

@@ -7,8 +7,14 @@ pub const HEADER_LEN: usize = 5;
 
 /// The 5-byte prefix of an uncompressed message of `len` bytes.
 pub fn header(len: usize) -> Bytes {
+    header_with_flag(false, len)
+}
+
+/// The 5-byte prefix of a message of `len` bytes, with the compressed flag as given.
+pub fn header_with_flag(compressed: bool, len: usize) -> Bytes {
     let len = u32::try_from(len).unwrap_or(u32::MAX);
     let mut h = [0u8; HEADER_LEN];
+    h[0] = u8::from(compressed);
     h[1..].copy_from_slice(&len.to_be_bytes());
     Bytes::copy_from_slice(&h)
 }

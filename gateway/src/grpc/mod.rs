@@ -2,5 +2,6 @@
 //! bounded unary body.
 
 pub mod body;
+pub mod code;
 pub mod frame;
 pub mod timeout;

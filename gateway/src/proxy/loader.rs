@@ -1,43 +1,70 @@
-//! The cache's [`Loader`] for a gRPC call: send the one request message to the backend and collect its whole answer.
+//! The cache's [`Loader`] for a gRPC call: send the one request message to the backend, collect its whole answer,
+//! and decide whether and how long it may be stored.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::HeaderMap;
 use http::uri::PathAndQuery;
-use strata_cache::{Entry, Fetched, LoadError, Loader};
+use strata_cache::{Entry, Fetched, LoadError, LoadMode, Loader, Metadata};
 use tonic::Code;
 use tonic::body::Body;
 
+use super::cache_control::CacheControl;
 use super::metadata;
 use super::replay::MessageBody;
+use super::stats::ProxyStats;
+use super::storage::{Storage, is_backend_failure};
 use crate::backend::Backend;
 use crate::grpc::body::{self, ReadError};
 use crate::grpc::frame::FrameError;
 use crate::layers::deadline::Deadline;
+use crate::router::CacheRule;
 use crate::status::{GatewayError, code_for_http_status};
+
+/// Metadata only the caller whose own request fetched the answer may see (never stored, never shared).
+#[derive(Debug, Default)]
+pub struct PrivateMetadata {
+    /// Private response headers.
+    pub headers: Vec<Metadata>,
+    /// Private response trailers.
+    pub trailers: Vec<Metadata>,
+}
+
+/// Where a loader leaves the private metadata for its own caller.
+pub type PrivateSink = Arc<Mutex<Option<PrivateMetadata>>>;
 
 /// Fetches one unary answer from a backend on behalf of the cache.
 #[derive(Debug)]
 pub struct BackendLoader {
     /// Where to send the call.
     pub backend: Arc<Backend>,
+    /// The route's caching rules.
+    pub rule: Arc<CacheRule>,
     /// The method path.
     pub path: PathAndQuery,
     /// The client's request headers (prepared for the backend in [`Loader::load`]).
     pub headers: HeaderMap,
     /// The request message.
     pub message: Bytes,
-    /// The client's deadline.
+    /// The client's deadline (not applied to background refreshes).
     pub deadline: Deadline,
     /// Largest answer to collect.
     pub max_response_bytes: u64,
+    /// Where the private metadata of the answer goes, for this loader's own caller.
+    pub private: PrivateSink,
+    /// Counters of the data path.
+    pub stats: Arc<ProxyStats>,
 }
 
 impl Loader for BackendLoader {
-    async fn load(self) -> Result<Fetched, LoadError> {
-        let budget = self.deadline.remaining_within(self.backend.timeout);
+    async fn load(self, mode: LoadMode) -> Result<Fetched, LoadError> {
+        let budget = match mode {
+            LoadMode::Foreground => self.deadline.remaining_within(self.backend.timeout),
+            // Nobody waits for a refresh: the client that triggered it may be long gone.
+            LoadMode::Background => self.backend.timeout,
+        };
         let backend = self.backend.clone();
         let fetch = async {
             let mut request = http::Request::new(Body::new(MessageBody::new(self.message, None)));
@@ -45,30 +72,40 @@ impl Loader for BackendLoader {
             *request.uri_mut() = http::Uri::from(self.path);
             *request.headers_mut() = metadata::for_backend(self.headers, budget);
             let response = backend.call(request).await?;
-            collect_answer(&backend, response, self.max_response_bytes).await
+            collect_answer(&backend, response, self.max_response_bytes, &self.rule).await
         };
-        match tokio::time::timeout(budget, fetch).await {
-            Ok(Ok(fetched)) => Ok(fetched),
+        let (entry, cache_control, private) = match tokio::time::timeout(budget, fetch).await {
+            Ok(Ok(answer)) => answer,
             // The channel's own deadline timer fired first: report it the same way as ours.
-            Ok(Err(GatewayError::BackendDeadline { .. })) => Err(LoadError::new(timed_out(
-                &self.backend,
-                budget,
-                self.deadline,
-            ))),
-            Ok(Err(err)) => Err(LoadError::new(err)),
-            Err(_) => Err(LoadError::new(timed_out(
-                &self.backend,
-                budget,
-                self.deadline,
-            ))),
+            Ok(Err(GatewayError::BackendDeadline { .. })) | Err(_) => {
+                return Err(LoadError::new(timed_out(
+                    &self.backend,
+                    budget,
+                    self.deadline,
+                    mode,
+                )));
+            }
+            Ok(Err(err)) => return Err(LoadError::new(err)),
+        };
+        let fetched = decide(&self.rule, entry, &cache_control, &self.stats);
+        if mode == LoadMode::Foreground {
+            *self.private.lock().unwrap_or_else(PoisonError::into_inner) = Some(private);
         }
+        Ok(fetched)
     }
 }
 
-fn timed_out(backend: &Backend, budget: Duration, deadline: Deadline) -> GatewayError {
+fn timed_out(
+    backend: &Backend,
+    budget: Duration,
+    deadline: Deadline,
+    mode: LoadMode,
+) -> GatewayError {
     match deadline.requested() {
         // The client's own deadline ran out first.
-        Some(requested) if budget < backend.timeout => GatewayError::Deadline(requested),
+        Some(requested) if mode == LoadMode::Foreground && budget < backend.timeout => {
+            GatewayError::Deadline(requested)
+        }
         _ => GatewayError::BackendTimeout {
             backend: backend.name().to_owned(),
             timeout: backend.timeout,
@@ -76,32 +113,39 @@ fn timed_out(backend: &Backend, budget: Duration, deadline: Deadline) -> Gateway
     }
 }
 
-/// Reads the backend's whole answer. OK with exactly one uncompressed message is cacheable; any other status is an
-/// answer relayed as is but never stored; a broken answer is an error.
+/// What the backend answered: the answer as it may be shared, its `cache-control`, and the caller's private part.
+type Answer = (Entry, CacheControl, PrivateMetadata);
+
+/// Reads the backend's whole answer. A broken answer is an error.
 async fn collect_answer(
     backend: &Backend,
     response: http::Response<Body>,
     max_response_bytes: u64,
-) -> Result<Fetched, GatewayError> {
+    rule: &CacheRule,
+) -> Result<Answer, GatewayError> {
     let protocol = |reason: String| GatewayError::BackendProtocol {
         backend: backend.name().to_owned(),
         reason,
     };
+    let is_private = |name: &str| rule.storage.is_private(name);
     let (parts, body) = response.into_parts();
     if parts.status != http::StatusCode::OK {
         let code = code_for_http_status(parts.status);
-        return Ok(uncacheable(status_only(
-            code as i32,
-            format!("backend answered HTTP {}", parts.status),
-        )));
+        let entry = status_only(code, format!("backend answered HTTP {}", parts.status));
+        return Ok((entry, CacheControl::default(), PrivateMetadata::default()));
     }
     // Trailers-Only: the status came with the headers and there is no body.
     if let Some(code) = parts.headers.get("grpc-status") {
         let code =
             parse_code(code.as_bytes()).ok_or_else(|| protocol("invalid grpc-status".into()))?;
         let mut entry = status_only(code, header_text(&parts.headers, "grpc-message"));
-        entry.headers = metadata::replayable(&parts.headers);
-        return Ok(uncacheable(entry));
+        let (shared, private) = metadata::replayable(&parts.headers, is_private);
+        entry.headers = shared;
+        let private = PrivateMetadata {
+            headers: private,
+            trailers: Vec::new(),
+        };
+        return Ok((entry, CacheControl::from_headers(&parts.headers), private));
     }
 
     let collected = body::collect(body, max_response_bytes)
@@ -125,44 +169,67 @@ async fn collect_answer(
         })?;
 
     let mut entry = status_only(code, header_text(&trailers, "grpc-message"));
-    entry.headers = metadata::replayable(&parts.headers);
-    entry.trailers = metadata::replayable(&trailers);
-    if code != Code::Ok as i32 {
-        return Ok(uncacheable(entry));
+    let (shared_headers, private_headers) = metadata::replayable(&parts.headers, is_private);
+    let (shared_trailers, private_trailers) = metadata::replayable(&trailers, is_private);
+    entry.headers = shared_headers;
+    entry.trailers = shared_trailers;
+    let private = PrivateMetadata {
+        headers: private_headers,
+        trailers: private_trailers,
+    };
+    if code == Code::Ok {
+        let mut messages = collected.messages;
+        if messages.len() != 1 {
+            return Err(protocol(format!(
+                "unary answer with {} messages",
+                messages.len()
+            )));
+        }
+        let message = messages.remove(0);
+        if message.compressed {
+            return Err(protocol(
+                "compressed answer although the gateway asked for none".into(),
+            ));
+        }
+        entry.message = message.bytes;
     }
-    let mut messages = collected.messages;
-    if messages.len() != 1 {
-        return Err(protocol(format!(
-            "unary answer with {} messages",
-            messages.len()
-        )));
-    }
-    let message = messages.remove(0);
-    if message.compressed {
-        return Err(protocol(
-            "compressed answer although the gateway asked for none".into(),
-        ));
-    }
-    entry.message = message.bytes;
-    Ok(Fetched {
-        entry,
-        cacheable: true,
-    })
+    Ok((entry, CacheControl::from_headers(&parts.headers), private))
 }
 
-fn status_only(code: i32, message: String) -> Entry {
-    Entry::unstamped(Bytes::new(), code, message)
-}
-
-fn uncacheable(entry: Entry) -> Fetched {
-    Fetched {
-        entry,
-        cacheable: false,
+/// Applies the route's storage rules and the backend's `cache-control` to an answer.
+fn decide(
+    rule: &CacheRule,
+    entry: Entry,
+    cache_control: &CacheControl,
+    stats: &ProxyStats,
+) -> Fetched {
+    let code = Code::from(entry.status_code);
+    if is_backend_failure(code) {
+        return Fetched::failure(entry);
+    }
+    match rule
+        .storage
+        .decide(code, entry.message.len(), cache_control)
+    {
+        Storage::Store(lifetime) => Fetched::store(entry, lifetime),
+        Storage::Relay => Fetched::relay(entry),
+        Storage::TooLarge => {
+            stats.count_too_large();
+            Fetched::relay(entry)
+        }
     }
 }
 
-fn parse_code(value: &[u8]) -> Option<i32> {
-    std::str::from_utf8(value).ok()?.parse().ok()
+fn status_only(code: Code, message: String) -> Entry {
+    Entry::unstamped(Bytes::new(), code as i32, message)
+}
+
+fn parse_code(value: &[u8]) -> Option<Code> {
+    std::str::from_utf8(value)
+        .ok()?
+        .parse::<i32>()
+        .ok()
+        .map(Code::from)
 }
 
 /// A header's value as sent (for `grpc-message`: still percent-encoded, replayed as is).

@@ -14,7 +14,6 @@ const NOT_REPLAYED: &[&str] = &[
     "grpc-accept-encoding",
     "grpc-status",
     "grpc-message",
-    "set-cookie",
     "connection",
     "keep-alive",
     "te",
@@ -24,16 +23,29 @@ const NOT_REPLAYED: &[&str] = &[
     super::CACHE_STATUS_HEADER,
 ];
 
-/// The metadata of a backend answer worth storing and replaying to later callers.
-pub fn replayable(headers: &HeaderMap) -> Vec<Metadata> {
-    headers
-        .iter()
-        .filter(|(name, _)| !NOT_REPLAYED.contains(&name.as_str()))
-        .map(|(name, value)| Metadata {
+/// The metadata of a backend answer worth relaying, split into what may be stored and replayed to any caller, and
+/// what only the caller whose request fetched it may see (`is_private`: `set-cookie` and the configured list).
+pub fn replayable(
+    headers: &HeaderMap,
+    is_private: impl Fn(&str) -> bool,
+) -> (Vec<Metadata>, Vec<Metadata>) {
+    let mut shared = Vec::new();
+    let mut private = Vec::new();
+    for (name, value) in headers {
+        if NOT_REPLAYED.contains(&name.as_str()) {
+            continue;
+        }
+        let pair = Metadata {
             name: name.as_str().to_owned(),
             value: Bytes::copy_from_slice(value.as_bytes()),
-        })
-        .collect()
+        };
+        if is_private(name.as_str()) {
+            private.push(pair);
+        } else {
+            shared.push(pair);
+        }
+    }
+    (shared, private)
 }
 
 /// Appends stored metadata to a response header map, skipping any pair that is not a valid header.

@@ -1,10 +1,13 @@
 //! The data path: route a call, then either answer it through the cache (cached unary routes) or forward it
 //! untouched (everything else).
 
+mod cache_control;
 mod loader;
 mod metadata;
 mod passthrough;
 mod replay;
+mod stats;
+pub mod storage;
 mod unary;
 
 use std::sync::Arc;
@@ -12,6 +15,7 @@ use std::sync::Arc;
 use strata_cache::Tiered;
 use tonic::body::Body;
 
+pub use self::stats::ProxyStats;
 use crate::layers::deadline::Deadline;
 use crate::router::Router;
 use crate::status::GatewayError;
@@ -38,6 +42,7 @@ pub struct Proxy {
     router: Router,
     cache: Arc<Tiered>,
     options: ProxyOptions,
+    stats: Arc<ProxyStats>,
 }
 
 impl Proxy {
@@ -47,12 +52,18 @@ impl Proxy {
             router,
             cache,
             options,
+            stats: Arc::default(),
         }
     }
 
     /// The cache this proxy answers from.
     pub fn cache(&self) -> &Arc<Tiered> {
         &self.cache
+    }
+
+    /// The counters of the data path.
+    pub fn stats(&self) -> &ProxyStats {
+        &self.stats
     }
 
     /// Answers one call. Never fails: every error becomes a gRPC status response. The call's deadline comes from

@@ -10,6 +10,7 @@ use http_body::{Frame, SizeHint};
 use strata_cache::Entry;
 use tonic::body::Body;
 
+use super::loader::PrivateMetadata;
 use super::{CACHE_STATUS_HEADER, metadata};
 use crate::grpc::frame;
 
@@ -62,12 +63,20 @@ impl http_body::Body for MessageBody {
     }
 }
 
-/// The response for a cached (or just fetched) answer, with `x-strata-cache: <cache_status>` when given.
+/// The response for a cached (or just fetched) answer, with `x-strata-cache: <cache_status>` when given, and the
+/// metadata only this caller may see when its own request fetched the answer.
 ///
 /// An OK answer is its message then trailers; any other status is a Trailers-Only response, as gRPC servers send.
-pub fn response(entry: &Entry, cache_status: Option<&'static str>) -> http::Response<Body> {
+pub fn response(
+    entry: &Entry,
+    cache_status: Option<&'static str>,
+    private: Option<&PrivateMetadata>,
+) -> http::Response<Body> {
     let mut headers = HeaderMap::with_capacity(entry.headers.len() + 4);
     metadata::append(&mut headers, &entry.headers);
+    let (private_headers, private_trailers) =
+        private.map_or((&[][..], &[][..]), |p| (&p.headers[..], &p.trailers[..]));
+    metadata::append(&mut headers, private_headers);
     if !headers.contains_key(http::header::CONTENT_TYPE) {
         headers.insert(
             http::header::CONTENT_TYPE,
@@ -82,10 +91,12 @@ pub fn response(entry: &Entry, cache_status: Option<&'static str>) -> http::Resp
         let mut trailers = HeaderMap::with_capacity(entry.trailers.len() + 2);
         put_status(&mut trailers, entry);
         metadata::append(&mut trailers, &entry.trailers);
+        metadata::append(&mut trailers, private_trailers);
         Body::new(MessageBody::new(entry.message.clone(), Some(trailers)))
     } else {
         put_status(&mut headers, entry);
         metadata::append(&mut headers, &entry.trailers);
+        metadata::append(&mut headers, private_trailers);
         Body::empty()
     };
     let mut response = http::Response::new(body);
@@ -124,7 +135,7 @@ mod tests {
 
     #[tokio::test]
     async fn ok_answer_is_message_then_trailers() {
-        let resp = response(&entry(0), Some("l1"));
+        let resp = response(&entry(0), Some("l1"), None);
         assert_eq!(resp.headers()["x-strata-cache"], "l1");
         assert_eq!(resp.headers()["x-h"], "1");
         let collected = resp.into_body().collect().await.expect("infallible");
@@ -136,7 +147,7 @@ mod tests {
 
     #[tokio::test]
     async fn error_answer_is_trailers_only() {
-        let resp = response(&entry(5), None);
+        let resp = response(&entry(5), None, None);
         assert_eq!(resp.headers()["grpc-status"], "5");
         assert_eq!(resp.headers()["grpc-message"], "not%20here");
         assert_eq!(resp.headers()["x-t"], "2");

@@ -1,11 +1,14 @@
 //! The cached path for a unary call: one bounded request message → key → [`strata_cache::Tiered::get`] → replay.
 
+use std::sync::{Arc, PoisonError};
+
+use http::request::Parts;
 use tonic::body::Body;
 
-use super::loader::BackendLoader;
-use super::{Proxy, passthrough, replay};
+use super::loader::{BackendLoader, PrivateSink};
+use super::{CACHE_STATUS_HEADER, Proxy, passthrough, replay};
 use crate::grpc::body;
-use crate::grpc::frame;
+use crate::grpc::frame::{self, Message};
 use crate::layers::deadline::Deadline;
 use crate::router::{CacheRule, Route};
 use crate::status::GatewayError;
@@ -14,13 +17,13 @@ use crate::status::GatewayError;
 pub(super) async fn answer(
     proxy: &Proxy,
     route: &Route,
-    rule: &CacheRule,
+    rule: &Arc<CacheRule>,
     request: http::Request<Body>,
     deadline: Deadline,
 ) -> http::Response<Body> {
     let limit = proxy.options.max_request_bytes;
     let (parts, request_body) = request.into_parts();
-    // Bounded by the client's deadline (in `Proxy::handle`) and, for clients that send none, by the backend timeout:
+    // Bounded by the client's deadline (the deadline layer) and, for clients that send none, by the backend timeout:
     // a client that never finishes its request cannot hold the call open forever.
     let read =
         tokio::time::timeout(route.backend.timeout, body::read_unary(request_body, limit)).await;
@@ -36,28 +39,11 @@ pub(super) async fn answer(
         }
     };
 
-    if message.compressed {
-        // Compressed bytes depend on the client's encoder, so they make no stable key: forward without caching.
-        let mut bytes = Vec::with_capacity(frame::HEADER_LEN + message.bytes.len());
-        bytes.push(1);
-        bytes.extend_from_slice(
-            &u32::try_from(message.bytes.len())
-                .unwrap_or(u32::MAX)
-                .to_be_bytes(),
-        );
-        bytes.extend_from_slice(&message.bytes);
-        let request = http::Request::from_parts(
-            parts,
-            Body::new(http_body_util::Full::new(bytes::Bytes::from(bytes))),
-        );
-        let mut response = passthrough::forward(&route.backend, request, deadline).await;
-        if let Some(value) = proxy.cache_status("bypass") {
-            response.headers_mut().insert(
-                super::CACHE_STATUS_HEADER,
-                http::HeaderValue::from_static(value),
-            );
-        }
-        return response;
+    // Compressed bytes depend on the client's encoder, so they make no stable key; a call carrying credentials the
+    // key does not vary on must not share answers with other callers. Both go to the backend without the cache.
+    if message.compressed || rule.must_bypass(&parts.headers) {
+        proxy.stats.count_bypass();
+        return bypass(proxy, route, parts, message, deadline).await;
     }
 
     let path = parts.uri.path();
@@ -70,8 +56,10 @@ pub(super) async fn answer(
     }
     let key = key.finish(&message.bytes);
 
+    let private = PrivateSink::default();
     let loader = BackendLoader {
         backend: route.backend.clone(),
+        rule: rule.clone(),
         path: parts
             .uri
             .path_and_query()
@@ -81,9 +69,46 @@ pub(super) async fn answer(
         message: message.bytes,
         deadline,
         max_response_bytes: proxy.options.max_response_bytes,
+        private: private.clone(),
+        stats: proxy.stats.clone(),
     };
     match proxy.cache.get(key, &rule.policy, loader).await {
-        Ok(lookup) => replay::response(&lookup.entry, proxy.cache_status(lookup.source.as_str())),
+        Ok(lookup) => {
+            // Only the caller whose own request fetched the answer sees its private metadata (e.g. set-cookie).
+            let private = private
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take();
+            replay::response(
+                &lookup.entry,
+                proxy.cache_status(lookup.source.as_str()),
+                private.as_ref(),
+            )
+        }
         Err(err) => GatewayError::from(&err).to_response(proxy.cache_status("miss")),
     }
+}
+
+/// Forwards the already-read request to the backend and relays the answer as it comes, uncached.
+async fn bypass(
+    proxy: &Proxy,
+    route: &Route,
+    parts: Parts,
+    message: Message,
+    deadline: Deadline,
+) -> http::Response<Body> {
+    let prefix = frame::header_with_flag(message.compressed, message.bytes.len());
+    let body = futures::stream::iter(
+        [prefix, message.bytes]
+            .map(|b| Ok::<_, std::convert::Infallible>(http_body::Frame::data(b))),
+    );
+    let request =
+        http::Request::from_parts(parts, Body::new(http_body_util::StreamBody::new(body)));
+    let mut response = passthrough::forward(&route.backend, request, deadline).await;
+    if let Some(value) = proxy.cache_status("bypass") {
+        response
+            .headers_mut()
+            .insert(CACHE_STATUS_HEADER, http::HeaderValue::from_static(value));
+    }
+    response
 }

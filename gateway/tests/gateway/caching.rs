@@ -4,7 +4,9 @@ use prost::Message;
 
 use crate::support::RedisServer;
 use crate::support::backend::TestBackend;
-use crate::support::gateway::{TestGateway, config, config_for, l2_block, start};
+use crate::support::gateway::{
+    TestGateway, config, config_for, config_with_route, l2_block, start,
+};
 use crate::{get, key};
 
 #[tokio::test]
@@ -135,7 +137,8 @@ async fn backend_errors_are_relayed_and_never_cached() {
 
 #[tokio::test]
 async fn answers_are_exact_for_large_messages() {
-    let (_backend, gateway) = start(&config_for).await;
+    let (_backend, gateway) =
+        start(&|url| config_with_route(url, "ttl: 30s, max_entry_bytes: 8MiB", "", "")).await;
     let mut client = gateway.client().await;
     let mut req = key("big");
     req.reply_bytes = 3 << 20;
@@ -148,5 +151,21 @@ async fn answers_are_exact_for_large_messages() {
     );
     assert_eq!(second.reply.payload.len(), 3 << 20);
     assert_eq!(first.reply, second.reply);
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn answers_over_max_entry_bytes_are_relayed_not_stored() {
+    let (backend, gateway) =
+        start(&|url| config_with_route(url, "ttl: 30s, max_entry_bytes: 64KiB", "", "")).await;
+    let mut client = gateway.client().await;
+    let mut req = key("big");
+    req.reply_bytes = 100_000;
+    for _ in 0..2 {
+        let answer = get(&mut client, req.clone(), None).await.expect("relayed");
+        assert_eq!(answer.cache, "miss");
+        assert_eq!(answer.reply.payload.len(), 100_000);
+    }
+    assert_eq!(backend.get_calls(), 2);
     gateway.stop().await;
 }

@@ -23,6 +23,21 @@ pub struct TestGateway {
 /// A config for one backend with `Get` cached for 30 s (varying on `x-tenant-id`) and everything else proxied.
 /// `extra_cache` is added under `cache:` (e.g. an `l2:` block), `extra_top` at the top level.
 pub fn config(backend_url: &str, extra_cache: &str, extra_top: &str) -> String {
+    config_with_route(
+        backend_url,
+        "ttl: 30s, vary: [x-tenant-id]",
+        extra_cache,
+        extra_top,
+    )
+}
+
+/// [`config`] with `route_cache` as the cached route's `cache:` block (inline YAML map contents).
+pub fn config_with_route(
+    backend_url: &str,
+    route_cache: &str,
+    extra_cache: &str,
+    extra_top: &str,
+) -> String {
     format!(
         r#"
 listen: 127.0.0.1:0
@@ -35,7 +50,7 @@ backends:
 routes:
   - match: /testing.v1.Lookup/Get
     backend: lookup
-    cache: {{ ttl: 30s, vary: [x-tenant-id] }}
+    cache: {{ {route_cache} }}
   - match: "*"
     backend: lookup
 {extra_top}

@@ -1,0 +1,360 @@
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use bytes::Bytes;
+
+use super::*;
+use crate::entry::Lifetime;
+use crate::key::KeyBuilder;
+use crate::loader::Fetched;
+
+/// A fake backend: counts its calls, waits `delay`, then answers `answer <n>` (n = its call number), or fails
+/// while `failing` is set. Shared by clones, so a test can flip it while the cache holds a clone.
+#[derive(Clone)]
+struct CountingLoader {
+    calls: Arc<AtomicUsize>,
+    failing: Arc<AtomicBool>,
+    delay: Duration,
+    lifetime: Lifetime,
+}
+
+impl CountingLoader {
+    fn new(delay: Duration) -> Self {
+        Self {
+            calls: Arc::new(AtomicUsize::new(0)),
+            failing: Arc::new(AtomicBool::new(false)),
+            delay,
+            lifetime: Lifetime::fresh_for(Duration::from_secs(30)),
+        }
+    }
+
+    fn with_lifetime(mut self, lifetime: Lifetime) -> Self {
+        self.lifetime = lifetime;
+        self
+    }
+
+    fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+
+    fn fail(&self, failing: bool) {
+        self.failing.store(failing, Ordering::SeqCst);
+    }
+}
+
+impl Loader for CountingLoader {
+    async fn load(self, _mode: LoadMode) -> Result<Fetched, LoadError> {
+        let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
+        tokio::time::sleep(self.delay).await;
+        if self.failing.load(Ordering::SeqCst) {
+            return Err(LoadError::new(std::io::Error::other("backend down")));
+        }
+        let entry = Entry::unstamped(Bytes::from(format!("answer {n}")), 0, String::new());
+        Ok(Fetched::store(entry, self.lifetime))
+    }
+}
+
+fn tiered(flight_wait: Duration) -> Arc<Tiered> {
+    Arc::new(Tiered::new(
+        &TieredConfig {
+            l1_max_bytes: 1 << 20,
+            flight_wait,
+            write_queue: 16,
+        },
+        None,
+    ))
+}
+
+fn key(s: &str) -> Key {
+    KeyBuilder::new("t", "/m").finish(s.as_bytes())
+}
+
+const POLICY: Policy = Policy {
+    early_refresh_beta: 0.0,
+};
+
+#[tokio::test(start_paused = true)]
+async fn miss_then_l1_then_expiry() {
+    let cache = tiered(Duration::from_secs(5));
+    let loader = CountingLoader::new(Duration::from_millis(10));
+    let first = cache
+        .get(key("a"), &POLICY, loader.clone())
+        .await
+        .expect("loads");
+    assert_eq!(first.source, Source::Miss);
+    let second = cache
+        .get(key("a"), &POLICY, loader.clone())
+        .await
+        .expect("hits");
+    assert_eq!(second.source, Source::L1);
+    assert!(Arc::ptr_eq(&first.entry, &second.entry));
+    assert_eq!(loader.calls(), 1);
+
+    tokio::time::advance(Duration::from_secs(31)).await;
+    let third = cache
+        .get(key("a"), &POLICY, loader.clone())
+        .await
+        .expect("reloads");
+    assert_eq!(
+        third.source,
+        Source::Miss,
+        "past its ttl the entry is not fresh"
+    );
+    assert_eq!(loader.calls(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn concurrent_callers_share_one_load() {
+    let cache = tiered(Duration::from_secs(5));
+    let loader = CountingLoader::new(Duration::from_millis(100));
+    let calls: Vec<_> = (0..100)
+        .map(|_| {
+            let (cache, loader) = (cache.clone(), loader.clone());
+            tokio::spawn(async move { cache.get(key("a"), &POLICY, loader).await })
+        })
+        .collect();
+    let mut sources = Vec::new();
+    for call in calls {
+        let lookup = call.await.expect("task").expect("answer");
+        assert_eq!(lookup.entry.message, Bytes::from_static(b"answer 1"));
+        sources.push(lookup.source);
+    }
+    assert_eq!(loader.calls(), 1);
+    assert_eq!(sources.iter().filter(|s| **s == Source::Miss).count(), 1);
+    assert_eq!(cache.flights.len(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn errors_are_shared_but_not_cached() {
+    let cache = tiered(Duration::from_secs(5));
+    let failing = CountingLoader::new(Duration::from_millis(50));
+    failing.fail(true);
+    let (a, b) = tokio::join!(
+        cache.get(key("a"), &POLICY, failing.clone()),
+        cache.get(key("a"), &POLICY, failing.clone())
+    );
+    assert!(a.is_err() && b.is_err());
+    assert_eq!(failing.calls(), 1, "the follower shared the leader's error");
+
+    let healthy = CountingLoader::new(Duration::from_millis(1));
+    let next = cache
+        .get(key("a"), &POLICY, healthy.clone())
+        .await
+        .expect("loads");
+    assert_eq!(next.source, Source::Miss, "the error was not cached");
+    assert_eq!(healthy.calls(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn cancelled_leader_hands_over_to_a_follower() {
+    let cache = tiered(Duration::from_secs(5));
+    let loader = CountingLoader::new(Duration::from_millis(100));
+    let leader = {
+        let (cache, loader) = (cache.clone(), loader.clone());
+        tokio::spawn(async move { cache.get(key("a"), &POLICY, loader).await })
+    };
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let followers: Vec<_> = (0..5)
+        .map(|_| {
+            let (cache, loader) = (cache.clone(), loader.clone());
+            tokio::spawn(async move { cache.get(key("a"), &POLICY, loader).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    leader.abort();
+    for f in followers {
+        let lookup = f.await.expect("task").expect("answer");
+        assert_eq!(lookup.entry.message, Bytes::from_static(b"answer 2"));
+    }
+    assert_eq!(
+        loader.calls(),
+        2,
+        "the cancelled leader's load, then one follower's"
+    );
+    assert_eq!(cache.stats().snapshot().leader_takeovers, 5);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_leader_does_not_hold_followers_past_the_wait() {
+    let cache = tiered(Duration::from_millis(200));
+    let slow = CountingLoader::new(Duration::from_secs(10));
+    let leader = {
+        let (cache, slow) = (cache.clone(), slow.clone());
+        tokio::spawn(async move { cache.get(key("a"), &POLICY, slow).await })
+    };
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let fast = CountingLoader::new(Duration::from_millis(1));
+    let started = Instant::now();
+    let lookup = cache
+        .get(key("a"), &POLICY, fast.clone())
+        .await
+        .expect("answers");
+    assert_eq!(lookup.source, Source::Miss);
+    assert!(started.elapsed() < Duration::from_millis(300));
+    assert_eq!(cache.stats().snapshot().flight_wait_timeouts, 1);
+    leader.abort();
+}
+
+/// Serves every call of `count` concurrent gets and returns their sources and answers, checking none waited.
+async fn concurrent_gets(
+    cache: &Arc<Tiered>,
+    loader: &CountingLoader,
+    count: usize,
+) -> Vec<(Source, Bytes)> {
+    let started = Instant::now();
+    let calls: Vec<_> = (0..count)
+        .map(|_| {
+            let (cache, loader) = (cache.clone(), loader.clone());
+            tokio::spawn(async move { cache.get(key("a"), &POLICY, loader).await })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for call in calls {
+        let lookup = call.await.expect("task").expect("answer");
+        answers.push((lookup.source, lookup.entry.message.clone()));
+    }
+    assert_eq!(
+        started.elapsed(),
+        Duration::ZERO,
+        "nobody waited for the backend"
+    );
+    answers
+}
+
+#[tokio::test(start_paused = true)]
+async fn stale_while_revalidate_serves_at_once_and_refreshes_once() {
+    let cache = tiered(Duration::from_secs(5));
+    let loader = CountingLoader::new(Duration::from_millis(100)).with_lifetime(Lifetime {
+        fresh: Duration::from_secs(10),
+        stale_while_revalidate: Duration::from_secs(20),
+        stale_if_error: Duration::ZERO,
+    });
+    cache
+        .get(key("a"), &POLICY, loader.clone())
+        .await
+        .expect("loads");
+
+    tokio::time::advance(Duration::from_secs(11)).await;
+    let answers = concurrent_gets(&cache, &loader, 200).await;
+    assert!(
+        answers
+            .iter()
+            .all(|(s, m)| *s == Source::Stale && m == "answer 1"),
+        "every call got the stale answer at once"
+    );
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(loader.calls(), 2, "exactly one background refresh");
+    assert_eq!(cache.stats().snapshot().refreshes_stale, 1);
+
+    let after = cache
+        .get(key("a"), &POLICY, loader.clone())
+        .await
+        .expect("hits");
+    assert_eq!(
+        (after.source, after.entry.message.clone()),
+        (Source::L1, Bytes::from_static(b"answer 2"))
+    );
+
+    // Past the stale-while-revalidate window the entry is not served: the caller waits for the backend.
+    tokio::time::advance(Duration::from_secs(31)).await;
+    let expired = cache
+        .get(key("a"), &POLICY, loader.clone())
+        .await
+        .expect("loads");
+    assert_eq!(expired.source, Source::Miss);
+}
+
+#[tokio::test(start_paused = true)]
+async fn stale_if_error_stands_in_for_a_failing_backend_within_its_window() {
+    let cache = tiered(Duration::from_secs(5));
+    let loader = CountingLoader::new(Duration::from_millis(10)).with_lifetime(Lifetime {
+        fresh: Duration::from_secs(10),
+        stale_while_revalidate: Duration::ZERO,
+        stale_if_error: Duration::from_secs(60),
+    });
+    cache
+        .get(key("a"), &POLICY, loader.clone())
+        .await
+        .expect("loads");
+
+    tokio::time::advance(Duration::from_secs(11)).await;
+    loader.fail(true);
+    let stale = cache
+        .get(key("a"), &POLICY, loader.clone())
+        .await
+        .expect("stale instead of the error");
+    assert_eq!(
+        (stale.source, stale.entry.message.clone()),
+        (Source::Stale, Bytes::from_static(b"answer 1"))
+    );
+    assert_eq!(cache.stats().snapshot().stale_if_error_served, 1);
+
+    // A key never cached has nothing to stand in: the failure reaches the caller.
+    assert!(
+        cache
+            .get(key("never"), &POLICY, loader.clone())
+            .await
+            .is_err()
+    );
+
+    // The backend recovers: a past-freshness entry is replaced, not served.
+    loader.fail(false);
+    let fresh = cache
+        .get(key("a"), &POLICY, loader.clone())
+        .await
+        .expect("loads");
+    assert_eq!(fresh.source, Source::Miss);
+
+    // Beyond the window, the failure is the answer.
+    tokio::time::advance(Duration::from_secs(75)).await;
+    loader.fail(true);
+    assert!(cache.get(key("a"), &POLICY, loader.clone()).await.is_err());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hot_key_is_refreshed_early_and_nobody_waits() {
+    let cache = tiered(Duration::from_secs(5));
+    let loader = CountingLoader::new(Duration::from_millis(100))
+        .with_lifetime(Lifetime::fresh_for(Duration::from_secs(1)));
+    let policy = Policy {
+        early_refresh_beta: 1.0,
+    };
+    cache
+        .get(key("a"), &policy, loader.clone())
+        .await
+        .expect("loads");
+    // A call every millisecond for five lifetimes of the entry.
+    for _ in 0..5_000 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        let lookup = cache
+            .get(key("a"), &policy, loader.clone())
+            .await
+            .expect("answers");
+        assert_eq!(
+            lookup.source,
+            Source::L1,
+            "no call may wait for the backend"
+        );
+    }
+    let stats = cache.stats().snapshot();
+    assert!(stats.refreshes_early >= 4, "{stats:?}");
+    assert_eq!(loader.calls() as u64, 1 + stats.refreshes_early);
+}
+
+#[tokio::test(start_paused = true)]
+async fn answers_to_relay_are_not_stored() {
+    let cache = tiered(Duration::from_secs(5));
+    struct Relay;
+    impl Loader for Relay {
+        async fn load(self, _mode: LoadMode) -> Result<Fetched, LoadError> {
+            Ok(Fetched::relay(Entry::unstamped(
+                Bytes::from_static(b"private"),
+                0,
+                String::new(),
+            )))
+        }
+    }
+    for _ in 0..2 {
+        let lookup = cache.get(key("a"), &POLICY, Relay).await.expect("relayed");
+        assert_eq!(lookup.source, Source::Miss);
+    }
+}

@@ -1,0 +1,114 @@
+//! Collecting every config mistake with its field path, while parsing the values that can be wrong.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use super::FieldError;
+use super::raw::{Scalar, Unknown};
+use super::units::{parse_duration, parse_size};
+
+/// Collects errors while building the validated config.
+#[derive(Debug, Default)]
+pub(super) struct Errors(pub(super) Vec<FieldError>);
+
+impl Errors {
+    pub(super) fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.0.push(FieldError {
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+
+    pub(super) fn unknown(&mut self, path: &str, unknown: &Unknown, known: &[&str]) {
+        for key in unknown.keys() {
+            let at = if path.is_empty() {
+                key.clone()
+            } else {
+                format!("{path}.{key}")
+            };
+            self.add(
+                at,
+                format!("unknown field (expected one of: {})", known.join(", ")),
+            );
+        }
+    }
+
+    pub(super) fn duration(
+        &mut self,
+        path: &str,
+        value: Option<&Scalar>,
+        default: Duration,
+    ) -> Duration {
+        match value {
+            None => default,
+            Some(Scalar::Text(text)) => parse_duration(text).unwrap_or_else(|e| {
+                self.add(path, e);
+                default
+            }),
+            Some(Scalar::Number(n)) => {
+                self.add(
+                    path,
+                    format!("`{n}` has no unit; write e.g. `{n}ms` or `{n}s`"),
+                );
+                default
+            }
+        }
+    }
+
+    /// Like [`Errors::duration`], and zero is an error too.
+    pub(super) fn positive_duration(
+        &mut self,
+        path: &str,
+        value: Option<&Scalar>,
+        default: Duration,
+    ) -> Duration {
+        let d = self.duration(path, value, default);
+        if d.is_zero() && value.is_some() {
+            self.add(path, "must be greater than 0");
+        }
+        d
+    }
+
+    pub(super) fn size(&mut self, path: &str, value: Option<&Scalar>, default: u64) -> u64 {
+        match value {
+            None => default,
+            Some(Scalar::Number(n)) => *n,
+            Some(Scalar::Text(text)) => parse_size(text).unwrap_or_else(|e| {
+                self.add(path, e);
+                default
+            }),
+        }
+    }
+
+    pub(super) fn addr(&mut self, path: &str, value: Option<&str>, default: &str) -> SocketAddr {
+        let text = value.unwrap_or(default);
+        text.parse().unwrap_or_else(|_| {
+            self.add(
+                path,
+                format!(
+                    "`{text}` is not an address; write `host:port` with an IP, e.g. `0.0.0.0:50051`"
+                ),
+            );
+            SocketAddr::from(([0, 0, 0, 0], 0))
+        })
+    }
+
+    /// Metadata names (lowercased), each valid and listed once.
+    pub(super) fn metadata_names(&mut self, path: &str, names: Vec<String>) -> Vec<String> {
+        let mut out = Vec::with_capacity(names.len());
+        for (j, name) in names.into_iter().enumerate() {
+            let lower = name.to_ascii_lowercase();
+            if http::HeaderName::from_bytes(lower.as_bytes()).is_err() || lower.starts_with(':') {
+                self.add(
+                    format!("{path}[{j}]"),
+                    format!("`{name}` is not a valid metadata name"),
+                );
+            } else if out.contains(&lower) {
+                self.add(format!("{path}[{j}]"), format!("`{name}` is listed twice"));
+            } else {
+                out.push(lower);
+            }
+        }
+        out
+    }
+}

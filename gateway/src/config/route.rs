@@ -1,0 +1,153 @@
+//! Validating `routes[]`: where calls go, and how a cached route stores and serves answers.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use super::errors::Errors;
+use super::raw::{RawRoute, RawRouteCache};
+use super::{BackendConfig, RouteCacheConfig, RouteConfig};
+use crate::grpc::code;
+
+/// Defaults of a route's `cache:` block, shared with docs/CONFIG.md.
+const DEFAULT_MAX_ENTRY_BYTES: u64 = 1 << 20;
+const DEFAULT_NEGATIVE_CODES: [&str; 1] = ["NOT_FOUND"];
+
+pub(super) fn route(
+    e: &mut Errors,
+    i: usize,
+    raw: RawRoute,
+    backends: &BTreeMap<String, BackendConfig>,
+) -> RouteConfig {
+    let path = format!("routes[{i}]");
+    e.unknown(&path, &raw.unknown, &["match", "backend", "cache"]);
+    let matches = raw.matches.unwrap_or_default();
+    if let Err(reason) = crate::router::Matcher::parse(&matches) {
+        e.add(format!("{path}.match"), reason);
+    }
+    let backend = raw.backend.unwrap_or_default();
+    if backend.is_empty() {
+        e.add(
+            format!("{path}.backend"),
+            "required: the name of a backend under `backends`",
+        );
+    } else if !backends.contains_key(&backend) {
+        let known: Vec<_> = backends.keys().map(String::as_str).collect();
+        let known = if known.is_empty() {
+            "none".to_owned()
+        } else {
+            known.join(", ")
+        };
+        e.add(
+            format!("{path}.backend"),
+            format!("unknown backend `{backend}` (defined: {known})"),
+        );
+    }
+    let cache = raw
+        .cache
+        .map(|c| route_cache(e, &format!("{path}.cache"), c));
+    RouteConfig {
+        matches,
+        backend,
+        cache,
+    }
+}
+
+fn route_cache(e: &mut Errors, path: &str, c: RawRouteCache) -> RouteCacheConfig {
+    e.unknown(
+        path,
+        &c.unknown,
+        &[
+            "ttl",
+            "negative_ttl",
+            "negative_codes",
+            "stale_while_revalidate",
+            "stale_if_error",
+            "early_refresh_beta",
+            "max_ttl",
+            "max_entry_bytes",
+            "vary",
+            "shared",
+        ],
+    );
+    let at = |field: &str| format!("{path}.{field}");
+    if c.ttl.is_none() {
+        e.add(
+            at("ttl"),
+            "required: how long an answer stays fresh, e.g. `30s`",
+        );
+    }
+    let ttl = e.positive_duration(&at("ttl"), c.ttl.as_ref(), Duration::ZERO);
+    let negative_ttl = e.duration(&at("negative_ttl"), c.negative_ttl.as_ref(), Duration::ZERO);
+    let negative_codes = negative_codes(e, &at("negative_codes"), c.negative_codes);
+    let stale_while_revalidate = e.duration(
+        &at("stale_while_revalidate"),
+        c.stale_while_revalidate.as_ref(),
+        Duration::ZERO,
+    );
+    let stale_if_error = e.duration(
+        &at("stale_if_error"),
+        c.stale_if_error.as_ref(),
+        Duration::ZERO,
+    );
+    let early_refresh_beta = c.early_refresh_beta.unwrap_or(0.0);
+    if !(0.0..=100.0).contains(&early_refresh_beta) {
+        e.add(
+            at("early_refresh_beta"),
+            format!("{early_refresh_beta} must be between 0 (off) and 100; 1 is the usual setting"),
+        );
+    }
+    let max_ttl = e.duration(&at("max_ttl"), c.max_ttl.as_ref(), ttl);
+    if c.max_ttl.is_some() && max_ttl < ttl {
+        e.add(
+            at("max_ttl"),
+            "must be at least `ttl` (it caps what a backend's cache-control may ask for)",
+        );
+    }
+    let max_entry_bytes = e.size(
+        &at("max_entry_bytes"),
+        c.max_entry_bytes.as_ref(),
+        DEFAULT_MAX_ENTRY_BYTES,
+    );
+    let vary = e.metadata_names(&at("vary"), c.vary);
+    RouteCacheConfig {
+        ttl,
+        negative_ttl,
+        negative_codes,
+        stale_while_revalidate,
+        stale_if_error,
+        early_refresh_beta,
+        max_ttl,
+        max_entry_bytes,
+        vary,
+        shared: c.shared.unwrap_or(false),
+    }
+}
+
+/// The negative codes as canonical names; never one that must not be cached.
+fn negative_codes(e: &mut Errors, path: &str, names: Option<Vec<String>>) -> Vec<String> {
+    let Some(names) = names else {
+        return DEFAULT_NEGATIVE_CODES.map(str::to_owned).to_vec();
+    };
+    let mut out = Vec::with_capacity(names.len());
+    for (j, name) in names.iter().enumerate() {
+        match code::from_name(name) {
+            None => e.add(
+                format!("{path}[{j}]"),
+                format!("`{name}` is not a gRPC status code name (e.g. NOT_FOUND)"),
+            ),
+            Some(tonic::Code::Ok) => e.add(
+                format!("{path}[{j}]"),
+                "OK answers are cached by `ttl`, not as negative answers",
+            ),
+            Some(c) if code::NEVER_CACHED.contains(&c) => e.add(
+                format!("{path}[{j}]"),
+                format!(
+                    "{} is never cached: it says how the backend is doing, not what the answer is",
+                    code::name(c)
+                ),
+            ),
+            Some(c) => out.push(code::name(c).to_owned()),
+        }
+    }
+    out
+}

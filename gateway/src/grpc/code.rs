@@ -1,0 +1,77 @@
+//! gRPC status codes by their canonical names (`NOT_FOUND`), and which codes mean what to the cache.
+
+use tonic::Code;
+
+/// Every code with its canonical name.
+const NAMES: [(Code, &str); 17] = [
+    (Code::Ok, "OK"),
+    (Code::Cancelled, "CANCELLED"),
+    (Code::Unknown, "UNKNOWN"),
+    (Code::InvalidArgument, "INVALID_ARGUMENT"),
+    (Code::DeadlineExceeded, "DEADLINE_EXCEEDED"),
+    (Code::NotFound, "NOT_FOUND"),
+    (Code::AlreadyExists, "ALREADY_EXISTS"),
+    (Code::PermissionDenied, "PERMISSION_DENIED"),
+    (Code::ResourceExhausted, "RESOURCE_EXHAUSTED"),
+    (Code::FailedPrecondition, "FAILED_PRECONDITION"),
+    (Code::Aborted, "ABORTED"),
+    (Code::OutOfRange, "OUT_OF_RANGE"),
+    (Code::Unimplemented, "UNIMPLEMENTED"),
+    (Code::Internal, "INTERNAL"),
+    (Code::Unavailable, "UNAVAILABLE"),
+    (Code::DataLoss, "DATA_LOSS"),
+    (Code::Unauthenticated, "UNAUTHENTICATED"),
+];
+
+/// Codes that are never cached, whatever the config says: they describe the backend's state at one moment, not an
+/// answer to the request.
+pub const NEVER_CACHED: [Code; 5] = [
+    Code::Unavailable,
+    Code::DeadlineExceeded,
+    Code::ResourceExhausted,
+    Code::Internal,
+    Code::Unknown,
+];
+
+/// Codes that mean the backend failed, for which a stale answer may stand in (stale-if-error).
+pub const BACKEND_FAILURE: [Code; 3] = [
+    Code::Unavailable,
+    Code::DeadlineExceeded,
+    Code::ResourceExhausted,
+];
+
+/// The code named `name` (case-insensitive, e.g. `NOT_FOUND` or `not_found`).
+pub fn from_name(name: &str) -> Option<Code> {
+    NAMES
+        .iter()
+        .find(|(_, n)| n.eq_ignore_ascii_case(name))
+        .map(|(code, _)| *code)
+}
+
+/// The canonical name of `code`.
+pub fn name(code: Code) -> &'static str {
+    NAMES
+        .iter()
+        .find(|(c, _)| *c == code)
+        .map_or("UNKNOWN", |(_, n)| n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for (code, n) in NAMES {
+            assert_eq!(from_name(n), Some(code));
+            assert_eq!(name(code), n);
+            assert_eq!(
+                Code::from(code as i32),
+                code,
+                "the table matches tonic's numbering"
+            );
+        }
+        assert_eq!(from_name("not_found"), Some(Code::NotFound));
+        assert_eq!(from_name("NOTFOUND"), None);
+    }
+}

@@ -1,0 +1,94 @@
+//! The backend's say over caching: a `cache-control` header in its response metadata, as an HTTP cache reads it.
+
+use std::time::Duration;
+
+use http::HeaderMap;
+
+/// The directives of a `cache-control` header that Strata obeys.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheControl {
+    /// `no-store`, `no-cache` or `private`: do not store the answer in a shared cache.
+    pub no_store: bool,
+    /// `s-maxage=N` (for shared caches, preferred) or else `max-age=N`: fresh for N seconds.
+    pub max_age: Option<Duration>,
+    /// `stale-while-revalidate=N`.
+    pub stale_while_revalidate: Option<Duration>,
+    /// `stale-if-error=N`.
+    pub stale_if_error: Option<Duration>,
+}
+
+impl CacheControl {
+    /// Reads every `cache-control` header in `headers` (directives are case-insensitive; unknown ones are ignored,
+    /// and a malformed number makes that directive count as absent).
+    pub fn from_headers(headers: &HeaderMap) -> Self {
+        let mut cc = Self::default();
+        let mut max_age = None;
+        let mut s_maxage = None;
+        for value in headers.get_all(http::header::CACHE_CONTROL) {
+            let Ok(text) = value.to_str() else { continue };
+            for directive in text.split(',') {
+                let (name, arg) = match directive.split_once('=') {
+                    Some((n, a)) => (n.trim(), Some(a.trim().trim_matches('"'))),
+                    None => (directive.trim(), None),
+                };
+                let seconds = || {
+                    arg.and_then(|a| a.parse::<u64>().ok())
+                        .map(Duration::from_secs)
+                };
+                match name.to_ascii_lowercase().as_str() {
+                    "no-store" | "no-cache" | "private" => cc.no_store = true,
+                    "max-age" => max_age = seconds().or(max_age),
+                    "s-maxage" => s_maxage = seconds().or(s_maxage),
+                    "stale-while-revalidate" => cc.stale_while_revalidate = seconds(),
+                    "stale-if-error" => cc.stale_if_error = seconds(),
+                    _ => {}
+                }
+            }
+        }
+        cc.max_age = s_maxage.or(max_age);
+        cc
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(values: &[&str]) -> CacheControl {
+        let mut headers = HeaderMap::new();
+        for v in values {
+            headers.append(http::header::CACHE_CONTROL, v.parse().expect("header"));
+        }
+        CacheControl::from_headers(&headers)
+    }
+
+    #[test]
+    fn reads_the_directives() {
+        assert_eq!(parse(&[]), CacheControl::default());
+        let cc = parse(&[
+            "public, max-age=2, stale-while-revalidate=30",
+            "Stale-If-Error=600",
+        ]);
+        assert_eq!(cc.max_age, Some(Duration::from_secs(2)));
+        assert_eq!(cc.stale_while_revalidate, Some(Duration::from_secs(30)));
+        assert_eq!(cc.stale_if_error, Some(Duration::from_secs(600)));
+        assert!(!cc.no_store);
+        for never in ["no-store", "NO-CACHE", "private, max-age=60"] {
+            assert!(parse(&[never]).no_store, "{never}");
+        }
+    }
+
+    #[test]
+    fn shared_max_age_wins_and_garbage_is_ignored() {
+        assert_eq!(
+            parse(&["max-age=60, s-maxage=5"]).max_age,
+            Some(Duration::from_secs(5))
+        );
+        assert_eq!(
+            parse(&["max-age=\"7\""]).max_age,
+            Some(Duration::from_secs(7))
+        );
+        assert_eq!(parse(&["max-age=-1"]).max_age, None);
+        assert_eq!(parse(&["max-age=soon, ,,="]).max_age, None);
+    }
+}
