@@ -300,6 +300,14 @@ routes:
   - match: GetItem
     backend: catalgo
     cache: { ttl: 0s, vary: ["bad header"] }
+  - match: "*"
+    backend: catalog
+    cache:
+      ttl: 30s
+      max_ttl: 10s
+      negative_codes: [NOT_FOUND, UNAVAILABLE, NOPE, OK]
+      early_refresh_beta: -1
+      stale_if_error: forever
 "#;
         let Err(ConfigError::Invalid(errors)) = Config::from_yaml(bad) else {
             panic!("invalid")
@@ -317,12 +325,29 @@ routes:
             "routes[0].backend",
             "routes[0].cache.ttl",
             "routes[0].cache.vary[0]",
+            "routes[1].cache.max_ttl",
+            "routes[1].cache.negative_codes[1]",
+            "routes[1].cache.negative_codes[2]",
+            "routes[1].cache.negative_codes[3]",
+            "routes[1].cache.early_refresh_beta",
+            "routes[1].cache.stale_if_error",
         ] {
             assert!(
                 paths.contains(&expected),
                 "{expected} missing from {paths:?}"
             );
         }
+    }
+
+    #[test]
+    fn route_cache_defaults() {
+        let c = Config::from_yaml(GOOD).expect("valid");
+        let rule = c.routes[0].cache.as_ref().expect("cached route");
+        assert_eq!(rule.negative_codes, ["NOT_FOUND"]);
+        assert!(rule.negative_ttl.is_zero(), "negative caching is opt-in");
+        assert_eq!(rule.max_ttl, rule.ttl, "the backend may shorten, not lengthen, by default");
+        assert_eq!(rule.max_entry_bytes, 1 << 20);
+        assert!(!rule.shared);
     }
 
     #[test]

@@ -84,6 +84,14 @@ impl Lookup for Service {
             return Err(failure(req.fail_code));
         }
         let mut response = Response::new(reply(&req, serial, tenant, grpc_timeout));
+        if !req.cache_control.is_empty() {
+            let value = req.cache_control.parse().expect("ascii cache-control");
+            response.metadata_mut().insert("cache-control", value);
+        }
+        if req.set_cookie {
+            let value = format!("session={serial}").parse().expect("ascii cookie");
+            response.metadata_mut().insert("set-cookie", value);
+        }
         response.metadata_mut().insert(
             "x-backend-header",
             MetadataValue::from_static("from-backend"),
