@@ -27,4 +27,4 @@ pub use l1::L1;
 pub use loader::{Fetched, LoadMode, Loader};
 pub use lookup::{Lookup, Source};
 pub use stats::{Stats, StatsSnapshot};
-pub use tiered::{Policy, Tiered, TieredConfig};
+pub use tiered::{LeaseConfig, Policy, Tiered, TieredConfig};

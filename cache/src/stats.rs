@@ -13,6 +13,9 @@ pub struct Stats {
     pub(crate) stale_if_error_served: AtomicU64,
     pub(crate) refreshes_stale: AtomicU64,
     pub(crate) refreshes_early: AtomicU64,
+    pub(crate) lease_acquired: AtomicU64,
+    pub(crate) lease_waited_hit: AtomicU64,
+    pub(crate) lease_gave_up: AtomicU64,
     pub(crate) flight_wait_timeouts: AtomicU64,
     pub(crate) leader_takeovers: AtomicU64,
     pub(crate) l2_errors: AtomicU64,
@@ -42,6 +45,12 @@ pub struct StatsSnapshot {
     pub refreshes_stale: u64,
     /// Early refreshes of fresh entries (XFetch).
     pub refreshes_early: u64,
+    /// Fetches made holding the cross-replica lease.
+    pub lease_acquired: u64,
+    /// Fetches answered by another replica's lease holder, found in L2 while waiting.
+    pub lease_waited_hit: u64,
+    /// Waits for another replica's lease holder that ran out (the caller fetched without storing).
+    pub lease_gave_up: u64,
     /// Followers that stopped waiting for a leader and loaded on their own.
     pub flight_wait_timeouts: u64,
     /// Followers that became the leader after the previous leader was cancelled.
@@ -73,6 +82,9 @@ impl Stats {
             stale_if_error_served: r(&self.stale_if_error_served),
             refreshes_stale: r(&self.refreshes_stale),
             refreshes_early: r(&self.refreshes_early),
+            lease_acquired: r(&self.lease_acquired),
+            lease_waited_hit: r(&self.lease_waited_hit),
+            lease_gave_up: r(&self.lease_gave_up),
             flight_wait_timeouts: r(&self.flight_wait_timeouts),
             leader_takeovers: r(&self.leader_takeovers),
             l2_errors: r(&self.l2_errors),

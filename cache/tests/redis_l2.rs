@@ -9,8 +9,8 @@ use bytes::Bytes;
 use strata_cache::l2::{L2, RedisL2, RedisL2Config};
 use strata_cache::testing::RedisServer;
 use strata_cache::{
-    Entry, Fetched, Key, KeyBuilder, Lifetime, LoadError, LoadMode, Loader, Policy, Source, Tiered,
-    TieredConfig,
+    Entry, Fetched, Key, KeyBuilder, LeaseConfig, Lifetime, LoadError, LoadMode, Loader, Policy,
+    Source, Tiered, TieredConfig,
 };
 
 #[derive(Clone, Default)]
@@ -49,6 +49,7 @@ fn cache(l2: &RedisL2, write_queue: usize) -> Arc<Tiered> {
             l1_max_bytes: 0,
             flight_wait: Duration::from_secs(5),
             write_queue,
+            lease: None,
         },
         Some(l2),
     ))
@@ -196,4 +197,154 @@ async fn a_frozen_redis_costs_one_timeout_and_never_a_failure() {
         .await
         .expect("hits");
     assert_eq!(again.source, Source::L2);
+}
+
+/// A loader that takes `delay`, counting its calls across every replica that shares it.
+#[derive(Clone)]
+struct SlowBackend {
+    calls: Arc<AtomicUsize>,
+    delay: Duration,
+}
+
+impl Loader for SlowBackend {
+    async fn load(self, _mode: LoadMode) -> Result<Fetched, LoadError> {
+        let n = self.calls.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(self.delay).await;
+        let entry = Entry::unstamped(Bytes::from(format!("answer {n}")), 0, String::new());
+        Ok(Fetched::store(
+            entry,
+            Lifetime::fresh_for(Duration::from_secs(60)),
+        ))
+    }
+}
+
+/// A replica: its own L1 and flights, the shared Redis, and the lease.
+fn replica(l2: &RedisL2, lease: LeaseConfig) -> Arc<Tiered> {
+    let l2: Arc<dyn L2> = Arc::new(l2.clone());
+    Arc::new(Tiered::new(
+        &TieredConfig {
+            l1_max_bytes: 1 << 20,
+            flight_wait: Duration::from_secs(5),
+            write_queue: 16,
+            lease: Some(lease),
+        },
+        Some(l2),
+    ))
+}
+
+#[tokio::test]
+async fn three_replicas_make_one_backend_call_for_a_cold_key() {
+    let redis = RedisServer::start();
+    let l2 = redis_l2(&redis, Duration::from_millis(200));
+    let lease = LeaseConfig {
+        ttl: Duration::from_secs(5),
+        wait: Duration::from_secs(2),
+    };
+    let replicas: Vec<_> = (0..3).map(|_| replica(&l2, lease)).collect();
+    let backend = SlowBackend {
+        calls: Arc::default(),
+        delay: Duration::from_millis(200),
+    };
+    let mut calls = tokio::task::JoinSet::new();
+    for i in 0..300 {
+        let (cache, backend) = (replicas[i % 3].clone(), backend.clone());
+        calls.spawn(async move { cache.get(key("cold"), &POLICY, backend).await });
+    }
+    while let Some(done) = calls.join_next().await {
+        let lookup = done.expect("task").expect("answer");
+        assert_eq!(lookup.entry.message, Bytes::from_static(b"answer 0"));
+    }
+    assert_eq!(
+        backend.calls.load(Ordering::SeqCst),
+        1,
+        "one backend call across three replicas"
+    );
+    let leases: u64 = replicas
+        .iter()
+        .map(|r| r.stats().snapshot().lease_acquired)
+        .sum();
+    let waited: u64 = replicas
+        .iter()
+        .map(|r| r.stats().snapshot().lease_waited_hit)
+        .sum();
+    assert_eq!(
+        (leases, waited),
+        (1, 2),
+        "one replica held the lease, the two others found its answer in L2"
+    );
+    let lease_left: Option<String> = redis::cmd("GET")
+        .arg(l2.lease_key(&key("cold")))
+        .query(&mut redis.client())
+        .expect("get");
+    assert_eq!(lease_left, None, "the holder released the lease");
+}
+
+#[tokio::test]
+async fn a_crashed_holders_lease_delays_by_wait_then_expires() {
+    let redis = RedisServer::start();
+    let l2 = redis_l2(&redis, Duration::from_millis(200));
+    let lease = LeaseConfig {
+        ttl: Duration::from_millis(800),
+        wait: Duration::from_millis(300),
+    };
+    // A replica took the lease and died: nobody will release it.
+    let _: () = redis::cmd("SET")
+        .arg(l2.lease_key(&key("k")))
+        .arg("dead-replica")
+        .arg("PX")
+        .arg(800)
+        .query(&mut redis.client())
+        .expect("plant lease");
+    let cache = replica(&l2, lease);
+    let backend = SlowBackend {
+        calls: Arc::default(),
+        delay: Duration::ZERO,
+    };
+
+    let started = Instant::now();
+    let lookup = cache
+        .get(key("k"), &POLICY, backend.clone())
+        .await
+        .expect("answered, not failed");
+    let waited = started.elapsed();
+    assert_eq!(lookup.source, Source::Miss);
+    assert!(
+        waited >= Duration::from_millis(300) && waited < Duration::from_millis(800),
+        "waited {waited:?}"
+    );
+    assert_eq!(cache.stats().snapshot().lease_gave_up, 1);
+    assert!(cache.flush_writes(Duration::from_secs(2)).await);
+    assert_eq!(
+        redis.keys().len(),
+        1,
+        "only the dead lease: an answer fetched past the wait is not stored"
+    );
+
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let next = cache
+        .get(key("k"), &POLICY, backend.clone())
+        .await
+        .expect("answered");
+    assert_eq!(next.source, Source::Miss);
+    assert_eq!(
+        cache.stats().snapshot().lease_acquired,
+        1,
+        "the expired lease was taken"
+    );
+    assert!(
+        tokio::time::timeout(Duration::from_secs(2), async {
+            while redis::cmd("GET")
+                .arg(l2.redis_key(&key("k")))
+                .query::<Option<Vec<u8>>>(&mut redis.client())
+                .ok()
+                .flatten()
+                .is_none()
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .is_ok(),
+        "the key fills on the next call"
+    );
 }

@@ -93,6 +93,14 @@ pub fn build_proxy(config: &Config) -> Result<Proxy, StartError> {
             l1_max_bytes: config.cache.l1.max_bytes,
             flight_wait: config.cache.flight_wait,
             write_queue: config.cache.l2.as_ref().map_or(1, |l2| l2.write_queue),
+            lease: config
+                .cache
+                .lease
+                .as_ref()
+                .map(|lease| strata_cache::LeaseConfig {
+                    ttl: lease.ttl,
+                    wait: lease.wait,
+                }),
         },
         l2,
     );

@@ -37,4 +37,11 @@ pub trait L2: Send + Sync + fmt::Debug {
 
     /// Stores a batch of entries (one round trip where the store allows it).
     fn set_many<'a>(&'a self, writes: &'a [L2Write]) -> L2Future<'a, ()>;
+
+    /// Takes the lease on `key` for `ttl` if nobody holds it: whoever holds it is the one replica fetching the key.
+    /// `true` if this caller now holds it under `token`.
+    fn try_lease<'a>(&'a self, key: &'a Key, token: &'a str, ttl: Duration) -> L2Future<'a, bool>;
+
+    /// Releases the lease on `key` if it is still held under `token` (an expired and re-taken lease is left alone).
+    fn release_lease<'a>(&'a self, key: &'a Key, token: &'a str) -> L2Future<'a, ()>;
 }

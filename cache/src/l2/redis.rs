@@ -72,6 +72,11 @@ impl RedisL2 {
         format!("{}:{}", self.key_prefix, key.to_hex())
     }
 
+    /// The Redis key of the lease on `key`.
+    pub fn lease_key(&self, key: &Key) -> String {
+        format!("{}:lease:{}", self.key_prefix, key.to_hex())
+    }
+
     async fn bounded<T>(
         &self,
         op: &'static str,
@@ -123,4 +128,39 @@ impl L2 for RedisL2 {
             self.bounded("SET", pipe.query_async::<()>(&mut conn)).await
         })
     }
+
+    fn try_lease<'a>(&'a self, key: &'a Key, token: &'a str, ttl: Duration) -> L2Future<'a, bool> {
+        Box::pin(async move {
+            let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+            let cmd = redis::cmd("SET")
+                .arg(self.lease_key(key))
+                .arg(token)
+                .arg("NX")
+                .arg("PX")
+                .arg(ttl_ms)
+                .to_owned();
+            let mut conn = self.conn.clone();
+            let taken: Option<String> = self.bounded("SET NX", cmd.query_async(&mut conn)).await?;
+            Ok(taken.is_some())
+        })
+    }
+
+    fn release_lease<'a>(&'a self, key: &'a Key, token: &'a str) -> L2Future<'a, ()> {
+        Box::pin(async move {
+            let cmd = redis::cmd("EVAL")
+                .arg(RELEASE_IF_OURS)
+                .arg(1)
+                .arg(self.lease_key(key))
+                .arg(token)
+                .to_owned();
+            let mut conn = self.conn.clone();
+            self.bounded("EVAL release", cmd.query_async::<i64>(&mut conn))
+                .await
+                .map(drop)
+        })
+    }
 }
+
+/// Deletes the lease only if it still holds the caller's token: a holder that outlived its lease must not release
+/// the lease another replica has taken since.
+const RELEASE_IF_OURS: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";

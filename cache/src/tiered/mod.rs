@@ -17,8 +17,12 @@ use crate::loader::{LoadMode, Loader};
 use crate::lookup::{Lookup, Source};
 use crate::stats::{Stats, bump};
 
+mod lease;
 #[cfg(test)]
 mod tests;
+
+pub use lease::LeaseConfig;
+use lease::{HeldLease, Waited};
 
 /// Settings of a [`Tiered`] cache.
 #[derive(Debug, Clone)]
@@ -29,6 +33,8 @@ pub struct TieredConfig {
     pub flight_wait: Duration,
     /// Capacity of the L2 write-back queue; writes beyond it are dropped and counted.
     pub write_queue: usize,
+    /// The cross-replica stampede guard (needs L2); `None`: each replica fetches on its own.
+    pub lease: Option<LeaseConfig>,
 }
 
 /// How one route's lookups behave (how long answers live is the loader's to say, per answer).
@@ -46,6 +52,7 @@ pub struct Tiered {
     write_back: Option<WriteBack>,
     flights: Arc<Flights>,
     flight_wait: Duration,
+    lease: Option<LeaseConfig>,
     clock: Clock,
     stats: Arc<Stats>,
 }
@@ -73,6 +80,7 @@ impl Tiered {
             write_back,
             flights: Arc::new(Flights::default()),
             flight_wait: config.flight_wait,
+            lease: config.lease,
             clock,
             stats,
         }
@@ -160,8 +168,9 @@ impl Tiered {
                         Err(_elapsed) => {
                             // The leader is taking too long: answer this caller on its own rather than hang.
                             bump(&self.stats.flight_wait_timeouts);
-                            let outcome = self.fetch(key, loader, LoadMode::Foreground).await;
-                            return self.answer(outcome, fallback, Source::Miss);
+                            let (outcome, source) =
+                                self.fetch(key, loader, LoadMode::Foreground).await;
+                            return self.answer(outcome, fallback, source);
                         }
                     }
                 }
@@ -224,43 +233,114 @@ impl Tiered {
             }
         }
 
-        let outcome = self.fetch(key, loader, LoadMode::Foreground).await;
+        let (outcome, source) = self.fetch(key, loader, LoadMode::Foreground).await;
         permit.finish(outcome.clone());
-        self.answer(outcome, fallback, Source::Miss)
+        self.answer(outcome, fallback, source)
     }
 
-    /// Calls the loader, and stores what it fetched if its lifetime allows.
-    async fn fetch<L: Loader>(&self, key: Key, loader: L, mode: LoadMode) -> Outcome {
+    /// Fetches the key for this replica: under the cross-replica lease when one is configured (another replica's
+    /// answer, found in L2, is `Coalesced`), else straight from the loader.
+    async fn fetch<L: Loader>(&self, key: Key, loader: L, mode: LoadMode) -> (Outcome, Source) {
+        let (Some(l2), Some(config)) = (&self.l2, &self.lease) else {
+            return (self.load(key, loader, mode, None, true).await, Source::Miss);
+        };
+        let held = match HeldLease::try_take(l2, key, config.ttl).await {
+            Ok(Some(held)) => held,
+            Ok(None) => {
+                let usable = |e: &Entry| e.is_fresh(self.clock.now());
+                match lease::wait_for_holder(l2, key, config, usable).await {
+                    Waited::Answer(entry) => {
+                        bump(&self.stats.lease_waited_hit);
+                        return (self.adopt_other_replicas(key, entry).await, Source::Coalesced);
+                    }
+                    Waited::Took(held) => {
+                        // The holder may have stored its answer just before releasing: look once more.
+                        if let Some(entry) = self.read_l2(&key).await.filter(|e| usable(e)) {
+                            drop(held);
+                            bump(&self.stats.lease_waited_hit);
+                            return (self.adopt_other_replicas(key, entry).await, Source::Coalesced);
+                        }
+                        held
+                    }
+                    Waited::GaveUp => {
+                        // Never an error because of the lease: answer from the backend, and store nothing.
+                        bump(&self.stats.lease_gave_up);
+                        return (
+                            self.load(key, loader, mode, None, false).await,
+                            Source::Miss,
+                        );
+                    }
+                }
+            }
+            Err(err) => {
+                bump(&self.stats.l2_errors);
+                tracing::debug!(error = %err, "lease unavailable; fetching without it");
+                return (self.load(key, loader, mode, None, true).await, Source::Miss);
+            }
+        };
+        bump(&self.stats.lease_acquired);
+        (
+            self.load(key, loader, mode, Some(held), true).await,
+            Source::Miss,
+        )
+    }
+
+    async fn adopt_other_replicas(&self, key: Key, entry: Arc<Entry>) -> Outcome {
+        self.l1.insert(key, entry.clone()).await;
+        Ok(Answer {
+            entry,
+            failed: false,
+        })
+    }
+
+    /// Calls the loader and, when `may_store` and the answer's lifetime allow, stores the answer: in L1 at once, in L2
+    /// through the write-back queue, or, when this replica holds the lease, directly and then releases the lease.
+    async fn load<L: Loader>(
+        &self,
+        key: Key,
+        loader: L,
+        mode: LoadMode,
+        lease: Option<HeldLease>,
+        may_store: bool,
+    ) -> Outcome {
         bump(&self.stats.misses);
         let started = Instant::now();
         let fetched = loader.load(mode).await?;
         let mut entry = fetched.entry;
         entry.fetch_time = started.elapsed();
         let now = self.clock.now();
-        if let Some(lifetime) = fetched.lifetime.filter(|l| !l.fresh.is_zero()) {
-            entry.stamp(now, &lifetime);
-            let entry = Arc::new(entry);
-            self.store(key, &entry, now).await;
+        let Some(lifetime) = fetched.lifetime.filter(|l| may_store && !l.fresh.is_zero()) else {
             return Ok(Answer {
-                entry,
+                entry: Arc::new(entry),
                 failed: fetched.failed,
             });
+        };
+        entry.stamp(now, &lifetime);
+        let entry = Arc::new(entry);
+        self.l1.insert(key, entry.clone()).await;
+        let write = L2Write {
+            key,
+            bytes: entry.encode(),
+            ttl: entry.remaining_life(now),
+        };
+        match (lease, &self.write_back) {
+            (Some(held), _) => {
+                let stats = self.stats.clone();
+                held.store_then_release(write, move |written| {
+                    bump(if written {
+                        &stats.l2_writes
+                    } else {
+                        &stats.l2_write_errors
+                    });
+                });
+            }
+            (None, Some(wb)) => wb.enqueue(write),
+            (None, None) => {}
         }
         Ok(Answer {
-            entry: Arc::new(entry),
+            entry,
             failed: fetched.failed,
         })
-    }
-
-    async fn store(&self, key: Key, entry: &Arc<Entry>, now: crate::clock::UnixMs) {
-        self.l1.insert(key, entry.clone()).await;
-        if let Some(wb) = &self.write_back {
-            wb.enqueue(L2Write {
-                key,
-                bytes: entry.encode(),
-                ttl: entry.remaining_life(now),
-            });
-        }
     }
 
     /// The caller's answer: the outcome, unless it is a failure and a stale answer may stand in for it.
@@ -324,7 +404,7 @@ impl Tiered {
         let cache = self.clone();
         tokio::spawn(async move {
             // A failed refresh stores nothing: the stale entry keeps being served within its windows.
-            let outcome = cache.fetch(key, loader, LoadMode::Background).await;
+            let (outcome, _) = cache.fetch(key, loader, LoadMode::Background).await;
             permit.finish(outcome);
         });
     }

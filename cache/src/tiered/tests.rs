@@ -59,6 +59,7 @@ fn tiered(flight_wait: Duration) -> Arc<Tiered> {
             l1_max_bytes: 1 << 20,
             flight_wait,
             write_queue: 16,
+            lease: None,
         },
         None,
     ))

@@ -63,8 +63,22 @@ pub struct CacheConfig {
     /// The longest a call waits for another call's in-flight backend fetch of the same key.
     #[serde(serialize_with = "duration")]
     pub flight_wait: Duration,
+    /// The cross-replica stampede guard; `None`: each replica fetches a cold key on its own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lease: Option<LeaseConfig>,
     /// Response metadata never stored or replayed (besides `set-cookie`), lowercase names.
     pub private_metadata: Vec<String>,
+}
+
+/// The cross-replica lease on cold keys.
+#[derive(Debug, Clone, Serialize)]
+pub struct LeaseConfig {
+    /// How long a lease lives when its holder never releases it (crashed).
+    #[serde(serialize_with = "duration")]
+    pub ttl: Duration,
+    /// How long a replica waits for the holder's answer before calling the backend itself, uncached.
+    #[serde(serialize_with = "duration")]
+    pub wait: Duration,
 }
 
 /// The in-process level.

@@ -47,6 +47,7 @@ pub(super) struct RawCache {
     pub l1: Option<RawL1>,
     pub l2: Option<RawL2>,
     pub flight_wait: Option<Scalar>,
+    pub lease: Option<RawLease>,
     #[serde(default)]
     pub private_metadata: Vec<String>,
     #[serde(flatten)]
@@ -102,6 +103,14 @@ pub(super) struct RawRouteCache {
     #[serde(default)]
     pub vary: Vec<String>,
     pub shared: Option<bool>,
+    #[serde(flatten)]
+    pub unknown: Unknown,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct RawLease {
+    pub ttl: Option<Scalar>,
+    pub wait: Option<Scalar>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }

@@ -6,7 +6,9 @@ use std::time::Duration;
 use super::errors::Errors;
 use super::raw::{RawBackend, RawCache, RawConfig};
 use super::route::route;
-use super::{AdminConfig, BackendConfig, CacheConfig, Config, FieldError, L1Config, L2Config};
+use super::{
+    AdminConfig, BackendConfig, CacheConfig, Config, FieldError, L1Config, L2Config, LeaseConfig,
+};
 
 /// Defaults, shared with docs/CONFIG.md.
 const DEFAULT_LISTEN: &str = "0.0.0.0:50051";
@@ -16,6 +18,8 @@ const DEFAULT_L1_BYTES: u64 = 256 << 20;
 const DEFAULT_L2_TIMEOUT: Duration = Duration::from_millis(25);
 const DEFAULT_WRITE_QUEUE: u64 = 1024;
 const DEFAULT_FLIGHT_WAIT: Duration = Duration::from_secs(5);
+const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(10);
+const DEFAULT_LEASE_WAIT: Duration = Duration::from_secs(2);
 const DEFAULT_BACKEND_TIMEOUT: Duration = Duration::from_secs(5);
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 const DEFAULT_MAX_REQUEST: u64 = 4 << 20;
@@ -117,7 +121,14 @@ fn cache(e: &mut Errors, raw: RawCache) -> CacheConfig {
     e.unknown(
         "cache",
         &raw.unknown,
-        &["namespace", "l1", "l2", "flight_wait", "private_metadata"],
+        &[
+            "namespace",
+            "l1",
+            "l2",
+            "flight_wait",
+            "lease",
+            "private_metadata",
+        ],
     );
     let namespace = raw
         .namespace
@@ -169,11 +180,21 @@ fn cache(e: &mut Errors, raw: RawCache) -> CacheConfig {
         raw.flight_wait.as_ref(),
         DEFAULT_FLIGHT_WAIT,
     );
+    let lease = raw.lease.map(|lease| {
+        e.unknown("cache.lease", &lease.unknown, &["ttl", "wait"]);
+        if l2.is_none() {
+            e.add("cache.lease", "needs `cache.l2`: the lease lives in Redis");
+        }
+        let ttl = e.positive_duration("cache.lease.ttl", lease.ttl.as_ref(), DEFAULT_LEASE_TTL);
+        let wait = e.positive_duration("cache.lease.wait", lease.wait.as_ref(), DEFAULT_LEASE_WAIT);
+        LeaseConfig { ttl, wait }
+    });
     CacheConfig {
         namespace,
         l1,
         l2,
         flight_wait,
+        lease,
         private_metadata: e.metadata_names("cache.private_metadata", raw.private_metadata),
     }
 }
@@ -345,7 +366,10 @@ routes:
         let rule = c.routes[0].cache.as_ref().expect("cached route");
         assert_eq!(rule.negative_codes, ["NOT_FOUND"]);
         assert!(rule.negative_ttl.is_zero(), "negative caching is opt-in");
-        assert_eq!(rule.max_ttl, rule.ttl, "the backend may shorten, not lengthen, by default");
+        assert_eq!(
+            rule.max_ttl, rule.ttl,
+            "the backend may shorten, not lengthen, by default"
+        );
         assert_eq!(rule.max_entry_bytes, 1 << 20);
         assert!(!rule.shared);
     }

@@ -11,6 +11,7 @@ mod health;
 mod limits;
 mod passthrough;
 mod redis_faults;
+mod replicas;
 mod semantics;
 
 use support::pb::lookup_client::LookupClient;

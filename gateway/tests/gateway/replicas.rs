@@ -1,0 +1,186 @@
+//! Several gateways sharing one Redis: one backend call per cold key across all of them, even when a replica dies
+//! holding the lease.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::backend::TestBackend;
+use crate::support::gateway::{TestGateway, config_with_route};
+use crate::support::{RedisServer, eventually, free_port};
+use crate::{get, key};
+
+/// The `cache:` lines for a shared Redis with the lease on.
+fn shared_redis(url: &str, lease_ttl: &str, lease_wait: &str) -> String {
+    format!(
+        "  l2: {{ url: \"{url}\", timeout: 100ms }}\n  lease: {{ ttl: {lease_ttl}, wait: {lease_wait} }}\n"
+    )
+}
+
+#[tokio::test]
+async fn three_gateways_make_one_backend_call_for_300_cold_calls() {
+    let redis = RedisServer::start();
+    let backend = TestBackend::start().await;
+    let yaml = config_with_route(
+        &backend.url(),
+        "ttl: 30s",
+        &shared_redis(&redis.url(), "5s", "3s"),
+        "",
+    );
+    let mut gateways = Vec::new();
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        let gateway = TestGateway::start(&yaml).await;
+        clients.push(gateway.client().await);
+        gateways.push(gateway);
+    }
+    let mut req = key("cold");
+    req.delay_ms = 300;
+    let calls: Vec<_> = (0..300)
+        .map(|i| {
+            let (mut client, req) = (clients[i % 3].clone(), req.clone());
+            tokio::spawn(async move { get(&mut client, req, None).await })
+        })
+        .collect();
+    for call in calls {
+        let answer = call.await.expect("task").expect("every call succeeds");
+        assert_eq!(
+            answer.reply.serial, 1,
+            "everyone got the one backend answer"
+        );
+    }
+    assert_eq!(
+        backend.get_calls(),
+        1,
+        "one backend call across three gateways"
+    );
+    for gateway in gateways {
+        gateway.stop().await;
+    }
+}
+
+/// A `strata serve` process (so the test can kill it with SIGKILL), killed when dropped.
+struct GatewayProcess {
+    child: Child,
+    addr: std::net::SocketAddr,
+    config: std::path::PathBuf,
+}
+
+impl GatewayProcess {
+    async fn start(yaml_without_listeners: &str) -> Self {
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let admin = free_port();
+        let yaml = yaml_without_listeners
+            .replace("listen: 127.0.0.1:0\n", &format!("listen: {addr}\n"))
+            .replace(
+                "admin: { listen: 127.0.0.1:0 }",
+                &format!("admin: {{ listen: 127.0.0.1:{admin} }}"),
+            );
+        let config = std::env::temp_dir().join(format!(
+            "strata-replica-{}-{}.yaml",
+            std::process::id(),
+            addr.port()
+        ));
+        std::fs::write(&config, yaml).expect("write config");
+        let child = Command::new(env!("CARGO_BIN_EXE_strata"))
+            .args(["serve", "--config"])
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start strata");
+        let up = eventually(Duration::from_secs(10), || async {
+            tokio::net::TcpStream::connect(addr).await.is_ok()
+        })
+        .await;
+        assert!(up, "strata serve did not start listening on {addr}");
+        Self {
+            child,
+            addr,
+            config,
+        }
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for GatewayProcess {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_file(&self.config);
+    }
+}
+
+#[tokio::test]
+async fn a_replica_killed_holding_the_lease_delays_the_others_by_wait_only() {
+    let redis = RedisServer::start();
+    let backend = TestBackend::start().await;
+    let yaml = config_with_route(
+        &backend.url(),
+        "ttl: 30s",
+        &shared_redis(&redis.url(), "2s", "500ms"),
+        "",
+    );
+    let mut doomed = GatewayProcess::start(&yaml).await;
+    let survivor = TestGateway::start(&yaml).await;
+
+    let mut req = key("orphan");
+    req.delay_ms = 1000;
+    let doomed_call = {
+        let req = req.clone();
+        let addr = doomed.addr;
+        tokio::spawn(async move {
+            let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+                .expect("uri")
+                .connect()
+                .await;
+            match channel {
+                Ok(channel) => get(
+                    &mut crate::support::pb::lookup_client::LookupClient::new(channel),
+                    req,
+                    None,
+                )
+                .await
+                .map(drop),
+                Err(err) => Err(tonic::Status::unavailable(err.to_string())),
+            }
+        })
+    };
+    // Let the doomed replica take the lease and call the backend, then kill it mid-call.
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            backend.get_calls() == 1
+        })
+        .await,
+        "the doomed replica called the backend"
+    );
+    doomed.kill();
+    assert!(
+        doomed_call.await.expect("task").is_err(),
+        "the killed replica's caller gets an error"
+    );
+
+    let mut client = survivor.client().await;
+    let started = Instant::now();
+    let answer = get(&mut client, req.clone(), None)
+        .await
+        .expect("answered despite the orphaned lease");
+    let took = started.elapsed();
+    assert_eq!(answer.cache, "miss");
+    assert!(
+        took >= Duration::from_millis(1400) && took < Duration::from_millis(2500),
+        "waited 500 ms, then the 1 s backend: {took:?}"
+    );
+    assert_eq!(backend.get_calls(), 2);
+
+    // The orphaned lease expires (2 s after it was taken); the next call fills the key for everyone.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let refill = get(&mut client, req.clone(), None).await.expect("fills");
+    assert_eq!(refill.cache, "miss");
+    let hit = get(&mut client, req, None).await.expect("cached now");
+    assert_eq!(hit.cache, "l1");
+    assert_eq!(backend.get_calls(), 3);
+    survivor.stop().await;
+}
