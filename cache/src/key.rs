@@ -15,6 +15,18 @@ impl Key {
         &self.0
     }
 
+    /// Reads 64 hex digits back into a key.
+    pub fn from_hex(hex: &str) -> Option<Self> {
+        if hex.len() != 64 {
+            return None;
+        }
+        let mut bytes = [0u8; 32];
+        for (i, byte) in bytes.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+        }
+        Some(Self(bytes))
+    }
+
     /// The key as 64 lowercase hex digits (how it appears in Redis and in logs).
     pub fn to_hex(&self) -> String {
         let mut s = String::with_capacity(64);
@@ -60,6 +72,13 @@ impl KeyBuilder {
         }
         self.0.update(b"#");
         self.0.update(&count.to_le_bytes());
+        self
+    }
+
+    /// Adds the generation of a scope the key belongs to (bumping it invalidates every key built with the old one).
+    pub fn generation(mut self, scope: &str, generation: u64) -> Self {
+        self.field(b'g', scope.as_bytes());
+        self.0.update(&generation.to_le_bytes());
         self
     }
 
@@ -134,7 +153,11 @@ mod tests {
 
     #[test]
     fn hex_is_64_lowercase_digits() {
-        let hex = key("n", "/m", &[], b"").to_hex();
+        let k = key("n", "/m", &[], b"");
+        let hex = k.to_hex();
+        assert_eq!(Key::from_hex(&hex), Some(k));
+        assert_eq!(Key::from_hex(&hex[1..]), None);
+        assert_eq!(Key::from_hex(&"zz".repeat(32)), None);
         assert_eq!(hex.len(), 64);
         assert!(
             hex.chars()

@@ -45,6 +45,11 @@ impl L1 {
         self.cache.invalidate(key).await;
     }
 
+    /// Removes every entry (after this replica may have missed invalidations).
+    pub fn clear(&self) {
+        self.cache.invalidate_all();
+    }
+
     /// The number of entries (approximate until pending maintenance has run).
     pub fn entry_count(&self) -> u64 {
         self.cache.entry_count()

@@ -5,6 +5,7 @@
 //! metadata; it knows nothing of gRPC, tonic or hyper.
 
 mod clock;
+mod coherence;
 mod entry;
 mod error;
 mod flight;

@@ -16,6 +16,8 @@ pub struct Stats {
     pub(crate) lease_acquired: AtomicU64,
     pub(crate) lease_waited_hit: AtomicU64,
     pub(crate) lease_gave_up: AtomicU64,
+    pub(crate) invalidations: AtomicU64,
+    pub(crate) channel_connects: AtomicU64,
     pub(crate) flight_wait_timeouts: AtomicU64,
     pub(crate) leader_takeovers: AtomicU64,
     pub(crate) l2_errors: AtomicU64,
@@ -51,6 +53,10 @@ pub struct StatsSnapshot {
     pub lease_waited_hit: u64,
     /// Waits for another replica's lease holder that ran out (the caller fetched without storing).
     pub lease_gave_up: u64,
+    /// Invalidations made through this replica.
+    pub invalidations: u64,
+    /// Times the invalidation channel was (re)subscribed and L1 brought in step.
+    pub channel_connects: u64,
     /// Followers that stopped waiting for a leader and loaded on their own.
     pub flight_wait_timeouts: u64,
     /// Followers that became the leader after the previous leader was cancelled.
@@ -85,6 +91,8 @@ impl Stats {
             lease_acquired: r(&self.lease_acquired),
             lease_waited_hit: r(&self.lease_waited_hit),
             lease_gave_up: r(&self.lease_gave_up),
+            invalidations: r(&self.invalidations),
+            channel_connects: r(&self.channel_connects),
             flight_wait_timeouts: r(&self.flight_wait_timeouts),
             leader_takeovers: r(&self.leader_takeovers),
             l2_errors: r(&self.l2_errors),

@@ -50,6 +50,7 @@ fn cache(l2: &RedisL2, write_queue: usize) -> Arc<Tiered> {
             flight_wait: Duration::from_secs(5),
             write_queue,
             lease: None,
+            l1_max_age_out_of_step: Duration::from_secs(60),
         },
         Some(l2),
     ))
@@ -227,6 +228,7 @@ fn replica(l2: &RedisL2, lease: LeaseConfig) -> Arc<Tiered> {
             flight_wait: Duration::from_secs(5),
             write_queue: 16,
             lease: Some(lease),
+            l1_max_age_out_of_step: Duration::from_secs(60),
         },
         Some(l2),
     ))
@@ -347,4 +349,163 @@ async fn a_crashed_holders_lease_delays_by_wait_then_expires() {
         .is_ok(),
         "the key fills on the next call"
     );
+}
+
+/// A key of scope `/t.S/M`, built with the generation `replica` currently knows.
+async fn scoped_key(replica: &Tiered, name: &str) -> Key {
+    let generation = replica.generations(&["/t.S/M"]).await[0];
+    KeyBuilder::new("test", "/t.S/M")
+        .generation("/t.S/M", generation)
+        .finish(name.as_bytes())
+}
+
+async fn in_step(replicas: &[&Arc<Tiered>]) {
+    let ok = tokio::time::timeout(Duration::from_secs(5), async {
+        while replicas
+            .iter()
+            .any(|r| r.stats().snapshot().channel_connects == 0)
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(
+        ok.is_ok(),
+        "replicas subscribed to the invalidation channel"
+    );
+}
+
+#[tokio::test]
+async fn invalidation_through_one_replica_reaches_the_others_l1_within_100ms() {
+    let redis = RedisServer::start();
+    let l2 = redis_l2(&redis, Duration::from_millis(200));
+    let lease = LeaseConfig {
+        ttl: Duration::from_secs(5),
+        wait: Duration::from_secs(2),
+    };
+    let (a, b) = (replica(&l2, lease), replica(&l2, lease));
+    let tasks = [a.keep_in_step(), b.keep_in_step()];
+    in_step(&[&a, &b]).await;
+    let backend = SlowBackend {
+        calls: Arc::default(),
+        delay: Duration::ZERO,
+    };
+
+    // Both replicas hold the answer in L1.
+    for r in [&a, &b] {
+        r.get(scoped_key(r, "x").await, &POLICY, backend.clone())
+            .await
+            .expect("answer");
+        assert!(r.flush_writes(Duration::from_secs(2)).await);
+    }
+    let on_b = b
+        .get(scoped_key(&b, "x").await, &POLICY, backend.clone())
+        .await
+        .expect("hit");
+    assert_eq!(on_b.source, Source::L1);
+
+    // One entry, through A: gone from B's L1 within 100 ms.
+    a.invalidate_key(scoped_key(&a, "x").await)
+        .await
+        .expect("invalidated");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let after = b
+        .get(scoped_key(&b, "x").await, &POLICY, backend.clone())
+        .await
+        .expect("answer");
+    assert_eq!(
+        after.source,
+        Source::Miss,
+        "B's L1 entry was dropped and Redis's deleted"
+    );
+    assert!(b.flush_writes(Duration::from_secs(2)).await);
+
+    // The whole scope, through A: B builds new keys within 100 ms, without any scan.
+    let before = scoped_key(&b, "x").await;
+    a.invalidate_scope("/t.S/M").await.expect("bumped");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_ne!(
+        scoped_key(&b, "x").await,
+        before,
+        "B knows the new generation"
+    );
+    let fresh = b
+        .get(scoped_key(&b, "x").await, &POLICY, backend.clone())
+        .await
+        .expect("answer");
+    assert_eq!(fresh.source, Source::Miss);
+    for t in tasks.into_iter().flatten() {
+        t.abort();
+    }
+}
+
+#[tokio::test]
+async fn a_replica_out_of_step_stops_trusting_old_l1_entries() {
+    let mut redis = RedisServer::start();
+    let l2 = redis_l2(&redis, Duration::from_millis(50));
+    let cache = Arc::new(Tiered::new(
+        &TieredConfig {
+            l1_max_bytes: 1 << 20,
+            flight_wait: Duration::from_secs(5),
+            write_queue: 16,
+            lease: None,
+            l1_max_age_out_of_step: Duration::from_millis(300),
+        },
+        Some(Arc::new(l2.clone()) as Arc<dyn L2>),
+    ));
+    let task = cache.keep_in_step();
+    in_step(&[&cache]).await;
+    let backend = SlowBackend {
+        calls: Arc::default(),
+        delay: Duration::ZERO,
+    };
+    cache
+        .get(key("old"), &POLICY, backend.clone())
+        .await
+        .expect("answer");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        cache
+            .get(key("old"), &POLICY, backend.clone())
+            .await
+            .expect("hit")
+            .source,
+        Source::L1,
+        "in step: trusted"
+    );
+
+    // The channel breaks (Redis gone): old L1 entries are no longer served, young ones still are.
+    redis.kill();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let old = cache
+        .get(key("old"), &POLICY, backend.clone())
+        .await
+        .expect("answered by the backend");
+    assert_eq!(
+        old.source,
+        Source::Miss,
+        "an entry older than l1_max_age_out_of_step is not trusted"
+    );
+    let young = cache
+        .get(key("old"), &POLICY, backend.clone())
+        .await
+        .expect("hit");
+    assert_eq!(
+        young.source,
+        Source::L1,
+        "the entry just fetched is young enough"
+    );
+
+    // Redis back: the replica resubscribes and is in step again.
+    redis.restart();
+    let back = tokio::time::timeout(Duration::from_secs(5), async {
+        while cache.stats().snapshot().channel_connects < 2 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(back.is_ok(), "resubscribed after Redis came back");
+    if let Some(t) = task {
+        t.abort();
+    }
 }

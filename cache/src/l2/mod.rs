@@ -44,4 +44,63 @@ pub trait L2: Send + Sync + fmt::Debug {
 
     /// Releases the lease on `key` if it is still held under `token` (an expired and re-taken lease is left alone).
     fn release_lease<'a>(&'a self, key: &'a Key, token: &'a str) -> L2Future<'a, ()>;
+
+    /// The current generations of `scopes`, in order (0 for a scope never invalidated), in one round trip.
+    fn generations<'a>(&'a self, scopes: &'a [&'a str]) -> L2Future<'a, Vec<u64>>;
+
+    /// Invalidates every entry of `scope` by bumping its generation, and tells every replica. Returns the new one.
+    fn bump_generation<'a>(&'a self, scope: &'a str) -> L2Future<'a, u64>;
+
+    /// Deletes the entry under `key`, and tells every replica to drop it from L1.
+    fn delete<'a>(&'a self, key: &'a Key) -> L2Future<'a, ()>;
+
+    /// Tells every replica about an invalidation (or, for a heartbeat, that the channel works).
+    fn publish<'a>(&'a self, message: &'a Invalidation) -> L2Future<'a, ()>;
+
+    /// Subscribes to the invalidations every replica publishes. The stream ends when the subscription breaks.
+    fn subscribe(&self) -> L2Future<'_, InvalidationStream>;
 }
+
+/// An invalidation as every replica receives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Invalidation {
+    /// `scope` is now at `generation`: keys built with an older one are dead.
+    Scope { scope: String, generation: u64 },
+    /// The entry under this key was deleted.
+    Entry { key: Key },
+    /// Nothing changed; sent periodically so a subscriber notices a channel that went silent.
+    Heartbeat,
+}
+
+impl Invalidation {
+    /// The message sent on the channel: `s <generation> <scope>` or `e <64 hex digits>`.
+    pub fn encode(&self) -> String {
+        match self {
+            Self::Scope { scope, generation } => format!("s {generation} {scope}"),
+            Self::Entry { key } => format!("e {}", key.to_hex()),
+            Self::Heartbeat => "h".to_owned(),
+        }
+    }
+
+    /// Reads a channel message; `None` for anything else (a message from a newer or foreign writer).
+    pub fn decode(text: &str) -> Option<Self> {
+        if text == "h" {
+            return Some(Self::Heartbeat);
+        }
+        let (kind, rest) = text.split_once(' ')?;
+        match kind {
+            "s" => {
+                let (generation, scope) = rest.split_once(' ')?;
+                Some(Self::Scope {
+                    scope: scope.to_owned(),
+                    generation: generation.parse().ok()?,
+                })
+            }
+            "e" => Key::from_hex(rest).map(|key| Self::Entry { key }),
+            _ => None,
+        }
+    }
+}
+
+/// The invalidations published by every replica, until the subscription breaks.
+pub type InvalidationStream = Pin<Box<dyn futures::Stream<Item = Invalidation> + Send>>;

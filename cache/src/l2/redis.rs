@@ -6,7 +6,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-use super::{L2, L2Future, L2Write};
+use futures::StreamExt;
+
+use super::{Invalidation, InvalidationStream, L2, L2Future, L2Write};
 use crate::error::L2Error;
 use crate::key::Key;
 
@@ -27,6 +29,7 @@ pub struct RedisL2Config {
 /// it up when it appears; until then every call fails fast and counts as a miss.
 #[derive(Clone)]
 pub struct RedisL2 {
+    client: redis::Client,
     conn: ConnectionManager,
     timeout: Duration,
     key_prefix: String,
@@ -52,8 +55,9 @@ impl RedisL2 {
             .set_max_delay(Duration::from_millis(500))
             .set_connection_timeout(Some(Duration::from_secs(1).max(config.timeout)))
             .set_response_timeout(Some(config.timeout));
-        let conn = ConnectionManager::new_lazy_with_config(client, manager_config)?;
+        let conn = ConnectionManager::new_lazy_with_config(client.clone(), manager_config)?;
         Ok(Self {
+            client,
             conn,
             timeout: config.timeout,
             key_prefix: config.key_prefix.clone(),
@@ -70,6 +74,17 @@ impl RedisL2 {
     /// The Redis key under which `key` is stored.
     pub fn redis_key(&self, key: &Key) -> String {
         format!("{}:{}", self.key_prefix, key.to_hex())
+    }
+
+    /// The Redis key holding the generation of `scope`. All generation keys share one hash tag, so that in a Redis
+    /// Cluster they live in one slot and can be read together.
+    pub fn generation_key(&self, scope: &str) -> String {
+        format!("{{{}:gen}}:{scope}", self.key_prefix)
+    }
+
+    /// The channel invalidations are published on.
+    pub fn channel(&self) -> String {
+        format!("{}:invalidate", self.key_prefix)
     }
 
     /// The Redis key of the lease on `key`.
@@ -158,6 +173,97 @@ impl L2 for RedisL2 {
                 .await
                 .map(drop)
         })
+    }
+
+    fn generations<'a>(&'a self, scopes: &'a [&'a str]) -> L2Future<'a, Vec<u64>> {
+        Box::pin(async move {
+            if scopes.is_empty() {
+                return Ok(Vec::new());
+            }
+            let mut cmd = redis::cmd("MGET");
+            for scope in scopes {
+                cmd.arg(self.generation_key(scope));
+            }
+            let mut conn = self.conn.clone();
+            let values: Vec<Option<u64>> = self
+                .bounded("MGET generations", cmd.query_async(&mut conn))
+                .await?;
+            Ok(values.into_iter().map(|v| v.unwrap_or(0)).collect())
+        })
+    }
+
+    fn bump_generation<'a>(&'a self, scope: &'a str) -> L2Future<'a, u64> {
+        Box::pin(async move {
+            let cmd = redis::cmd("INCR")
+                .arg(self.generation_key(scope))
+                .to_owned();
+            let mut conn = self.conn.clone();
+            let generation: u64 = self
+                .bounded("INCR generation", cmd.query_async(&mut conn))
+                .await?;
+            let message = Invalidation::Scope {
+                scope: scope.to_owned(),
+                generation,
+            };
+            self.publish(&message).await?;
+            Ok(generation)
+        })
+    }
+
+    fn delete<'a>(&'a self, key: &'a Key) -> L2Future<'a, ()> {
+        Box::pin(async move {
+            let cmd = redis::cmd("DEL").arg(self.redis_key(key)).to_owned();
+            let mut conn = self.conn.clone();
+            self.bounded("DEL", cmd.query_async::<i64>(&mut conn))
+                .await?;
+            self.publish(&Invalidation::Entry { key: *key }).await
+        })
+    }
+
+    fn publish<'a>(&'a self, message: &'a Invalidation) -> L2Future<'a, ()> {
+        Box::pin(async move {
+            let cmd = redis::cmd("PUBLISH")
+                .arg(self.channel())
+                .arg(message.encode())
+                .to_owned();
+            let mut conn = self.conn.clone();
+            self.bounded("PUBLISH", cmd.query_async::<i64>(&mut conn))
+                .await
+                .map(drop)
+        })
+    }
+
+    fn subscribe(&self) -> L2Future<'_, InvalidationStream> {
+        Box::pin(async move {
+            let mut pubsub = self.bounded_connect(self.client.get_async_pubsub()).await?;
+            self.bounded("SUBSCRIBE", pubsub.subscribe(self.channel()))
+                .await?;
+            let stream = pubsub.into_on_message().filter_map(|msg| {
+                let decoded = msg
+                    .get_payload::<String>()
+                    .ok()
+                    .and_then(|text| Invalidation::decode(&text));
+                std::future::ready(decoded)
+            });
+            Ok(Box::pin(stream) as InvalidationStream)
+        })
+    }
+}
+
+impl RedisL2 {
+    /// Like [`RedisL2::bounded`] for opening a connection, which may take longer than one command (a second at least).
+    async fn bounded_connect<T>(
+        &self,
+        fut: impl std::future::Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, L2Error> {
+        match tokio::time::timeout(Duration::from_secs(1).max(self.timeout), fut).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(source)) => Err(L2Error::Redis {
+                op: "connect",
+                source,
+            }),
+            Err(_) => Err(self.timed_out("connect")),
+        }
     }
 }
 

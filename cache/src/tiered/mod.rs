@@ -7,6 +7,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::clock::Clock;
+use crate::coherence::Coherence;
 use crate::entry::{Entry, EntryState};
 use crate::error::{L2Error, LoadError};
 use crate::flight::{Answer, Flights, LeaderPermit, Outcome, Role};
@@ -17,6 +18,7 @@ use crate::loader::{LoadMode, Loader};
 use crate::lookup::{Lookup, Source};
 use crate::stats::{Stats, bump};
 
+mod invalidate;
 mod lease;
 #[cfg(test)]
 mod tests;
@@ -35,6 +37,8 @@ pub struct TieredConfig {
     pub write_queue: usize,
     /// The cross-replica stampede guard (needs L2); `None`: each replica fetches on its own.
     pub lease: Option<LeaseConfig>,
+    /// While this replica is out of step with the invalidation channel, L1 entries older than this are not served.
+    pub l1_max_age_out_of_step: Duration,
 }
 
 /// How one route's lookups behave (how long answers live is the loader's to say, per answer).
@@ -53,6 +57,7 @@ pub struct Tiered {
     flights: Arc<Flights>,
     flight_wait: Duration,
     lease: Option<LeaseConfig>,
+    coherence: Arc<Coherence>,
     clock: Clock,
     stats: Arc<Stats>,
 }
@@ -74,6 +79,7 @@ impl Tiered {
         let write_back = l2
             .as_ref()
             .map(|l2| WriteBack::spawn(l2.clone(), config.write_queue, stats.clone()));
+        let coherence = Arc::new(Coherence::new(l2.is_some(), config.l1_max_age_out_of_step));
         Self {
             l1: L1::new(config.l1_max_bytes, clock),
             l2,
@@ -81,6 +87,7 @@ impl Tiered {
             flights: Arc::new(Flights::default()),
             flight_wait: config.flight_wait,
             lease: config.lease,
+            coherence,
             clock,
             stats,
         }
@@ -122,7 +129,7 @@ impl Tiered {
         loader: L,
     ) -> Result<Lookup, LoadError> {
         let mut fallback = None;
-        if let Some(entry) = self.l1.get(&key).await {
+        if let Some(entry) = self.from_l1(&key).await {
             match entry.state(self.clock.now()) {
                 EntryState::Fresh => {
                     bump(&self.stats.l1_hits);
@@ -186,7 +193,7 @@ impl Tiered {
         permit: LeaderPermit,
         mut fallback: Option<Arc<Entry>>,
     ) -> Result<Lookup, LoadError> {
-        if let Some(entry) = self.l1.get(&key).await {
+        if let Some(entry) = self.from_l1(&key).await {
             if entry.is_fresh(self.clock.now()) {
                 bump(&self.stats.l1_hits);
                 permit.finish(Ok(Answer {
@@ -251,14 +258,20 @@ impl Tiered {
                 match lease::wait_for_holder(l2, key, config, usable).await {
                     Waited::Answer(entry) => {
                         bump(&self.stats.lease_waited_hit);
-                        return (self.adopt_other_replicas(key, entry).await, Source::Coalesced);
+                        return (
+                            self.adopt_other_replicas(key, entry).await,
+                            Source::Coalesced,
+                        );
                     }
                     Waited::Took(held) => {
                         // The holder may have stored its answer just before releasing: look once more.
                         if let Some(entry) = self.read_l2(&key).await.filter(|e| usable(e)) {
                             drop(held);
                             bump(&self.stats.lease_waited_hit);
-                            return (self.adopt_other_replicas(key, entry).await, Source::Coalesced);
+                            return (
+                                self.adopt_other_replicas(key, entry).await,
+                                Source::Coalesced,
+                            );
                         }
                         held
                     }
@@ -407,6 +420,15 @@ impl Tiered {
             let (outcome, _) = cache.fetch(key, loader, LoadMode::Background).await;
             permit.finish(outcome);
         });
+    }
+
+    /// The L1 entry for `key`, unless this replica is out of step with invalidations and the entry is too old to
+    /// trust.
+    async fn from_l1(&self, key: &Key) -> Option<Arc<Entry>> {
+        let entry = self.l1.get(key).await?;
+        self.coherence
+            .may_serve_l1(entry.created, self.clock.now())
+            .then_some(entry)
     }
 
     async fn read_l2(&self, key: &Key) -> Option<Arc<Entry>> {

@@ -60,6 +60,7 @@ fn tiered(flight_wait: Duration) -> Arc<Tiered> {
             flight_wait,
             write_queue: 16,
             lease: None,
+            l1_max_age_out_of_step: Duration::from_secs(60),
         },
         None,
     ))

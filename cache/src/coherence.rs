@@ -1,0 +1,136 @@
+//! What every replica must agree on for invalidation to reach all of them: the generation of each scope (part of
+//! every key), and whether this replica's L1 is still in step with the invalidation channel.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+
+use crate::clock::{Clock, UnixMs};
+
+/// How long after a failed Redis read of generations this replica uses what it knows instead of asking again (so a
+/// Redis outage costs one timeout per second, not one per call).
+const RETRY_AFTER_FAILURE_MS: u64 = 1000;
+
+/// The generations this replica knows, and whether it can trust them and its L1.
+#[derive(Debug)]
+pub(crate) struct Coherence {
+    /// Generations by scope. Read on every lookup without a lock; replaced whole on the rare change.
+    known: ArcSwap<HashMap<String, u64>>,
+    /// The invalidation channel is up and everything known was re-read since it (re)connected.
+    in_step: AtomicBool,
+    /// When a Redis read of generations last failed.
+    last_failure: AtomicU64,
+    /// How old an L1 entry may be and still be served while not in step.
+    max_age_out_of_step: Duration,
+}
+
+impl Coherence {
+    /// `in_step` from the start when there is nothing to be in step with (no shared level).
+    pub(crate) fn new(shared: bool, max_age_out_of_step: Duration) -> Self {
+        Self {
+            known: ArcSwap::from_pointee(HashMap::new()),
+            in_step: AtomicBool::new(!shared),
+            last_failure: AtomicU64::new(0),
+            max_age_out_of_step,
+        }
+    }
+
+    /// Whether the generations known here and this replica's L1 reflect every invalidation so far.
+    pub(crate) fn in_step(&self) -> bool {
+        self.in_step.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn set_in_step(&self, in_step: bool) {
+        self.in_step.store(in_step, Ordering::Release);
+    }
+
+    /// The known generations of `scopes`, if every one is known and can be trusted without asking Redis.
+    pub(crate) fn trusted(&self, scopes: &[&str]) -> Option<Vec<u64>> {
+        if !self.in_step() {
+            return None;
+        }
+        let known = self.known.load();
+        scopes.iter().map(|s| known.get(*s).copied()).collect()
+    }
+
+    /// The known generations of `scopes`, 0 where unknown (for when Redis cannot be asked).
+    pub(crate) fn best_known(&self, scopes: &[&str]) -> Vec<u64> {
+        let known = self.known.load();
+        scopes
+            .iter()
+            .map(|s| known.get(*s).copied().unwrap_or(0))
+            .collect()
+    }
+
+    /// Records generations read from Redis or received from the channel (Redis is the truth, even if it went back).
+    pub(crate) fn learn<'a>(&self, updates: impl IntoIterator<Item = (&'a str, u64)> + Clone) {
+        self.known.rcu(|current| {
+            let mut next = HashMap::clone(current);
+            for (scope, generation) in updates.clone() {
+                next.insert(scope.to_owned(), generation);
+            }
+            next
+        });
+    }
+
+    /// Every scope known here (to re-read after a reconnect).
+    pub(crate) fn scopes(&self) -> Vec<String> {
+        self.known.load().keys().cloned().collect()
+    }
+
+    /// Whether Redis may be asked again (no failure in the last second).
+    pub(crate) fn may_ask(&self, clock: &Clock) -> bool {
+        clock
+            .now()
+            .saturating_sub(self.last_failure.load(Ordering::Relaxed))
+            >= RETRY_AFTER_FAILURE_MS
+    }
+
+    pub(crate) fn asking_failed(&self, clock: &Clock) {
+        self.last_failure.store(clock.now(), Ordering::Relaxed);
+    }
+
+    /// Whether an L1 entry created at `created` may be served now: always when in step; otherwise only while young.
+    pub(crate) fn may_serve_l1(&self, created: UnixMs, now: UnixMs) -> bool {
+        self.in_step()
+            || now.saturating_sub(created)
+                <= u64::try_from(self.max_age_out_of_step.as_millis()).unwrap_or(u64::MAX)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trust_needs_the_channel_and_every_scope() {
+        let c = Coherence::new(true, Duration::from_secs(1));
+        c.learn([("/a.S/", 1), ("/a.S/M", 2)]);
+        assert_eq!(c.trusted(&["/a.S/", "/a.S/M"]), None, "not in step yet");
+        c.set_in_step(true);
+        assert_eq!(c.trusted(&["/a.S/", "/a.S/M"]), Some(vec![1, 2]));
+        assert_eq!(
+            c.trusted(&["/a.S/", "/b.S/M"]),
+            None,
+            "an unknown scope must be asked for"
+        );
+        assert_eq!(c.best_known(&["/a.S/", "/b.S/M"]), vec![1, 0]);
+        c.learn([("/a.S/", 0)]);
+        assert_eq!(c.best_known(&["/a.S/"]), vec![0], "Redis is the truth");
+    }
+
+    #[test]
+    fn out_of_step_l1_is_served_only_while_young() {
+        let c = Coherence::new(true, Duration::from_secs(1));
+        assert!(c.may_serve_l1(10_000, 10_900));
+        assert!(!c.may_serve_l1(10_000, 11_001));
+        c.set_in_step(true);
+        assert!(c.may_serve_l1(10_000, 99_000));
+        assert!(
+            Coherence::new(false, Duration::ZERO).may_serve_l1(0, 99_000),
+            "a lone replica is always in step"
+        );
+    }
+}
