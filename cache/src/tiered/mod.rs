@@ -129,7 +129,7 @@ impl Tiered {
         loader: L,
     ) -> Result<Lookup, LoadError> {
         let mut fallback = None;
-        if let Some(entry) = self.from_l1(&key).await {
+        if let Some(entry) = self.read_l1(&key).await {
             match entry.state(self.clock.now()) {
                 EntryState::Fresh => {
                     bump(&self.stats.l1_hits);
@@ -193,7 +193,7 @@ impl Tiered {
         permit: LeaderPermit,
         mut fallback: Option<Arc<Entry>>,
     ) -> Result<Lookup, LoadError> {
-        if let Some(entry) = self.from_l1(&key).await {
+        if let Some(entry) = self.read_l1(&key).await {
             if entry.is_fresh(self.clock.now()) {
                 bump(&self.stats.l1_hits);
                 permit.finish(Ok(Answer {
@@ -424,7 +424,7 @@ impl Tiered {
 
     /// The L1 entry for `key`, unless this replica is out of step with invalidations and the entry is too old to
     /// trust.
-    async fn from_l1(&self, key: &Key) -> Option<Arc<Entry>> {
+    async fn read_l1(&self, key: &Key) -> Option<Arc<Entry>> {
         let entry = self.l1.get(key).await?;
         self.coherence
             .may_serve_l1(entry.created, self.clock.now())
