@@ -9,7 +9,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
     let grpc = std::env::var_os("CARGO_FEATURE_GRPC").is_some();
 
-    let files = ["strata/cache/v1/entry.proto", "demo/v1/catalog.proto"];
+    let files = [
+        "strata/cache/v1/entry.proto",
+        "strata/admin/v1/admin.proto",
+        "demo/v1/catalog.proto",
+    ];
     let fds = protox::compile(files, ["proto"])?;
     std::fs::write(out_dir.join("descriptor.bin"), fds.encode_to_vec())?;
 

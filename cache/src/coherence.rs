@@ -22,6 +22,8 @@ pub(crate) struct Coherence {
     in_step: AtomicBool,
     /// When a Redis read of generations last failed.
     last_failure: AtomicU64,
+    /// Attempts to get in step so far (successful or not).
+    attempts: AtomicU64,
     /// How old an L1 entry may be and still be served while not in step.
     max_age_out_of_step: Duration,
 }
@@ -33,6 +35,7 @@ impl Coherence {
             known: ArcSwap::from_pointee(HashMap::new()),
             in_step: AtomicBool::new(!shared),
             last_failure: AtomicU64::new(0),
+            attempts: AtomicU64::new(0),
             max_age_out_of_step,
         }
     }
@@ -44,6 +47,16 @@ impl Coherence {
 
     pub(crate) fn set_in_step(&self, in_step: bool) {
         self.in_step.store(in_step, Ordering::Release);
+    }
+
+    /// Records that an attempt to get in step has ended (in step or not).
+    pub(crate) fn attempted(&self) {
+        self.attempts.fetch_add(1, Ordering::Release);
+    }
+
+    /// Attempts to get in step so far.
+    pub(crate) fn attempts(&self) -> u64 {
+        self.attempts.load(Ordering::Acquire)
     }
 
     /// The known generations of `scopes`, if every one is known and can be trusted without asking Redis.

@@ -22,6 +22,9 @@ pub enum StartError {
     /// A route could not be set up.
     #[error("routes[{index}]: {reason}")]
     Route { index: usize, reason: String },
+    /// The admin services could not be set up.
+    #[error("admin: {0}")]
+    Admin(String),
     /// The Redis client could not be set up.
     #[error("cache.l2: {0}")]
     Redis(String),
@@ -93,6 +96,7 @@ pub fn build_proxy(config: &Config) -> Result<Proxy, StartError> {
             l1_max_bytes: config.cache.l1.max_bytes,
             flight_wait: config.cache.flight_wait,
             write_queue: config.cache.l2.as_ref().map_or(1, |l2| l2.write_queue),
+            l1_max_age_out_of_step: config.cache.l1.max_ttl_when_disconnected,
             lease: config
                 .cache
                 .lease

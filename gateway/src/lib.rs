@@ -62,6 +62,9 @@ impl Listeners {
     }
 }
 
+/// How long startup waits for the first attempt to subscribe to the invalidation channel.
+const IN_STEP_WITHIN: Duration = Duration::from_secs(2);
+
 /// How long shutdown waits for queued L2 writes, so a restarted replica finds what this one fetched last.
 const FLUSH_WRITES_WITHIN: Duration = Duration::from_secs(2);
 
@@ -91,11 +94,22 @@ pub async fn run(
 
     // The admin listener outlives the data listener's drain, so `/readyz` keeps answering 503 meanwhile.
     let (admin_stop, admin_stopped) = watch::channel(false);
-    let admin = tokio::spawn(serve_admin(
+    let admin_services = admin::AdminServices::new(proxy.clone(), config.admin.token.clone())
+        .map_err(|e| StartError::Admin(e.to_string()))?;
+    let admin = tokio::spawn(admin::serve(
         listeners.admin,
+        admin_services,
         readiness.clone(),
         admin_stopped,
     ));
+    // Keeps this replica's L1 and generations in step with invalidations made through any replica. The first
+    // attempt is awaited (briefly) so that L1 is not filled before it and cleared by it.
+    let in_step = proxy.cache().keep_in_step();
+    if in_step.is_some() && !proxy.cache().wait_in_step(IN_STEP_WITHIN).await {
+        tracing::warn!(
+            "invalidation channel not available yet; L1 trusted only for young entries until it is"
+        );
+    }
 
     tracing::info!(
         listen = %listeners.data.local_addr().map(|a| a.to_string()).unwrap_or_default(),
@@ -118,27 +132,11 @@ pub async fn run(
     if !proxy.cache().flush_writes(FLUSH_WRITES_WITHIN).await {
         tracing::warn!("queued L2 writes not flushed before shutdown; they are dropped");
     }
+    if let Some(task) = in_step {
+        task.abort();
+    }
     let _ = admin_stop.send(true);
     let _ = admin.await;
     tracing::info!("strata gateway stopped");
     Ok(())
-}
-
-async fn serve_admin(
-    listener: TcpListener,
-    readiness: Readiness,
-    mut stopping: watch::Receiver<bool>,
-) {
-    let http1 = hyper::server::conn::http1::Builder::new();
-    let stopped = async move {
-        let _ = stopping.wait_for(|s| *s).await;
-    };
-    server::serve(listener, stopped, Duration::from_secs(1), |io| {
-        let readiness = readiness.clone();
-        http1.serve_connection(
-            io,
-            hyper::service::service_fn(move |req| admin::handle(req, readiness.clone())),
-        )
-    })
-    .await;
 }

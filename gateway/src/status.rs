@@ -42,6 +42,23 @@ pub enum GatewayError {
     /// A bug or an impossible state inside the gateway.
     #[error("internal gateway error: {0}")]
     Internal(String),
+    /// An admin call without the right bearer token.
+    #[error("admin call refused: {0}")]
+    AdminUnauthenticated(&'static str),
+    /// An admin mutation while no `admin.token` is configured.
+    #[error(
+        "admin mutations are disabled: set admin.token (or STRATA_ADMIN__TOKEN) to enable them"
+    )]
+    AdminDisabled,
+    /// An admin request that does not say what to do.
+    #[error("invalid admin request: {0}")]
+    AdminInvalid(String),
+    /// An admin request about a method no cached route covers.
+    #[error("{0} is not cached by any route")]
+    NotCached(String),
+    /// The shared cache could not be reached to carry out an admin request.
+    #[error("shared cache unavailable, nothing invalidated: {0}")]
+    CacheUnavailable(String),
 }
 
 impl GatewayError {
@@ -57,6 +74,11 @@ impl GatewayError {
             }
             Self::BackendUnavailable { .. } => Code::Unavailable,
             Self::BackendProtocol { .. } | Self::Internal(_) => Code::Internal,
+            Self::AdminUnauthenticated(_) => Code::Unauthenticated,
+            Self::AdminDisabled => Code::PermissionDenied,
+            Self::AdminInvalid(_) => Code::InvalidArgument,
+            Self::NotCached(_) => Code::FailedPrecondition,
+            Self::CacheUnavailable(_) => Code::Unavailable,
         }
     }
 

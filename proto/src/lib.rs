@@ -1,4 +1,4 @@
-//! Protobuf definitions of Strata: the cache entry encoding and the sample `demo.v1.Catalog` service.
+//! Protobuf definitions of Strata: the cache entry encoding, the admin API, and the sample `demo.v1.Catalog` service.
 //!
 //! Generated code only; no logic lives here.
 
@@ -7,6 +7,15 @@ pub mod cache {
     /// Version 1 of the entry encoding.
     pub mod v1 {
         include!(concat!(env!("OUT_DIR"), "/strata.cache.v1.rs"));
+    }
+}
+
+/// Strata's admin API (`strata.admin.v1.CacheAdmin`), served on the admin listener.
+pub mod admin {
+    /// Version 1 of the admin API.
+    pub mod v1 {
+        #![allow(missing_debug_implementations, clippy::all)]
+        include!(concat!(env!("OUT_DIR"), "/strata.admin.v1.rs"));
     }
 }
 

@@ -82,9 +82,27 @@ impl Tiered {
         }))
     }
 
+    /// Waits (at most `within`) until the first attempt to get in step with the invalidation channel has ended, so a
+    /// starting gateway does not fill L1 only to clear it a moment later. True if in step.
+    pub async fn wait_in_step(&self, within: Duration) -> bool {
+        let until = tokio::time::Instant::now() + within;
+        while !self.coherence.in_step()
+            && self.coherence.attempts() == 0
+            && tokio::time::Instant::now() < until
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        self.coherence.in_step()
+    }
+
     /// One subscription: re-read what may have been missed, then apply invalidations until the channel breaks or
     /// goes silent. In step only in between.
     async fn follow_channel(&self) {
+        self.follow_channel_once().await;
+        self.coherence.attempted();
+    }
+
+    async fn follow_channel_once(&self) {
         let Some(l2) = &self.l2 else { return };
         let mut stream = match l2.subscribe().await {
             Ok(stream) => stream,
@@ -104,6 +122,7 @@ impl Tiered {
         }
         self.l1.clear();
         self.coherence.set_in_step(true);
+        self.coherence.attempted();
         bump(&self.stats.channel_connects);
         tracing::info!("invalidation channel subscribed; L1 in step");
 

@@ -46,8 +46,11 @@ pub struct Config {
 /// The admin listener (health, readiness).
 #[derive(Debug, Clone, Serialize)]
 pub struct AdminConfig {
-    /// Address of the admin HTTP listener.
+    /// Address of the admin listener (HTTP health and readiness, gRPC cache administration).
     pub listen: SocketAddr,
+    /// Bearer token required by admin mutations; `None` refuses them all. Printed redacted.
+    #[serde(serialize_with = "redacted_secret")]
+    pub token: Option<String>,
 }
 
 /// The cache levels.
@@ -87,6 +90,9 @@ pub struct L1Config {
     /// Budget in bytes; 0 disables L1.
     #[serde(serialize_with = "size")]
     pub max_bytes: u64,
+    /// While the invalidation channel is down, L1 entries older than this are not served.
+    #[serde(serialize_with = "duration")]
+    pub max_ttl_when_disconnected: Duration,
 }
 
 /// The shared Redis level.
@@ -165,6 +171,13 @@ fn duration<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
 
 fn size<S: Serializer>(bytes: &u64, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&units::format_size(*bytes))
+}
+
+fn redacted_secret<S: Serializer>(secret: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+    match secret {
+        Some(_) => s.serialize_str("***"),
+        None => s.serialize_none(),
+    }
 }
 
 fn redacted_url<S: Serializer>(url: &str, s: S) -> Result<S::Ok, S::Error> {

@@ -37,6 +37,7 @@ pub(super) struct RawConfig {
 #[derive(Debug, Default, Deserialize)]
 pub(super) struct RawAdmin {
     pub listen: Option<String>,
+    pub token: Option<String>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }
@@ -57,6 +58,7 @@ pub(super) struct RawCache {
 #[derive(Debug, Default, Deserialize)]
 pub(super) struct RawL1 {
     pub max_bytes: Option<Scalar>,
+    pub max_ttl_when_disconnected: Option<Scalar>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }

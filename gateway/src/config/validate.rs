@@ -15,6 +15,7 @@ const DEFAULT_LISTEN: &str = "0.0.0.0:50051";
 const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9901";
 const DEFAULT_NAMESPACE: &str = "strata";
 const DEFAULT_L1_BYTES: u64 = 256 << 20;
+const DEFAULT_L1_MAX_TTL_WHEN_DISCONNECTED: Duration = Duration::from_secs(5);
 const DEFAULT_L2_TIMEOUT: Duration = Duration::from_millis(25);
 const DEFAULT_WRITE_QUEUE: u64 = 1024;
 const DEFAULT_FLIGHT_WAIT: Duration = Duration::from_secs(5);
@@ -46,13 +47,14 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, Vec<FieldError>> {
 
     let listen = e.addr("listen", raw.listen.as_deref(), DEFAULT_LISTEN);
     let admin = raw.admin.unwrap_or_default();
-    e.unknown("admin", &admin.unknown, &["listen"]);
+    e.unknown("admin", &admin.unknown, &["listen", "token"]);
     let admin = AdminConfig {
         listen: e.addr(
             "admin.listen",
             admin.listen.as_deref(),
             DEFAULT_ADMIN_LISTEN,
         ),
+        token: admin.token.filter(|t| !t.is_empty()),
     };
     if listen == admin.listen && listen.port() != 0 {
         e.add(
@@ -144,12 +146,21 @@ fn cache(e: &mut Errors, raw: RawCache) -> CacheConfig {
         );
     }
     let l1 = raw.l1.unwrap_or_default();
-    e.unknown("cache.l1", &l1.unknown, &["max_bytes"]);
+    e.unknown(
+        "cache.l1",
+        &l1.unknown,
+        &["max_bytes", "max_ttl_when_disconnected"],
+    );
     let l1 = L1Config {
         max_bytes: e.size(
             "cache.l1.max_bytes",
             l1.max_bytes.as_ref(),
             DEFAULT_L1_BYTES,
+        ),
+        max_ttl_when_disconnected: e.duration(
+            "cache.l1.max_ttl_when_disconnected",
+            l1.max_ttl_when_disconnected.as_ref(),
+            DEFAULT_L1_MAX_TTL_WHEN_DISCONNECTED,
         ),
     };
     let l2 = raw.l2.map(|l2| {

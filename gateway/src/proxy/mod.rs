@@ -2,6 +2,7 @@
 //! untouched (everything else).
 
 mod cache_control;
+pub mod cache_key;
 mod loader;
 mod metadata;
 mod passthrough;
@@ -59,6 +60,16 @@ impl Proxy {
     /// The cache this proxy answers from.
     pub fn cache(&self) -> &Arc<Tiered> {
         &self.cache
+    }
+
+    /// The routes.
+    pub fn router(&self) -> &Router {
+        &self.router
+    }
+
+    /// The namespace mixed into every cache key.
+    pub fn namespace(&self) -> &str {
+        &self.options.namespace
     }
 
     /// The counters of the data path.

@@ -6,7 +6,7 @@ use http::request::Parts;
 use tonic::body::Body;
 
 use super::loader::{BackendLoader, PrivateSink};
-use super::{CACHE_STATUS_HEADER, Proxy, passthrough, replay};
+use super::{CACHE_STATUS_HEADER, Proxy, cache_key, passthrough, replay};
 use crate::grpc::body;
 use crate::grpc::frame::{self, Message};
 use crate::layers::deadline::Deadline;
@@ -46,15 +46,15 @@ pub(super) async fn answer(
         return bypass(proxy, route, parts, message, deadline).await;
     }
 
-    let path = parts.uri.path();
-    let mut key = strata_cache::KeyBuilder::new(&proxy.options.namespace, path);
-    for name in &rule.vary {
-        key = key.vary(
-            name.as_str(),
-            parts.headers.get_all(name).iter().map(|v| v.as_bytes()),
-        );
-    }
-    let key = key.finish(&message.bytes);
+    let key = cache_key::key_for(
+        &proxy.cache,
+        &proxy.options.namespace,
+        parts.uri.path(),
+        &rule.vary,
+        &parts.headers,
+        &message.bytes,
+    )
+    .await;
 
     let private = PrivateSink::default();
     let loader = BackendLoader {

@@ -8,6 +8,7 @@ mod cli;
 mod coalescing;
 mod deadlines;
 mod health;
+mod invalidation;
 mod limits;
 mod passthrough;
 mod redis_faults;

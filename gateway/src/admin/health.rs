@@ -1,12 +1,10 @@
-//! The admin listener: `/healthz` (the process is up) and `/readyz` (it takes traffic).
+//! The admin listener's HTTP side: `/healthz` (the process is up) and `/readyz` (it takes traffic).
 
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::body::Incoming;
 
 /// Whether the gateway takes traffic: set once serving, cleared when shutdown begins.
 #[derive(Debug, Clone, Default)]
@@ -25,11 +23,12 @@ impl Readiness {
 }
 
 /// Answers one admin HTTP request.
-pub async fn handle(
-    request: http::Request<Incoming>,
-    readiness: Readiness,
-) -> Result<http::Response<Full<Bytes>>, Infallible> {
-    let (status, text) = match (request.method(), request.uri().path()) {
+pub fn handle(
+    path: &str,
+    method: &http::Method,
+    readiness: &Readiness,
+) -> http::Response<Full<Bytes>> {
+    let (status, text) = match (method, path) {
         (&http::Method::GET, "/healthz") => (http::StatusCode::OK, "ok\n"),
         (&http::Method::GET, "/readyz") if readiness.is_ready() => {
             (http::StatusCode::OK, "ready\n")
@@ -38,7 +37,7 @@ pub async fn handle(
         (_, "/healthz" | "/readyz") => (http::StatusCode::METHOD_NOT_ALLOWED, "use GET\n"),
         _ => (
             http::StatusCode::NOT_FOUND,
-            "not found; try /healthz or /readyz\n",
+            "not found; try /healthz, /readyz, or gRPC strata.admin.v1.CacheAdmin\n",
         ),
     };
     let mut response = http::Response::new(Full::new(Bytes::from_static(text.as_bytes())));
@@ -47,5 +46,5 @@ pub async fn handle(
         http::header::CONTENT_TYPE,
         http::HeaderValue::from_static("text/plain; charset=utf-8"),
     );
-    Ok(response)
+    response
 }

@@ -1,0 +1,159 @@
+//! `strata.admin.v1.CacheAdmin`: invalidation on every replica, behind a bearer token.
+
+use std::sync::Arc;
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+use strata_proto::admin::v1::cache_admin_server::CacheAdmin;
+use strata_proto::admin::v1::invalidate_request::Target;
+use strata_proto::admin::v1::{EntryTarget, InvalidateReply, InvalidateRequest};
+use tonic::{Request, Response, Status};
+
+use crate::proxy::{Proxy, cache_key};
+use crate::router::Matcher;
+use crate::status::GatewayError;
+
+/// The admin service over a running proxy.
+#[derive(Debug)]
+pub struct CacheAdminService {
+    proxy: Arc<Proxy>,
+    token: Option<String>,
+}
+
+impl CacheAdminService {
+    /// Admin over `proxy`; `token` `None` refuses every mutation.
+    pub fn new(proxy: Arc<Proxy>, token: Option<String>) -> Self {
+        Self { proxy, token }
+    }
+
+    fn authorize<T>(&self, request: &Request<T>) -> Result<(), GatewayError> {
+        let Some(expected) = &self.token else {
+            return Err(GatewayError::AdminDisabled);
+        };
+        let presented = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or(GatewayError::AdminUnauthenticated(
+                "missing `authorization: Bearer <token>`",
+            ))?;
+        if constant_time_eq(presented.as_bytes(), expected.as_bytes()) {
+            Ok(())
+        } else {
+            Err(GatewayError::AdminUnauthenticated("wrong token"))
+        }
+    }
+
+    async fn invalidate_scope(&self, scope: &str) -> Result<InvalidateReply, GatewayError> {
+        let generation = self
+            .proxy
+            .cache()
+            .invalidate_scope(scope)
+            .await
+            .map_err(|e| GatewayError::CacheUnavailable(e.to_string()))?;
+        Ok(InvalidateReply {
+            generation,
+            detail: format!(
+                "every entry of {scope} invalidated on every replica (generation {generation})"
+            ),
+        })
+    }
+
+    async fn invalidate_entry(&self, target: EntryTarget) -> Result<InvalidateReply, GatewayError> {
+        let rule = self
+            .proxy
+            .router()
+            .route(&target.method)
+            .and_then(|route| route.cache.clone())
+            .ok_or_else(|| GatewayError::NotCached(target.method.clone()))?;
+        let mut headers = HeaderMap::new();
+        for m in &target.vary {
+            let name =
+                HeaderName::from_bytes(m.name.to_ascii_lowercase().as_bytes()).map_err(|_| {
+                    GatewayError::AdminInvalid(format!("`{}` is not a metadata name", m.name))
+                })?;
+            let value = HeaderValue::from_str(&m.value).map_err(|_| {
+                GatewayError::AdminInvalid(format!(
+                    "the value of `{}` is not valid metadata",
+                    m.name
+                ))
+            })?;
+            headers.append(name, value);
+        }
+        let cache = self.proxy.cache();
+        let key = cache_key::key_for(
+            cache,
+            self.proxy.namespace(),
+            &target.method,
+            &rule.vary,
+            &headers,
+            &target.request,
+        )
+        .await;
+        cache
+            .invalidate_key(key)
+            .await
+            .map_err(|e| GatewayError::CacheUnavailable(e.to_string()))?;
+        Ok(InvalidateReply {
+            generation: 0,
+            detail: format!(
+                "the entry of {} for this request invalidated on every replica",
+                target.method
+            ),
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl CacheAdmin for CacheAdminService {
+    async fn invalidate(
+        &self,
+        request: Request<InvalidateRequest>,
+    ) -> Result<Response<InvalidateReply>, Status> {
+        self.authorize(&request).map_err(|e| e.to_status())?;
+        let reply = match request.into_inner().target {
+            Some(Target::Method(method)) => match Matcher::parse(&method) {
+                Ok(Matcher::Exact(_)) => self.invalidate_scope(&method).await,
+                _ => Err(GatewayError::AdminInvalid(format!(
+                    "method `{method}` must look like /pkg.Service/Method"
+                ))),
+            },
+            Some(Target::Service(service)) => match Matcher::parse(&format!("{}*", service)) {
+                Ok(Matcher::Service(_)) if service.ends_with('/') => {
+                    self.invalidate_scope(&service).await
+                }
+                _ => Err(GatewayError::AdminInvalid(format!(
+                    "service `{service}` must look like /pkg.Service/"
+                ))),
+            },
+            Some(Target::Entry(entry)) => self.invalidate_entry(entry).await,
+            None => Err(GatewayError::AdminInvalid(
+                "say what to invalidate: entry, method or service".into(),
+            )),
+        };
+        match reply {
+            Ok(reply) => {
+                tracing::info!(detail = %reply.detail, "cache invalidated");
+                Ok(Response::new(reply))
+            }
+            Err(err) => Err(err.to_status()),
+        }
+    }
+}
+
+/// Compares secrets in time independent of where they differ.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::constant_time_eq;
+
+    #[test]
+    fn compares_secrets() {
+        assert!(constant_time_eq(b"s3cret", b"s3cret"));
+        assert!(!constant_time_eq(b"s3cret", b"s3creT"));
+        assert!(!constant_time_eq(b"s3cret", b"s3cre"));
+    }
+}
