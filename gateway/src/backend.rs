@@ -95,10 +95,16 @@ fn is_timeout(err: &(dyn std::error::Error + 'static)) -> bool {
 /// An error and its sources, `: `-separated (transport errors hide the useful part in their sources).
 fn error_chain(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();
+    let mut last = text.clone();
     let mut source = err.source();
     while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
+        // Some layers wrap an error and print it again: keep each message once.
+        let message = s.to_string();
+        if message != last {
+            text.push_str(": ");
+            text.push_str(&message);
+            last = message;
+        }
         source = s.source();
     }
     text
