@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use strata_cache::l2::{L2, RedisL2, RedisL2Config};
+use strata_cache::l2::{L2, RedisL2, RedisL2Config, RedisNodes};
 use strata_cache::testing::RedisServer;
 use strata_cache::{
     Entry, Fetched, Key, KeyBuilder, LeaseConfig, Lifetime, LoadError, LoadMode, Loader, Policy,
@@ -34,7 +34,7 @@ const POLICY: Policy = Policy {
 
 fn redis_l2(redis: &RedisServer, timeout: Duration) -> RedisL2 {
     RedisL2::new(&RedisL2Config {
-        url: redis.url(),
+        nodes: RedisNodes::Single(redis.url()),
         timeout,
         key_prefix: "test".into(),
     })

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use strata_cache::l2::{L2, RedisL2, RedisL2Config};
+use strata_cache::l2::{L2, RedisL2, RedisL2Config, RedisNodes};
 use strata_cache::{Policy, Tiered, TieredConfig};
 
 use crate::backend::Backend;
@@ -81,8 +81,12 @@ pub fn build_proxy(config: &Config) -> Result<Proxy, StartError> {
 
     let l2: Option<Arc<dyn L2>> = match &config.cache.l2 {
         Some(l2) => {
+            let nodes = match &l2.url {
+                Some(url) => RedisNodes::Single(url.clone()),
+                None => RedisNodes::Cluster(l2.cluster.clone()),
+            };
             let redis = RedisL2::new(&RedisL2Config {
-                url: l2.url.clone(),
+                nodes,
                 timeout: l2.timeout,
                 key_prefix: config.cache.namespace.clone(),
             })

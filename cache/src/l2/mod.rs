@@ -1,5 +1,6 @@
 //! L2: the cache level shared by every replica (Redis), and the bounded queue that writes to it in the background.
 
+mod connection;
 mod redis;
 mod writeback;
 
@@ -10,6 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+pub use self::connection::RedisNodes;
 pub use self::redis::{RedisL2, RedisL2Config};
 pub(crate) use self::writeback::WriteBack;
 use crate::error::L2Error;

@@ -1,13 +1,12 @@
-//! The Redis implementation of [`L2`]: one multiplexed connection that reconnects by itself, every call under a
-//! timeout.
+//! The Redis implementation of [`L2`] (one server or a Redis Cluster): every call under a timeout, every failure a
+//! counted miss.
 
 use std::time::Duration;
 
 use bytes::Bytes;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-
 use futures::StreamExt;
 
+use super::connection::{Connection, RedisNodes, Unavailable};
 use super::{Invalidation, InvalidationStream, L2, L2Future, L2Write};
 use crate::error::L2Error;
 use crate::key::Key;
@@ -15,8 +14,8 @@ use crate::key::Key;
 /// Settings of [`RedisL2`].
 #[derive(Debug, Clone)]
 pub struct RedisL2Config {
-    /// `redis://[user:password@]host:port[/db]`.
-    pub url: String,
+    /// One server (`redis://[user:password@]host:port[/db]`) or the nodes of a cluster.
+    pub nodes: RedisNodes,
     /// The longest any single L2 call may take before it counts as a miss.
     pub timeout: Duration,
     /// Prefix of every Redis key (`<prefix>:<64 hex digits>`).
@@ -29,8 +28,7 @@ pub struct RedisL2Config {
 /// it up when it appears; until then every call fails fast and counts as a miss.
 #[derive(Clone)]
 pub struct RedisL2 {
-    client: redis::Client,
-    conn: ConnectionManager,
+    conn: Connection,
     timeout: Duration,
     key_prefix: String,
 }
@@ -45,20 +43,10 @@ impl std::fmt::Debug for RedisL2 {
 }
 
 impl RedisL2 {
-    /// Prepares the connection (without connecting). Fails only if the URL is invalid. Needs a tokio runtime.
+    /// Prepares the connection (without connecting). Fails only if a URL is invalid. Needs a tokio runtime.
     pub fn new(config: &RedisL2Config) -> Result<Self, redis::RedisError> {
-        let client = redis::Client::open(config.url.as_str())?;
-        let manager_config = ConnectionManagerConfig::new()
-            // Reconnect attempts are cheap and bounded; while one is under way, calls wait at most `timeout`.
-            .set_number_of_retries(3)
-            .set_min_delay(Duration::from_millis(10))
-            .set_max_delay(Duration::from_millis(500))
-            .set_connection_timeout(Some(Duration::from_secs(1).max(config.timeout)))
-            .set_response_timeout(Some(config.timeout));
-        let conn = ConnectionManager::new_lazy_with_config(client.clone(), manager_config)?;
         Ok(Self {
-            client,
-            conn,
+            conn: Connection::new(&config.nodes, config.timeout)?,
             timeout: config.timeout,
             key_prefix: config.key_prefix.clone(),
         })
@@ -92,15 +80,34 @@ impl RedisL2 {
         format!("{}:lease:{}", self.key_prefix, key.to_hex())
     }
 
+    /// Sends `cmd` under the timeout; any failure is an [`L2Error`] naming `op`.
+    async fn run<T: redis::FromRedisValue>(
+        &self,
+        op: &'static str,
+        cmd: &redis::Cmd,
+    ) -> Result<T, L2Error> {
+        self.bounded(op, self.conn.query(cmd)).await
+    }
+
     async fn bounded<T>(
         &self,
         op: &'static str,
-        fut: impl std::future::Future<Output = redis::RedisResult<T>>,
+        fut: impl std::future::Future<Output = Result<T, Unavailable>>,
     ) -> Result<T, L2Error> {
-        match tokio::time::timeout(self.timeout, fut).await {
+        self.bounded_by(self.timeout, op, fut).await
+    }
+
+    async fn bounded_by<T>(
+        &self,
+        limit: Duration,
+        op: &'static str,
+        fut: impl std::future::Future<Output = Result<T, Unavailable>>,
+    ) -> Result<T, L2Error> {
+        match tokio::time::timeout(limit, fut).await {
             Ok(Ok(v)) => Ok(v),
-            Ok(Err(source)) if source.is_timeout() => Err(self.timed_out(op)),
-            Ok(Err(source)) => Err(L2Error::Redis { op, source }),
+            Ok(Err(Unavailable::NotConnected)) => Err(L2Error::NotConnected),
+            Ok(Err(Unavailable::Redis(source))) if source.is_timeout() => Err(self.timed_out(op)),
+            Ok(Err(Unavailable::Redis(source))) => Err(L2Error::Redis { op, source }),
             Err(_) => Err(self.timed_out(op)),
         }
     }
@@ -116,31 +123,34 @@ impl RedisL2 {
 impl L2 for RedisL2 {
     fn get<'a>(&'a self, key: &'a Key) -> L2Future<'a, Option<Bytes>> {
         Box::pin(async move {
-            let mut conn = self.conn.clone();
-            let cmd = redis::cmd("GET").arg(self.redis_key(key)).to_owned();
-            let value: Option<Vec<u8>> = self.bounded("GET", cmd.query_async(&mut conn)).await?;
+            let value: Option<Vec<u8>> = self
+                .run("GET", redis::cmd("GET").arg(self.redis_key(key)))
+                .await?;
             Ok(value.map(Bytes::from))
         })
     }
 
     fn set_many<'a>(&'a self, writes: &'a [L2Write]) -> L2Future<'a, ()> {
         Box::pin(async move {
-            let mut pipe = redis::pipe();
-            for w in writes {
-                // Redis rejects PX 0; an entry with under a millisecond to live is not worth storing.
-                let ttl_ms = u64::try_from(w.ttl.as_millis()).unwrap_or(u64::MAX);
-                if ttl_ms == 0 {
-                    continue;
-                }
-                pipe.cmd("SET")
-                    .arg(self.redis_key(&w.key))
-                    .arg(w.bytes.as_ref())
-                    .arg("PX")
-                    .arg(ttl_ms)
-                    .ignore();
+            let cmds: Vec<redis::Cmd> = writes
+                .iter()
+                .filter_map(|w| {
+                    // Redis rejects PX 0; an entry with under a millisecond to live is not worth storing.
+                    let ttl_ms = u64::try_from(w.ttl.as_millis()).unwrap_or(u64::MAX);
+                    (ttl_ms > 0).then(|| {
+                        redis::cmd("SET")
+                            .arg(self.redis_key(&w.key))
+                            .arg(w.bytes.as_ref())
+                            .arg("PX")
+                            .arg(ttl_ms)
+                            .to_owned()
+                    })
+                })
+                .collect();
+            if cmds.is_empty() {
+                return Ok(());
             }
-            let mut conn = self.conn.clone();
-            self.bounded("SET", pipe.query_async::<()>(&mut conn)).await
+            self.bounded("SET", self.conn.query_all(cmds)).await
         })
     }
 
@@ -154,8 +164,7 @@ impl L2 for RedisL2 {
                 .arg("PX")
                 .arg(ttl_ms)
                 .to_owned();
-            let mut conn = self.conn.clone();
-            let taken: Option<String> = self.bounded("SET NX", cmd.query_async(&mut conn)).await?;
+            let taken: Option<String> = self.run("SET NX", &cmd).await?;
             Ok(taken.is_some())
         })
     }
@@ -168,10 +177,7 @@ impl L2 for RedisL2 {
                 .arg(self.lease_key(key))
                 .arg(token)
                 .to_owned();
-            let mut conn = self.conn.clone();
-            self.bounded("EVAL release", cmd.query_async::<i64>(&mut conn))
-                .await
-                .map(drop)
+            self.run::<i64>("EVAL release", &cmd).await.map(drop)
         })
     }
 
@@ -184,22 +190,18 @@ impl L2 for RedisL2 {
             for scope in scopes {
                 cmd.arg(self.generation_key(scope));
             }
-            let mut conn = self.conn.clone();
-            let values: Vec<Option<u64>> = self
-                .bounded("MGET generations", cmd.query_async(&mut conn))
-                .await?;
+            let values: Vec<Option<u64>> = self.run("MGET generations", &cmd).await?;
             Ok(values.into_iter().map(|v| v.unwrap_or(0)).collect())
         })
     }
 
     fn bump_generation<'a>(&'a self, scope: &'a str) -> L2Future<'a, u64> {
         Box::pin(async move {
-            let cmd = redis::cmd("INCR")
-                .arg(self.generation_key(scope))
-                .to_owned();
-            let mut conn = self.conn.clone();
             let generation: u64 = self
-                .bounded("INCR generation", cmd.query_async(&mut conn))
+                .run(
+                    "INCR generation",
+                    redis::cmd("INCR").arg(self.generation_key(scope)),
+                )
                 .await?;
             let message = Invalidation::Scope {
                 scope: scope.to_owned(),
@@ -212,9 +214,7 @@ impl L2 for RedisL2 {
 
     fn delete<'a>(&'a self, key: &'a Key) -> L2Future<'a, ()> {
         Box::pin(async move {
-            let cmd = redis::cmd("DEL").arg(self.redis_key(key)).to_owned();
-            let mut conn = self.conn.clone();
-            self.bounded("DEL", cmd.query_async::<i64>(&mut conn))
+            self.run::<i64>("DEL", redis::cmd("DEL").arg(self.redis_key(key)))
                 .await?;
             self.publish(&Invalidation::Entry { key: *key }).await
         })
@@ -226,17 +226,19 @@ impl L2 for RedisL2 {
                 .arg(self.channel())
                 .arg(message.encode())
                 .to_owned();
-            let mut conn = self.conn.clone();
-            self.bounded("PUBLISH", cmd.query_async::<i64>(&mut conn))
-                .await
-                .map(drop)
+            self.run::<i64>("PUBLISH", &cmd).await.map(drop)
         })
     }
 
     fn subscribe(&self) -> L2Future<'_, InvalidationStream> {
         Box::pin(async move {
-            let mut pubsub = self.bounded_connect(self.client.get_async_pubsub()).await?;
-            self.bounded("SUBSCRIBE", pubsub.subscribe(self.channel()))
+            // Opening a connection may take longer than one command: a second at least.
+            let connect = Duration::from_secs(1).max(self.timeout);
+            let mut pubsub = self
+                .bounded_by(connect, "connect", self.conn.pubsub())
+                .await?;
+            let channel = self.channel();
+            self.bounded("SUBSCRIBE", async { Ok(pubsub.subscribe(&channel).await?) })
                 .await?;
             let stream = pubsub.into_on_message().filter_map(|msg| {
                 let decoded = msg
@@ -247,23 +249,6 @@ impl L2 for RedisL2 {
             });
             Ok(Box::pin(stream) as InvalidationStream)
         })
-    }
-}
-
-impl RedisL2 {
-    /// Like [`RedisL2::bounded`] for opening a connection, which may take longer than one command (a second at least).
-    async fn bounded_connect<T>(
-        &self,
-        fut: impl std::future::Future<Output = redis::RedisResult<T>>,
-    ) -> Result<T, L2Error> {
-        match tokio::time::timeout(Duration::from_secs(1).max(self.timeout), fut).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(source)) => Err(L2Error::Redis {
-                op: "connect",
-                source,
-            }),
-            Err(_) => Err(self.timed_out("connect")),
-        }
     }
 }
 

@@ -98,9 +98,18 @@ pub struct L1Config {
 /// The shared Redis level.
 #[derive(Debug, Clone, Serialize)]
 pub struct L2Config {
-    /// `redis://[user:password@]host:port[/db]` (printed with the password redacted).
-    #[serde(serialize_with = "redacted_url")]
-    pub url: String,
+    /// One Redis server: `redis://[user:password@]host:port[/db]` (printed with the password redacted).
+    #[serde(
+        serialize_with = "redacted_url",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub url: Option<String>,
+    /// Or a Redis Cluster, by some of its nodes (printed with passwords redacted).
+    #[serde(
+        serialize_with = "redacted_urls",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub cluster: Vec<String>,
     /// The longest one Redis call may take before it counts as a miss.
     #[serde(serialize_with = "duration")]
     pub timeout: Duration,
@@ -180,8 +189,15 @@ fn redacted_secret<S: Serializer>(secret: &Option<String>, s: S) -> Result<S::Ok
     }
 }
 
-fn redacted_url<S: Serializer>(url: &str, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&redact_url(url))
+fn redacted_url<S: Serializer>(url: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+    match url {
+        Some(url) => s.serialize_str(&redact_url(url)),
+        None => s.serialize_none(),
+    }
+}
+
+fn redacted_urls<S: Serializer>(urls: &[String], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(urls.iter().map(|u| redact_url(u)))
 }
 
 /// The URL with any password replaced by `***`, for printing and logging.

@@ -66,6 +66,8 @@ pub(super) struct RawL1 {
 #[derive(Debug, Default, Deserialize)]
 pub(super) struct RawL2 {
     pub url: Option<String>,
+    #[serde(default)]
+    pub cluster: Vec<String>,
     pub timeout: Option<Scalar>,
     pub write_queue: Option<u64>,
     #[serde(flatten)]

@@ -164,15 +164,28 @@ fn cache(e: &mut Errors, raw: RawCache) -> CacheConfig {
         ),
     };
     let l2 = raw.l2.map(|l2| {
-        e.unknown("cache.l2", &l2.unknown, &["url", "timeout", "write_queue"]);
-        let url = l2.url.unwrap_or_default();
-        if url.is_empty() {
-            e.add(
+        e.unknown("cache.l2", &l2.unknown, &["url", "cluster", "timeout", "write_queue"]);
+        let url = l2.url.filter(|u| !u.is_empty());
+        match (&url, l2.cluster.is_empty()) {
+            (None, true) => e.add(
                 "cache.l2.url",
-                "required when `cache.l2` is present (e.g. `redis://127.0.0.1:6379`)",
-            );
-        } else if let Err(err) = redis_url_ok(&url) {
-            e.add("cache.l2.url", err);
+                "required when `cache.l2` is present (e.g. `redis://127.0.0.1:6379`), unless `cluster` lists nodes",
+            ),
+            (Some(_), false) => e.add("cache.l2.cluster", "give either `url` (one server) or `cluster` (nodes), not both"),
+            (Some(url), true) => {
+                if let Err(err) = redis_url_ok(url) {
+                    e.add("cache.l2.url", err);
+                }
+            }
+            (None, false) => {
+                for (i, node) in l2.cluster.iter().enumerate() {
+                    if let Err(err) = redis_url_ok(node) {
+                        e.add(format!("cache.l2.cluster[{i}]"), err);
+                    } else if node.starts_with("redis+unix://") {
+                        e.add(format!("cache.l2.cluster[{i}]"), "cluster nodes are reached over TCP: redis://host:port");
+                    }
+                }
+            }
         }
         let timeout =
             e.positive_duration("cache.l2.timeout", l2.timeout.as_ref(), DEFAULT_L2_TIMEOUT);
@@ -182,6 +195,7 @@ fn cache(e: &mut Errors, raw: RawCache) -> CacheConfig {
         }
         L2Config {
             url,
+            cluster: l2.cluster,
             timeout,
             write_queue: usize::try_from(write_queue).unwrap_or(usize::MAX),
         }
