@@ -1,4 +1,5 @@
-//! Test support (feature `test-support`): a real `redis-server` on a random loopback port, killed when dropped.
+//! Test support (feature `test-support`): a real `redis-server` (or a 3-master Redis Cluster) on random loopback
+//! ports, killed when dropped.
 //!
 //! Integration tests of this crate and of the gateway use it; it is not part of the cache's API.
 
@@ -11,6 +12,7 @@ pub struct RedisServer {
     port: u16,
     child: Option<Child>,
     dir: std::path::PathBuf,
+    extra_args: Vec<String>,
 }
 
 impl RedisServer {
@@ -21,6 +23,10 @@ impl RedisServer {
 
     /// Starts redis-server on `port` (e.g. the port of a server this test killed) and waits until it answers.
     pub fn start_on(port: u16) -> Self {
+        Self::start_with(port, Vec::new())
+    }
+
+    fn start_with(port: u16, extra_args: Vec<String>) -> Self {
         let dir =
             std::env::temp_dir().join(format!("strata-test-redis-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("redis dir");
@@ -28,6 +34,7 @@ impl RedisServer {
             port,
             child: None,
             dir,
+            extra_args,
         };
         server.spawn();
         server
@@ -40,6 +47,7 @@ impl RedisServer {
             .args(["--enable-debug-command", "local"])
             .arg("--dir")
             .arg(&self.dir)
+            .args(&self.extra_args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -118,4 +126,80 @@ pub fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("bind an ephemeral loopback port")
+}
+
+/// A 3-master Redis Cluster of redis-server children (no replicas), killed when dropped.
+#[derive(Debug)]
+pub struct RedisCluster {
+    nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    /// Starts three cluster-enabled servers, joins them into a cluster, and waits until it serves every slot.
+    pub fn start() -> Self {
+        let ports = cluster_ports(3);
+        let nodes: Vec<RedisServer> = ports
+            .iter()
+            .map(|port| {
+                RedisServer::start_with(
+                    *port,
+                    ["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"]
+                        .iter()
+                        .map(|s| s.to_string())
+                        .chain([
+                            "--cluster-config-file".to_owned(),
+                            format!("nodes-{port}.conf"),
+                        ])
+                        .collect(),
+                )
+            })
+            .collect();
+        let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        let created = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addrs)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("redis-cli must be on PATH (it comes with redis-server)");
+        assert!(created.success(), "redis-cli --cluster create failed");
+        let cluster = Self { nodes };
+        let until = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < until {
+            if cluster.nodes.iter().all(|n| n.cluster_ok()) {
+                return cluster;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("Redis Cluster on {addrs:?} did not reach cluster_state:ok within 20 s");
+    }
+
+    /// The URLs of its nodes, for `cache.l2.cluster`.
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(RedisServer::url).collect()
+    }
+}
+
+impl RedisServer {
+    fn cluster_ok(&self) -> bool {
+        redis::cmd("CLUSTER")
+            .arg("INFO")
+            .query::<String>(&mut self.client())
+            .is_ok_and(|info| info.contains("cluster_state:ok"))
+    }
+}
+
+/// `n` free loopback ports whose cluster bus ports (port + 10000) are free too.
+fn cluster_ports(n: usize) -> Vec<u16> {
+    let mut ports = Vec::with_capacity(n);
+    while ports.len() < n {
+        let port = free_port();
+        let bus_free =
+            port <= 55_535 && std::net::TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok();
+        if bus_free && !ports.contains(&port) {
+            ports.push(port);
+        }
+    }
+    ports
 }

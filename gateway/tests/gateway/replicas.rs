@@ -184,3 +184,88 @@ async fn a_replica_killed_holding_the_lease_delays_the_others_by_wait_only() {
     assert_eq!(backend.get_calls(), 3);
     survivor.stop().await;
 }
+
+#[tokio::test]
+async fn gateways_over_a_redis_cluster_share_answers_leases_and_invalidations() {
+    let cluster = strata_cache::testing::RedisCluster::start();
+    let backend = TestBackend::start().await;
+    let nodes = cluster
+        .urls()
+        .iter()
+        .map(|u| format!("\"{u}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let cache = format!(
+        "  l2: {{ cluster: [{nodes}], timeout: 200ms }}\n  lease: {{ ttl: 5s, wait: 3s }}\n"
+    );
+    let yaml = config_with_route(&backend.url(), "ttl: 30s", &cache, "").replace(
+        "admin: { listen: 127.0.0.1:0 }",
+        "admin: { listen: 127.0.0.1:0, token: t }",
+    );
+    let (a, b) = (
+        TestGateway::start(&yaml).await,
+        TestGateway::start(&yaml).await,
+    );
+    let clients = [a.client().await, b.client().await];
+    // The cluster connection is made in the background: wait until L2 answers on both.
+    for (i, client) in clients.iter().enumerate() {
+        let name = format!("probe{i}");
+        let ready = eventually(Duration::from_secs(10), || {
+            let (mut client, name) = (client.clone(), name.clone());
+            async move {
+                let _ = get(&mut client, key(&name), None).await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                get(&mut client.clone(), key(&name), None)
+                    .await
+                    .is_ok_and(|a| a.cache != "miss")
+            }
+        })
+        .await;
+        assert!(ready, "gateway {i} uses the cluster");
+    }
+    let before = backend.get_calls();
+
+    let mut req = key("cold");
+    req.delay_ms = 300;
+    let calls: Vec<_> = (0..100)
+        .map(|i| {
+            let (mut client, req) = (clients[i % 2].clone(), req.clone());
+            tokio::spawn(async move { get(&mut client, req, None).await })
+        })
+        .collect();
+    for call in calls {
+        call.await.expect("task").expect("every call succeeds");
+    }
+    assert_eq!(
+        backend.get_calls() - before,
+        1,
+        "one backend call across both gateways"
+    );
+
+    let admin = tonic::transport::Channel::from_shared(format!("http://{}", a.admin))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("admin");
+    let mut request = tonic::Request::new(strata_proto::admin::v1::InvalidateRequest {
+        target: Some(strata_proto::admin::v1::invalidate_request::Target::Method(
+            "/testing.v1.Lookup/Get".into(),
+        )),
+    });
+    request
+        .metadata_mut()
+        .insert("authorization", "Bearer t".parse().expect("ascii"));
+    strata_proto::admin::v1::cache_admin_client::CacheAdminClient::new(admin)
+        .invalidate(request)
+        .await
+        .expect("invalidated");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut on_b = clients[1].clone();
+    let after = get(&mut on_b, req, None).await.expect("answer");
+    assert_ne!(
+        after.cache, "l1",
+        "the invalidation reached the other gateway"
+    );
+    a.stop().await;
+    b.stop().await;
+}
