@@ -79,6 +79,16 @@ impl Coherence {
 
     /// Records generations read from Redis or received from the channel (Redis is the truth, even if it went back).
     pub(crate) fn learn<'a>(&self, updates: impl IntoIterator<Item = (&'a str, u64)> + Clone) {
+        // Most reads confirm what is known: copy the map only when something changed.
+        let known = self.known.load();
+        if updates
+            .clone()
+            .into_iter()
+            .all(|(scope, g)| known.get(scope) == Some(&g))
+        {
+            return;
+        }
+        drop(known);
         self.known.rcu(|current| {
             let mut next = HashMap::clone(current);
             for (scope, generation) in updates.clone() {

@@ -7,7 +7,7 @@ use crate::support::backend::TestBackend;
 use crate::support::gateway::{
     TestGateway, config, config_for, config_with_route, l2_block, start,
 };
-use crate::{get, key};
+use crate::{get, key, metadata};
 
 #[tokio::test]
 async fn miss_then_l1_then_l2_after_a_restart() {
@@ -20,10 +20,7 @@ async fn miss_then_l1_then_l2_after_a_restart() {
     let first = get(&mut client, key("a"), None).await.expect("first call");
     assert_eq!(first.cache, "miss");
     assert_eq!(backend.get_calls(), 1);
-    assert_eq!(
-        first.headers.get("x-backend-header").map(|v| v.as_bytes()),
-        Some(&b"from-backend"[..])
-    );
+    assert_eq!(metadata(&first.headers, "x-backend-header"), "from-backend");
     assert_eq!(
         first
             .headers
@@ -119,11 +116,8 @@ async fn backend_errors_are_relayed_and_never_cached() {
                 format!("backend failed on purpose with code {}", code as i32)
             );
             assert_eq!(
-                status
-                    .metadata()
-                    .get("x-failure-detail")
-                    .map(|v| v.as_bytes()),
-                Some(&b"on-purpose"[..])
+                metadata(status.metadata(), "x-failure-detail"),
+                "on-purpose"
             );
         }
         assert_eq!(

@@ -53,6 +53,14 @@ pub async fn get(
     })
 }
 
+/// The value of metadata `name` as text, `<none>` when absent (for readable assertions).
+pub fn metadata(map: &tonic::metadata::MetadataMap, name: &str) -> String {
+    map.get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("<none>")
+        .to_owned()
+}
+
 /// A request for `key` with default behaviour.
 pub fn key(key: &str) -> GetRequest {
     GetRequest {

@@ -1,8 +1,8 @@
 //! Everything not cached goes through untouched: streaming in every direction, metadata, trailers, status.
 
-use crate::key;
 use crate::support::gateway::{config_for, start};
 use crate::support::pb::GetRequest;
+use crate::{key, metadata};
 
 #[tokio::test]
 async fn server_streaming_keeps_metadata_trailers_and_status() {
@@ -11,11 +11,8 @@ async fn server_streaming_keeps_metadata_trailers_and_status() {
 
     let response = client.watch(key("s")).await.expect("watch");
     assert_eq!(
-        response
-            .metadata()
-            .get("x-backend-header")
-            .map(|v| v.as_bytes()),
-        Some(&b"streaming"[..])
+        metadata(response.metadata(), "x-backend-header"),
+        "streaming"
     );
     assert!(
         response.metadata().get("x-strata-cache").is_none(),
@@ -43,11 +40,8 @@ async fn server_streaming_keeps_metadata_trailers_and_status() {
     assert_eq!(status.code(), tonic::Code::Aborted);
     assert_eq!(status.message(), "backend failed on purpose with code 10");
     assert_eq!(
-        status
-            .metadata()
-            .get("x-failure-detail")
-            .map(|v| v.as_bytes()),
-        Some(&b"on-purpose"[..])
+        metadata(status.metadata(), "x-failure-detail"),
+        "on-purpose"
     );
     assert_eq!(
         backend.seen.watch.load(std::sync::atomic::Ordering::SeqCst),

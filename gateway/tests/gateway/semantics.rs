@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use crate::support::gateway::{config_with_route, start};
 use crate::support::pb::GetRequest;
-use crate::{get, key};
+use crate::{get, key, metadata};
 
 fn not_found(name: &str) -> GetRequest {
     let mut req = key(name);
@@ -29,24 +29,12 @@ async fn not_found_is_cached_for_negative_ttl_then_fetched_again() {
         assert_eq!(status.code(), tonic::Code::NotFound);
         assert_eq!(status.message(), "backend failed on purpose with code 5");
         assert_eq!(
-            status
-                .metadata()
-                .get("x-failure-detail")
-                .map(|v| v.as_bytes()),
-            Some(&b"on-purpose"[..])
+            metadata(status.metadata(), "x-failure-detail"),
+            "on-purpose"
         );
     }
-    assert_eq!(
-        first.metadata().get("x-strata-cache").map(|v| v.as_bytes()),
-        Some(&b"miss"[..])
-    );
-    assert_eq!(
-        second
-            .metadata()
-            .get("x-strata-cache")
-            .map(|v| v.as_bytes()),
-        Some(&b"l1"[..])
-    );
+    assert_eq!(metadata(first.metadata(), "x-strata-cache"), "miss");
+    assert_eq!(metadata(second.metadata(), "x-strata-cache"), "l1");
     assert_eq!(backend.get_calls(), 1, "the negative answer was replayed");
 
     tokio::time::sleep(Duration::from_millis(1100)).await;
@@ -185,13 +173,7 @@ async fn credentials_bypass_the_cache_unless_the_key_varies_on_them() {
     let mut client = gateway.client().await;
     for token in ["alice", "alice", "bob"] {
         let response = client.get(with_auth(token)).await.expect("ok");
-        assert_eq!(
-            response
-                .metadata()
-                .get("x-strata-cache")
-                .map(|v| v.as_bytes()),
-            Some(&b"bypass"[..])
-        );
+        assert_eq!(metadata(response.metadata(), "x-strata-cache"), "bypass");
     }
     assert_eq!(
         backend.get_calls(),
@@ -231,10 +213,7 @@ async fn set_cookie_reaches_only_the_caller_that_fetched_it() {
     req.set_cookie = true;
     let first = get(&mut client, req.clone(), None).await.expect("miss");
     assert_eq!(first.cache, "miss");
-    assert_eq!(
-        first.headers.get("set-cookie").map(|v| v.as_bytes()),
-        Some(&b"session=1"[..])
-    );
+    assert_eq!(metadata(&first.headers, "set-cookie"), "session=1");
     let second = get(&mut client, req, None).await.expect("hit");
     assert_eq!(second.cache, "l1");
     assert!(
