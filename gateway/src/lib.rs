@@ -29,6 +29,7 @@ pub use assemble::{StartError, build_proxy};
 pub use config::Config;
 
 use crate::admin::Readiness;
+use crate::layers::load_shed::Shedding;
 use crate::service::data_service;
 
 /// The two bound sockets the gateway serves.
@@ -78,17 +79,21 @@ pub async fn run(
     let proxy = Arc::new(build_proxy(&config)?);
     let health_reporter = HealthReporter::new();
     let health = HealthServer::new(HealthService::from_health_reporter(health_reporter.clone()));
-    let readiness = Readiness::default();
+    let shedding = Shedding::new(config.max_concurrent_requests);
+    let readiness = Readiness::new(shedding.clone());
 
     // Shutdown begins: stop reporting ready at once, so load balancers drain this replica while calls finish.
     let begin_shutdown = {
         let (readiness, health_reporter) = (readiness.clone(), health_reporter.clone());
+        let drain_delay = config.drain_delay;
         async move {
             shutdown.await;
             readiness.set(false);
             health_reporter
                 .set_service_status("", ServingStatus::NotServing)
                 .await;
+            // Load balancers need a moment to see the readiness change: keep accepting meanwhile.
+            tokio::time::sleep(drain_delay).await;
         }
     };
 
@@ -118,7 +123,7 @@ pub async fn run(
         "strata gateway serving"
     );
     readiness.set(true);
-    let data_service = data_service(proxy.clone(), health);
+    let data_service = data_service(proxy.clone(), health, shedding);
     let mut h2 = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new());
     h2.timer(hyper_util::rt::TokioTimer::new());
     server::serve(

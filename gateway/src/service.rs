@@ -16,6 +16,7 @@ use tower::util::BoxCloneSyncService;
 use tower::{ServiceBuilder, ServiceExt};
 
 use crate::layers::deadline::DeadlineLayer;
+use crate::layers::load_shed::{LoadShedLayer, Shedding};
 use crate::proxy::Proxy;
 
 /// Path prefix of the gRPC health service, served by the gateway itself.
@@ -27,10 +28,16 @@ pub type DataService = TowerToHyperService<
 >;
 
 /// Builds the data listener's stack, outermost layer first.
-pub fn data_service(proxy: Arc<Proxy>, health: HealthServer<HealthService>) -> DataService {
+pub fn data_service(
+    proxy: Arc<Proxy>,
+    health: HealthServer<HealthService>,
+    shedding: Arc<Shedding>,
+) -> DataService {
     let stack = ServiceBuilder::new()
         // hyper hands over its own body type; the proxy and tonic's channels speak `tonic::body::Body`.
         .map_request(|request: http::Request<Incoming>| request.map(Body::new))
+        // Over the gateway-wide limit a call is refused before it costs anything: no unbounded queue.
+        .layer(LoadShedLayer(shedding))
         // The client's `grpc-timeout` bounds everything the gateway does for the call, and tells the inner layers
         // how much time is left.
         .layer(DeadlineLayer)

@@ -33,6 +33,14 @@ pub enum GatewayError {
     /// The call's deadline passed while the backend was working on it.
     #[error("deadline exceeded waiting for backend {backend}")]
     BackendDeadline { backend: String },
+    /// The gateway already has `max_concurrent_requests` calls in flight.
+    #[error("gateway overloaded: {limit} calls in flight (max_concurrent_requests); retry later")]
+    Shedding { limit: usize },
+    /// The backend already has `max_concurrent_requests` calls in flight.
+    #[error(
+        "backend {backend} has {limit} calls in flight (max_concurrent_requests); refused at once"
+    )]
+    BackendOverloaded { backend: String, limit: usize },
     /// The backend did not answer within its `timeout`.
     #[error("backend {backend} did not answer within {timeout:?}")]
     BackendTimeout { backend: String, timeout: Duration },
@@ -66,13 +74,13 @@ impl GatewayError {
     pub fn code(&self) -> Code {
         match self {
             Self::NoRoute { .. } => Code::Unimplemented,
-            Self::RequestTooLarge { .. } => Code::ResourceExhausted,
+            Self::RequestTooLarge { .. } | Self::Shedding { .. } => Code::ResourceExhausted,
             Self::MalformedRequest(_) => Code::Internal,
             Self::ClientStream(_) => Code::Cancelled,
             Self::Deadline(_) | Self::BackendDeadline { .. } | Self::BackendTimeout { .. } => {
                 Code::DeadlineExceeded
             }
-            Self::BackendUnavailable { .. } => Code::Unavailable,
+            Self::BackendUnavailable { .. } | Self::BackendOverloaded { .. } => Code::Unavailable,
             Self::BackendProtocol { .. } | Self::Internal(_) => Code::Internal,
             Self::AdminUnauthenticated(_) => Code::Unauthenticated,
             Self::AdminDisabled => Code::PermissionDenied,

@@ -1,24 +1,37 @@
 //! The admin listener's HTTP side: `/healthz` (the process is up) and `/readyz` (it takes traffic).
 
 use std::sync::Arc;
+
+use crate::layers::load_shed::Shedding;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use http_body_util::Full;
 
-/// Whether the gateway takes traffic: set once serving, cleared when shutdown begins.
+/// Whether the gateway takes traffic: set once serving, cleared when shutdown begins, and false while it sheds load.
 #[derive(Debug, Clone, Default)]
-pub struct Readiness(Arc<AtomicBool>);
+pub struct Readiness {
+    serving: Arc<AtomicBool>,
+    shedding: Arc<Shedding>,
+}
 
 impl Readiness {
-    /// Marks the gateway ready or not.
-    pub fn set(&self, ready: bool) {
-        self.0.store(ready, Ordering::SeqCst);
+    /// Readiness that also reports not ready while `shedding` refuses calls.
+    pub fn new(shedding: Arc<Shedding>) -> Self {
+        Self {
+            serving: Arc::default(),
+            shedding,
+        }
     }
 
-    /// Whether the gateway is ready.
+    /// Marks the gateway serving or not.
+    pub fn set(&self, ready: bool) {
+        self.serving.store(ready, Ordering::SeqCst);
+    }
+
+    /// Whether the gateway is ready: serving, and not shedding load.
     pub fn is_ready(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
+        self.serving.load(Ordering::SeqCst) && !self.shedding.is_shedding()
     }
 }
 

@@ -2,6 +2,7 @@
 //!
 //! Every key is documented in docs/CONFIG.md, with its unit and default.
 
+mod backend;
 mod errors;
 mod load;
 mod raw;
@@ -41,6 +42,12 @@ pub struct Config {
     /// How long in-flight calls may take to finish after a shutdown signal.
     #[serde(serialize_with = "duration")]
     pub shutdown_grace: Duration,
+    /// After a shutdown signal, how long the listener keeps accepting (while readiness already says no).
+    #[serde(serialize_with = "duration")]
+    pub drain_delay: Duration,
+    /// Calls in flight in the whole gateway beyond which new ones are refused at once (`None`: no limit).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_concurrent_requests: Option<usize>,
 }
 
 /// The admin listener (health, readiness).
@@ -128,6 +135,74 @@ pub struct BackendConfig {
     /// The longest a TCP connect to an endpoint may take.
     #[serde(serialize_with = "duration")]
     pub connect_timeout: Duration,
+    /// How calls are spread over the endpoints.
+    pub lb: Lb,
+    /// How often an idle HTTP/2 connection is pinged.
+    #[serde(serialize_with = "duration")]
+    pub keepalive_interval: Duration,
+    /// How long a ping may go unanswered before the connection is closed.
+    #[serde(serialize_with = "duration")]
+    pub keepalive_timeout: Duration,
+    /// Active `grpc.health.v1` checks; `None`: endpoints are assumed healthy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthCheckConfig>,
+    /// Ejection of endpoints that keep failing; `None`: never ejected.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outlier: Option<OutlierConfig>,
+    /// Calls in flight to this backend beyond which new ones fail fast (`None`: no limit).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_concurrent_requests: Option<usize>,
+    /// The deadline of calls whose client sent none.
+    #[serde(
+        serialize_with = "optional_duration",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub default_timeout: Option<Duration>,
+    /// The longest deadline a client may ask for.
+    #[serde(
+        serialize_with = "optional_duration",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub max_timeout: Option<Duration>,
+}
+
+/// How calls are spread over a backend's endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Lb {
+    /// In turn.
+    RoundRobin,
+    /// Power of two choices: of two random endpoints, the one with fewer calls in flight.
+    P2c,
+}
+
+/// Active health checks of a backend's endpoints.
+#[derive(Debug, Clone, Serialize)]
+pub struct HealthCheckConfig {
+    /// Time between checks of an endpoint.
+    #[serde(serialize_with = "duration")]
+    pub interval: Duration,
+    /// The longest one check may take.
+    #[serde(serialize_with = "duration")]
+    pub timeout: Duration,
+    /// Failed checks in a row that take an endpoint out of rotation.
+    pub unhealthy_threshold: u32,
+    /// Passed checks in a row that bring it back.
+    pub healthy_threshold: u32,
+    /// The service name asked about (`""`: the server as a whole).
+    pub service: String,
+}
+
+/// Ejection of endpoints that keep failing.
+#[derive(Debug, Clone, Serialize)]
+pub struct OutlierConfig {
+    /// Failures in a row (UNAVAILABLE, connection errors) that eject an endpoint.
+    pub consecutive_failures: u32,
+    /// How long the first ejection lasts; each further one lasts longer (× the number of ejections).
+    #[serde(serialize_with = "duration")]
+    pub base_ejection_time: Duration,
+    /// The largest share of endpoints ejected at once.
+    pub max_ejection_percent: u32,
 }
 
 /// One route: which calls, which backend, and whether and how they are cached.
@@ -176,6 +251,13 @@ pub struct RouteCacheConfig {
 
 fn duration<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&units::format_duration(*d))
+}
+
+fn optional_duration<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => s.serialize_str(&units::format_duration(*d)),
+        None => s.serialize_none(),
+    }
 }
 
 fn size<S: Serializer>(bytes: &u64, s: S) -> Result<S::Ok, S::Error> {

@@ -30,6 +30,8 @@ pub(super) struct RawConfig {
     pub max_response_bytes: Option<Scalar>,
     pub expose_cache_status: Option<bool>,
     pub shutdown_grace: Option<Scalar>,
+    pub drain_delay: Option<Scalar>,
+    pub max_concurrent_requests: Option<usize>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }
@@ -80,6 +82,14 @@ pub(super) struct RawBackend {
     pub endpoints: Vec<String>,
     pub timeout: Option<Scalar>,
     pub connect_timeout: Option<Scalar>,
+    pub lb: Option<String>,
+    pub keepalive_interval: Option<Scalar>,
+    pub keepalive_timeout: Option<Scalar>,
+    pub health_check: Option<RawHealthCheck>,
+    pub outlier: Option<RawOutlier>,
+    pub max_concurrent_requests: Option<usize>,
+    pub default_timeout: Option<Scalar>,
+    pub max_timeout: Option<Scalar>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }
@@ -115,6 +125,26 @@ pub(super) struct RawRouteCache {
 pub(super) struct RawLease {
     pub ttl: Option<Scalar>,
     pub wait: Option<Scalar>,
+    #[serde(flatten)]
+    pub unknown: Unknown,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct RawHealthCheck {
+    pub interval: Option<Scalar>,
+    pub timeout: Option<Scalar>,
+    pub unhealthy_threshold: Option<u32>,
+    pub healthy_threshold: Option<u32>,
+    pub service: Option<String>,
+    #[serde(flatten)]
+    pub unknown: Unknown,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct RawOutlier {
+    pub consecutive_failures: Option<u32>,
+    pub base_ejection_time: Option<Scalar>,
+    pub max_ejection_percent: Option<u32>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }

@@ -3,12 +3,11 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use super::backend::backend;
 use super::errors::Errors;
-use super::raw::{RawBackend, RawCache, RawConfig};
+use super::raw::{RawCache, RawConfig};
 use super::route::route;
-use super::{
-    AdminConfig, BackendConfig, CacheConfig, Config, FieldError, L1Config, L2Config, LeaseConfig,
-};
+use super::{AdminConfig, CacheConfig, Config, FieldError, L1Config, L2Config, LeaseConfig};
 
 /// Defaults, shared with docs/CONFIG.md.
 const DEFAULT_LISTEN: &str = "0.0.0.0:50051";
@@ -21,8 +20,6 @@ const DEFAULT_WRITE_QUEUE: u64 = 1024;
 const DEFAULT_FLIGHT_WAIT: Duration = Duration::from_secs(5);
 const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(10);
 const DEFAULT_LEASE_WAIT: Duration = Duration::from_secs(2);
-const DEFAULT_BACKEND_TIMEOUT: Duration = Duration::from_secs(5);
-const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 const DEFAULT_MAX_REQUEST: u64 = 4 << 20;
 const DEFAULT_MAX_RESPONSE: u64 = 16 << 20;
 const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -42,6 +39,8 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, Vec<FieldError>> {
             "max_response_bytes",
             "expose_cache_status",
             "shutdown_grace",
+            "drain_delay",
+            "max_concurrent_requests",
         ],
     );
 
@@ -115,7 +114,15 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, Vec<FieldError>> {
             raw.shutdown_grace.as_ref(),
             DEFAULT_SHUTDOWN_GRACE,
         ),
+        drain_delay: e.duration("drain_delay", raw.drain_delay.as_ref(), Duration::ZERO),
+        max_concurrent_requests: raw.max_concurrent_requests.filter(|n| *n > 0),
     };
+    if raw.max_concurrent_requests == Some(0) {
+        e.add(
+            "max_concurrent_requests",
+            "must be at least 1 (leave it out for no limit)",
+        );
+    }
     if e.0.is_empty() { Ok(config) } else { Err(e.0) }
 }
 
@@ -236,61 +243,6 @@ fn redis_url_ok(url: &str) -> Result<(), String> {
     }
     strata_cache::l2::RedisL2::check_url(url)
         .map_err(|reason| format!("`{shown}` is not a valid Redis URL: {reason}"))
-}
-
-fn backend(e: &mut Errors, name: &str, raw: RawBackend) -> BackendConfig {
-    let path = format!("backends.{name}");
-    e.unknown(
-        &path,
-        &raw.unknown,
-        &["endpoints", "timeout", "connect_timeout"],
-    );
-    if raw.endpoints.is_empty() {
-        e.add(
-            format!("{path}.endpoints"),
-            "at least one endpoint is needed (e.g. `http://127.0.0.1:50052`)",
-        );
-    }
-    for (i, endpoint) in raw.endpoints.iter().enumerate() {
-        if let Err(reason) = endpoint_ok(endpoint) {
-            e.add(format!("{path}.endpoints[{i}]"), reason);
-        }
-    }
-    let timeout = e.positive_duration(
-        &format!("{path}.timeout"),
-        raw.timeout.as_ref(),
-        DEFAULT_BACKEND_TIMEOUT,
-    );
-    let connect_timeout = e.duration(
-        &format!("{path}.connect_timeout"),
-        raw.connect_timeout.as_ref(),
-        DEFAULT_CONNECT_TIMEOUT,
-    );
-    BackendConfig {
-        endpoints: raw.endpoints,
-        timeout,
-        connect_timeout,
-    }
-}
-
-fn endpoint_ok(endpoint: &str) -> Result<(), String> {
-    let uri: http::Uri = endpoint
-        .parse()
-        .map_err(|err| format!("`{endpoint}` is not a URL: {err}"))?;
-    if uri.scheme_str() != Some("http") {
-        return Err(format!(
-            "`{endpoint}` must start with http:// (TLS to backends is not supported yet)"
-        ));
-    }
-    if uri.host().is_none_or(str::is_empty) || uri.port_u16().is_none() {
-        return Err(format!(
-            "`{endpoint}` needs a host and a port, e.g. `http://127.0.0.1:50052`"
-        ));
-    }
-    if uri.path_and_query().is_some_and(|p| p.as_str() != "/") {
-        return Err(format!("`{endpoint}` must not have a path"));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

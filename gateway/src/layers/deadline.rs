@@ -33,6 +33,26 @@ impl Deadline {
         }
     }
 
+    /// A deadline `timeout` from now, as if the client had asked for it.
+    pub fn after(timeout: Duration) -> Self {
+        Self {
+            at: Some(Instant::now() + timeout),
+            requested: Some(timeout),
+        }
+    }
+
+    /// This deadline, but no later than `max` after the call began.
+    pub fn clamped_to(self, max: Duration) -> Self {
+        let started = self
+            .at
+            .zip(self.requested)
+            .map(|(at, requested)| at - requested);
+        Self {
+            at: started.map(|s| s + max),
+            requested: Some(max),
+        }
+    }
+
     /// The instant the deadline passes.
     pub fn at(&self) -> Option<Instant> {
         self.at

@@ -91,7 +91,7 @@ impl Proxy {
     async fn dispatch(
         &self,
         request: http::Request<Body>,
-        deadline: Deadline,
+        client_deadline: Deadline,
     ) -> http::Response<Body> {
         let path = request.uri().path();
         let Some(route) = self.router.route(path) else {
@@ -100,11 +100,25 @@ impl Proxy {
             }
             .to_response(None);
         };
-        match &route.cache {
-            Some(rule) if is_grpc(&request) => {
-                unary::answer(self, route, rule, request, deadline).await
+        // The backend may allow less time than the client asked for, or give calls without a deadline one.
+        let deadline = route.backend.deadline_for(client_deadline);
+        let call = async {
+            match &route.cache {
+                Some(rule) if is_grpc(&request) => {
+                    unary::answer(self, route, rule, request, deadline).await
+                }
+                _ => passthrough::forward(&route.backend, request, deadline).await,
             }
-            _ => passthrough::forward(&route.backend, request, deadline).await,
+        };
+        match deadline.at() {
+            Some(at) if deadline.at() != client_deadline.at() => {
+                match tokio::time::timeout_at(at, call).await {
+                    Ok(response) => response,
+                    Err(_) => GatewayError::Deadline(deadline.requested().unwrap_or_default())
+                        .to_response(None),
+                }
+            }
+            _ => call.await,
         }
     }
 

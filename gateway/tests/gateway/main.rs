@@ -3,6 +3,7 @@
 
 mod support;
 
+mod backends;
 mod caching;
 mod cli;
 mod coalescing;

@@ -25,6 +25,8 @@ pub struct Seen {
     pub chat: AtomicU64,
     /// The `grpc-timeout` of the most recent call that had one.
     pub last_grpc_timeout: Mutex<Option<String>>,
+    /// Added to the delay of every `Get` (to make one backend of several slow).
+    pub base_delay_ms: AtomicU64,
 }
 
 #[derive(Clone)]
@@ -79,7 +81,8 @@ impl Lookup for Service {
             .unwrap_or_default()
             .to_owned();
         let req = request.into_inner();
-        tokio::time::sleep(Duration::from_millis(u64::from(req.delay_ms))).await;
+        let delay = u64::from(req.delay_ms) + self.seen.base_delay_ms.load(Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(delay)).await;
         if req.fail_code != 0 {
             return Err(failure(req.fail_code));
         }
@@ -197,6 +200,8 @@ pub struct TestBackend {
     pub addr: SocketAddr,
     /// What it saw.
     pub seen: Arc<Seen>,
+    /// Its `grpc.health.v1` status, settable by the test.
+    pub health: tonic_health::server::HealthReporter,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -210,14 +215,24 @@ impl TestBackend {
         Self::serve(listener).await
     }
 
+    /// Starts the backend on `addr` (e.g. after [`TestBackend::stop`], to bring it back).
+    pub async fn start_on(addr: SocketAddr) -> Self {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .expect("rebind backend");
+        Self::serve(listener).await
+    }
+
     async fn serve(listener: tokio::net::TcpListener) -> Self {
         let addr = listener.local_addr().expect("addr");
         let seen = Arc::new(Seen::default());
+        let (health, health_service) = tonic_health::server::health_reporter();
         let (stop, stopped) = oneshot::channel::<()>();
         let service = LookupServer::new(Service { seen: seen.clone() });
         let task = tokio::spawn(async move {
             let _ = tonic::transport::Server::builder()
                 .add_service(service)
+                .add_service(health_service)
                 .serve_with_incoming_shutdown(
                     tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
                     async {
@@ -229,6 +244,7 @@ impl TestBackend {
         Self {
             addr,
             seen,
+            health,
             stop: Some(stop),
             task: Some(task),
         }
@@ -242,6 +258,21 @@ impl TestBackend {
     /// The `grpc-timeout` of the most recent call that carried one.
     pub fn last_grpc_timeout(&self) -> Option<String> {
         self.seen.last_grpc_timeout.lock().expect("lock").clone()
+    }
+
+    /// Makes every `Get` take `ms` longer.
+    pub fn slow_down(&self, ms: u64) {
+        self.seen.base_delay_ms.store(ms, Ordering::SeqCst);
+    }
+
+    /// Sets what its health service reports for the server as a whole.
+    pub async fn set_serving(&self, serving: bool) {
+        let status = if serving {
+            tonic_health::ServingStatus::Serving
+        } else {
+            tonic_health::ServingStatus::NotServing
+        };
+        self.health.set_service_status("", status).await;
     }
 
     /// Calls of `Get` so far.

@@ -1,0 +1,213 @@
+//! Validating `backends.<name>`: endpoints, balancing, health checks, outlier ejection, limits and deadlines.
+
+use std::time::Duration;
+
+use super::errors::Errors;
+use super::raw::RawBackend;
+use super::{BackendConfig, HealthCheckConfig, Lb, OutlierConfig};
+
+/// Defaults of a backend, shared with docs/CONFIG.md.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(5);
+const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
+const DEFAULT_UNHEALTHY_THRESHOLD: u32 = 2;
+const DEFAULT_HEALTHY_THRESHOLD: u32 = 1;
+const DEFAULT_CONSECUTIVE_FAILURES: u32 = 5;
+const DEFAULT_BASE_EJECTION: Duration = Duration::from_secs(30);
+const DEFAULT_MAX_EJECTION_PERCENT: u32 = 50;
+
+pub(super) fn backend(e: &mut Errors, name: &str, raw: RawBackend) -> BackendConfig {
+    let path = format!("backends.{name}");
+    let at = |field: &str| format!("{path}.{field}");
+    e.unknown(
+        &path,
+        &raw.unknown,
+        &[
+            "endpoints",
+            "timeout",
+            "connect_timeout",
+            "lb",
+            "keepalive_interval",
+            "keepalive_timeout",
+            "health_check",
+            "outlier",
+            "max_concurrent_requests",
+            "default_timeout",
+            "max_timeout",
+        ],
+    );
+    if raw.endpoints.is_empty() {
+        e.add(
+            at("endpoints"),
+            "at least one endpoint is needed (e.g. `http://127.0.0.1:50052`)",
+        );
+    }
+    for (i, endpoint) in raw.endpoints.iter().enumerate() {
+        if let Err(reason) = endpoint_ok(endpoint) {
+            e.add(format!("{path}.endpoints[{i}]"), reason);
+        }
+    }
+    let lb = match raw.lb.as_deref() {
+        None | Some("round_robin") => Lb::RoundRobin,
+        Some("p2c") => Lb::P2c,
+        Some(other) => {
+            e.add(
+                at("lb"),
+                format!("`{other}` is not a balancer: use round_robin or p2c"),
+            );
+            Lb::RoundRobin
+        }
+    };
+    let health_check = raw.health_check.map(|h| {
+        let path = at("health_check");
+        e.unknown(
+            &path,
+            &h.unknown,
+            &[
+                "interval",
+                "timeout",
+                "unhealthy_threshold",
+                "healthy_threshold",
+                "service",
+            ],
+        );
+        HealthCheckConfig {
+            interval: e.positive_duration(
+                &format!("{path}.interval"),
+                h.interval.as_ref(),
+                DEFAULT_HEALTH_INTERVAL,
+            ),
+            timeout: e.positive_duration(
+                &format!("{path}.timeout"),
+                h.timeout.as_ref(),
+                DEFAULT_HEALTH_TIMEOUT,
+            ),
+            unhealthy_threshold: at_least_one(
+                e,
+                &format!("{path}.unhealthy_threshold"),
+                h.unhealthy_threshold,
+                DEFAULT_UNHEALTHY_THRESHOLD,
+            ),
+            healthy_threshold: at_least_one(
+                e,
+                &format!("{path}.healthy_threshold"),
+                h.healthy_threshold,
+                DEFAULT_HEALTHY_THRESHOLD,
+            ),
+            service: h.service.unwrap_or_default(),
+        }
+    });
+    let outlier = raw.outlier.map(|o| {
+        let path = at("outlier");
+        e.unknown(
+            &path,
+            &o.unknown,
+            &[
+                "consecutive_failures",
+                "base_ejection_time",
+                "max_ejection_percent",
+            ],
+        );
+        let max_ejection_percent = o
+            .max_ejection_percent
+            .unwrap_or(DEFAULT_MAX_EJECTION_PERCENT);
+        if max_ejection_percent > 100 {
+            e.add(
+                format!("{path}.max_ejection_percent"),
+                "must be between 0 and 100",
+            );
+        }
+        OutlierConfig {
+            consecutive_failures: at_least_one(
+                e,
+                &format!("{path}.consecutive_failures"),
+                o.consecutive_failures,
+                DEFAULT_CONSECUTIVE_FAILURES,
+            ),
+            base_ejection_time: e.positive_duration(
+                &format!("{path}.base_ejection_time"),
+                o.base_ejection_time.as_ref(),
+                DEFAULT_BASE_EJECTION,
+            ),
+            max_ejection_percent: max_ejection_percent.min(100),
+        }
+    });
+    if raw.max_concurrent_requests == Some(0) {
+        e.add(
+            at("max_concurrent_requests"),
+            "must be at least 1 (leave it out for no limit)",
+        );
+    }
+    let default_timeout = raw
+        .default_timeout
+        .as_ref()
+        .map(|d| e.positive_duration(&at("default_timeout"), Some(d), Duration::ZERO));
+    let max_timeout = raw
+        .max_timeout
+        .as_ref()
+        .map(|d| e.positive_duration(&at("max_timeout"), Some(d), Duration::ZERO));
+    if let (Some(default), Some(max)) = (default_timeout, max_timeout) {
+        if default > max {
+            e.add(at("default_timeout"), "must not exceed max_timeout");
+        }
+    }
+    BackendConfig {
+        endpoints: raw.endpoints,
+        timeout: e.positive_duration(&at("timeout"), raw.timeout.as_ref(), DEFAULT_TIMEOUT),
+        connect_timeout: e.duration(
+            &at("connect_timeout"),
+            raw.connect_timeout.as_ref(),
+            DEFAULT_CONNECT_TIMEOUT,
+        ),
+        lb,
+        keepalive_interval: e.positive_duration(
+            &at("keepalive_interval"),
+            raw.keepalive_interval.as_ref(),
+            DEFAULT_KEEPALIVE_INTERVAL,
+        ),
+        keepalive_timeout: e.positive_duration(
+            &at("keepalive_timeout"),
+            raw.keepalive_timeout.as_ref(),
+            DEFAULT_KEEPALIVE_TIMEOUT,
+        ),
+        health_check,
+        outlier,
+        max_concurrent_requests: raw.max_concurrent_requests.filter(|n| *n > 0),
+        default_timeout,
+        max_timeout,
+    }
+}
+
+fn at_least_one(e: &mut Errors, path: &str, value: Option<u32>, default: u32) -> u32 {
+    match value {
+        Some(0) => {
+            e.add(path, "must be at least 1");
+            default
+        }
+        Some(n) => n,
+        None => default,
+    }
+}
+
+fn endpoint_ok(endpoint: &str) -> Result<(), String> {
+    let uri: http::Uri = endpoint
+        .parse()
+        .map_err(|err| format!("`{endpoint}` is not a URL: {err}"))?;
+    if uri.scheme_str() != Some("http") {
+        return Err(format!(
+            "`{endpoint}` must start with http:// (TLS to backends is not supported yet)"
+        ));
+    }
+    if uri.host().is_none_or(str::is_empty) || uri.port_u16().is_none() {
+        return Err(format!(
+            "`{endpoint}` needs a host and a port, e.g. `http://127.0.0.1:50052`"
+        ));
+    }
+    if uri.path_and_query().is_some_and(|p| p.as_str() != "/") {
+        return Err(format!("`{endpoint}` must not have a path"));
+    }
+    Ok(())
+}

@@ -1,0 +1,107 @@
+//! Global load shedding: beyond `max_concurrent_requests` calls in flight in the whole gateway, new calls are
+//! refused at once with RESOURCE_EXHAUSTED instead of queueing without bound.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+
+use tonic::body::Body;
+
+use crate::status::GatewayError;
+
+/// The gateway-wide count of calls in flight and its limit.
+#[derive(Debug, Default)]
+pub struct Shedding {
+    in_flight: AtomicUsize,
+    limit: Option<usize>,
+}
+
+impl Shedding {
+    /// A counter refusing calls beyond `limit` (`None`: never).
+    pub fn new(limit: Option<usize>) -> Arc<Self> {
+        Arc::new(Self {
+            in_flight: AtomicUsize::new(0),
+            limit,
+        })
+    }
+
+    /// Whether the gateway is at its limit now (readiness reports not ready meanwhile).
+    pub fn is_shedding(&self) -> bool {
+        self.limit
+            .is_some_and(|limit| self.in_flight.load(Ordering::Acquire) >= limit)
+    }
+
+    fn admit(self: &Arc<Self>) -> Result<InFlight, usize> {
+        let now = self.in_flight.fetch_add(1, Ordering::AcqRel) + 1;
+        let guard = InFlight(self.clone());
+        match self.limit {
+            Some(limit) if now > limit => Err(limit),
+            _ => Ok(guard),
+        }
+    }
+}
+
+/// A call counted as in flight until dropped.
+struct InFlight(Arc<Shedding>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Adds [`LoadShedService`] to a stack.
+#[derive(Debug, Clone)]
+pub struct LoadShedLayer(pub Arc<Shedding>);
+
+impl<S> tower::Layer<S> for LoadShedLayer {
+    type Service = LoadShedService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        LoadShedService {
+            inner,
+            shedding: self.0.clone(),
+        }
+    }
+}
+
+/// Refuses calls beyond the gateway-wide limit; counts a call until its response (headers) is ready.
+#[derive(Debug, Clone)]
+pub struct LoadShedService<S> {
+    inner: S,
+    shedding: Arc<Shedding>,
+}
+
+impl<S> tower::Service<http::Request<Body>> for LoadShedService<S>
+where
+    S: tower::Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<http::Response<Body>, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        match self.shedding.admit() {
+            Ok(in_flight) => {
+                let call = self.inner.call(request);
+                Box::pin(async move {
+                    let response = call.await;
+                    drop(in_flight);
+                    response
+                })
+            }
+            Err(limit) => {
+                let response = GatewayError::Shedding { limit }.to_response(None);
+                Box::pin(std::future::ready(Ok(response)))
+            }
+        }
+    }
+}

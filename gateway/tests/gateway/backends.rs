@@ -1,0 +1,273 @@
+//! Backends in production: balancing, health checks, outlier ejection, limits, deadlines, load shedding.
+
+use std::time::{Duration, Instant};
+
+use crate::support::backend::TestBackend;
+use crate::support::gateway::TestGateway;
+use crate::support::raw;
+use crate::{get, key};
+
+/// A gateway config proxying everything (nothing cached) to one backend of `endpoints`, with `backend_extra` in the
+/// backend's block and `top_extra` at the top level.
+fn proxy_config(endpoints: &[&TestBackend], backend_extra: &str, top_extra: &str) -> String {
+    let urls = endpoints
+        .iter()
+        .map(|b| format!("\"{}\"", b.url()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        r#"
+listen: 127.0.0.1:0
+admin: {{ listen: 127.0.0.1:0 }}
+backends:
+  pool:
+    endpoints: [{urls}]
+{backend_extra}
+routes:
+  - match: "*"
+    backend: pool
+{top_extra}
+"#
+    )
+}
+
+async fn three_backends() -> [TestBackend; 3] {
+    [
+        TestBackend::start().await,
+        TestBackend::start().await,
+        TestBackend::start().await,
+    ]
+}
+
+/// Sends `n` calls from `workers` workers, each sending its next call when the previous one is answered (a closed
+/// loop, as real clients do); returns how many failed.
+async fn load(gateway: &TestGateway, n: usize, workers: usize) -> usize {
+    let client = gateway.client().await;
+    let per_worker = n / workers;
+    let tasks: Vec<_> = (0..workers)
+        .map(|w| {
+            let mut client = client.clone();
+            tokio::spawn(async move {
+                let mut failed = 0;
+                for i in 0..per_worker {
+                    if get(&mut client, key(&format!("w{w}-{i}")), None)
+                        .await
+                        .is_err()
+                    {
+                        failed += 1;
+                    }
+                }
+                failed
+            })
+        })
+        .collect();
+    let mut failed = 0;
+    for task in tasks {
+        failed += task.await.expect("task");
+    }
+    failed
+}
+
+#[tokio::test]
+async fn round_robin_spreads_calls_evenly() {
+    let backends = three_backends().await;
+    let gateway = TestGateway::start(&proxy_config(
+        &backends.each_ref(),
+        "    lb: round_robin",
+        "",
+    ))
+    .await;
+    assert_eq!(load(&gateway, 300, 10).await, 0);
+    for b in &backends {
+        let calls = b.get_calls();
+        assert!(
+            (90..=110).contains(&calls),
+            "each endpoint gets 100 ± 10 %, got {calls}"
+        );
+    }
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn p2c_sends_fewer_calls_to_a_slow_endpoint() {
+    let backends = three_backends().await;
+    backends[0].slow_down(100);
+    let gateway = TestGateway::start(&proxy_config(&backends.each_ref(), "    lb: p2c", "")).await;
+    assert_eq!(load(&gateway, 300, 30).await, 0);
+    let (slow, fast) = (
+        backends[0].get_calls(),
+        backends[1].get_calls() + backends[2].get_calls(),
+    );
+    assert!(
+        slow * 3 < fast,
+        "a fair share would be a third; the slow endpoint got {slow} calls, the two fast ones {fast}"
+    );
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn an_endpoint_failing_health_checks_leaves_the_rotation_until_it_recovers() {
+    let backends = three_backends().await;
+    let health = "    health_check: { interval: 100ms, timeout: 100ms, unhealthy_threshold: 1, healthy_threshold: 1 }";
+    let gateway = TestGateway::start(&proxy_config(&backends.each_ref(), health, "")).await;
+    backends[0].set_serving(false).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = backends[0].get_calls();
+    assert_eq!(load(&gateway, 60, 6).await, 0);
+    assert_eq!(backends[0].get_calls(), before, "NOT_SERVING: no calls");
+
+    backends[0].set_serving(true).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(load(&gateway, 60, 6).await, 0);
+    assert!(
+        backends[0].get_calls() > before + 10,
+        "SERVING again: back in rotation"
+    );
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn a_killed_endpoint_is_ejected_and_returns_after_recovering() {
+    let [dead, b, c] = three_backends().await;
+    let dead_addr = dead.addr;
+    let outlier = "    outlier: { consecutive_failures: 3, base_ejection_time: 500ms, max_ejection_percent: 50 }";
+    let gateway = TestGateway::start(&proxy_config(&[&dead, &b, &c], outlier, "")).await;
+    dead.stop().await;
+
+    // Until it is ejected, calls sent its way fail: at most `consecutive_failures` of them.
+    let failed = load(&gateway, 30, 1).await;
+    assert!(failed <= 3, "{failed} calls failed before the ejection");
+    assert_eq!(
+        load(&gateway, 90, 9).await,
+        0,
+        "after the ejection every call succeeds"
+    );
+
+    let back = TestBackend::start_on(dead_addr).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(load(&gateway, 60, 6).await, 0);
+    assert!(
+        back.get_calls() > 10,
+        "the recovered endpoint is back in rotation, got {}",
+        back.get_calls()
+    );
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn over_a_backends_limit_calls_fail_fast() {
+    let backend = TestBackend::start().await;
+    backend.slow_down(500);
+    let gateway = TestGateway::start(&proxy_config(
+        &[&backend],
+        "    max_concurrent_requests: 5",
+        "",
+    ))
+    .await;
+    let client = gateway.client().await;
+    let started = Instant::now();
+    let calls: Vec<_> = (0..20)
+        .map(|i| {
+            let mut client = client.clone();
+            tokio::spawn(async move { get(&mut client, key(&format!("k{i}")), None).await })
+        })
+        .collect();
+    let mut refused = 0;
+    for call in calls {
+        if let Err(status) = call.await.expect("task") {
+            assert_eq!(status.code(), tonic::Code::Unavailable);
+            assert!(
+                status.message().contains("max_concurrent_requests"),
+                "{}",
+                status.message()
+            );
+            refused += 1;
+        }
+    }
+    assert_eq!(refused, 15, "5 in flight, the rest refused");
+    assert!(started.elapsed() < Duration::from_secs(2));
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn beyond_the_global_limit_calls_are_shed_at_once() {
+    let backend = TestBackend::start().await;
+    backend.slow_down(500);
+    let gateway =
+        TestGateway::start(&proxy_config(&[&backend], "", "max_concurrent_requests: 4")).await;
+    let client = gateway.client().await;
+    let calls: Vec<_> = (0..12)
+        .map(|i| {
+            let mut client = client.clone();
+            tokio::spawn(async move {
+                let started = Instant::now();
+                (
+                    get(&mut client, key(&format!("k{i}")), None).await,
+                    started.elapsed(),
+                )
+            })
+        })
+        .collect();
+    let mut shed = 0;
+    for call in calls {
+        let (result, took) = call.await.expect("task");
+        if let Err(status) = result {
+            assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+            assert!(
+                took < Duration::from_millis(300),
+                "shed at once, took {took:?}"
+            );
+            shed += 1;
+        }
+    }
+    assert_eq!(shed, 8);
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn the_backend_sets_and_clamps_deadlines() {
+    let backend = TestBackend::start().await;
+    let extra = "    default_timeout: 200ms\n    max_timeout: 300ms";
+    let gateway = TestGateway::start(&proxy_config(&[&backend], extra, "")).await;
+    let mut slow = key("slow");
+    slow.delay_ms = 2000;
+    let exceeded = (tonic::Code::DeadlineExceeded as i32).to_string();
+
+    // No deadline from the client: the backend's default applies.
+    let started = Instant::now();
+    let answer = raw::call(
+        gateway.addr,
+        "/testing.v1.Lookup/Get",
+        &[],
+        raw::framed(&slow),
+    )
+    .await;
+    assert_eq!(answer.grpc_status, exceeded, "{answer:?}");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(190) && took < Duration::from_millis(1000),
+        "took {took:?}"
+    );
+
+    // A client asking for 5 s gets at most the backend's 300 ms, and the backend is told so.
+    let started = Instant::now();
+    let answer = raw::call(
+        gateway.addr,
+        "/testing.v1.Lookup/Get",
+        &[("grpc-timeout", "5S")],
+        raw::framed(&slow),
+    )
+    .await;
+    assert_eq!(answer.grpc_status, exceeded, "{answer:?}");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(290) && took < Duration::from_millis(1000),
+        "took {took:?}"
+    );
+    let seen = backend
+        .last_grpc_timeout()
+        .expect("a grpc-timeout reached the backend");
+    let forwarded = strata_gateway::grpc::timeout::parse(seen.as_bytes()).expect("valid");
+    assert!(forwarded <= Duration::from_millis(300), "{seen}");
+    gateway.stop().await;
+}
