@@ -4,6 +4,7 @@
 mod balance;
 mod endpoint;
 mod health;
+mod retry;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -15,6 +16,7 @@ use tower::ServiceExt;
 
 use self::balance::Balancer;
 pub use self::endpoint::Endpoint;
+pub use self::retry::RetryPolicy;
 use crate::config::{BackendConfig, OutlierConfig};
 use crate::layers::deadline::Deadline;
 use crate::status::GatewayError;
@@ -33,6 +35,8 @@ pub struct Backend {
     health_checks: Vec<tokio::task::JoinHandle<()>>,
     /// The longest the gateway waits for an answer on a cached route.
     pub timeout: Duration,
+    /// How calls on cached routes are retried (`None`: never).
+    pub retry: Option<RetryPolicy>,
 }
 
 impl Backend {
@@ -78,6 +82,7 @@ impl Backend {
             max_timeout: config.max_timeout,
             health_checks,
             timeout: config.timeout,
+            retry: config.retry.as_ref().map(RetryPolicy::new),
         })
     }
 

@@ -3,8 +3,9 @@
 use std::time::Duration;
 
 use super::errors::Errors;
-use super::raw::RawBackend;
-use super::{BackendConfig, HealthCheckConfig, Lb, OutlierConfig};
+use super::raw::{RawBackend, RawRetry};
+use super::{BackendConfig, HealthCheckConfig, Lb, OutlierConfig, RetryConfig};
+use crate::grpc::code;
 
 /// Defaults of a backend, shared with docs/CONFIG.md.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -34,6 +35,7 @@ pub(super) fn backend(e: &mut Errors, name: &str, raw: RawBackend) -> BackendCon
             "keepalive_timeout",
             "health_check",
             "outlier",
+            "retry",
             "max_concurrent_requests",
             "default_timeout",
             "max_timeout",
@@ -135,6 +137,8 @@ pub(super) fn backend(e: &mut Errors, name: &str, raw: RawBackend) -> BackendCon
             max_ejection_percent: max_ejection_percent.min(100),
         }
     });
+    let timeout = e.positive_duration(&at("timeout"), raw.timeout.as_ref(), DEFAULT_TIMEOUT);
+    let retry = raw.retry.map(|r| retry(e, &at("retry"), r, timeout));
     if raw.max_concurrent_requests == Some(0) {
         e.add(
             at("max_concurrent_requests"),
@@ -156,7 +160,8 @@ pub(super) fn backend(e: &mut Errors, name: &str, raw: RawBackend) -> BackendCon
     }
     BackendConfig {
         endpoints: raw.endpoints,
-        timeout: e.positive_duration(&at("timeout"), raw.timeout.as_ref(), DEFAULT_TIMEOUT),
+        timeout,
+        retry,
         connect_timeout: e.duration(
             &at("connect_timeout"),
             raw.connect_timeout.as_ref(),
@@ -178,6 +183,62 @@ pub(super) fn backend(e: &mut Errors, name: &str, raw: RawBackend) -> BackendCon
         max_concurrent_requests: raw.max_concurrent_requests.filter(|n| *n > 0),
         default_timeout,
         max_timeout,
+    }
+}
+
+fn retry(e: &mut Errors, path: &str, r: RawRetry, timeout: Duration) -> RetryConfig {
+    e.unknown(
+        path,
+        &r.unknown,
+        &[
+            "attempts",
+            "per_try_timeout",
+            "on",
+            "backoff",
+            "budget_percent",
+            "min_retries_per_second",
+        ],
+    );
+    let attempts = r.attempts.unwrap_or(2);
+    if !(1..=10).contains(&attempts) {
+        e.add(
+            format!("{path}.attempts"),
+            "must be between 1 and 10 (the first attempt included)",
+        );
+    }
+    let on = r.on.unwrap_or_else(|| vec!["UNAVAILABLE".to_owned()]);
+    let mut names = Vec::with_capacity(on.len());
+    for (i, name) in on.iter().enumerate() {
+        match code::from_name(name) {
+            Some(c) if c != tonic::Code::Ok => names.push(code::name(c).to_owned()),
+            _ => e.add(
+                format!("{path}.on[{i}]"),
+                format!("`{name}` is not an error status code name (e.g. UNAVAILABLE)"),
+            ),
+        }
+    }
+    let budget_percent = r.budget_percent.unwrap_or(20);
+    if budget_percent > 100 {
+        e.add(
+            format!("{path}.budget_percent"),
+            "must be between 0 and 100",
+        );
+    }
+    RetryConfig {
+        attempts: attempts.clamp(1, 10),
+        per_try_timeout: e.positive_duration(
+            &format!("{path}.per_try_timeout"),
+            r.per_try_timeout.as_ref(),
+            timeout,
+        ),
+        on: names,
+        backoff: e.duration(
+            &format!("{path}.backoff"),
+            r.backoff.as_ref(),
+            Duration::from_millis(25),
+        ),
+        budget_percent: budget_percent.min(100),
+        min_retries_per_second: r.min_retries_per_second.unwrap_or(10),
     }
 }
 

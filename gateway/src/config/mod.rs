@@ -149,6 +149,9 @@ pub struct BackendConfig {
     /// Ejection of endpoints that keep failing; `None`: never ejected.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub outlier: Option<OutlierConfig>,
+    /// Retries on cached routes; `None`: never retried.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetryConfig>,
     /// Calls in flight to this backend beyond which new ones fail fast (`None`: no limit).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_concurrent_requests: Option<usize>,
@@ -191,6 +194,25 @@ pub struct HealthCheckConfig {
     pub healthy_threshold: u32,
     /// The service name asked about (`""`: the server as a whole).
     pub service: String,
+}
+
+/// Retries of a backend's calls on cached routes.
+#[derive(Debug, Clone, Serialize)]
+pub struct RetryConfig {
+    /// Attempts in all, the first included.
+    pub attempts: u32,
+    /// The longest one attempt may take.
+    #[serde(serialize_with = "duration")]
+    pub per_try_timeout: Duration,
+    /// Status codes retried (canonical names).
+    pub on: Vec<String>,
+    /// Pause before the first retry; doubled for each further one, with full jitter, at most 1 s.
+    #[serde(serialize_with = "duration")]
+    pub backoff: Duration,
+    /// Retries per second as a percentage of calls per second.
+    pub budget_percent: u32,
+    /// Retries per second allowed whatever the percentage says.
+    pub min_retries_per_second: u32,
 }
 
 /// Ejection of endpoints that keep failing.

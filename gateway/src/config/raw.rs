@@ -87,6 +87,7 @@ pub(super) struct RawBackend {
     pub keepalive_timeout: Option<Scalar>,
     pub health_check: Option<RawHealthCheck>,
     pub outlier: Option<RawOutlier>,
+    pub retry: Option<RawRetry>,
     pub max_concurrent_requests: Option<usize>,
     pub default_timeout: Option<Scalar>,
     pub max_timeout: Option<Scalar>,
@@ -145,6 +146,18 @@ pub(super) struct RawOutlier {
     pub consecutive_failures: Option<u32>,
     pub base_ejection_time: Option<Scalar>,
     pub max_ejection_percent: Option<u32>,
+    #[serde(flatten)]
+    pub unknown: Unknown,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct RawRetry {
+    pub attempts: Option<u32>,
+    pub per_try_timeout: Option<Scalar>,
+    pub on: Option<Vec<String>>,
+    pub backoff: Option<Scalar>,
+    pub budget_percent: Option<u32>,
+    pub min_retries_per_second: Option<u32>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }

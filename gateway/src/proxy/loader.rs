@@ -4,6 +4,8 @@
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use bytes::Bytes;
 use http::HeaderMap;
 use http::uri::PathAndQuery;
@@ -65,19 +67,10 @@ impl Loader for BackendLoader {
             // Nobody waits for a refresh: the client that triggered it may be long gone.
             LoadMode::Background => self.backend.timeout,
         };
-        let backend = self.backend.clone();
-        let fetch = async {
-            let mut request = http::Request::new(Body::new(MessageBody::new(self.message, None)));
-            *request.method_mut() = http::Method::POST;
-            *request.uri_mut() = http::Uri::from(self.path);
-            *request.headers_mut() = metadata::for_backend(self.headers, budget);
-            let response = backend.call(request).await?;
-            collect_answer(&backend, response, self.max_response_bytes, &self.rule).await
-        };
-        let (entry, cache_control, private) = match tokio::time::timeout(budget, fetch).await {
-            Ok(Ok(answer)) => answer,
-            // The channel's own deadline timer fired first: report it the same way as ours.
-            Ok(Err(GatewayError::BackendDeadline { .. })) | Err(_) => {
+        let (entry, cache_control, private) = match self.fetch_with_retries(budget).await {
+            Ok(answer) => answer,
+            // The channel's own deadline timer, or ours: the time ran out.
+            Err(GatewayError::BackendDeadline { .. }) => {
                 return Err(LoadError::new(timed_out(
                     &self.backend,
                     budget,
@@ -85,13 +78,68 @@ impl Loader for BackendLoader {
                     mode,
                 )));
             }
-            Ok(Err(err)) => return Err(LoadError::new(err)),
+            Err(err) => return Err(LoadError::new(err)),
         };
         let fetched = decide(&self.rule, entry, &cache_control, &self.stats);
         if mode == LoadMode::Foreground {
             *self.private.lock().unwrap_or_else(PoisonError::into_inner) = Some(private);
         }
         Ok(fetched)
+    }
+}
+
+impl BackendLoader {
+    /// Fetches within `budget`, retrying per the backend's policy: only retryable failures, only while the budget
+    /// of retries allows, and never when the pause would end past the deadline.
+    async fn fetch_with_retries(&self, budget: Duration) -> Result<Answer, GatewayError> {
+        let until = Instant::now() + budget;
+        let retry = self.backend.retry.as_ref();
+        if let Some(policy) = retry {
+            policy.record_call();
+        }
+        let mut attempt = 1;
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            let per_try = retry.map_or(left, |p| p.per_try_timeout.min(left));
+            let result = match tokio::time::timeout(per_try, self.fetch_once(per_try)).await {
+                Ok(result) => result,
+                Err(_) => Err(GatewayError::BackendDeadline {
+                    backend: self.backend.name().to_owned(),
+                }),
+            };
+            let Some(policy) = retry else { return result };
+            let retryable = match &result {
+                Ok((entry, ..)) => policy.retries_code(Code::from(entry.status_code)),
+                Err(
+                    GatewayError::BackendUnavailable { .. } | GatewayError::BackendDeadline { .. },
+                ) => true,
+                Err(_) => false,
+            };
+            if !retryable || attempt >= policy.attempts {
+                return result;
+            }
+            let pause = policy.pause_after(attempt);
+            if Instant::now() + pause >= until || !policy.try_retry() {
+                if Instant::now() + pause < until {
+                    self.stats.count_retry_budget_exhausted();
+                }
+                return result;
+            }
+            self.stats.count_retry();
+            tokio::time::sleep(pause).await;
+            attempt += 1;
+        }
+    }
+
+    /// One attempt: the request to an endpoint, and its whole answer.
+    async fn fetch_once(&self, time_left: Duration) -> Result<Answer, GatewayError> {
+        let mut request =
+            http::Request::new(Body::new(MessageBody::new(self.message.clone(), None)));
+        *request.method_mut() = http::Method::POST;
+        *request.uri_mut() = http::Uri::from(self.path.clone());
+        *request.headers_mut() = metadata::for_backend(self.headers.clone(), time_left);
+        let response = self.backend.call(request).await?;
+        collect_answer(&self.backend, response, self.max_response_bytes, &self.rule).await
     }
 }
 

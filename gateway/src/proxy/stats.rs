@@ -7,6 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub struct ProxyStats {
     bypassed: AtomicU64,
     too_large: AtomicU64,
+    retries: AtomicU64,
+    retry_budget_exhausted: AtomicU64,
 }
 
 impl ProxyStats {
@@ -18,6 +20,26 @@ impl ProxyStats {
     /// Counts an answer relayed but not stored because it is larger than `max_entry_bytes`.
     pub fn count_too_large(&self) {
         self.too_large.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a retry sent to a backend.
+    pub fn count_retry(&self) {
+        self.retries.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a retry not sent because the retry budget was spent.
+    pub fn count_retry_budget_exhausted(&self) {
+        self.retry_budget_exhausted.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Retries sent.
+    pub fn retries(&self) -> u64 {
+        self.retries.load(Ordering::Relaxed)
+    }
+
+    /// Retries refused by the budget.
+    pub fn retry_budget_exhausted(&self) -> u64 {
+        self.retry_budget_exhausted.load(Ordering::Relaxed)
     }
 
     /// Calls that bypassed the cache.

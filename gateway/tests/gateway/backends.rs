@@ -271,3 +271,64 @@ async fn the_backend_sets_and_clamps_deadlines() {
     assert!(forwarded <= Duration::from_millis(300), "{seen}");
     gateway.stop().await;
 }
+
+/// A config caching `Get` on one backend with `retry`.
+fn retry_config(backend: &TestBackend, retry: &str) -> String {
+    format!(
+        r#"
+listen: 127.0.0.1:0
+admin: {{ listen: 127.0.0.1:0 }}
+backends:
+  pool:
+    endpoints: ["{}"]
+    retry: {{ {retry} }}
+routes:
+  - match: /testing.v1.Lookup/Get
+    backend: pool
+    cache: {{ ttl: 30s }}
+  - match: "*"
+    backend: pool
+"#,
+        backend.url()
+    )
+}
+
+#[tokio::test]
+async fn a_failed_first_attempt_succeeds_on_the_retry() {
+    let backend = TestBackend::start().await;
+    let gateway = TestGateway::start(&retry_config(&backend, "attempts: 3, backoff: 10ms")).await;
+    let mut client = gateway.client().await;
+    let mut req = key("flaky");
+    req.fail_first = 1;
+    let answer = get(&mut client, req, None)
+        .await
+        .expect("the retry succeeded");
+    assert_eq!(answer.cache, "miss");
+    assert_eq!(backend.get_calls(), 2, "one failed attempt, one retry");
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn with_the_backend_down_for_good_retries_stay_within_the_budget() {
+    let backend = TestBackend::start().await;
+    let retry = "attempts: 3, backoff: 1ms, budget_percent: 20, min_retries_per_second: 2";
+    let gateway = TestGateway::start(&retry_config(&backend, retry)).await;
+    let mut client = gateway.client().await;
+    let started = Instant::now();
+    for i in 0..100 {
+        let mut req = key(&format!("down{i}"));
+        req.fail_code = tonic::Code::Unavailable as i32;
+        let status = get(&mut client, req, None).await.expect_err("down");
+        assert_eq!(status.code(), tonic::Code::Unavailable);
+    }
+    let seconds = started.elapsed().as_secs() + 1;
+    let attempts = backend.get_calls();
+    // 100 calls; retries at most 20 % of the calls of each second, or 2 per second.
+    let most = 100 + (20 + 2 * seconds);
+    assert!(attempts > 100, "some retries were made: {attempts}");
+    assert!(
+        attempts <= most,
+        "{attempts} backend attempts for 100 calls (at most {most})"
+    );
+    gateway.stop().await;
+}

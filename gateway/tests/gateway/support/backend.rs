@@ -27,6 +27,8 @@ pub struct Seen {
     pub last_grpc_timeout: Mutex<Option<String>>,
     /// Added to the delay of every `Get` (to make one backend of several slow).
     pub base_delay_ms: AtomicU64,
+    /// Calls of `Get` per key.
+    pub per_key: Mutex<std::collections::HashMap<String, u32>>,
 }
 
 #[derive(Clone)]
@@ -83,8 +85,17 @@ impl Lookup for Service {
         let req = request.into_inner();
         let delay = u64::from(req.delay_ms) + self.seen.base_delay_ms.load(Ordering::SeqCst);
         tokio::time::sleep(Duration::from_millis(delay)).await;
+        let nth = {
+            let mut per_key = self.seen.per_key.lock().expect("lock");
+            let n = per_key.entry(req.key.clone()).or_default();
+            *n += 1;
+            *n
+        };
         if req.fail_code != 0 {
             return Err(failure(req.fail_code));
+        }
+        if nth <= req.fail_first {
+            return Err(failure(tonic::Code::Unavailable as i32));
         }
         let mut response = Response::new(reply(&req, serial, tenant, grpc_timeout));
         if !req.cache_control.is_empty() {
