@@ -9,6 +9,7 @@ use strata_cache::{Policy, Tiered, TieredConfig};
 use crate::backend::Backend;
 use crate::config::Config;
 use crate::grpc::code;
+use crate::proxy::rate_limit::RateLimit;
 use crate::proxy::storage::StorageRules;
 use crate::proxy::{Proxy, ProxyOptions};
 use crate::router::{CacheRule, Matcher, Route, Router};
@@ -76,7 +77,14 @@ pub fn build_proxy(config: &Config) -> Result<Proxy, StartError> {
                 shared: c.shared,
             })
         });
-        routes.push(Route::new(r.matches.clone(), matcher, backend, cache));
+        let rate_limit = r.rate_limit.as_ref().map(|l| Arc::new(RateLimit::new(l)));
+        routes.push(Route::new(
+            r.matches.clone(),
+            matcher,
+            backend,
+            cache,
+            rate_limit,
+        ));
     }
 
     let l2: Option<Arc<dyn L2>> = match &config.cache.l2 {

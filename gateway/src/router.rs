@@ -6,6 +6,7 @@ use http::HeaderName;
 use strata_cache::Policy;
 
 use crate::backend::Backend;
+use crate::proxy::rate_limit::RateLimit;
 use crate::proxy::storage::StorageRules;
 
 /// What a route's `match` accepts.
@@ -100,6 +101,8 @@ pub struct Route {
     pub backend: Arc<Backend>,
     /// `Some` for cached routes.
     pub cache: Option<Arc<CacheRule>>,
+    /// `Some` for rate-limited routes.
+    pub rate_limit: Option<Arc<RateLimit>>,
 }
 
 impl Route {
@@ -109,12 +112,14 @@ impl Route {
         matcher: Matcher,
         backend: Arc<Backend>,
         cache: Option<Arc<CacheRule>>,
+        rate_limit: Option<Arc<RateLimit>>,
     ) -> Self {
         Self {
             name,
             matcher,
             backend,
             cache,
+            rate_limit,
         }
     }
 }

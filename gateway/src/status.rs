@@ -33,6 +33,9 @@ pub enum GatewayError {
     /// The call's deadline passed while the backend was working on it.
     #[error("deadline exceeded waiting for backend {backend}")]
     BackendDeadline { backend: String },
+    /// A route's rate limit refused the call.
+    #[error("rate limit of {rps} calls/s exceeded{}", per.as_ref().map(|k| format!(" for this {k}")).unwrap_or_default())]
+    RateLimited { rps: u32, per: Option<String> },
     /// The gateway already has `max_concurrent_requests` calls in flight.
     #[error("gateway overloaded: {limit} calls in flight (max_concurrent_requests); retry later")]
     Shedding { limit: usize },
@@ -74,7 +77,9 @@ impl GatewayError {
     pub fn code(&self) -> Code {
         match self {
             Self::NoRoute { .. } => Code::Unimplemented,
-            Self::RequestTooLarge { .. } | Self::Shedding { .. } => Code::ResourceExhausted,
+            Self::RequestTooLarge { .. } | Self::Shedding { .. } | Self::RateLimited { .. } => {
+                Code::ResourceExhausted
+            }
             Self::MalformedRequest(_) => Code::Internal,
             Self::ClientStream(_) => Code::Cancelled,
             Self::Deadline(_) | Self::BackendDeadline { .. } | Self::BackendTimeout { .. } => {

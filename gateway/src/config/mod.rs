@@ -196,6 +196,30 @@ pub struct HealthCheckConfig {
     pub service: String,
 }
 
+/// A route's rate limit.
+#[derive(Debug, Clone, Serialize)]
+pub struct RateLimitConfig {
+    /// Calls per second allowed (per bucket).
+    pub rps: u32,
+    /// Calls allowed at once after a quiet period.
+    pub burst: u32,
+    /// Metadata whose value picks the bucket (one per tenant, say); `None`: one bucket for the route.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// Which calls count.
+    pub apply_to: ApplyTo,
+}
+
+/// Which calls a rate limit counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApplyTo {
+    /// Every call.
+    All,
+    /// Only calls that reach the backend (cache hits are free).
+    Misses,
+}
+
 /// Retries of a backend's calls on cached routes.
 #[derive(Debug, Clone, Serialize)]
 pub struct RetryConfig {
@@ -238,6 +262,9 @@ pub struct RouteConfig {
     /// Present: unary calls are cached. Absent: calls are proxied untouched.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cache: Option<RouteCacheConfig>,
+    /// Present: calls beyond the rate are refused with RESOURCE_EXHAUSTED.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimitConfig>,
 }
 
 /// How a route caches.

@@ -101,6 +101,7 @@ pub(super) struct RawRoute {
     pub matches: Option<String>,
     pub backend: Option<String>,
     pub cache: Option<RawRouteCache>,
+    pub rate_limit: Option<RawRateLimit>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }
@@ -158,6 +159,16 @@ pub(super) struct RawRetry {
     pub backoff: Option<Scalar>,
     pub budget_percent: Option<u32>,
     pub min_retries_per_second: Option<u32>,
+    #[serde(flatten)]
+    pub unknown: Unknown,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct RawRateLimit {
+    pub rps: Option<u32>,
+    pub burst: Option<u32>,
+    pub key: Option<String>,
+    pub apply_to: Option<String>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }

@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::errors::Errors;
-use super::raw::{RawRoute, RawRouteCache};
-use super::{BackendConfig, RouteCacheConfig, RouteConfig};
+use super::raw::{RawRateLimit, RawRoute, RawRouteCache};
+use super::{ApplyTo, BackendConfig, RateLimitConfig, RouteCacheConfig, RouteConfig};
 use crate::grpc::code;
 
 /// Defaults of a route's `cache:` block, shared with docs/CONFIG.md.
@@ -19,7 +19,11 @@ pub(super) fn route(
     backends: &BTreeMap<String, BackendConfig>,
 ) -> RouteConfig {
     let path = format!("routes[{i}]");
-    e.unknown(&path, &raw.unknown, &["match", "backend", "cache"]);
+    e.unknown(
+        &path,
+        &raw.unknown,
+        &["match", "backend", "cache", "rate_limit"],
+    );
     let matches = raw.matches.unwrap_or_default();
     if let Err(reason) = crate::router::Matcher::parse(&matches) {
         e.add(format!("{path}.match"), reason);
@@ -45,10 +49,61 @@ pub(super) fn route(
     let cache = raw
         .cache
         .map(|c| route_cache(e, &format!("{path}.cache"), c));
+    let rate_limit = raw
+        .rate_limit
+        .map(|r| rate_limit(e, &format!("{path}.rate_limit"), r));
     RouteConfig {
         matches,
         backend,
         cache,
+        rate_limit,
+    }
+}
+
+fn rate_limit(e: &mut Errors, path: &str, r: RawRateLimit) -> RateLimitConfig {
+    e.unknown(path, &r.unknown, &["rps", "burst", "key", "apply_to"]);
+    let rps = match r.rps {
+        Some(0) | None => {
+            e.add(
+                format!("{path}.rps"),
+                "required: calls per second, at least 1",
+            );
+            1
+        }
+        Some(n) => n,
+    };
+    if r.burst == Some(0) {
+        e.add(
+            format!("{path}.burst"),
+            "must be at least 1 (leave it out for `rps`)",
+        );
+    }
+    let key = r.key.map(|k| {
+        let lower = k.to_ascii_lowercase();
+        if http::HeaderName::from_bytes(lower.as_bytes()).is_err() {
+            e.add(
+                format!("{path}.key"),
+                format!("`{k}` is not a valid metadata name"),
+            );
+        }
+        lower
+    });
+    let apply_to = match r.apply_to.as_deref() {
+        None | Some("all") => ApplyTo::All,
+        Some("misses") => ApplyTo::Misses,
+        Some(other) => {
+            e.add(
+                format!("{path}.apply_to"),
+                format!("`{other}`: use `all` or `misses`"),
+            );
+            ApplyTo::All
+        }
+    };
+    RateLimitConfig {
+        rps,
+        burst: r.burst.filter(|b| *b > 0).unwrap_or(rps),
+        key,
+        apply_to,
     }
 }
 

@@ -15,6 +15,7 @@ use tonic::body::Body;
 
 use super::cache_control::CacheControl;
 use super::metadata;
+use super::rate_limit::RateLimit;
 use super::replay::MessageBody;
 use super::stats::ProxyStats;
 use super::storage::{Storage, is_backend_failure};
@@ -58,6 +59,8 @@ pub struct BackendLoader {
     pub private: PrivateSink,
     /// Counters of the data path.
     pub stats: Arc<ProxyStats>,
+    /// The route's rate limit when it counts only calls that reach the backend.
+    pub misses_limit: Option<Arc<RateLimit>>,
 }
 
 impl Loader for BackendLoader {
@@ -92,6 +95,9 @@ impl BackendLoader {
     /// Fetches within `budget`, retrying per the backend's policy: only retryable failures, only while the budget
     /// of retries allows, and never when the pause would end past the deadline.
     async fn fetch_with_retries(&self, budget: Duration) -> Result<Answer, GatewayError> {
+        if let Some(limit) = &self.misses_limit {
+            limit.check(&self.headers)?;
+        }
         let until = Instant::now() + budget;
         let retry = self.backend.retry.as_ref();
         if let Some(policy) = retry {

@@ -6,6 +6,7 @@ pub mod cache_key;
 mod loader;
 mod metadata;
 mod passthrough;
+pub mod rate_limit;
 mod replay;
 mod stats;
 pub mod storage;
@@ -17,6 +18,7 @@ use strata_cache::Tiered;
 use tonic::body::Body;
 
 pub use self::stats::ProxyStats;
+use crate::config::ApplyTo;
 use crate::layers::deadline::Deadline;
 use crate::router::Router;
 use crate::status::GatewayError;
@@ -100,6 +102,15 @@ impl Proxy {
             }
             .to_response(None);
         };
+        // A limit on every call is checked first; one on misses only where a call reaches the backend (a passthrough
+        // call always does; on a cached route, the loader checks it).
+        if let Some(limit) = &route.rate_limit {
+            if limit.apply_to == ApplyTo::All || route.cache.is_none() {
+                if let Err(refused) = limit.check(request.headers()) {
+                    return refused.to_response(None);
+                }
+            }
+        }
         // The backend may allow less time than the client asked for, or give calls without a deadline one.
         let deadline = route.backend.deadline_for(client_deadline);
         let call = async {

@@ -71,6 +71,10 @@ pub(super) async fn answer(
         max_response_bytes: proxy.options.max_response_bytes,
         private: private.clone(),
         stats: proxy.stats.clone(),
+        misses_limit: route
+            .rate_limit
+            .clone()
+            .filter(|l| l.apply_to == crate::config::ApplyTo::Misses),
     };
     match proxy.cache.get(key, &rule.policy, loader).await {
         Ok(lookup) => {

@@ -332,3 +332,72 @@ async fn with_the_backend_down_for_good_retries_stay_within_the_budget() {
     );
     gateway.stop().await;
 }
+
+#[tokio::test]
+async fn a_tenant_over_its_rate_is_refused_about_half_the_time_and_others_are_not() {
+    let backend = TestBackend::start().await;
+    let limit = "    rate_limit: { rps: 20, burst: 1, key: x-tenant-id }";
+    let gateway = TestGateway::start(&proxy_config(&[&backend], "", "").replace(
+        "    backend: pool\n",
+        &format!("    backend: pool\n{limit}\n"),
+    ))
+    .await;
+    let client = gateway.client().await;
+    let tenant_calls = |tenant: &'static str, every: Duration, n: usize| {
+        let mut client = client.clone();
+        tokio::spawn(async move {
+            let mut refused = 0;
+            let mut ticks = tokio::time::interval(every);
+            for i in 0..n {
+                ticks.tick().await;
+                match get(&mut client, key(&format!("{tenant}{i}")), Some(tenant)).await {
+                    Ok(_) => {}
+                    Err(status) => {
+                        assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+                        assert!(
+                            status.message().contains("rate limit"),
+                            "{}",
+                            status.message()
+                        );
+                        refused += 1;
+                    }
+                }
+            }
+            refused
+        })
+    };
+    // Tenant a at twice its rate (40/s for 1 s), tenant b well under it, at the same time.
+    let (a, b) = (
+        tenant_calls("a", Duration::from_millis(25), 40),
+        tenant_calls("b", Duration::from_millis(100), 10),
+    );
+    let (a, b) = (a.await.expect("task"), b.await.expect("task"));
+    assert!(
+        (12..=28).contains(&a),
+        "about half of tenant a's 40 calls refused, got {a}"
+    );
+    assert_eq!(b, 0, "tenant b is unaffected");
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn a_limit_on_misses_leaves_cache_hits_free() {
+    let backend = TestBackend::start().await;
+    let yaml = retry_config(&backend, "attempts: 1").replace(
+        "    cache: { ttl: 30s }",
+        "    cache: { ttl: 30s }\n    rate_limit: { rps: 1, burst: 1, apply_to: misses }",
+    );
+    let gateway = TestGateway::start(&yaml).await;
+    let mut client = gateway.client().await;
+    for _ in 0..5 {
+        get(&mut client, key("hot"), None)
+            .await
+            .expect("hits are not limited");
+    }
+    let other = get(&mut client, key("cold"), None)
+        .await
+        .expect_err("a second miss within the second");
+    assert_eq!(other.code(), tonic::Code::ResourceExhausted);
+    assert_eq!(backend.get_calls(), 1);
+    gateway.stop().await;
+}
