@@ -79,3 +79,43 @@ async fn shutdown_stops_readiness_at_once_and_lets_calls_finish() {
     assert_eq!(reply.key, "slow");
     gateway.stop().await;
 }
+
+#[tokio::test]
+async fn sigterm_lets_50_in_flight_calls_finish_then_exits_0() {
+    let backend = crate::support::backend::TestBackend::start().await;
+    let yaml = config(&backend.url(), "", "shutdown_grace: 5s\ndrain_delay: 200ms");
+    let mut gateway = crate::support::process::GatewayProcess::start(&yaml).await;
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", gateway.addr))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect");
+    let client = crate::support::pb::lookup_client::LookupClient::new(channel);
+    let calls: Vec<_> = (0..50)
+        .map(|i| {
+            let mut client = client.clone();
+            let mut req = key(&format!("slow{i}"));
+            req.delay_ms = 800;
+            tokio::spawn(async move { crate::get(&mut client, req, None).await })
+        })
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    gateway.terminate();
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    assert!(
+        http_get(gateway.admin, "/readyz")
+            .await
+            .starts_with("HTTP/1.1 503"),
+        "not ready at once"
+    );
+
+    for call in calls {
+        call.await
+            .expect("task")
+            .expect("every accepted call completes");
+    }
+    let status = gateway.exited(std::time::Duration::from_secs(10)).await;
+    assert_eq!(status.code(), Some(0), "{status:?}");
+    let refused = tokio::net::TcpStream::connect(gateway.addr).await;
+    assert!(refused.is_err(), "no new calls after the drain");
+}

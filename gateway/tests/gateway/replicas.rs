@@ -1,12 +1,12 @@
 //! Several gateways sharing one Redis: one backend call per cold key across all of them, even when a replica dies
 //! holding the lease.
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::support::backend::TestBackend;
 use crate::support::gateway::{TestGateway, config_with_route};
-use crate::support::{RedisServer, eventually, free_port};
+use crate::support::process::GatewayProcess;
+use crate::support::{RedisServer, eventually};
 use crate::{get, key};
 
 /// The `cache:` lines for a shared Redis with the lease on.
@@ -55,61 +55,6 @@ async fn three_gateways_make_one_backend_call_for_300_cold_calls() {
     );
     for gateway in gateways {
         gateway.stop().await;
-    }
-}
-
-/// A `strata serve` process (so the test can kill it with SIGKILL), killed when dropped.
-struct GatewayProcess {
-    child: Child,
-    addr: std::net::SocketAddr,
-    config: std::path::PathBuf,
-}
-
-impl GatewayProcess {
-    async fn start(yaml_without_listeners: &str) -> Self {
-        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let admin = free_port();
-        let yaml = yaml_without_listeners
-            .replace("listen: 127.0.0.1:0\n", &format!("listen: {addr}\n"))
-            .replace(
-                "admin: { listen: 127.0.0.1:0 }",
-                &format!("admin: {{ listen: 127.0.0.1:{admin} }}"),
-            );
-        let config = std::env::temp_dir().join(format!(
-            "strata-replica-{}-{}.yaml",
-            std::process::id(),
-            addr.port()
-        ));
-        std::fs::write(&config, yaml).expect("write config");
-        let child = Command::new(env!("CARGO_BIN_EXE_strata"))
-            .args(["serve", "--config"])
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start strata");
-        let up = eventually(Duration::from_secs(10), || async {
-            tokio::net::TcpStream::connect(addr).await.is_ok()
-        })
-        .await;
-        assert!(up, "strata serve did not start listening on {addr}");
-        Self {
-            child,
-            addr,
-            config,
-        }
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for GatewayProcess {
-    fn drop(&mut self) {
-        self.kill();
-        let _ = std::fs::remove_file(&self.config);
     }
 }
 

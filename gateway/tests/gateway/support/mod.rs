@@ -3,6 +3,7 @@
 
 pub mod backend;
 pub mod gateway;
+pub mod process;
 pub mod raw;
 
 pub use strata_cache::testing::{RedisServer, free_port};

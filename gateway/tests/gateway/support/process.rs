@@ -1,0 +1,93 @@
+//! The real `strata` binary as a child process, for what only a process shows: SIGKILL, SIGTERM, exit codes.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use super::{eventually, free_port};
+
+/// A `strata serve` process (so the test can kill it with SIGKILL), killed when dropped.
+pub struct GatewayProcess {
+    child: Child,
+    /// The data listener.
+    pub addr: std::net::SocketAddr,
+    /// The admin listener.
+    pub admin: std::net::SocketAddr,
+    config: std::path::PathBuf,
+}
+
+impl GatewayProcess {
+    /// Writes the config with fresh ports for both listeners, starts `strata serve`, and waits until it listens.
+    pub async fn start(yaml_without_listeners: &str) -> Self {
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let admin = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let yaml = yaml_without_listeners
+            .replace("listen: 127.0.0.1:0\n", &format!("listen: {addr}\n"))
+            .replace(
+                "admin: { listen: 127.0.0.1:0 }",
+                &format!("admin: {{ listen: {admin} }}"),
+            );
+        let config = std::env::temp_dir().join(format!(
+            "strata-process-{}-{}.yaml",
+            std::process::id(),
+            addr.port()
+        ));
+        std::fs::write(&config, yaml).expect("write config");
+        let child = Command::new(env!("CARGO_BIN_EXE_strata"))
+            .args(["serve", "--config"])
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start strata");
+        let up = eventually(Duration::from_secs(10), || async {
+            tokio::net::TcpStream::connect(addr).await.is_ok()
+        })
+        .await;
+        assert!(up, "strata serve did not start listening on {addr}");
+        Self {
+            child,
+            addr,
+            admin,
+            config,
+        }
+    }
+
+    /// Kills it with SIGKILL.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl GatewayProcess {
+    /// Sends SIGTERM (a graceful shutdown).
+    pub fn terminate(&self) {
+        let ok = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill -TERM");
+    }
+
+    /// Waits (at most `within`) for it to exit; its exit status.
+    pub async fn exited(&mut self, within: Duration) -> std::process::ExitStatus {
+        let until = tokio::time::Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(
+                tokio::time::Instant::now() < until,
+                "strata did not exit within {within:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for GatewayProcess {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_file(&self.config);
+    }
+}
