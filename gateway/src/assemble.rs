@@ -37,8 +37,8 @@ pub fn build_proxy(config: &Config) -> Result<Proxy, StartError> {
         .backends
         .iter()
         .map(|(name, b)| {
-            Backend::new(name, b)
-                .map(|backend| (name.clone(), Arc::new(backend)))
+            Backend::start(name, b)
+                .map(|backend| (name.clone(), backend))
                 .map_err(|e| StartError::Backend(e.to_string()))
         })
         .collect::<Result<BTreeMap<_, _>, _>>()?;

@@ -12,6 +12,10 @@ use tonic::transport::Channel;
 pub struct Endpoint {
     /// Its URL, for logs.
     pub url: String,
+    /// The DNS name it was resolved from, if any.
+    pub source: Option<String>,
+    /// The address it was resolved to, if any.
+    pub addr: Option<std::net::SocketAddr>,
     /// The multiplexed HTTP/2 connection to it.
     pub channel: Channel,
     outstanding: AtomicUsize,
@@ -28,6 +32,8 @@ impl Endpoint {
     pub fn new(url: String, channel: Channel) -> Self {
         Self {
             url,
+            source: None,
+            addr: None,
             channel,
             outstanding: AtomicUsize::new(0),
             healthy: AtomicBool::new(true),

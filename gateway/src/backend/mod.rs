@@ -1,9 +1,11 @@
-//! Backends: one lazily connected HTTP/2 channel per endpoint, a balancer over the endpoints that are healthy and not
-//! ejected, a limit on calls in flight, and the deadlines the backend allows.
+//! Backends: endpoints (static or discovered through DNS), one lazily connected HTTP/2 channel each, a balancer over
+//! those healthy and not ejected, a limit on calls in flight, retries, and the deadlines the backend allows.
 
 mod balance;
+mod discovery;
 mod endpoint;
 mod health;
+mod pool;
 mod retry;
 
 use std::sync::Arc;
@@ -11,11 +13,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tonic::body::Body;
-use tonic::transport::Channel;
 use tower::ServiceExt;
 
 use self::balance::Balancer;
+use self::discovery::Target;
 pub use self::endpoint::Endpoint;
+use self::pool::Pool;
 pub use self::retry::RetryPolicy;
 use crate::config::{BackendConfig, OutlierConfig};
 use crate::layers::deadline::Deadline;
@@ -25,14 +28,14 @@ use crate::status::GatewayError;
 #[derive(Debug)]
 pub struct Backend {
     name: String,
-    endpoints: Vec<Arc<Endpoint>>,
+    pool: Arc<Pool>,
+    resolvers: Vec<tokio::task::JoinHandle<()>>,
     balancer: Balancer,
     outlier: Option<OutlierConfig>,
     max_concurrent_requests: Option<usize>,
     in_flight: AtomicUsize,
     default_timeout: Option<Duration>,
     max_timeout: Option<Duration>,
-    health_checks: Vec<tokio::task::JoinHandle<()>>,
     /// The longest the gateway waits for an answer on a cached route.
     pub timeout: Duration,
     /// How calls on cached routes are retried (`None`: never).
@@ -40,50 +43,51 @@ pub struct Backend {
 }
 
 impl Backend {
-    /// Prepares a channel per endpoint without connecting (the gateway starts even while a backend is down), and
-    /// starts the health checks if configured (so it needs a tokio runtime).
-    pub fn new(name: &str, config: &BackendConfig) -> Result<Self, GatewayError> {
-        let endpoints = config
+    /// Prepares a channel per static endpoint without connecting (the gateway starts even while a backend is down),
+    /// starts resolving `dns:///` endpoints and health-checking, so it needs a tokio runtime.
+    pub fn start(name: &str, config: &BackendConfig) -> Result<Arc<Self>, GatewayError> {
+        let targets: Vec<Target> = config
             .endpoints
             .iter()
-            .map(|url| {
-                let endpoint =
-                    tonic::transport::Endpoint::from_shared(url.clone()).map_err(|e| {
-                        GatewayError::Internal(format!(
-                            "backends.{name}: endpoint `{url}` rejected: {e}"
-                        ))
-                    })?;
-                let channel: Channel = endpoint
-                    .connect_timeout(config.connect_timeout)
-                    .tcp_nodelay(true)
-                    .http2_adaptive_window(true)
-                    .http2_keep_alive_interval(config.keepalive_interval)
-                    .keep_alive_timeout(config.keepalive_timeout)
-                    .keep_alive_while_idle(true)
-                    .connect_lazy();
-                Ok(Arc::new(Endpoint::new(url.clone(), channel)))
+            .map(|e| {
+                Target::parse(e).ok_or_else(|| {
+                    GatewayError::Internal(format!("backends.{name}: endpoint `{e}` rejected"))
+                })
             })
-            .collect::<Result<Vec<_>, GatewayError>>()?;
-        let health_checks = match &config.health_check {
-            Some(hc) => endpoints
-                .iter()
-                .map(|e| tokio::spawn(health::check_forever(e.clone(), hc.clone())))
-                .collect(),
-            None => Vec::new(),
-        };
-        Ok(Self {
+            .collect::<Result<_, _>>()?;
+        let static_urls: Vec<String> = targets
+            .iter()
+            .filter_map(|t| match t {
+                Target::Static(url) => Some(url.clone()),
+                Target::Dns { .. } => None,
+            })
+            .collect();
+        let pool = Arc::new(Pool::new(name, config, &static_urls)?);
+        let resolvers = targets
+            .into_iter()
+            .filter_map(|t| match t {
+                Target::Dns { name, port } => Some(tokio::spawn(discovery::resolve_forever(
+                    Arc::downgrade(&pool),
+                    name,
+                    port,
+                    config.resolve_interval,
+                ))),
+                Target::Static(_) => None,
+            })
+            .collect();
+        Ok(Arc::new(Self {
             name: name.to_owned(),
-            endpoints,
+            pool,
+            resolvers,
             balancer: Balancer::new(config.lb),
             outlier: config.outlier.clone(),
             max_concurrent_requests: config.max_concurrent_requests,
             in_flight: AtomicUsize::new(0),
             default_timeout: config.default_timeout,
             max_timeout: config.max_timeout,
-            health_checks,
             timeout: config.timeout,
             retry: config.retry.as_ref().map(RetryPolicy::new),
-        })
+        }))
     }
 
     /// The backend's configured name.
@@ -91,9 +95,9 @@ impl Backend {
         &self.name
     }
 
-    /// Its endpoints (for tests and admin).
-    pub fn endpoints(&self) -> &[Arc<Endpoint>] {
-        &self.endpoints
+    /// Its endpoints now (for tests and admin).
+    pub fn endpoints(&self) -> Arc<Vec<Arc<Endpoint>>> {
+        self.pool.current()
     }
 
     /// The deadline a call to this backend runs under: the client's, clamped to `max_timeout`, or `default_timeout`
@@ -112,7 +116,7 @@ impl Backend {
         request: http::Request<Body>,
     ) -> Result<http::Response<Body>, GatewayError> {
         let _admitted = self.admit()?;
-        let endpoint = self.balancer.pick(&self.endpoints).ok_or_else(|| {
+        let endpoint = self.balancer.pick(&self.pool.current()).ok_or_else(|| {
             GatewayError::BackendUnavailable {
                 backend: self.name.clone(),
                 reason: "no endpoint is healthy and in rotation".into(),
@@ -161,8 +165,9 @@ impl Backend {
         if streak < outlier.consecutive_failures || endpoint.is_ejected() {
             return;
         }
-        let ejected = self.endpoints.iter().filter(|e| e.is_ejected()).count();
-        let allowed = self.endpoints.len() * outlier.max_ejection_percent as usize / 100;
+        let endpoints = self.pool.current();
+        let ejected = endpoints.iter().filter(|e| e.is_ejected()).count();
+        let allowed = endpoints.len() * outlier.max_ejection_percent as usize / 100;
         if ejected < allowed {
             let length = endpoint.eject(outlier.base_ejection_time);
             tracing::warn!(backend = %self.name, endpoint = %endpoint.url, ?length, streak, "endpoint ejected");
@@ -172,7 +177,7 @@ impl Backend {
 
 impl Drop for Backend {
     fn drop(&mut self) {
-        for task in &self.health_checks {
+        for task in &self.resolvers {
             task.abort();
         }
     }

@@ -10,6 +10,7 @@ use crate::grpc::code;
 /// Defaults of a backend, shared with docs/CONFIG.md.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+const DEFAULT_RESOLVE_INTERVAL: Duration = Duration::from_secs(5);
 const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(5);
@@ -31,6 +32,7 @@ pub(super) fn backend(e: &mut Errors, name: &str, raw: RawBackend) -> BackendCon
             "timeout",
             "connect_timeout",
             "lb",
+            "resolve_interval",
             "keepalive_interval",
             "keepalive_timeout",
             "health_check",
@@ -167,6 +169,11 @@ pub(super) fn backend(e: &mut Errors, name: &str, raw: RawBackend) -> BackendCon
             raw.connect_timeout.as_ref(),
             DEFAULT_CONNECT_TIMEOUT,
         ),
+        resolve_interval: e.positive_duration(
+            &at("resolve_interval"),
+            raw.resolve_interval.as_ref(),
+            DEFAULT_RESOLVE_INTERVAL,
+        ),
         lb,
         keepalive_interval: e.positive_duration(
             &at("keepalive_interval"),
@@ -254,12 +261,24 @@ fn at_least_one(e: &mut Errors, path: &str, value: Option<u32>, default: u32) ->
 }
 
 fn endpoint_ok(endpoint: &str) -> Result<(), String> {
+    if let Some(rest) = endpoint.strip_prefix("dns:///") {
+        let ok = rest.rsplit_once(':').is_some_and(|(name, port)| {
+            !name.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
+        });
+        return if ok {
+            Ok(())
+        } else {
+            Err(format!(
+                "`{endpoint}`: write `dns:///name:port`, e.g. `dns:///catalog.shop.svc.cluster.local:50051`"
+            ))
+        };
+    }
     let uri: http::Uri = endpoint
         .parse()
         .map_err(|err| format!("`{endpoint}` is not a URL: {err}"))?;
     if uri.scheme_str() != Some("http") {
         return Err(format!(
-            "`{endpoint}` must start with http:// (TLS to backends is not supported yet)"
+            "`{endpoint}` must start with http:// or dns:/// (TLS to backends is not supported yet)"
         ));
     }
     if uri.host().is_none_or(str::is_empty) || uri.port_u16().is_none() {

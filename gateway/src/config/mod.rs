@@ -127,7 +127,7 @@ pub struct L2Config {
 /// One backend service.
 #[derive(Debug, Clone, Serialize)]
 pub struct BackendConfig {
-    /// `http://host:port` addresses, called round-robin.
+    /// `http://host:port` addresses, or `dns:///name:port` names resolved to one endpoint per address.
     pub endpoints: Vec<String>,
     /// The longest the gateway waits for the backend's answer on a cached route.
     #[serde(serialize_with = "duration")]
@@ -135,6 +135,9 @@ pub struct BackendConfig {
     /// The longest a TCP connect to an endpoint may take.
     #[serde(serialize_with = "duration")]
     pub connect_timeout: Duration,
+    /// How often `dns:///` endpoints are resolved again.
+    #[serde(serialize_with = "duration")]
+    pub resolve_interval: Duration,
     /// How calls are spread over the endpoints.
     pub lb: Lb,
     /// How often an idle HTTP/2 connection is pinged.

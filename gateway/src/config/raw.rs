@@ -83,6 +83,7 @@ pub(super) struct RawBackend {
     pub timeout: Option<Scalar>,
     pub connect_timeout: Option<Scalar>,
     pub lb: Option<String>,
+    pub resolve_interval: Option<Scalar>,
     pub keepalive_interval: Option<Scalar>,
     pub keepalive_timeout: Option<Scalar>,
     pub health_check: Option<RawHealthCheck>,

@@ -401,3 +401,49 @@ async fn a_limit_on_misses_leaves_cache_hits_free() {
     assert_eq!(backend.get_calls(), 1);
     gateway.stop().await;
 }
+
+#[tokio::test]
+async fn a_dns_backend_resolves_and_serves() {
+    let first = TestBackend::start().await;
+    let port = first.addr.port();
+    // Wherever `localhost` resolves on this machine (127.0.0.1, and ::1 on many), a backend answers on that port.
+    let mut backends = vec![first];
+    let resolved: Vec<_> = tokio::net::lookup_host(("localhost", port))
+        .await
+        .expect("resolve")
+        .collect();
+    for addr in resolved {
+        if addr.ip().is_ipv6() && !backends.iter().any(|b| b.addr == addr) {
+            backends.push(TestBackend::start_on(addr).await);
+        }
+    }
+    let yaml = format!(
+        r#"
+listen: 127.0.0.1:0
+admin: {{ listen: 127.0.0.1:0 }}
+backends:
+  pool:
+    endpoints: ["dns:///localhost:{port}"]
+    resolve_interval: 100ms
+routes:
+  - match: "*"
+    backend: pool
+"#
+    );
+    let gateway = TestGateway::start(&yaml).await;
+    // The first resolution runs at once in the background.
+    let mut client = gateway.client().await;
+    let served = crate::support::eventually(Duration::from_secs(5), || {
+        let mut client = client.clone();
+        async move { get(&mut client, key("dns"), None).await.is_ok() }
+    })
+    .await;
+    assert!(served, "the dns:/// backend serves");
+    assert_eq!(load(&gateway, 30, 3).await, 0);
+    let calls: u64 = backends.iter().map(TestBackend::get_calls).sum();
+    assert!(calls >= 31, "{calls}");
+    get(&mut client, key("again"), None)
+        .await
+        .expect("still serving after re-resolution");
+    gateway.stop().await;
+}
