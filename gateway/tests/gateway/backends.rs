@@ -224,46 +224,49 @@ async fn beyond_the_global_limit_calls_are_shed_at_once() {
     gateway.stop().await;
 }
 
+/// Calls a 2-second `Get` with `headers` and checks the gateway answers DEADLINE_EXCEEDED after `at_least` (and well
+/// before the backend would have answered).
+async fn expect_exceeded_after(
+    gateway: &TestGateway,
+    headers: &[(&str, &str)],
+    at_least: Duration,
+) {
+    let mut slow = key("slow");
+    slow.delay_ms = 2000;
+    let started = Instant::now();
+    let answer = raw::call(
+        gateway.addr,
+        "/testing.v1.Lookup/Get",
+        headers,
+        raw::framed(&slow),
+    )
+    .await;
+    let took = started.elapsed();
+    assert_eq!(
+        answer.grpc_status,
+        (tonic::Code::DeadlineExceeded as i32).to_string(),
+        "{answer:?}"
+    );
+    assert!(
+        took >= at_least && took < Duration::from_millis(1000),
+        "took {took:?}"
+    );
+}
+
 #[tokio::test]
 async fn the_backend_sets_and_clamps_deadlines() {
     let backend = TestBackend::start().await;
     let extra = "    default_timeout: 200ms\n    max_timeout: 300ms";
     let gateway = TestGateway::start(&proxy_config(&[&backend], extra, "")).await;
-    let mut slow = key("slow");
-    slow.delay_ms = 2000;
-    let exceeded = (tonic::Code::DeadlineExceeded as i32).to_string();
-
     // No deadline from the client: the backend's default applies.
-    let started = Instant::now();
-    let answer = raw::call(
-        gateway.addr,
-        "/testing.v1.Lookup/Get",
-        &[],
-        raw::framed(&slow),
-    )
-    .await;
-    assert_eq!(answer.grpc_status, exceeded, "{answer:?}");
-    let took = started.elapsed();
-    assert!(
-        took >= Duration::from_millis(190) && took < Duration::from_millis(1000),
-        "took {took:?}"
-    );
-
+    expect_exceeded_after(&gateway, &[], Duration::from_millis(190)).await;
     // A client asking for 5 s gets at most the backend's 300 ms, and the backend is told so.
-    let started = Instant::now();
-    let answer = raw::call(
-        gateway.addr,
-        "/testing.v1.Lookup/Get",
+    expect_exceeded_after(
+        &gateway,
         &[("grpc-timeout", "5S")],
-        raw::framed(&slow),
+        Duration::from_millis(290),
     )
     .await;
-    assert_eq!(answer.grpc_status, exceeded, "{answer:?}");
-    let took = started.elapsed();
-    assert!(
-        took >= Duration::from_millis(290) && took < Duration::from_millis(1000),
-        "took {took:?}"
-    );
     let seen = backend
         .last_grpc_timeout()
         .expect("a grpc-timeout reached the backend");
