@@ -23,6 +23,9 @@ pub enum StartError {
     /// A route could not be set up.
     #[error("routes[{index}]: {reason}")]
     Route { index: usize, reason: String },
+    /// The TLS files could not be used.
+    #[error("tls: {0}")]
+    Tls(String),
     /// The admin services could not be set up.
     #[error("admin: {0}")]
     Admin(String),

@@ -14,6 +14,7 @@ pub mod router;
 pub mod server;
 pub mod service;
 pub mod status;
+pub mod tls;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -28,9 +29,12 @@ use tonic_health::server::{HealthReporter, HealthService};
 pub use assemble::{StartError, build_proxy};
 pub use config::Config;
 
+use hyper_util::rt::TokioIo;
+
 use crate::admin::Readiness;
 use crate::layers::load_shed::Shedding;
 use crate::service::data_service;
+use crate::tls::ServerTls;
 
 /// The two bound sockets the gateway serves.
 #[derive(Debug)]
@@ -63,6 +67,9 @@ impl Listeners {
     }
 }
 
+/// The longest a client may take to complete its TLS handshake.
+const TLS_HANDSHAKE_WITHIN: Duration = Duration::from_secs(10);
+
 /// How long startup waits for the first attempt to subscribe to the invalidation channel.
 const IN_STEP_WITHIN: Duration = Duration::from_secs(2);
 
@@ -77,6 +84,15 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
     let proxy = Arc::new(build_proxy(&config)?);
+    let tls = match &config.tls {
+        Some(tls) => Some(ServerTls::load(tls).map_err(|e| StartError::Tls(e.to_string()))?),
+        None => None,
+    };
+    // Certificates rotated in place (a Kubernetes secret) are picked up without a restart.
+    let tls_reload = tls
+        .as_ref()
+        .zip(config.tls.as_ref())
+        .map(|(tls, c)| tokio::spawn(tls.clone().reload_forever(c.reload_interval)));
     let health_reporter = HealthReporter::new();
     let health = HealthServer::new(HealthService::from_health_reporter(health_reporter.clone()));
     let shedding = Shedding::new(config.max_concurrent_requests);
@@ -126,13 +142,51 @@ pub async fn run(
     let data_service = data_service(proxy.clone(), health, shedding);
     let mut h2 = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new());
     h2.timer(hyper_util::rt::TokioTimer::new());
-    server::serve(
-        listeners.data,
-        begin_shutdown,
-        config.shutdown_grace,
-        |io| h2.serve_connection(io, data_service.clone()),
-    )
-    .await;
+    match &tls {
+        None => {
+            server::serve(
+                listeners.data,
+                begin_shutdown,
+                config.shutdown_grace,
+                |stream| {
+                    std::future::ready(Some(
+                        h2.serve_connection(TokioIo::new(stream), data_service.clone()),
+                    ))
+                },
+            )
+            .await;
+        }
+        Some(tls) => {
+            server::serve(
+                listeners.data,
+                begin_shutdown,
+                config.shutdown_grace,
+                |stream| {
+                    let (acceptor, h2, service) =
+                        (tls.acceptor(), h2.clone(), data_service.clone());
+                    async move {
+                        // A client that never finishes its handshake must not hold a task (or the shutdown) forever.
+                        match tokio::time::timeout(TLS_HANDSHAKE_WITHIN, acceptor.accept(stream))
+                            .await
+                        {
+                            Ok(Ok(stream)) => {
+                                Some(h2.serve_connection(TokioIo::new(stream), service))
+                            }
+                            Ok(Err(err)) => {
+                                tracing::debug!(error = %err, "TLS handshake failed");
+                                None
+                            }
+                            Err(_) => None,
+                        }
+                    }
+                },
+            )
+            .await;
+        }
+    }
+    if let Some(task) = tls_reload {
+        task.abort();
+    }
 
     if !proxy.cache().flush_writes(FLUSH_WRITES_WITHIN).await {
         tracing::warn!("queued L2 writes not flushed before shutdown; they are dropped");

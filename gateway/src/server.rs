@@ -3,19 +3,22 @@
 use std::future::Future;
 use std::time::Duration;
 
-use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::{GracefulConnection, GracefulShutdown};
 use tokio::net::{TcpListener, TcpStream};
 
-/// Serves every connection accepted on `listener` with `serve_connection` until `shutdown` completes; then stops
-/// accepting, asks each connection to finish its in-flight calls, and waits up to `grace` for them.
-pub async fn serve<C, F>(
+/// Serves every connection accepted on `listener` until `shutdown` completes; then stops accepting, asks each
+/// connection to finish its in-flight calls, and waits up to `grace` for them.
+///
+/// `connect` turns an accepted TCP stream into a connection to serve (after a TLS handshake, say), or `None` to drop
+/// it; it runs in the connection's own task, so a slow handshake holds up no one else.
+pub async fn serve<F, Fut, C>(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
     grace: Duration,
-    serve_connection: F,
+    connect: F,
 ) where
-    F: Fn(TokioIo<TcpStream>) -> C,
+    F: Fn(TcpStream) -> Fut,
+    Fut: Future<Output = Option<C>> + Send + 'static,
     C: GracefulConnection + Send + 'static,
     C::Error: std::fmt::Display,
 {
@@ -27,9 +30,11 @@ pub async fn serve<C, F>(
                 Ok((stream, peer)) => {
                     // Small gRPC answers should leave at once, not wait for Nagle.
                     let _ = stream.set_nodelay(true);
-                    let connection = graceful.watch(serve_connection(TokioIo::new(stream)));
+                    let watcher = graceful.watcher();
+                    let connecting = connect(stream);
                     tokio::spawn(async move {
-                        if let Err(err) = connection.await {
+                        let Some(connection) = connecting.await else { return };
+                        if let Err(err) = watcher.watch(connection).await {
                             tracing::debug!(%peer, error = %err, "connection ended with an error");
                         }
                     });

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::body::Incoming;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use strata_proto::admin::v1::cache_admin_server::CacheAdminServer;
 use tokio::net::TcpListener;
@@ -34,16 +34,17 @@ pub async fn serve(
     let stop = async move {
         let _ = stopped.wait_for(|s| *s).await;
     };
-    crate::server::serve(listener, stop, Duration::from_secs(1), |io| {
+    crate::server::serve(listener, stop, Duration::from_secs(1), |stream| {
         let (services, readiness) = (services.clone(), readiness.clone());
-        builder
+        let connection = builder
             .serve_connection(
-                io,
+                TokioIo::new(stream),
                 hyper::service::service_fn(move |request| {
                     services.clone().call(request, readiness.clone())
                 }),
             )
-            .into_owned()
+            .into_owned();
+        std::future::ready(Some(connection))
     })
     .await;
 }

@@ -65,7 +65,12 @@ impl Pool {
                 .iter()
                 .any(|e| e.source.as_deref() == Some(source) && e.addr == Some(*addr))
             {
-                match self.endpoint(&format!("http://{addr}"), Some((source, *addr))) {
+                let scheme = if self.config.tls.is_some() {
+                    "https"
+                } else {
+                    "http"
+                };
+                match self.endpoint(&format!("{scheme}://{addr}"), Some((source, *addr))) {
                     Ok(endpoint) => next.push(endpoint),
                     Err(err) => {
                         tracing::warn!(backend = %self.backend, error = %err, "resolved address rejected")
@@ -112,12 +117,25 @@ impl Pool {
         url: &str,
         resolved: Option<(&str, SocketAddr)>,
     ) -> Result<Arc<Endpoint>, GatewayError> {
-        let endpoint = tonic::transport::Endpoint::from_shared(url.to_owned()).map_err(|e| {
+        let rejected = |e: &dyn std::fmt::Display| {
             GatewayError::Internal(format!(
                 "backends.{}: endpoint `{url}` rejected: {e}",
                 self.backend
             ))
-        })?;
+        };
+        let mut endpoint =
+            tonic::transport::Endpoint::from_shared(url.to_owned()).map_err(|e| rejected(&e))?;
+        let tls = match &self.config.tls {
+            Some(tls) => Some(crate::tls::backend_client(tls).map_err(|e| rejected(&e))?),
+            // An https:// endpoint without a `tls` block: verified against the system's roots.
+            None if url.starts_with("https://") => {
+                Some(tonic::transport::ClientTlsConfig::new().with_native_roots())
+            }
+            None => None,
+        };
+        if let Some(tls) = tls {
+            endpoint = endpoint.tls_config(tls).map_err(|e| rejected(&e))?;
+        }
         let channel = endpoint
             .connect_timeout(self.config.connect_timeout)
             .tcp_nodelay(true)

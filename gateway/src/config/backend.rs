@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use super::errors::Errors;
 use super::raw::{RawBackend, RawRetry};
-use super::{BackendConfig, HealthCheckConfig, Lb, OutlierConfig, RetryConfig};
+use super::{BackendConfig, BackendTlsConfig, HealthCheckConfig, Lb, OutlierConfig, RetryConfig};
 use crate::grpc::code;
 
 /// Defaults of a backend, shared with docs/CONFIG.md.
@@ -38,6 +38,7 @@ pub(super) fn backend(e: &mut Errors, name: &str, raw: RawBackend) -> BackendCon
             "health_check",
             "outlier",
             "retry",
+            "tls",
             "max_concurrent_requests",
             "default_timeout",
             "max_timeout",
@@ -52,8 +53,31 @@ pub(super) fn backend(e: &mut Errors, name: &str, raw: RawBackend) -> BackendCon
     for (i, endpoint) in raw.endpoints.iter().enumerate() {
         if let Err(reason) = endpoint_ok(endpoint) {
             e.add(format!("{path}.endpoints[{i}]"), reason);
+        } else if raw.tls.is_some() && endpoint.starts_with("http://") {
+            e.add(
+                format!("{path}.endpoints[{i}]"),
+                "`tls` is set: use https:// (or dns:///, which then connects with TLS)",
+            );
         }
     }
+    let tls = raw.tls.map(|t| {
+        let tls_path = at("tls");
+        e.unknown(&tls_path, &t.unknown, &["ca", "cert", "key", "server_name"]);
+        let cert = e.file(&format!("{tls_path}.cert"), t.cert, false);
+        let key = e.file(&format!("{tls_path}.key"), t.key, false);
+        if cert.is_some() != key.is_some() {
+            e.add(
+                &tls_path,
+                "`cert` and `key` go together (the client certificate and its key)",
+            );
+        }
+        BackendTlsConfig {
+            ca: e.file(&format!("{tls_path}.ca"), t.ca, false),
+            cert,
+            key,
+            server_name: t.server_name.filter(|n| !n.is_empty()),
+        }
+    });
     let lb = match raw.lb.as_deref() {
         None | Some("round_robin") => Lb::RoundRobin,
         Some("p2c") => Lb::P2c,
@@ -164,6 +188,7 @@ pub(super) fn backend(e: &mut Errors, name: &str, raw: RawBackend) -> BackendCon
         endpoints: raw.endpoints,
         timeout,
         retry,
+        tls,
         connect_timeout: e.duration(
             &at("connect_timeout"),
             raw.connect_timeout.as_ref(),
@@ -276,9 +301,9 @@ fn endpoint_ok(endpoint: &str) -> Result<(), String> {
     let uri: http::Uri = endpoint
         .parse()
         .map_err(|err| format!("`{endpoint}` is not a URL: {err}"))?;
-    if uri.scheme_str() != Some("http") {
+    if !matches!(uri.scheme_str(), Some("http" | "https")) {
         return Err(format!(
-            "`{endpoint}` must start with http:// or dns:/// (TLS to backends is not supported yet)"
+            "`{endpoint}` must start with http://, https:// or dns:///"
         ));
     }
     if uri.host().is_none_or(str::is_empty) || uri.port_u16().is_none() {

@@ -93,6 +93,29 @@ impl Errors {
         })
     }
 
+    /// A path to a file that must exist and be readable (certificates, keys).
+    pub(super) fn file(
+        &mut self,
+        path: &str,
+        value: Option<String>,
+        required: bool,
+    ) -> Option<std::path::PathBuf> {
+        match value.filter(|v| !v.is_empty()) {
+            None => {
+                if required {
+                    self.add(path, "required: the path of a PEM file");
+                }
+                None
+            }
+            Some(file) => {
+                if let Err(err) = std::fs::File::open(&file) {
+                    self.add(path, format!("cannot read `{file}`: {err}"));
+                }
+                Some(std::path::PathBuf::from(file))
+            }
+        }
+    }
+
     /// Metadata names (lowercased), each valid and listed once.
     pub(super) fn metadata_names(&mut self, path: &str, names: Vec<String>) -> Vec<String> {
         let mut out = Vec::with_capacity(names.len());

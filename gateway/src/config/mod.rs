@@ -23,6 +23,9 @@ pub use load::{ConfigError, FieldError};
 pub struct Config {
     /// Address of the data listener (the proxied gRPC services).
     pub listen: SocketAddr,
+    /// TLS (and mutual TLS) on the data listener; `None`: cleartext HTTP/2.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ServerTlsConfig>,
     /// The admin listener.
     pub admin: AdminConfig,
     /// The cache levels.
@@ -48,6 +51,38 @@ pub struct Config {
     /// Calls in flight in the whole gateway beyond which new ones are refused at once (`None`: no limit).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_concurrent_requests: Option<usize>,
+}
+
+/// TLS on the data listener.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServerTlsConfig {
+    /// PEM certificate chain.
+    pub cert: std::path::PathBuf,
+    /// PEM private key.
+    pub key: std::path::PathBuf,
+    /// PEM CA certificates of client certificates: set, every client must present one it signed (mutual TLS).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_ca: Option<std::path::PathBuf>,
+    /// How often the files are checked for changes.
+    #[serde(serialize_with = "duration")]
+    pub reload_interval: Duration,
+}
+
+/// TLS to a backend.
+#[derive(Debug, Clone, Serialize)]
+pub struct BackendTlsConfig {
+    /// PEM CA certificates the backend's certificate must chain to (absent: the system's roots).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca: Option<std::path::PathBuf>,
+    /// PEM client certificate presented to the backend (with `key`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cert: Option<std::path::PathBuf>,
+    /// PEM private key of `cert`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<std::path::PathBuf>,
+    /// The name the backend's certificate must carry (absent: the endpoint's host).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<String>,
 }
 
 /// The admin listener (health, readiness).
@@ -152,6 +187,9 @@ pub struct BackendConfig {
     /// Ejection of endpoints that keep failing; `None`: never ejected.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub outlier: Option<OutlierConfig>,
+    /// TLS to the endpoints (needed for `https://` endpoints).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<BackendTlsConfig>,
     /// Retries on cached routes; `None`: never retried.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retry: Option<RetryConfig>,

@@ -20,6 +20,7 @@ pub(super) type Unknown = BTreeMap<String, IgnoredAny>;
 #[derive(Debug, Default, Deserialize)]
 pub(super) struct RawConfig {
     pub listen: Option<String>,
+    pub tls: Option<RawServerTls>,
     pub admin: Option<RawAdmin>,
     pub cache: Option<RawCache>,
     #[serde(default)]
@@ -89,6 +90,7 @@ pub(super) struct RawBackend {
     pub health_check: Option<RawHealthCheck>,
     pub outlier: Option<RawOutlier>,
     pub retry: Option<RawRetry>,
+    pub tls: Option<RawBackendTls>,
     pub max_concurrent_requests: Option<usize>,
     pub default_timeout: Option<Scalar>,
     pub max_timeout: Option<Scalar>,
@@ -170,6 +172,26 @@ pub(super) struct RawRateLimit {
     pub burst: Option<u32>,
     pub key: Option<String>,
     pub apply_to: Option<String>,
+    #[serde(flatten)]
+    pub unknown: Unknown,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct RawServerTls {
+    pub cert: Option<String>,
+    pub key: Option<String>,
+    pub client_ca: Option<String>,
+    pub reload_interval: Option<Scalar>,
+    #[serde(flatten)]
+    pub unknown: Unknown,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct RawBackendTls {
+    pub ca: Option<String>,
+    pub cert: Option<String>,
+    pub key: Option<String>,
+    pub server_name: Option<String>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }

@@ -7,7 +7,9 @@ use super::backend::backend;
 use super::errors::Errors;
 use super::raw::{RawCache, RawConfig};
 use super::route::route;
-use super::{AdminConfig, CacheConfig, Config, FieldError, L1Config, L2Config, LeaseConfig};
+use super::{
+    AdminConfig, CacheConfig, Config, FieldError, L1Config, L2Config, LeaseConfig, ServerTlsConfig,
+};
 
 /// Defaults, shared with docs/CONFIG.md.
 const DEFAULT_LISTEN: &str = "0.0.0.0:50051";
@@ -31,6 +33,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, Vec<FieldError>> {
         &raw.unknown,
         &[
             "listen",
+            "tls",
             "admin",
             "cache",
             "backends",
@@ -45,6 +48,25 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, Vec<FieldError>> {
     );
 
     let listen = e.addr("listen", raw.listen.as_deref(), DEFAULT_LISTEN);
+    let tls = raw.tls.map(|t| {
+        e.unknown(
+            "tls",
+            &t.unknown,
+            &["cert", "key", "client_ca", "reload_interval"],
+        );
+        let cert = e.file("tls.cert", t.cert, true);
+        let key = e.file("tls.key", t.key, true);
+        ServerTlsConfig {
+            cert: cert.unwrap_or_default(),
+            key: key.unwrap_or_default(),
+            client_ca: e.file("tls.client_ca", t.client_ca, false),
+            reload_interval: e.positive_duration(
+                "tls.reload_interval",
+                t.reload_interval.as_ref(),
+                Duration::from_secs(10),
+            ),
+        }
+    });
     let admin = raw.admin.unwrap_or_default();
     e.unknown("admin", &admin.unknown, &["listen", "token"]);
     let admin = AdminConfig {
@@ -102,6 +124,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, Vec<FieldError>> {
     }
     let config = Config {
         listen,
+        tls,
         admin,
         cache,
         backends,

@@ -15,6 +15,7 @@ mod passthrough;
 mod redis_faults;
 mod replicas;
 mod semantics;
+mod tls;
 
 use support::pb::lookup_client::LookupClient;
 use support::pb::{GetReply, GetRequest};

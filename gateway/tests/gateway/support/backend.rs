@@ -234,14 +234,36 @@ impl TestBackend {
         Self::serve(listener).await
     }
 
+    /// Starts the backend with TLS (`cert`/`key`), requiring client certificates signed by `client_ca`.
+    pub async fn start_tls(cert: &str, key: &str, client_ca: &str) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind backend");
+        let tls = tonic::transport::ServerTlsConfig::new()
+            .identity(tonic::transport::Identity::from_pem(cert, key))
+            .client_ca_root(tonic::transport::Certificate::from_pem(client_ca));
+        Self::serve_with(listener, Some(tls)).await
+    }
+
     async fn serve(listener: tokio::net::TcpListener) -> Self {
+        Self::serve_with(listener, None).await
+    }
+
+    async fn serve_with(
+        listener: tokio::net::TcpListener,
+        tls: Option<tonic::transport::ServerTlsConfig>,
+    ) -> Self {
         let addr = listener.local_addr().expect("addr");
         let seen = Arc::new(Seen::default());
         let (health, health_service) = tonic_health::server::health_reporter();
         let (stop, stopped) = oneshot::channel::<()>();
         let service = LookupServer::new(Service { seen: seen.clone() });
         let task = tokio::spawn(async move {
-            let _ = tonic::transport::Server::builder()
+            let mut builder = tonic::transport::Server::builder();
+            if let Some(tls) = tls {
+                builder = builder.tls_config(tls).expect("test backend TLS");
+            }
+            let _ = builder
                 .add_service(service)
                 .add_service(health_service)
                 .serve_with_incoming_shutdown(
