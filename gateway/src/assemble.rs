@@ -6,7 +6,7 @@ use std::sync::Arc;
 use strata_cache::l2::{L2, RedisL2, RedisL2Config, RedisNodes};
 use strata_cache::{Policy, Tiered, TieredConfig};
 
-use crate::backend::Backend;
+use crate::backend::{Backend, RetryPolicy};
 use crate::config::Config;
 use crate::grpc::code;
 use crate::proxy::rate_limit::RateLimit;
@@ -81,12 +81,14 @@ pub fn build_proxy(config: &Config) -> Result<Proxy, StartError> {
             })
         });
         let rate_limit = r.rate_limit.as_ref().map(|l| Arc::new(RateLimit::new(l)));
+        let retry = r.retry.as_ref().map(RetryPolicy::new);
         routes.push(Route::new(
             r.matches.clone(),
             matcher,
             backend,
             cache,
             rate_limit,
+            retry,
         ));
     }
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use http::HeaderName;
 use strata_cache::Policy;
 
-use crate::backend::Backend;
+use crate::backend::{Backend, RetryPolicy};
 use crate::proxy::rate_limit::RateLimit;
 use crate::proxy::storage::StorageRules;
 
@@ -103,6 +103,8 @@ pub struct Route {
     pub cache: Option<Arc<CacheRule>>,
     /// `Some` for rate-limited routes.
     pub rate_limit: Option<Arc<RateLimit>>,
+    /// `Some` for passthrough routes whose calls are buffered and retried.
+    pub retry: Option<RetryPolicy>,
 }
 
 impl Route {
@@ -113,6 +115,7 @@ impl Route {
         backend: Arc<Backend>,
         cache: Option<Arc<CacheRule>>,
         rate_limit: Option<Arc<RateLimit>>,
+        retry: Option<RetryPolicy>,
     ) -> Self {
         Self {
             name,
@@ -120,6 +123,7 @@ impl Route {
             backend,
             cache,
             rate_limit,
+            retry,
         }
     }
 }

@@ -218,7 +218,7 @@ pub(super) fn backend(e: &mut Errors, name: &str, raw: RawBackend) -> BackendCon
     }
 }
 
-fn retry(e: &mut Errors, path: &str, r: RawRetry, timeout: Duration) -> RetryConfig {
+pub(super) fn retry(e: &mut Errors, path: &str, r: RawRetry, timeout: Duration) -> RetryConfig {
     e.unknown(
         path,
         &r.unknown,

@@ -306,6 +306,9 @@ pub struct RouteConfig {
     /// Present: calls beyond the rate are refused with RESOURCE_EXHAUSTED.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RateLimitConfig>,
+    /// Present (on a route without `cache`): its calls are buffered and retried.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetryConfig>,
 }
 
 /// How a route caches.

@@ -105,6 +105,7 @@ pub(super) struct RawRoute {
     pub backend: Option<String>,
     pub cache: Option<RawRouteCache>,
     pub rate_limit: Option<RawRateLimit>,
+    pub retry: Option<RawRetry>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }

@@ -52,11 +52,19 @@ pub(super) fn route(
     let rate_limit = raw
         .rate_limit
         .map(|r| rate_limit(e, &format!("{path}.rate_limit"), r));
+    let retry = raw.retry.map(|r| {
+        if cache.is_some() {
+            e.add(format!("{path}.retry"), "a cached route is retried by `backends.<name>.retry`; `retry` here is for passthrough routes");
+        }
+        let timeout = backends.get(&backend).map_or(std::time::Duration::from_secs(5), |b| b.timeout);
+        super::backend::retry(e, &format!("{path}.retry"), r, timeout)
+    });
     RouteConfig {
         matches,
         backend,
         cache,
         rate_limit,
+        retry,
     }
 }
 

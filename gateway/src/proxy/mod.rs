@@ -118,7 +118,20 @@ impl Proxy {
                 Some(rule) if is_grpc(&request) => {
                     unary::answer(self, route, rule, request, deadline).await
                 }
-                _ => passthrough::forward(&route.backend, request, deadline).await,
+                _ => match &route.retry {
+                    Some(policy) => {
+                        let limit = self.options.max_request_bytes;
+                        passthrough::forward_with_retries(
+                            &route.backend,
+                            policy,
+                            request,
+                            deadline,
+                            limit,
+                        )
+                        .await
+                    }
+                    None => passthrough::forward(&route.backend, request, deadline).await,
+                },
             }
         };
         match deadline.at() {

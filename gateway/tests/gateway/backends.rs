@@ -450,3 +450,38 @@ routes:
         .expect("still serving after re-resolution");
     gateway.stop().await;
 }
+
+#[tokio::test]
+async fn a_passthrough_route_is_retried_only_when_it_asks_for_it() {
+    let backend = TestBackend::start().await;
+    let plain = TestGateway::start(&proxy_config(&[&backend], "", "")).await;
+    let mut client = plain.client().await;
+    let mut flaky = key("flaky-plain");
+    flaky.fail_first = 1;
+    let status = get(&mut client, flaky, None)
+        .await
+        .expect_err("not retried");
+    assert_eq!(status.code(), tonic::Code::Unavailable);
+    plain.stop().await;
+
+    let retried = proxy_config(&[&backend], "", "").replace(
+        "    backend: pool\n",
+        "    backend: pool\n    retry: { attempts: 3, backoff: 5ms }\n",
+    );
+    let gateway = TestGateway::start(&retried).await;
+    let mut client = gateway.client().await;
+    let mut flaky = key("flaky-retried");
+    flaky.fail_first = 2;
+    let answer = get(&mut client, flaky, None)
+        .await
+        .expect("the third attempt succeeds");
+    assert_eq!(answer.reply.key, "flaky-retried");
+    // A streaming answer still streams through a retried route.
+    let mut stream = client.watch(key("w")).await.expect("watch").into_inner();
+    let mut n = 0;
+    while stream.message().await.expect("ok").is_some() {
+        n += 1;
+    }
+    assert_eq!(n, 3);
+    gateway.stop().await;
+}
