@@ -208,6 +208,12 @@ async fn beyond_the_global_limit_calls_are_shed_at_once() {
             })
         })
         .collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let readyz = crate::health::http_get(gateway.admin, "/readyz").await;
+    assert!(
+        readyz.starts_with("HTTP/1.1 503"),
+        "not ready while shedding: {readyz}"
+    );
     let mut shed = 0;
     for call in calls {
         let (result, took) = call.await.expect("task");
@@ -483,5 +489,46 @@ async fn a_passthrough_route_is_retried_only_when_it_asks_for_it() {
         n += 1;
     }
     assert_eq!(n, 3);
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn a_full_backend_answers_stale_where_the_route_allows() {
+    let backend = TestBackend::start().await;
+    let yaml = crate::support::gateway::config_with_route(
+        &backend.url(),
+        "ttl: 1s, stale_if_error: 30s",
+        "",
+        "",
+    )
+    .replace(
+        ", timeout: 5s }",
+        ", timeout: 5s, max_concurrent_requests: 1 }",
+    );
+    let gateway = TestGateway::start(&yaml).await;
+    let mut client = gateway.client().await;
+    let first = get(&mut client, key("k"), None).await.expect("miss");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+
+    // One slow call takes the backend's only slot...
+    let mut slow = key("slow");
+    slow.delay_ms = 1000;
+    let occupying = {
+        let mut client = client.clone();
+        tokio::spawn(async move { get(&mut client, slow, None).await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // ...so refreshing `k` is refused at once, and its stale answer stands in.
+    let started = Instant::now();
+    let stale = get(&mut client, key("k"), None)
+        .await
+        .expect("stale instead of UNAVAILABLE");
+    assert_eq!(stale.cache, "stale");
+    assert_eq!(stale.reply, first.reply);
+    assert!(started.elapsed() < Duration::from_millis(300));
+    occupying
+        .await
+        .expect("task")
+        .expect("the slow call completes");
     gateway.stop().await;
 }

@@ -10,7 +10,7 @@ use tonic_health::pb::health_client::HealthClient;
 use crate::key;
 use crate::support::gateway::{config, config_for, start};
 
-async fn http_get(addr: SocketAddr, path: &str) -> String {
+pub async fn http_get(addr: SocketAddr, path: &str) -> String {
     let mut stream = tokio::net::TcpStream::connect(addr)
         .await
         .expect("connect admin");
