@@ -9,6 +9,7 @@ pub mod backend;
 pub mod config;
 pub mod grpc;
 pub mod layers;
+pub mod metrics;
 pub mod proxy;
 pub mod router;
 pub mod server;

@@ -50,7 +50,7 @@ pub fn handle(
         (_, "/healthz" | "/readyz") => (http::StatusCode::METHOD_NOT_ALLOWED, "use GET\n"),
         _ => (
             http::StatusCode::NOT_FOUND,
-            "not found; try /healthz, /readyz, or gRPC strata.admin.v1.CacheAdmin\n",
+            "not found; try /healthz, /readyz, /metrics, or gRPC strata.admin.v1.CacheAdmin\n",
         ),
     };
     let mut response = http::Response::new(Full::new(Bytes::from_static(text.as_bytes())));

@@ -21,6 +21,7 @@ use tower::util::BoxCloneSyncService;
 
 pub use self::cache_admin::CacheAdminService;
 pub use self::health::Readiness;
+use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 
 /// Serves the admin listener until `stopped` turns true.
@@ -55,6 +56,7 @@ type GrpcService = BoxCloneSyncService<http::Request<Body>, http::Response<Body>
 /// The gRPC services of the admin listener.
 #[derive(Clone)]
 pub struct AdminServices {
+    metrics: Arc<Metrics>,
     cache_admin: GrpcService,
     reflection_v1: GrpcService,
     reflection_v1alpha: GrpcService,
@@ -78,6 +80,7 @@ impl AdminServices {
                 .with_service_name(<CacheAdminServer<CacheAdminService> as NamedService>::NAME)
         };
         Ok(Self {
+            metrics: proxy.metrics().clone(),
             cache_admin: BoxCloneSyncService::new(CacheAdminServer::new(CacheAdminService::new(
                 proxy, token,
             ))),
@@ -102,6 +105,18 @@ impl AdminServices {
         }
         if grpc("/grpc.reflection.v1alpha.ServerReflection/") {
             return self.reflection_v1alpha.oneshot(request).await;
+        }
+        if path == "/metrics" && request.method() == http::Method::GET {
+            let mut response = http::Response::new(Body::new(http_body_util::Full::new(
+                bytes::Bytes::from(self.metrics.render()),
+            )));
+            response.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static(
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                ),
+            );
+            return Ok(response);
         }
         let response = health::handle(request.uri().path(), request.method(), &readiness);
         Ok(response.map(Body::new))

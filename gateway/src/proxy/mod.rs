@@ -15,12 +15,14 @@ mod unary;
 use std::sync::Arc;
 
 use strata_cache::Tiered;
+use tokio::time::Instant;
 use tonic::body::Body;
 
 pub use self::stats::ProxyStats;
 use crate::config::ApplyTo;
 use crate::layers::deadline::Deadline;
-use crate::router::Router;
+use crate::metrics::Metrics;
+use crate::router::{Route, Router};
 use crate::status::GatewayError;
 
 /// Response metadata saying which level answered: `l1`, `l2`, `miss`, `coalesced`, `bypass`.
@@ -46,16 +48,20 @@ pub struct Proxy {
     cache: Arc<Tiered>,
     options: ProxyOptions,
     stats: Arc<ProxyStats>,
+    metrics: Arc<Metrics>,
 }
 
 impl Proxy {
     /// A data path over `router` and `cache`.
     pub fn new(router: Router, cache: Arc<Tiered>, options: ProxyOptions) -> Self {
+        let stats = Arc::new(ProxyStats::default());
+        let metrics = Metrics::new(cache.clone(), stats.clone());
         Self {
             router,
             cache,
             options,
-            stats: Arc::default(),
+            stats,
+            metrics,
         }
     }
 
@@ -79,29 +85,52 @@ impl Proxy {
         &self.stats
     }
 
+    /// The gateway's metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
     /// Answers one call. Never fails: every error becomes a gRPC status response. The call's deadline comes from
     /// the request's extensions (put there by [`crate::layers::deadline::DeadlineLayer`], which also enforces it).
     pub async fn handle(&self, request: http::Request<Body>) -> http::Response<Body> {
+        let started = Instant::now();
         let deadline = request
             .extensions()
             .get::<Deadline>()
             .copied()
             .unwrap_or_default();
-        self.dispatch(request, deadline).await
+        let (route, response) = self.dispatch(request, deadline).await;
+        self.metrics.observe(route, started, response)
     }
 
+    /// Answers a call; returns the name of the route that took it, for the metrics.
     async fn dispatch(
         &self,
         request: http::Request<Body>,
         client_deadline: Deadline,
-    ) -> http::Response<Body> {
+    ) -> (&str, http::Response<Body>) {
         let path = request.uri().path();
         let Some(route) = self.router.route(path) else {
-            return GatewayError::NoRoute {
-                path: path.to_owned(),
-            }
-            .to_response(None);
+            return (
+                "unrouted",
+                GatewayError::NoRoute {
+                    path: path.to_owned(),
+                }
+                .to_response(None),
+            );
         };
+        (
+            &route.name,
+            self.dispatch_to(route, request, client_deadline).await,
+        )
+    }
+
+    async fn dispatch_to(
+        &self,
+        route: &Route,
+        request: http::Request<Body>,
+        client_deadline: Deadline,
+    ) -> http::Response<Body> {
         // A limit on every call is checked first; one on misses only where a call reaches the backend (a passthrough
         // call always does; on a cached route, the loader checks it).
         if let Some(limit) = &route.rate_limit {

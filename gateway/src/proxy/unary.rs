@@ -10,6 +10,7 @@ use super::{CACHE_STATUS_HEADER, Proxy, cache_key, passthrough, replay};
 use crate::grpc::body;
 use crate::grpc::frame::{self, Message};
 use crate::layers::deadline::Deadline;
+use crate::metrics::CacheResult;
 use crate::router::{CacheRule, Route};
 use crate::status::GatewayError;
 
@@ -43,7 +44,10 @@ pub(super) async fn answer(
     // key does not vary on must not share answers with other callers. Both go to the backend without the cache.
     if message.compressed || rule.must_bypass(&parts.headers) {
         proxy.stats.count_bypass();
-        return bypass(proxy, route, parts, message, deadline).await;
+        return with_cache_result(
+            bypass(proxy, route, parts, message, deadline).await,
+            "bypass",
+        );
     }
 
     let key = cache_key::key_for(
@@ -83,14 +87,25 @@ pub(super) async fn answer(
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .take();
-            replay::response(
-                &lookup.entry,
-                proxy.cache_status(lookup.source.as_str()),
-                private.as_ref(),
-            )
+            let source = lookup.source.as_str();
+            let response =
+                replay::response(&lookup.entry, proxy.cache_status(source), private.as_ref());
+            with_cache_result(response, source)
         }
-        Err(err) => GatewayError::from(&err).to_response(proxy.cache_status("miss")),
+        Err(err) => with_cache_result(
+            GatewayError::from(&err).to_response(proxy.cache_status("miss")),
+            "miss",
+        ),
     }
+}
+
+/// Marks the response with the call's cache result, for the metrics (whether or not the client is told).
+fn with_cache_result(
+    mut response: http::Response<Body>,
+    result: &'static str,
+) -> http::Response<Body> {
+    response.extensions_mut().insert(CacheResult(result));
+    response
 }
 
 /// Forwards the already-read request to the backend and relays the answer as it comes, uncached.

@@ -11,6 +11,7 @@ mod deadlines;
 mod health;
 mod invalidation;
 mod limits;
+mod metrics;
 mod passthrough;
 mod redis_faults;
 mod replicas;

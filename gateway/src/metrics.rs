@@ -1,0 +1,404 @@
+//! Prometheus metrics, one registry per gateway: calls by route, code and cache result, latencies as histograms with
+//! explicit buckets, and the cache's and the proxy's counters read at scrape time. Labels never carry request data.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body as _, Frame, SizeHint};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use strata_cache::Tiered;
+use tokio::time::Instant;
+use tonic::body::Body;
+
+use crate::proxy::ProxyStats;
+
+/// Latency buckets, in seconds: from half a millisecond (an L1 hit) to ten seconds.
+const BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// What a call's metrics are labelled with.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CallLabels {
+    /// The route's `match` (`unrouted` when none matched).
+    pub route: String,
+    /// The gRPC status code name.
+    pub code: String,
+    /// `l1`, `l2`, `miss`, `coalesced`, `stale`, `bypass`, or `none` (not a cached call).
+    pub cache: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabel {
+    route: String,
+}
+
+/// The cache result of a call, put in the response's extensions by the proxy for the metrics.
+#[derive(Debug, Clone, Copy)]
+pub struct CacheResult(pub &'static str);
+
+/// The metrics of one gateway.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    calls: Family<CallLabels, Counter>,
+    call_seconds: Family<RouteLabel, Histogram>,
+}
+
+impl Metrics {
+    /// The registry, with the cache's and the proxy's counters collected at each scrape.
+    pub fn new(cache: Arc<Tiered>, proxy_stats: Arc<ProxyStats>) -> Arc<Self> {
+        let mut registry = Registry::with_prefix("strata");
+        let calls = Family::<CallLabels, Counter>::default();
+        registry.register(
+            "calls",
+            "Calls answered, by route, gRPC code and cache result",
+            calls.clone(),
+        );
+        let call_seconds = Family::<RouteLabel, Histogram>::new_with_constructor(|| {
+            Histogram::new(BUCKETS.iter().copied())
+        });
+        registry.register(
+            "call_duration_seconds",
+            "Time from a call's arrival to the end of its answer, by route",
+            call_seconds.clone(),
+        );
+        registry.register_collector(Box::new(Snapshots { cache, proxy_stats }));
+        let info = Family::<BuildLabels, prometheus_client::metrics::gauge::Gauge>::default();
+        info.get_or_create(&BuildLabels {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+        })
+        .set(1);
+        registry.register("build_info", "The running build (value 1)", info);
+        Arc::new(Self {
+            registry,
+            calls,
+            call_seconds,
+        })
+    }
+
+    /// The metrics in the Prometheus text format (0.0.4), which every Prometheus and `promtool` read.
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        if prometheus_client::encoding::text::encode(&mut text, &self.registry).is_err() {
+            text.clear();
+        }
+        openmetrics_to_prometheus(&text)
+    }
+
+    /// Counts `response` to a call on `route` when its answer ends (its status may come in the trailers), and its
+    /// duration from `started`.
+    pub fn observe(
+        self: &Arc<Self>,
+        route: &str,
+        started: Instant,
+        response: http::Response<Body>,
+    ) -> http::Response<Body> {
+        let cache = response
+            .extensions()
+            .get::<CacheResult>()
+            .map_or("none", |c| c.0);
+        let code = response
+            .headers()
+            .get("grpc-status")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<i32>().ok());
+        let observation = Observation {
+            metrics: self.clone(),
+            route: route.to_owned(),
+            cache,
+            code,
+            started,
+            done: false,
+        };
+        response.map(|body| {
+            Body::new(ObservedBody {
+                inner: body,
+                observation,
+            })
+        })
+    }
+}
+
+/// The encoder writes OpenMetrics, where a counter family `x` has samples `x_total`; the Prometheus text format
+/// names the family `x_total` too, and has no `# EOF`.
+fn openmetrics_to_prometheus(text: &str) -> String {
+    let counters: std::collections::HashSet<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(text.len() + 64 * counters.len());
+    for line in text.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|tag| {
+            let rest = line.strip_prefix(tag)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters
+                .contains(name)
+                .then(|| format!("{tag}{name}_total {tail}"))
+        });
+        out.push_str(renamed.as_deref().unwrap_or(line));
+        out.push('\n');
+    }
+    out
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: String,
+}
+
+/// A call being observed; recorded once, when its body ends (or is dropped: the client went away).
+#[derive(Debug)]
+struct Observation {
+    metrics: Arc<Metrics>,
+    route: String,
+    cache: &'static str,
+    code: Option<i32>,
+    started: Instant,
+    done: bool,
+}
+
+impl Observation {
+    fn record(&mut self, code: Option<i32>) {
+        if std::mem::replace(&mut self.done, true) {
+            return;
+        }
+        let code = code.map_or(tonic::Code::Unknown, tonic::Code::from);
+        self.metrics
+            .calls
+            .get_or_create(&CallLabels {
+                route: self.route.clone(),
+                code: crate::grpc::code::name(code).to_owned(),
+                cache: self.cache.to_owned(),
+            })
+            .inc();
+        self.metrics
+            .call_seconds
+            .get_or_create(&RouteLabel {
+                route: self.route.clone(),
+            })
+            .observe(self.started.elapsed().as_secs_f64());
+    }
+}
+
+/// A response body that records its call's metrics when it ends.
+#[derive(Debug)]
+struct ObservedBody {
+    inner: Body,
+    observation: Observation,
+}
+
+impl http_body::Body for ObservedBody {
+    type Data = Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, tonic::Status>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(trailers) = frame.trailers_ref() {
+                    let code = trailers
+                        .get("grpc-status")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.parse::<i32>().ok());
+                    this.observation.record(code.or(this.observation.code));
+                }
+            }
+            Poll::Ready(None) => {
+                let code = this.observation.code;
+                this.observation.record(code);
+            }
+            Poll::Ready(Some(Err(_))) => {
+                this.observation.record(Some(tonic::Code::Internal as i32))
+            }
+            Poll::Pending => {}
+        }
+        if this.inner.is_end_stream() && !this.observation.done {
+            let code = this.observation.code;
+            this.observation.record(code);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for ObservedBody {
+    fn drop(&mut self) {
+        if self.observation.done {
+            return;
+        }
+        // A Trailers-Only answer has an empty body that is never polled: its status came with the headers. Any
+        // other body dropped before its end means the client went away.
+        let code = if self.inner.is_end_stream() {
+            self.observation.code
+        } else {
+            Some(tonic::Code::Cancelled as i32)
+        };
+        self.observation.record(code);
+    }
+}
+
+/// The cache's and the proxy's own counters, read when Prometheus scrapes.
+#[derive(Debug)]
+struct Snapshots {
+    cache: Arc<Tiered>,
+    proxy_stats: Arc<ProxyStats>,
+}
+
+impl prometheus_client::collector::Collector for Snapshots {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let s = self.cache.stats().snapshot();
+        let counters: [(&str, &str, u64); 22] = [
+            ("cache_l1_hits", "Answers from L1", s.l1_hits),
+            ("cache_l2_hits", "Answers from L2", s.l2_hits),
+            (
+                "cache_misses",
+                "Loads from the backend (answers the cache did not have)",
+                s.misses,
+            ),
+            (
+                "cache_coalesced",
+                "Answers shared from another call's load (single-flight followers)",
+                s.coalesced,
+            ),
+            (
+                "cache_stale_served",
+                "Stale answers served while a refresh ran",
+                s.stale_served,
+            ),
+            (
+                "cache_stale_if_error_served",
+                "Stale answers served instead of a backend failure",
+                s.stale_if_error_served,
+            ),
+            (
+                "cache_refreshes_stale",
+                "Background refreshes of entries served stale",
+                s.refreshes_stale,
+            ),
+            (
+                "cache_refreshes_early",
+                "Early refreshes of fresh entries (XFetch)",
+                s.refreshes_early,
+            ),
+            (
+                "cache_flight_wait_timeouts",
+                "Callers that stopped waiting for another call's load",
+                s.flight_wait_timeouts,
+            ),
+            (
+                "cache_leader_takeovers",
+                "Loads taken over after the leading call was cancelled",
+                s.leader_takeovers,
+            ),
+            (
+                "cache_lease_acquired",
+                "Loads made holding the cross-replica lease",
+                s.lease_acquired,
+            ),
+            (
+                "cache_lease_waited_hit",
+                "Loads answered by another replica's lease holder",
+                s.lease_waited_hit,
+            ),
+            (
+                "cache_lease_gave_up",
+                "Waits for another replica's lease holder that ran out",
+                s.lease_gave_up,
+            ),
+            ("cache_l2_errors", "L2 operations that failed", s.l2_errors),
+            (
+                "cache_l2_timeouts",
+                "L2 operations that timed out",
+                s.l2_timeouts,
+            ),
+            (
+                "cache_l2_undecodable",
+                "L2 entries that could not be decoded (treated as misses)",
+                s.l2_undecodable,
+            ),
+            ("cache_l2_writes", "Entries written to L2", s.l2_writes),
+            (
+                "cache_l2_write_errors",
+                "L2 writes that failed",
+                s.l2_write_errors,
+            ),
+            (
+                "cache_l2_write_drops",
+                "L2 writes dropped because the write-back queue was full",
+                s.l2_write_drops,
+            ),
+            (
+                "cache_invalidations",
+                "Invalidations made through this replica",
+                s.invalidations,
+            ),
+            (
+                "cache_channel_connects",
+                "Times the invalidation channel was (re)subscribed",
+                s.channel_connects,
+            ),
+            (
+                "cache_bypassed",
+                "Calls on cached routes that bypassed the cache",
+                self.proxy_stats.bypassed(),
+            ),
+        ];
+        for (name, help, value) in counters {
+            let metric = ConstCounter::new(value);
+            metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)?;
+        }
+        let more: [(&str, &str, u64); 3] = [
+            (
+                "entries_too_large",
+                "Answers relayed but not stored: larger than max_entry_bytes",
+                self.proxy_stats.too_large(),
+            ),
+            (
+                "retries",
+                "Retries sent to backends",
+                self.proxy_stats.retries(),
+            ),
+            (
+                "retry_budget_exhausted",
+                "Retries not sent because the retry budget was spent",
+                self.proxy_stats.retry_budget_exhausted(),
+            ),
+        ];
+        for (name, help, value) in more {
+            let metric = ConstCounter::new(value);
+            metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)?;
+        }
+        let l1 = self.cache.l1();
+        let gauges: [(&str, &str, u64); 2] = [
+            ("cache_l1_entries", "Entries in L1", l1.entry_count()),
+            ("cache_l1_bytes", "Bytes weighed by L1", l1.weighted_size()),
+        ];
+        for (name, help, value) in gauges {
+            let metric = ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));
+            metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)?;
+        }
+        Ok(())
+    }
+}
