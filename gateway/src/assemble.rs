@@ -133,6 +133,7 @@ pub fn build_proxy(config: &Config) -> Result<Proxy, StartError> {
             max_request_bytes: config.max_request_bytes,
             max_response_bytes: config.max_response_bytes,
             expose_cache_status: config.expose_cache_status,
+            access_log: config.log.access,
         },
     ))
 }

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use strata_gateway::config::{Config, ConfigError};
+use strata_gateway::config::{Config, ConfigError, LogConfig, LogFormat};
 use strata_gateway::{Listeners, run};
 
 /// Strata: a multi-level caching gRPC gateway.
@@ -51,7 +51,7 @@ fn main() -> ExitCode {
                 Ok(config) => config,
                 Err(err) => return report(&err),
             };
-            init_logging();
+            init_logging(&config.log);
             match serve(config) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(err) => {
@@ -68,13 +68,17 @@ fn report(err: &ConfigError) -> ExitCode {
     ExitCode::from(2)
 }
 
-fn init_logging() {
+fn init_logging(log: &LogConfig) {
+    // RUST_LOG, when set, wins over the config (for a quick look at one replica).
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&log.level));
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match log.format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
 }
 
 fn serve(config: Config) -> anyhow::Result<()> {

@@ -47,6 +47,7 @@ pub struct CacheResult(pub &'static str);
 /// The metrics of one gateway.
 #[derive(Debug)]
 pub struct Metrics {
+    access_log: bool,
     registry: Registry,
     calls: Family<CallLabels, Counter>,
     call_seconds: Family<RouteLabel, Histogram>,
@@ -54,7 +55,7 @@ pub struct Metrics {
 
 impl Metrics {
     /// The registry, with the cache's and the proxy's counters collected at each scrape.
-    pub fn new(cache: Arc<Tiered>, proxy_stats: Arc<ProxyStats>) -> Arc<Self> {
+    pub fn new(cache: Arc<Tiered>, proxy_stats: Arc<ProxyStats>, access_log: bool) -> Arc<Self> {
         let mut registry = Registry::with_prefix("strata");
         let calls = Family::<CallLabels, Counter>::default();
         registry.register(
@@ -78,6 +79,7 @@ impl Metrics {
         .set(1);
         registry.register("build_info", "The running build (value 1)", info);
         Arc::new(Self {
+            access_log,
             registry,
             calls,
             call_seconds,
@@ -174,6 +176,17 @@ impl Observation {
             return;
         }
         let code = code.map_or(tonic::Code::Unknown, tonic::Code::from);
+        let elapsed = self.started.elapsed();
+        if self.metrics.access_log {
+            tracing::info!(
+                target: "strata::access",
+                route = %self.route,
+                code = crate::grpc::code::name(code),
+                cache = self.cache,
+                duration_ms = elapsed.as_secs_f64() * 1000.0,
+                "call"
+            );
+        }
         self.metrics
             .calls
             .get_or_create(&CallLabels {
@@ -187,7 +200,7 @@ impl Observation {
             .get_or_create(&RouteLabel {
                 route: self.route.clone(),
             })
-            .observe(self.started.elapsed().as_secs_f64());
+            .observe(elapsed.as_secs_f64());
     }
 }
 

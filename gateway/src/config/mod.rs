@@ -28,6 +28,8 @@ pub struct Config {
     pub tls: Option<ServerTlsConfig>,
     /// The admin listener.
     pub admin: AdminConfig,
+    /// Logs.
+    pub log: LogConfig,
     /// The cache levels.
     pub cache: CacheConfig,
     /// Backends by name.
@@ -83,6 +85,27 @@ pub struct BackendTlsConfig {
     /// The name the backend's certificate must carry (absent: the endpoint's host).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub server_name: Option<String>,
+}
+
+/// Logs (to stderr).
+#[derive(Debug, Clone, Serialize)]
+pub struct LogConfig {
+    /// A tracing filter: `info`, `debug`, `strata_gateway=debug,info`… (`RUST_LOG` wins when set).
+    pub level: String,
+    /// `text` for people, `json` for log pipelines.
+    pub format: LogFormat,
+    /// One `strata::access` event per call: route, code, cache result, duration.
+    pub access: bool,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// The admin listener (health, readiness).

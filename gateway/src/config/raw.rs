@@ -22,6 +22,7 @@ pub(super) struct RawConfig {
     pub listen: Option<String>,
     pub tls: Option<RawServerTls>,
     pub admin: Option<RawAdmin>,
+    pub log: Option<RawLog>,
     pub cache: Option<RawCache>,
     #[serde(default)]
     pub backends: BTreeMap<String, RawBackend>,
@@ -193,6 +194,15 @@ pub(super) struct RawBackendTls {
     pub cert: Option<String>,
     pub key: Option<String>,
     pub server_name: Option<String>,
+    #[serde(flatten)]
+    pub unknown: Unknown,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct RawLog {
+    pub level: Option<String>,
+    pub format: Option<String>,
+    pub access: Option<bool>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }

@@ -8,7 +8,8 @@ use super::errors::Errors;
 use super::raw::{RawCache, RawConfig};
 use super::route::route;
 use super::{
-    AdminConfig, CacheConfig, Config, FieldError, L1Config, L2Config, LeaseConfig, ServerTlsConfig,
+    AdminConfig, CacheConfig, Config, FieldError, L1Config, L2Config, LeaseConfig, LogConfig,
+    LogFormat, ServerTlsConfig,
 };
 
 /// Defaults, shared with docs/CONFIG.md.
@@ -35,6 +36,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, Vec<FieldError>> {
             "listen",
             "tls",
             "admin",
+            "log",
             "cache",
             "backends",
             "routes",
@@ -122,9 +124,32 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, Vec<FieldError>> {
     if max_response_bytes == 0 {
         e.add("max_response_bytes", "must be greater than 0");
     }
+    let log = raw.log.unwrap_or_default();
+    e.unknown("log", &log.unknown, &["level", "format", "access"]);
+    let level = log.level.unwrap_or_else(|| "info".to_owned());
+    if tracing_subscriber::EnvFilter::try_new(&level).is_err() {
+        e.add(
+            "log.level",
+            format!("`{level}` is not a log filter (e.g. `info`, `strata_gateway=debug,info`)"),
+        );
+    }
+    let format = match log.format.as_deref() {
+        None | Some("text") => LogFormat::Text,
+        Some("json") => LogFormat::Json,
+        Some(other) => {
+            e.add("log.format", format!("`{other}`: use `text` or `json`"));
+            LogFormat::Text
+        }
+    };
+    let log = LogConfig {
+        level,
+        format,
+        access: log.access.unwrap_or(true),
+    };
     let config = Config {
         listen,
         tls,
+        log,
         admin,
         cache,
         backends,
@@ -312,6 +337,7 @@ routes:
         let bad = r#"
 listen: 127.0.0.1:50051
 lisen: oops
+log: { level: "=nonsense=", format: xml }
 cache:
   l1: { max_bytes: 64 parsecs }
   l2: { url: "http://nope", timeout: 25 }
@@ -336,6 +362,8 @@ routes:
         let paths: Vec<_> = errors.iter().map(|e| e.path.as_str()).collect();
         for expected in [
             "lisen",
+            "log.level",
+            "log.format",
             "cache.l1.max_bytes",
             "cache.l2.url",
             "cache.l2.timeout",

@@ -39,6 +39,8 @@ pub struct ProxyOptions {
     pub max_response_bytes: u64,
     /// Whether to send `x-strata-cache`.
     pub expose_cache_status: bool,
+    /// Whether to log one access event per call.
+    pub access_log: bool,
 }
 
 /// Everything a call needs: the routes, the cache, the limits.
@@ -55,7 +57,7 @@ impl Proxy {
     /// A data path over `router` and `cache`.
     pub fn new(router: Router, cache: Arc<Tiered>, options: ProxyOptions) -> Self {
         let stats = Arc::new(ProxyStats::default());
-        let metrics = Metrics::new(cache.clone(), stats.clone());
+        let metrics = Metrics::new(cache.clone(), stats.clone(), options.access_log);
         Self {
             router,
             cache,
