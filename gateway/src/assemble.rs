@@ -9,9 +9,10 @@ use strata_cache::{Policy, Tiered, TieredConfig};
 use crate::backend::{Backend, RetryPolicy};
 use crate::config::Config;
 use crate::grpc::code;
+use crate::metrics::Metrics;
 use crate::proxy::rate_limit::RateLimit;
 use crate::proxy::storage::StorageRules;
-use crate::proxy::{Proxy, ProxyOptions};
+use crate::proxy::{Proxy, ProxyOptions, ProxyStats, Shared};
 use crate::router::{CacheRule, Matcher, Route, Router};
 
 /// Why the gateway could not start with a config that passed validation.
@@ -34,8 +35,20 @@ pub enum StartError {
     Redis(String),
 }
 
-/// Builds backends, routes and the cache from a validated config.
-pub fn build_proxy(config: &Config) -> Result<Proxy, StartError> {
+/// Builds what outlives a config reload: the cache (with its L2), the counters, the metrics registry.
+pub fn build_shared(config: &Config) -> Result<Shared, StartError> {
+    let cache = Arc::new(build_cache(config)?);
+    let stats = Arc::new(ProxyStats::default());
+    let metrics = Metrics::new(cache.clone(), stats.clone(), config.log.access);
+    Ok(Shared {
+        cache,
+        stats,
+        metrics,
+    })
+}
+
+/// Builds backends and routes from a validated config, over the long-lived parts in `shared`.
+pub fn build_proxy(config: &Config, shared: &Shared) -> Result<Proxy, StartError> {
     let backends = config
         .backends
         .iter()
@@ -92,6 +105,19 @@ pub fn build_proxy(config: &Config) -> Result<Proxy, StartError> {
         ));
     }
 
+    Ok(Proxy::new(
+        Router::new(routes),
+        shared,
+        ProxyOptions {
+            namespace: config.cache.namespace.clone(),
+            max_request_bytes: config.max_request_bytes,
+            max_response_bytes: config.max_response_bytes,
+            expose_cache_status: config.expose_cache_status,
+        },
+    ))
+}
+
+fn build_cache(config: &Config) -> Result<Tiered, StartError> {
     let l2: Option<Arc<dyn L2>> = match &config.cache.l2 {
         Some(l2) => {
             let nodes = match &l2.url {
@@ -125,17 +151,7 @@ pub fn build_proxy(config: &Config) -> Result<Proxy, StartError> {
         },
         l2,
     );
-    Ok(Proxy::new(
-        Router::new(routes),
-        Arc::new(cache),
-        ProxyOptions {
-            namespace: config.cache.namespace.clone(),
-            max_request_bytes: config.max_request_bytes,
-            max_response_bytes: config.max_response_bytes,
-            expose_cache_status: config.expose_cache_status,
-            access_log: config.log.access,
-        },
-    ))
+    Ok(cache)
 }
 
 /// Metadata names (validated by the config) as header names.

@@ -11,6 +11,7 @@ pub mod grpc;
 pub mod layers;
 pub mod metrics;
 pub mod proxy;
+pub mod reload;
 pub mod router;
 pub mod server;
 pub mod service;
@@ -27,13 +28,16 @@ use tonic_health::ServingStatus;
 use tonic_health::pb::health_server::HealthServer;
 use tonic_health::server::{HealthReporter, HealthService};
 
-pub use assemble::{StartError, build_proxy};
+pub use assemble::{StartError, build_proxy, build_shared};
 pub use config::Config;
 
 use hyper_util::rt::TokioIo;
 
+use arc_swap::ArcSwap;
+
 use crate::admin::Readiness;
 use crate::layers::load_shed::Shedding;
+use crate::reload::LiveProxy;
 use crate::service::data_service;
 use crate::tls::ServerTls;
 
@@ -84,7 +88,27 @@ pub async fn run(
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
-    let proxy = Arc::new(build_proxy(&config)?);
+    run_watching(config, None, listeners, shutdown).await
+}
+
+/// Like [`run`], and when `config_file` is given, reloads the config when the file changes or on SIGHUP.
+pub async fn run_watching(
+    config: Config,
+    config_file: Option<std::path::PathBuf>,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
+    let shared = build_shared(&config)?;
+    let live: LiveProxy = Arc::new(ArcSwap::from_pointee(build_proxy(&config, &shared)?));
+    let cache = shared.cache.clone();
+    let reloading = config_file.map(|path| {
+        tokio::spawn(reload::watch(
+            path,
+            config.clone(),
+            live.clone(),
+            shared.clone(),
+        ))
+    });
     let tls = match &config.tls {
         Some(tls) => Some(ServerTls::load(tls).map_err(|e| StartError::Tls(e.to_string()))?),
         None => None,
@@ -116,8 +140,12 @@ pub async fn run(
 
     // The admin listener outlives the data listener's drain, so `/readyz` keeps answering 503 meanwhile.
     let (admin_stop, admin_stopped) = watch::channel(false);
-    let admin_services = admin::AdminServices::new(proxy.clone(), config.admin.token.clone())
-        .map_err(|e| StartError::Admin(e.to_string()))?;
+    let admin_services = admin::AdminServices::new(
+        live.clone(),
+        shared.metrics.clone(),
+        config.admin.token.clone(),
+    )
+    .map_err(|e| StartError::Admin(e.to_string()))?;
     let admin = tokio::spawn(admin::serve(
         listeners.admin,
         admin_services,
@@ -126,8 +154,8 @@ pub async fn run(
     ));
     // Keeps this replica's L1 and generations in step with invalidations made through any replica. The first
     // attempt is awaited (briefly) so that L1 is not filled before it and cleared by it.
-    let in_step = proxy.cache().keep_in_step();
-    if in_step.is_some() && !proxy.cache().wait_in_step(IN_STEP_WITHIN).await {
+    let in_step = cache.keep_in_step();
+    if in_step.is_some() && !cache.wait_in_step(IN_STEP_WITHIN).await {
         tracing::warn!(
             "invalidation channel not available yet; L1 trusted only for young entries until it is"
         );
@@ -140,7 +168,7 @@ pub async fn run(
         "strata gateway serving"
     );
     readiness.set(true);
-    let data_service = data_service(proxy.clone(), health, shedding);
+    let data_service = data_service(live.clone(), health, shedding);
     let mut h2 = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new());
     h2.timer(hyper_util::rt::TokioTimer::new());
     match &tls {
@@ -189,7 +217,10 @@ pub async fn run(
         task.abort();
     }
 
-    if !proxy.cache().flush_writes(FLUSH_WRITES_WITHIN).await {
+    if let Some(task) = reloading {
+        task.abort();
+    }
+    if !cache.flush_writes(FLUSH_WRITES_WITHIN).await {
         tracing::warn!("queued L2 writes not flushed before shutdown; they are dropped");
     }
     if let Some(task) = in_step {

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use strata_gateway::config::{Config, ConfigError, LogConfig, LogFormat};
-use strata_gateway::{Listeners, run};
+use strata_gateway::{Listeners, run_watching};
 
 /// Strata: a multi-level caching gRPC gateway.
 #[derive(Debug, Parser)]
@@ -47,12 +47,13 @@ fn main() -> ExitCode {
             Err(err) => report(&err),
         },
         Command::Serve { config } => {
-            let config = match Config::load(&config) {
+            let config_path = config;
+            let config = match Config::load(&config_path) {
                 Ok(config) => config,
                 Err(err) => return report(&err),
             };
             init_logging(&config.log);
-            match serve(config) {
+            match serve(config, config_path) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(err) => {
                     eprintln!("strata: {err:#}");
@@ -81,14 +82,15 @@ fn init_logging(log: &LogConfig) {
     }
 }
 
-fn serve(config: Config) -> anyhow::Result<()> {
+fn serve(config: Config, path: PathBuf) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the tokio runtime")?;
     runtime.block_on(async move {
         let listeners = Listeners::bind(&config).await?;
-        run(config, listeners, shutdown_signal()).await?;
+        // The file is watched: edits (and SIGHUP) reload what can change without a restart.
+        run_watching(config, Some(path), listeners, shutdown_signal()).await?;
         Ok(())
     })
 }

@@ -47,7 +47,7 @@ pub struct CacheResult(pub &'static str);
 /// The metrics of one gateway.
 #[derive(Debug)]
 pub struct Metrics {
-    access_log: bool,
+    access_log: std::sync::atomic::AtomicBool,
     registry: Registry,
     calls: Family<CallLabels, Counter>,
     call_seconds: Family<RouteLabel, Histogram>,
@@ -79,11 +79,17 @@ impl Metrics {
         .set(1);
         registry.register("build_info", "The running build (value 1)", info);
         Arc::new(Self {
-            access_log,
+            access_log: std::sync::atomic::AtomicBool::new(access_log),
             registry,
             calls,
             call_seconds,
         })
+    }
+
+    /// Turns the access log on or off (a config reload may change it).
+    pub fn set_access_log(&self, on: bool) {
+        self.access_log
+            .store(on, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The metrics in the Prometheus text format (0.0.4), which every Prometheus and `promtool` read.
@@ -177,7 +183,11 @@ impl Observation {
         }
         let code = code.map_or(tonic::Code::Unknown, tonic::Code::from);
         let elapsed = self.started.elapsed();
-        if self.metrics.access_log {
+        if self
+            .metrics
+            .access_log
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
             tracing::info!(
                 target: "strata::access",
                 route = %self.route,

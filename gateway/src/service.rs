@@ -17,7 +17,7 @@ use tower::{ServiceBuilder, ServiceExt};
 
 use crate::layers::deadline::DeadlineLayer;
 use crate::layers::load_shed::{LoadShedLayer, Shedding};
-use crate::proxy::Proxy;
+use crate::reload::LiveProxy;
 
 /// Path prefix of the gRPC health service, served by the gateway itself.
 const HEALTH_PREFIX: &str = "/grpc.health.v1.Health/";
@@ -29,7 +29,7 @@ pub type DataService = TowerToHyperService<
 
 /// Builds the data listener's stack, outermost layer first.
 pub fn data_service(
-    proxy: Arc<Proxy>,
+    proxy: LiveProxy,
     health: HealthServer<HealthService>,
     shedding: Arc<Shedding>,
 ) -> DataService {
@@ -48,7 +48,7 @@ pub fn data_service(
 /// Sends health checks to the gateway's health service and every other call to the proxy.
 #[derive(Clone)]
 struct Dispatch {
-    proxy: Arc<Proxy>,
+    proxy: LiveProxy,
     health: HealthServer<HealthService>,
 }
 
@@ -65,7 +65,8 @@ impl tower::Service<http::Request<Body>> for Dispatch {
         if request.uri().path().starts_with(HEALTH_PREFIX) {
             return Box::pin(self.health.clone().oneshot(request));
         }
-        let proxy = self.proxy.clone();
+        // The proxy current when the call arrives serves all of it, even if a reload swaps in another meanwhile.
+        let proxy = self.proxy.load_full();
         Box::pin(async move { Ok(proxy.handle(request).await) })
     }
 }

@@ -1,27 +1,26 @@
 //! `strata.admin.v1.CacheAdmin`: invalidation on every replica, behind a bearer token.
 
-use std::sync::Arc;
-
 use http::{HeaderMap, HeaderName, HeaderValue};
 use strata_proto::admin::v1::cache_admin_server::CacheAdmin;
 use strata_proto::admin::v1::invalidate_request::Target;
 use strata_proto::admin::v1::{EntryTarget, InvalidateReply, InvalidateRequest};
 use tonic::{Request, Response, Status};
 
-use crate::proxy::{Proxy, cache_key};
+use crate::proxy::cache_key;
+use crate::reload::LiveProxy;
 use crate::router::Matcher;
 use crate::status::GatewayError;
 
 /// The admin service over a running proxy.
 #[derive(Debug)]
 pub struct CacheAdminService {
-    proxy: Arc<Proxy>,
+    proxy: LiveProxy,
     token: Option<String>,
 }
 
 impl CacheAdminService {
     /// Admin over `proxy`; `token` `None` refuses every mutation.
-    pub fn new(proxy: Arc<Proxy>, token: Option<String>) -> Self {
+    pub fn new(proxy: LiveProxy, token: Option<String>) -> Self {
         Self { proxy, token }
     }
 
@@ -47,6 +46,7 @@ impl CacheAdminService {
     async fn invalidate_scope(&self, scope: &str) -> Result<InvalidateReply, GatewayError> {
         let generation = self
             .proxy
+            .load()
             .cache()
             .invalidate_scope(scope)
             .await
@@ -60,8 +60,8 @@ impl CacheAdminService {
     }
 
     async fn invalidate_entry(&self, target: EntryTarget) -> Result<InvalidateReply, GatewayError> {
-        let rule = self
-            .proxy
+        let proxy = self.proxy.load_full();
+        let rule = proxy
             .router()
             .route(&target.method)
             .and_then(|route| route.cache.clone())
@@ -80,10 +80,10 @@ impl CacheAdminService {
             })?;
             headers.append(name, value);
         }
-        let cache = self.proxy.cache();
+        let cache = proxy.cache();
         let key = cache_key::key_for(
             cache,
-            self.proxy.namespace(),
+            proxy.namespace(),
             &target.method,
             &rule.vary,
             &headers,

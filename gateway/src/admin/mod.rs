@@ -22,7 +22,7 @@ use tower::util::BoxCloneSyncService;
 pub use self::cache_admin::CacheAdminService;
 pub use self::health::Readiness;
 use crate::metrics::Metrics;
-use crate::proxy::Proxy;
+use crate::reload::LiveProxy;
 
 /// Serves the admin listener until `stopped` turns true.
 pub async fn serve(
@@ -71,7 +71,8 @@ impl std::fmt::Debug for AdminServices {
 impl AdminServices {
     /// Cache administration over `proxy` (mutations need `token`), and reflection for it.
     pub fn new(
-        proxy: Arc<Proxy>,
+        proxy: LiveProxy,
+        metrics: Arc<Metrics>,
         token: Option<String>,
     ) -> Result<Self, tonic_reflection::server::Error> {
         let reflection = || {
@@ -80,7 +81,7 @@ impl AdminServices {
                 .with_service_name(<CacheAdminServer<CacheAdminService> as NamedService>::NAME)
         };
         Ok(Self {
-            metrics: proxy.metrics().clone(),
+            metrics,
             cache_admin: BoxCloneSyncService::new(CacheAdminServer::new(CacheAdminService::new(
                 proxy, token,
             ))),

@@ -39,8 +39,17 @@ pub struct ProxyOptions {
     pub max_response_bytes: u64,
     /// Whether to send `x-strata-cache`.
     pub expose_cache_status: bool,
-    /// Whether to log one access event per call.
-    pub access_log: bool,
+}
+
+/// What outlives a config reload: the cache, the counters and the metrics registry.
+#[derive(Debug, Clone)]
+pub struct Shared {
+    /// The tiered cache.
+    pub cache: Arc<Tiered>,
+    /// Counters of the data path.
+    pub stats: Arc<ProxyStats>,
+    /// The metrics registry.
+    pub metrics: Arc<Metrics>,
 }
 
 /// Everything a call needs: the routes, the cache, the limits.
@@ -54,16 +63,14 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    /// A data path over `router` and `cache`.
-    pub fn new(router: Router, cache: Arc<Tiered>, options: ProxyOptions) -> Self {
-        let stats = Arc::new(ProxyStats::default());
-        let metrics = Metrics::new(cache.clone(), stats.clone(), options.access_log);
+    /// A data path over `router` and the long-lived parts in `shared`.
+    pub fn new(router: Router, shared: &Shared, options: ProxyOptions) -> Self {
         Self {
             router,
-            cache,
+            cache: shared.cache.clone(),
             options,
-            stats,
-            metrics,
+            stats: shared.stats.clone(),
+            metrics: shared.metrics.clone(),
         }
     }
 

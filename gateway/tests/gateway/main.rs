@@ -14,6 +14,7 @@ mod limits;
 mod metrics;
 mod passthrough;
 mod redis_faults;
+mod reload;
 mod replicas;
 mod semantics;
 mod tls;

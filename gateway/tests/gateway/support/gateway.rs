@@ -112,6 +112,37 @@ impl TestGateway {
         }
     }
 
+    /// Starts the gateway from the config file at `path`, watching it for changes (as `strata serve` does).
+    pub async fn start_watching(path: &std::path::Path) -> Self {
+        let config = Config::load(path).unwrap_or_else(|e| panic!("test config invalid: {e}"));
+        let data = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind data");
+        let admin = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind admin");
+        let (addr, admin_addr) = (
+            data.local_addr().expect("addr"),
+            admin.local_addr().expect("addr"),
+        );
+        let (stop, stopped) = oneshot::channel::<()>();
+        let path = path.to_owned();
+        let task = tokio::spawn(async move {
+            let shutdown = async {
+                let _ = stopped.await;
+            };
+            strata_gateway::run_watching(config, Some(path), Listeners { data, admin }, shutdown)
+                .await
+                .expect("gateway runs");
+        });
+        Self {
+            addr,
+            admin: admin_addr,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
     /// A client of the test service through the gateway.
     pub async fn client(&self) -> LookupClient<Channel> {
         LookupClient::new(self.channel().await)

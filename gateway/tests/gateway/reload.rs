@@ -1,0 +1,137 @@
+//! Hot reload: editing the config file changes routes and TTLs within 2 s, with calls in flight, none failed; a
+//! broken edit leaves the running config serving.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::support::backend::TestBackend;
+use crate::support::certs::PemDir;
+use crate::support::eventually;
+use crate::support::gateway::TestGateway;
+use crate::{get, key};
+
+fn config(backend_url: &str, ttl: &str, extra_route: &str) -> String {
+    format!(
+        r#"
+listen: 127.0.0.1:0
+admin: {{ listen: 127.0.0.1:0 }}
+backends:
+  lookup: {{ endpoints: ["{backend_url}"] }}
+routes:
+  - match: /testing.v1.Lookup/Get
+    backend: lookup
+    cache: {{ ttl: {ttl} }}
+{extra_route}
+  - match: "*"
+    backend: lookup
+"#
+    )
+}
+
+const LIMITED_COLLECT: &str = "  - match: /testing.v1.Lookup/Collect\n    backend: lookup\n    rate_limit: { rps: 1, burst: 1 }";
+
+/// Whether a second `Collect` right after a first is refused by a rate limit (that is, the limited route is active).
+async fn collect_is_limited(gateway: &TestGateway) -> bool {
+    let mut client = gateway.client().await;
+    let once = || tokio_stream::iter([key("c")]);
+    let first = client.collect(once()).await;
+    let second = client.collect(once()).await;
+    first.is_ok() && second.is_err_and(|s| s.code() == tonic::Code::ResourceExhausted)
+}
+
+#[tokio::test]
+async fn edits_take_effect_within_2s_without_failing_calls_and_broken_edits_are_refused() {
+    let backend = TestBackend::start().await;
+    let dir = PemDir::new("reload");
+    let path = dir.write("strata.yaml", &config(&backend.url(), "30s", ""));
+    let gateway = TestGateway::start_watching(&path).await;
+    let mut client = gateway.client().await;
+
+    // 100 calls in flight all along: each takes 50 ms and is followed by another, until the end of the test.
+    let (stop, failed, done) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicU64::new(0)),
+    );
+    let workers: Vec<_> = (0..100)
+        .map(|w| {
+            let (mut client, stop, failed, done) =
+                (client.clone(), stop.clone(), failed.clone(), done.clone());
+            tokio::spawn(async move {
+                let mut i = 0;
+                while !stop.load(Ordering::SeqCst) {
+                    let mut req = key(&format!("busy-{w}-{i}"));
+                    req.delay_ms = 50;
+                    if get(&mut client, req, None).await.is_err() {
+                        failed.fetch_add(1, Ordering::SeqCst);
+                    }
+                    done.fetch_add(1, Ordering::SeqCst);
+                    i += 1;
+                }
+            })
+        })
+        .collect();
+
+    assert_eq!(
+        get(&mut client, key("x"), None).await.expect("miss").cache,
+        "miss"
+    );
+    assert_eq!(
+        get(&mut client, key("x"), None).await.expect("hit").cache,
+        "l1"
+    );
+    assert!(
+        !collect_is_limited(&gateway).await,
+        "no limit on Collect yet"
+    );
+
+    // The edit: a 1 s TTL and a new, rate-limited route.
+    dir.write(
+        "strata.yaml",
+        &config(&backend.url(), "1s", LIMITED_COLLECT),
+    );
+    assert!(
+        eventually(Duration::from_secs(2), || collect_is_limited(&gateway)).await,
+        "the new route serves within 2 s"
+    );
+    assert_eq!(
+        get(&mut client, key("y"), None).await.expect("miss").cache,
+        "miss"
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(
+        get(&mut client, key("y"), None).await.expect("miss").cache,
+        "miss",
+        "the new TTL of 1 s applies"
+    );
+
+    // A broken edit: refused, the running config stays.
+    dir.write(
+        "strata.yaml",
+        "routes: [ { match: nonsense } ]\nunknown_key: 1\n",
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        collect_is_limited(&gateway).await,
+        "still the last good config"
+    );
+    get(&mut client, key("z"), None)
+        .await
+        .expect("still serving");
+
+    stop.store(true, Ordering::SeqCst);
+    for worker in workers {
+        worker.await.expect("worker");
+    }
+    assert!(
+        done.load(Ordering::SeqCst) > 1000,
+        "calls were in flight throughout"
+    );
+    assert_eq!(
+        failed.load(Ordering::SeqCst),
+        0,
+        "no call failed across the reloads"
+    );
+    gateway.stop().await;
+}
