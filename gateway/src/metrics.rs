@@ -40,6 +40,18 @@ struct RouteLabel {
     route: String,
 }
 
+/// What a backend call's metrics are labelled with.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BackendLabels {
+    /// The backend's name.
+    pub backend: String,
+    /// `ok` (an answer came back, whatever its status), `error` (no answer), `refused` (circuit breaker).
+    pub outcome: &'static str,
+}
+
+/// The histogram of backend call durations, handed to each backend.
+pub type BackendSeconds = Family<BackendLabels, Histogram>;
+
 /// The cache result of a call, put in the response's extensions by the proxy for the metrics.
 #[derive(Debug, Clone, Copy)]
 pub struct CacheResult(pub &'static str);
@@ -51,6 +63,7 @@ pub struct Metrics {
     registry: Registry,
     calls: Family<CallLabels, Counter>,
     call_seconds: Family<RouteLabel, Histogram>,
+    backend_seconds: BackendSeconds,
 }
 
 impl Metrics {
@@ -71,6 +84,13 @@ impl Metrics {
             "Time from a call's arrival to the end of its answer, by route",
             call_seconds.clone(),
         );
+        let backend_seconds =
+            BackendSeconds::new_with_constructor(|| Histogram::new(BUCKETS.iter().copied()));
+        registry.register(
+            "backend_call_duration_seconds",
+            "Time from sending a call to a backend to its response headers, by backend and outcome",
+            backend_seconds.clone(),
+        );
         registry.register_collector(Box::new(Snapshots { cache, proxy_stats }));
         let info = Family::<BuildLabels, prometheus_client::metrics::gauge::Gauge>::default();
         info.get_or_create(&BuildLabels {
@@ -83,7 +103,13 @@ impl Metrics {
             registry,
             calls,
             call_seconds,
+            backend_seconds,
         })
+    }
+
+    /// The backend call histogram, for the backends to record into.
+    pub fn backend_seconds(&self) -> BackendSeconds {
+        self.backend_seconds.clone()
     }
 
     /// Turns the access log on or off (a config reload may change it).

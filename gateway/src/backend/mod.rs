@@ -22,6 +22,7 @@ use self::pool::Pool;
 pub use self::retry::RetryPolicy;
 use crate::config::{BackendConfig, OutlierConfig};
 use crate::layers::deadline::Deadline;
+use crate::metrics::{BackendLabels, BackendSeconds};
 use crate::status::GatewayError;
 
 /// A backend service and its endpoints.
@@ -40,12 +41,17 @@ pub struct Backend {
     pub timeout: Duration,
     /// How calls on cached routes are retried (`None`: never).
     pub retry: Option<RetryPolicy>,
+    seconds: Option<BackendSeconds>,
 }
 
 impl Backend {
     /// Prepares a channel per static endpoint without connecting (the gateway starts even while a backend is down),
     /// starts resolving `dns:///` endpoints and health-checking, so it needs a tokio runtime.
-    pub fn start(name: &str, config: &BackendConfig) -> Result<Arc<Self>, GatewayError> {
+    pub fn start(
+        name: &str,
+        config: &BackendConfig,
+        seconds: Option<BackendSeconds>,
+    ) -> Result<Arc<Self>, GatewayError> {
         let targets: Vec<Target> = config
             .endpoints
             .iter()
@@ -87,6 +93,7 @@ impl Backend {
             max_timeout: config.max_timeout,
             timeout: config.timeout,
             retry: config.retry.as_ref().map(RetryPolicy::new),
+            seconds,
         }))
     }
 
@@ -112,6 +119,28 @@ impl Backend {
 
     /// Sends one call to an available endpoint. The request URI needs only its path: the channel sets the origin.
     pub async fn call(
+        &self,
+        request: http::Request<Body>,
+    ) -> Result<http::Response<Body>, GatewayError> {
+        let started = tokio::time::Instant::now();
+        let result = self.call_endpoint(request).await;
+        if let Some(seconds) = &self.seconds {
+            let outcome = match &result {
+                Ok(_) => "ok",
+                Err(GatewayError::BackendOverloaded { .. }) => "refused",
+                Err(_) => "error",
+            };
+            seconds
+                .get_or_create(&BackendLabels {
+                    backend: self.name.clone(),
+                    outcome,
+                })
+                .observe(started.elapsed().as_secs_f64());
+        }
+        result
+    }
+
+    async fn call_endpoint(
         &self,
         request: http::Request<Body>,
     ) -> Result<http::Response<Body>, GatewayError> {

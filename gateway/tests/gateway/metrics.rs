@@ -109,6 +109,13 @@ async fn counters_match_what_the_calls_did() {
         text.contains("strata_call_duration_seconds_bucket{le=\"0.0005\","),
         "explicit buckets:\n{text}"
     );
+    // a, b twice, the two Watch calls, and a's background refresh.
+    let backend = "backend=\"lookup\",outcome=\"ok\"";
+    assert_eq!(
+        sample(&text, "strata_backend_call_duration_seconds_count", backend),
+        Some(6.0),
+        "{text}"
+    );
     assert!(text.contains("strata_build_info{version="), "{text}");
     gateway.stop().await;
 }
