@@ -187,6 +187,9 @@ pub async fn serve(
     let reflection = || {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(strata_proto::FILE_DESCRIPTOR_SET)
+            // The health protocol too: a gateway in front answers grpc.health.v1.Health itself, and clients
+            // discovering services through it (grpcurl) find it described here.
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
     };
     let reflection_v1 = reflection()
         .build_v1()

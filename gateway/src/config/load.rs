@@ -7,7 +7,7 @@ use figment::Figment;
 use figment::providers::{Env, Format, Yaml};
 
 use super::Config;
-use super::raw::RawConfig;
+use super::raw::{RawConfig, TOP_LEVEL_KEYS};
 
 /// One mistake in the config, at a field path such as `routes[0].cache.ttl`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,9 +56,16 @@ impl Config {
                 reason: err.to_string(),
             });
         }
-        let figment = Figment::new()
-            .merge(Yaml::file_exact(path))
-            .merge(Env::prefixed("STRATA_").split("__"));
+        let figment = Figment::new().merge(Yaml::file_exact(path)).merge(
+            Env::prefixed("STRATA_")
+                // Only variables naming a config key: Kubernetes injects STRATA_SERVICE_HOST, STRATA_PORT…
+                // for a Service named `strata`, and those must not be read as (unknown) config keys.
+                .filter(|key| {
+                    let first = key.as_str().split("__").next().unwrap_or_default();
+                    TOP_LEVEL_KEYS.iter().any(|k| k.eq_ignore_ascii_case(first))
+                })
+                .split("__"),
+        );
         Self::from_figment(figment)
     }
 

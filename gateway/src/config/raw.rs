@@ -14,6 +14,23 @@ pub(super) enum Scalar {
     Text(String),
 }
 
+/// The top-level keys of the config (also what `STRATA_…` environment variables may set).
+pub(super) const TOP_LEVEL_KEYS: [&str; 13] = [
+    "listen",
+    "tls",
+    "admin",
+    "log",
+    "cache",
+    "backends",
+    "routes",
+    "max_request_bytes",
+    "max_response_bytes",
+    "expose_cache_status",
+    "shutdown_grace",
+    "drain_delay",
+    "max_concurrent_requests",
+];
+
 /// Keys present in the file that no field takes.
 pub(super) type Unknown = BTreeMap<String, IgnoredAny>;
 

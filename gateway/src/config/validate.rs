@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::backend::backend;
 use super::errors::Errors;
-use super::raw::{RawCache, RawConfig};
+use super::raw::{RawCache, RawConfig, TOP_LEVEL_KEYS};
 use super::route::route;
 use super::{
     AdminConfig, CacheConfig, Config, FieldError, L1Config, L2Config, LeaseConfig, LogConfig,
@@ -29,25 +29,7 @@ const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 pub(super) fn validate(raw: RawConfig) -> Result<Config, Vec<FieldError>> {
     let mut e = Errors::default();
-    e.unknown(
-        "",
-        &raw.unknown,
-        &[
-            "listen",
-            "tls",
-            "admin",
-            "log",
-            "cache",
-            "backends",
-            "routes",
-            "max_request_bytes",
-            "max_response_bytes",
-            "expose_cache_status",
-            "shutdown_grace",
-            "drain_delay",
-            "max_concurrent_requests",
-        ],
-    );
+    e.unknown("", &raw.unknown, &TOP_LEVEL_KEYS);
 
     let listen = e.addr("listen", raw.listen.as_deref(), DEFAULT_LISTEN);
     let tls = raw.tls.map(|t| {

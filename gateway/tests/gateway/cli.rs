@@ -107,6 +107,21 @@ fn environment_overrides_the_file() {
 }
 
 #[test]
+fn unrelated_strata_variables_are_not_config() {
+    // What Kubernetes injects for a Service named `strata`.
+    let env = [
+        ("STRATA_SERVICE_HOST", "10.0.0.1"),
+        ("STRATA_PORT", "tcp://10.0.0.1:50051"),
+    ];
+    let out = strata(&["check"], &env, GOOD);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
 fn a_missing_file_is_a_clear_error() {
     let out = Command::new(env!("CARGO_BIN_EXE_strata"))
         .args(["check", "--config", "/nonexistent/strata.yaml"])
