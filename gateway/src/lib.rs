@@ -120,7 +120,7 @@ pub async fn run_watching(
         .map(|(tls, c)| tokio::spawn(tls.clone().reload_forever(c.reload_interval)));
     let health_reporter = HealthReporter::new();
     let health = HealthServer::new(HealthService::from_health_reporter(health_reporter.clone()));
-    let shedding = Shedding::new(config.max_concurrent_requests);
+    let shedding = Shedding::new(config.max_concurrent_requests, shared.stats.clone());
     let readiness = Readiness::new(shedding.clone());
 
     // Shutdown begins: stop reporting ready at once, so load balancers drain this replica while calls finish.
@@ -168,6 +168,8 @@ pub async fn run_watching(
         "strata gateway serving"
     );
     readiness.set(true);
+    // gRPC health on the data listener says what /readyz says: not serving while shedding or shutting down.
+    let health_follows = tokio::spawn(follow_readiness(health_reporter.clone(), readiness.clone()));
     let data_service = data_service(live.clone(), health, shedding);
     let mut h2 = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new());
     h2.timer(hyper_util::rt::TokioTimer::new());
@@ -223,6 +225,7 @@ pub async fn run_watching(
     if !cache.flush_writes(FLUSH_WRITES_WITHIN).await {
         tracing::warn!("queued L2 writes not flushed before shutdown; they are dropped");
     }
+    health_follows.abort();
     if let Some(task) = in_step {
         task.abort();
     }
@@ -230,4 +233,22 @@ pub async fn run_watching(
     let _ = admin.await;
     tracing::info!("strata gateway stopped");
     Ok(())
+}
+
+/// Keeps the gRPC health status of the server as a whole in line with readiness, until aborted.
+async fn follow_readiness(reporter: HealthReporter, readiness: Readiness) {
+    let mut reported = None;
+    loop {
+        let ready = readiness.is_ready();
+        if reported != Some(ready) {
+            let status = if ready {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            };
+            reporter.set_service_status("", status).await;
+            reported = Some(ready);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

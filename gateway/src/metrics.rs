@@ -418,7 +418,17 @@ impl prometheus_client::collector::Collector for Snapshots {
             let metric = ConstCounter::new(value);
             metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)?;
         }
-        let more: [(&str, &str, u64); 3] = [
+        let more: [(&str, &str, u64); 5] = [
+            (
+                "rate_limited",
+                "Calls refused by a route's rate limit",
+                self.proxy_stats.rate_limited(),
+            ),
+            (
+                "shed",
+                "Calls refused by global load shedding (max_concurrent_requests)",
+                self.proxy_stats.shed(),
+            ),
             (
                 "entries_too_large",
                 "Answers relayed but not stored: larger than max_entry_bytes",

@@ -20,7 +20,7 @@ use crate::layers::load_shed::{LoadShedLayer, Shedding};
 use crate::reload::LiveProxy;
 
 /// Path prefix of the gRPC health service, served by the gateway itself.
-const HEALTH_PREFIX: &str = "/grpc.health.v1.Health/";
+pub const HEALTH_PREFIX: &str = "/grpc.health.v1.Health/";
 
 /// The stack serving one HTTP/2 connection of the data listener.
 pub type DataService = TowerToHyperService<

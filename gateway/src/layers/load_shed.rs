@@ -10,6 +10,7 @@ use std::task::{Context, Poll};
 
 use tonic::body::Body;
 
+use crate::proxy::ProxyStats;
 use crate::status::GatewayError;
 
 /// The gateway-wide count of calls in flight and its limit.
@@ -17,14 +18,16 @@ use crate::status::GatewayError;
 pub struct Shedding {
     in_flight: AtomicUsize,
     limit: Option<usize>,
+    stats: Arc<ProxyStats>,
 }
 
 impl Shedding {
     /// A counter refusing calls beyond `limit` (`None`: never).
-    pub fn new(limit: Option<usize>) -> Arc<Self> {
+    pub fn new(limit: Option<usize>, stats: Arc<ProxyStats>) -> Arc<Self> {
         Arc::new(Self {
             in_flight: AtomicUsize::new(0),
             limit,
+            stats,
         })
     }
 
@@ -38,7 +41,10 @@ impl Shedding {
         let now = self.in_flight.fetch_add(1, Ordering::AcqRel) + 1;
         let guard = InFlight(self.clone());
         match self.limit {
-            Some(limit) if now > limit => Err(limit),
+            Some(limit) if now > limit => {
+                self.stats.count_shed();
+                Err(limit)
+            }
             _ => Ok(guard),
         }
     }
@@ -89,6 +95,14 @@ where
     }
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        // Health checks are never shed: they must be able to say that the gateway is overloaded.
+        if request
+            .uri()
+            .path()
+            .starts_with(crate::service::HEALTH_PREFIX)
+        {
+            return Box::pin(self.inner.call(request));
+        }
         match self.shedding.admit() {
             Ok(in_flight) => {
                 let call = self.inner.call(request);

@@ -96,7 +96,9 @@ impl BackendLoader {
     /// of retries allows, and never when the pause would end past the deadline.
     async fn fetch_with_retries(&self, budget: Duration) -> Result<Answer, GatewayError> {
         if let Some(limit) = &self.misses_limit {
-            limit.check(&self.headers)?;
+            limit
+                .check(&self.headers)
+                .inspect_err(|_| self.stats.count_rate_limited())?;
         }
         let until = Instant::now() + budget;
         let retry = self.backend.retry.as_ref();

@@ -145,6 +145,7 @@ impl Proxy {
         if let Some(limit) = &route.rate_limit {
             if limit.apply_to == ApplyTo::All || route.cache.is_none() {
                 if let Err(refused) = limit.check(request.headers()) {
+                    self.stats.count_rate_limited();
                     return refused.to_response(None);
                 }
             }

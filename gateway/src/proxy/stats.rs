@@ -9,6 +9,8 @@ pub struct ProxyStats {
     too_large: AtomicU64,
     retries: AtomicU64,
     retry_budget_exhausted: AtomicU64,
+    rate_limited: AtomicU64,
+    shed: AtomicU64,
 }
 
 impl ProxyStats {
@@ -40,6 +42,26 @@ impl ProxyStats {
     /// Retries refused by the budget.
     pub fn retry_budget_exhausted(&self) -> u64 {
         self.retry_budget_exhausted.load(Ordering::Relaxed)
+    }
+
+    /// Counts a call refused by a route's rate limit.
+    pub fn count_rate_limited(&self) {
+        self.rate_limited.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a call refused by global load shedding.
+    pub fn count_shed(&self) {
+        self.shed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Calls refused by rate limits.
+    pub fn rate_limited(&self) -> u64 {
+        self.rate_limited.load(Ordering::Relaxed)
+    }
+
+    /// Calls refused by load shedding.
+    pub fn shed(&self) -> u64 {
+        self.shed.load(Ordering::Relaxed)
     }
 
     /// Calls that bypassed the cache.
