@@ -214,19 +214,22 @@ async fn beyond_the_global_limit_calls_are_shed_at_once() {
         readyz.starts_with("HTTP/1.1 503"),
         "not ready while shedding: {readyz}"
     );
-    let mut health = tonic_health::pb::health_client::HealthClient::new(gateway.channel().await);
-    let status = health
-        .check(tonic_health::pb::HealthCheckRequest {
-            service: String::new(),
-        })
-        .await
-        .expect("health checks are never shed")
-        .into_inner()
-        .status;
-    assert_eq!(
-        status,
-        tonic_health::pb::health_check_response::ServingStatus::NotServing as i32
-    );
+    let health = tonic_health::pb::health_client::HealthClient::new(gateway.channel().await);
+    let not_serving = crate::support::eventually(Duration::from_millis(300), || {
+        let mut health = health.clone();
+        async move {
+            let reply = health
+                .check(tonic_health::pb::HealthCheckRequest {
+                    service: String::new(),
+                })
+                .await
+                .expect("health checks are never shed");
+            reply.into_inner().status
+                == tonic_health::pb::health_check_response::ServingStatus::NotServing as i32
+        }
+    })
+    .await;
+    assert!(not_serving, "gRPC health says NOT_SERVING while shedding");
     let mut shed = 0;
     for call in calls {
         let (result, took) = call.await.expect("task");
