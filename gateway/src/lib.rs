@@ -16,6 +16,7 @@ pub mod router;
 pub mod server;
 pub mod service;
 pub mod status;
+pub mod telemetry;
 pub mod tls;
 
 use std::future::Future;

@@ -5,7 +5,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use strata_gateway::config::{Config, ConfigError, LogConfig, LogFormat};
+use strata_gateway::config::{Config, ConfigError};
+use strata_gateway::telemetry;
 use strata_gateway::{Listeners, run_watching};
 
 /// Strata: a multi-level caching gRPC gateway.
@@ -52,7 +53,6 @@ fn main() -> ExitCode {
                 Ok(config) => config,
                 Err(err) => return report(&err),
             };
-            init_logging(&config.log);
             match serve(config, config_path) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(err) => {
@@ -69,28 +69,19 @@ fn report(err: &ConfigError) -> ExitCode {
     ExitCode::from(2)
 }
 
-fn init_logging(log: &LogConfig) {
-    // RUST_LOG, when set, wins over the config (for a quick look at one replica).
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&log.level));
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match log.format {
-        LogFormat::Text => logs.init(),
-        LogFormat::Json => logs.json().init(),
-    }
-}
-
 fn serve(config: Config, path: PathBuf) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the tokio runtime")?;
     runtime.block_on(async move {
+        // Inside the runtime: the OTLP exporter runs on it.
+        let telemetry = telemetry::init(&config.log, &config.telemetry)?;
         let listeners = Listeners::bind(&config).await?;
         // The file is watched: edits (and SIGHUP) reload what can change without a restart.
-        run_watching(config, Some(path), listeners, shutdown_signal()).await?;
+        let served = run_watching(config, Some(path), listeners, shutdown_signal()).await;
+        telemetry.shutdown().await;
+        served?;
         Ok(())
     })
 }

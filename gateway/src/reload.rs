@@ -15,7 +15,7 @@ use crate::proxy::{Proxy, Shared};
 pub type LiveProxy = Arc<ArcSwap<Proxy>>;
 
 /// How often the config file's modification time is checked.
-const POLL: Duration = Duration::from_millis(500);
+const POLL: Duration = Duration::from_millis(250);
 
 /// Watches `path` until aborted; on a change (or SIGHUP) re-reads it and swaps in a proxy built from it. An invalid
 /// file is logged with every bad field, and the running config stays.

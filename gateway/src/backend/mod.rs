@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use tonic::body::Body;
 use tower::ServiceExt;
+use tracing::Instrument;
 
 use self::balance::Balancer;
 use self::discovery::Target;
@@ -142,7 +143,7 @@ impl Backend {
 
     async fn call_endpoint(
         &self,
-        request: http::Request<Body>,
+        mut request: http::Request<Body>,
     ) -> Result<http::Response<Body>, GatewayError> {
         let _admitted = self.admit()?;
         let endpoint = self.balancer.pick(&self.pool.current()).ok_or_else(|| {
@@ -152,7 +153,16 @@ impl Backend {
             }
         })?;
         let _in_flight = endpoint.start_call();
-        let result = endpoint.channel.clone().oneshot(request).await;
+        // The backend's span becomes a child of this one.
+        let span =
+            tracing::info_span!("strata.backend", backend = %self.name, endpoint = %endpoint.url);
+        span.in_scope(|| crate::telemetry::inject_current(request.headers_mut()));
+        let result = endpoint
+            .channel
+            .clone()
+            .oneshot(request)
+            .instrument(span)
+            .await;
         match &result {
             Ok(response) if !is_endpoint_failure(response) => endpoint.record_success(),
             Err(err) if is_timeout(err) => {}

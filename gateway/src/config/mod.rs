@@ -30,6 +30,8 @@ pub struct Config {
     pub admin: AdminConfig,
     /// Logs.
     pub log: LogConfig,
+    /// Traces.
+    pub telemetry: TelemetryConfig,
     /// The cache levels.
     pub cache: CacheConfig,
     /// Backends by name.
@@ -85,6 +87,18 @@ pub struct BackendTlsConfig {
     /// The name the backend's certificate must carry (absent: the endpoint's host).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub server_name: Option<String>,
+}
+
+/// OpenTelemetry traces.
+#[derive(Debug, Clone, Serialize)]
+pub struct TelemetryConfig {
+    /// OTLP/gRPC collector, e.g. `http://otel-collector:4317`; `None`: no traces.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub otlp_endpoint: Option<String>,
+    /// Share of new traces recorded (0–1); a client's sampled trace is always followed.
+    pub sample_ratio: f64,
+    /// `service.name` of the spans.
+    pub service_name: String,
 }
 
 /// Logs (to stderr).

@@ -15,8 +15,9 @@ pub(super) enum Scalar {
 }
 
 /// The top-level keys of the config (also what `STRATA_…` environment variables may set).
-pub(super) const TOP_LEVEL_KEYS: [&str; 13] = [
+pub(super) const TOP_LEVEL_KEYS: [&str; 14] = [
     "listen",
+    "telemetry",
     "tls",
     "admin",
     "log",
@@ -40,6 +41,7 @@ pub(super) struct RawConfig {
     pub tls: Option<RawServerTls>,
     pub admin: Option<RawAdmin>,
     pub log: Option<RawLog>,
+    pub telemetry: Option<RawTelemetry>,
     pub cache: Option<RawCache>,
     #[serde(default)]
     pub backends: BTreeMap<String, RawBackend>,
@@ -220,6 +222,15 @@ pub(super) struct RawLog {
     pub level: Option<String>,
     pub format: Option<String>,
     pub access: Option<bool>,
+    #[serde(flatten)]
+    pub unknown: Unknown,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct RawTelemetry {
+    pub otlp_endpoint: Option<String>,
+    pub sample_ratio: Option<f64>,
+    pub service_name: Option<String>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }

@@ -9,7 +9,7 @@ use super::raw::{RawCache, RawConfig, TOP_LEVEL_KEYS};
 use super::route::route;
 use super::{
     AdminConfig, CacheConfig, Config, FieldError, L1Config, L2Config, LeaseConfig, LogConfig,
-    LogFormat, ServerTlsConfig,
+    LogFormat, ServerTlsConfig, TelemetryConfig,
 };
 
 /// Defaults, shared with docs/CONFIG.md.
@@ -128,10 +128,42 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, Vec<FieldError>> {
         format,
         access: log.access.unwrap_or(true),
     };
+    let telemetry = raw.telemetry.unwrap_or_default();
+    e.unknown(
+        "telemetry",
+        &telemetry.unknown,
+        &["otlp_endpoint", "sample_ratio", "service_name"],
+    );
+    let sample_ratio = telemetry.sample_ratio.unwrap_or(1.0);
+    if !(0.0..=1.0).contains(&sample_ratio) {
+        e.add(
+            "telemetry.sample_ratio",
+            format!("{sample_ratio} must be between 0 and 1"),
+        );
+    }
+    let otlp_endpoint = telemetry.otlp_endpoint.filter(|u| !u.is_empty());
+    if let Some(url) = &otlp_endpoint {
+        if !(url.starts_with("http://") || url.starts_with("https://"))
+            || url.parse::<http::Uri>().is_err()
+        {
+            e.add(
+                "telemetry.otlp_endpoint",
+                format!("`{url}` is not an http(s):// URL of an OTLP/gRPC collector"),
+            );
+        }
+    }
+    let telemetry = TelemetryConfig {
+        otlp_endpoint,
+        sample_ratio: sample_ratio.clamp(0.0, 1.0),
+        service_name: telemetry
+            .service_name
+            .unwrap_or_else(|| "strata".to_owned()),
+    };
     let config = Config {
         listen,
         tls,
         log,
+        telemetry,
         admin,
         cache,
         backends,

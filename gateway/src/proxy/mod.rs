@@ -21,7 +21,7 @@ use tonic::body::Body;
 pub use self::stats::ProxyStats;
 use crate::config::ApplyTo;
 use crate::layers::deadline::Deadline;
-use crate::metrics::Metrics;
+use crate::metrics::{CacheResult, Metrics};
 use crate::router::{Route, Router};
 use crate::status::GatewayError;
 
@@ -102,13 +102,39 @@ impl Proxy {
     /// Answers one call. Never fails: every error becomes a gRPC status response. The call's deadline comes from
     /// the request's extensions (put there by [`crate::layers::deadline::DeadlineLayer`], which also enforces it).
     pub async fn handle(&self, request: http::Request<Body>) -> http::Response<Body> {
+        use tracing::Instrument;
+        use tracing_opentelemetry::OpenTelemetrySpanExt;
         let started = Instant::now();
         let deadline = request
             .extensions()
             .get::<Deadline>()
             .copied()
             .unwrap_or_default();
-        let (route, response) = self.dispatch(request, deadline).await;
+        // One span per call, child of the client's trace when it sent one; no message bytes in it.
+        let span = tracing::info_span!(
+            "strata.call",
+            otel.name = %request.uri().path(),
+            rpc.method = %request.uri().path(),
+            route = tracing::field::Empty,
+            cache = tracing::field::Empty,
+            grpc.status = tracing::field::Empty,
+        );
+        let _ = span.set_parent(crate::telemetry::extract(request.headers()));
+        let (route, response) = self
+            .dispatch(request, deadline)
+            .instrument(span.clone())
+            .await;
+        span.record("route", route);
+        if let Some(result) = response.extensions().get::<CacheResult>() {
+            span.record("cache", result.0);
+        }
+        if let Some(code) = response
+            .headers()
+            .get("grpc-status")
+            .and_then(|v| v.to_str().ok())
+        {
+            span.record("grpc.status", code);
+        }
         self.metrics.observe(route, started, response)
     }
 

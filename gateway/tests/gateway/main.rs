@@ -18,6 +18,7 @@ mod reload;
 mod replicas;
 mod semantics;
 mod tls;
+mod traces;
 
 use support::pb::lookup_client::LookupClient;
 use support::pb::{GetReply, GetRequest};

@@ -48,7 +48,7 @@ async fn edits_take_effect_within_2s_without_failing_calls_and_broken_edits_are_
     let gateway = TestGateway::start_watching(&path).await;
     let mut client = gateway.client().await;
 
-    // 100 calls in flight all along: each takes 50 ms and is followed by another, until the end of the test.
+    // 100 calls in flight all along: each takes 200 ms and is followed by another, until the end of the test.
     let (stop, failed, done) = (
         Arc::new(AtomicBool::new(false)),
         Arc::new(AtomicU64::new(0)),
@@ -62,7 +62,7 @@ async fn edits_take_effect_within_2s_without_failing_calls_and_broken_edits_are_
                 let mut i = 0;
                 while !stop.load(Ordering::SeqCst) {
                     let mut req = key(&format!("busy-{w}-{i}"));
-                    req.delay_ms = 50;
+                    req.delay_ms = 200;
                     if get(&mut client, req, None).await.is_err() {
                         failed.fetch_add(1, Ordering::SeqCst);
                     }

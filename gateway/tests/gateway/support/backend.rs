@@ -27,6 +27,8 @@ pub struct Seen {
     pub last_grpc_timeout: Mutex<Option<String>>,
     /// Added to the delay of every `Get` (to make one backend of several slow).
     pub base_delay_ms: AtomicU64,
+    /// The `traceparent` of the most recent `Get`.
+    pub last_traceparent: Mutex<Option<String>>,
     /// Calls of `Get` per key.
     pub per_key: Mutex<std::collections::HashMap<String, u32>>,
 }
@@ -76,6 +78,13 @@ impl Lookup for Service {
     async fn get(&self, request: Request<GetRequest>) -> Result<Response<GetReply>, Status> {
         let serial = self.seen.get.fetch_add(1, Ordering::SeqCst) + 1;
         let grpc_timeout = note_timeout(&self.seen, &request);
+        if let Some(tp) = request
+            .metadata()
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+        {
+            *self.seen.last_traceparent.lock().expect("lock") = Some(tp.to_owned());
+        }
         let tenant = request
             .metadata()
             .get("x-tenant-id")
