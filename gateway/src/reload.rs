@@ -48,6 +48,11 @@ pub async fn watch(path: PathBuf, mut running: Config, live: LiveProxy, shared: 
                     Ok(proxy) => {
                         live.store(Arc::new(proxy));
                         shared.metrics.set_access_log(next.log.access);
+                        if next.log.level != running.log.level
+                            && crate::telemetry::set_log_level(&next.log.level)
+                        {
+                            tracing::info!(level = %next.log.level, "log level changed");
+                        }
                         tracing::info!(routes = next.routes.len(), "config reloaded");
                         running = next;
                     }
@@ -60,7 +65,7 @@ pub async fn watch(path: PathBuf, mut running: Config, live: LiveProxy, shared: 
     }
 }
 
-/// The fields a reload cannot change: listeners, TLS, the cache levels, global limits, log format.
+/// The fields a reload cannot change: listeners, TLS, the cache levels, global limits, log format, telemetry.
 fn needs_restart(running: &Config, next: &Config) -> Vec<&'static str> {
     let pairs: [(&'static str, String, String); 9] = [
         ("listen", yaml(&running.listen), yaml(&next.listen)),
@@ -82,12 +87,12 @@ fn needs_restart(running: &Config, next: &Config) -> Vec<&'static str> {
             yaml(&running.drain_delay.as_millis()),
             yaml(&next.drain_delay.as_millis()),
         ),
-        ("log.level", yaml(&running.log.level), yaml(&next.log.level)),
         (
             "log.format",
             yaml(&running.log.format),
             yaml(&next.log.format),
         ),
+        ("telemetry", yaml(&running.telemetry), yaml(&next.telemetry)),
     ];
     pairs
         .into_iter()

@@ -27,6 +27,22 @@ pub enum TelemetryError {
     Subscriber(String),
 }
 
+/// Swaps the log filter of the installed subscriber (set once, by [`init`]).
+type SetLevel = Box<dyn Fn(tracing_subscriber::EnvFilter) -> Result<(), String> + Send + Sync>;
+static LOG_LEVEL: std::sync::OnceLock<SetLevel> = std::sync::OnceLock::new();
+
+/// Changes the log level of the running process (a config reload); `false` if logging was not set up by [`init`]
+/// or the level is not a valid filter (the config check refuses those).
+pub fn set_log_level(level: &str) -> bool {
+    match (
+        LOG_LEVEL.get(),
+        tracing_subscriber::EnvFilter::try_new(level),
+    ) {
+        (Some(set), Ok(filter)) => set(filter).is_ok(),
+        _ => false,
+    }
+}
+
 /// The running telemetry; flush and shut it down before exiting.
 #[derive(Debug)]
 pub struct Telemetry {
@@ -68,6 +84,11 @@ pub fn init(log: &LogConfig, telemetry: &TelemetryConfig) -> Result<Telemetry, T
         None => None,
     };
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+    // The log level can change on a config reload.
+    let (filter, level) = tracing_subscriber::reload::Layer::new(filter);
+    let _ = LOG_LEVEL.set(Box::new(move |next| {
+        level.reload(next).map_err(|e| e.to_string())
+    }));
     // The log level filters logs only: the call and backend spans are exported whatever it is.
     let traces = provider.as_ref().map(|p| {
         tracing_opentelemetry::layer()
