@@ -5,10 +5,12 @@ use std::time::{Duration, Instant};
 
 use moka::Expiry;
 use moka::future::Cache;
+use moka::notification::RemovalCause;
 
 use crate::clock::Clock;
 use crate::entry::Entry;
 use crate::key::Key;
+use crate::stats::{Stats, bump};
 
 /// The in-process cache level. Cloning is cheap and shares the same cache.
 ///
@@ -21,11 +23,18 @@ pub struct L1 {
 
 impl L1 {
     /// An L1 holding at most `max_bytes` of encoded entries. `max_bytes == 0` disables it (nothing is kept).
-    pub fn new(max_bytes: u64, clock: Clock) -> Self {
+    /// Evictions are counted in `stats` by cause.
+    pub fn new(max_bytes: u64, clock: Clock, stats: Arc<Stats>) -> Self {
         let cache = Cache::builder()
             .max_capacity(max_bytes)
             .weigher(|_key: &Key, entry: &Arc<Entry>| entry.weight().saturating_add(KEY_OVERHEAD))
             .expire_after(EvictAtStaleUntil { clock })
+            .eviction_listener(move |_key, _entry, cause| match cause {
+                RemovalCause::Size => bump(&stats.l1_evicted_size),
+                RemovalCause::Expired => bump(&stats.l1_evicted_expired),
+                RemovalCause::Explicit => bump(&stats.l1_evicted_invalidated),
+                RemovalCause::Replaced => {}
+            })
             .build();
         Self { cache }
     }
@@ -115,7 +124,8 @@ mod tests {
     #[tokio::test]
     async fn keeps_within_its_byte_budget() {
         let clock = Clock::new();
-        let l1 = L1::new(64 * 1024, clock);
+        let stats = Arc::new(Stats::default());
+        let l1 = L1::new(64 * 1024, clock, stats.clone());
         for i in 0..200 {
             l1.insert(key(i), entry(1024, &clock, Duration::from_secs(60)))
                 .await;
@@ -127,12 +137,13 @@ mod tests {
             l1.weighted_size()
         );
         assert!(l1.entry_count() < 200);
+        assert_eq!(stats.snapshot().l1_evicted_size, 200 - l1.entry_count(), "every eviction counted, by cause");
     }
 
     #[tokio::test]
     async fn hit_returns_the_same_allocation() {
         let clock = Clock::new();
-        let l1 = L1::new(1 << 20, clock);
+        let l1 = L1::new(1 << 20, clock, Arc::default());
         let e = entry(10, &clock, Duration::from_secs(60));
         l1.insert(key(1), e.clone()).await;
         let got = l1.get(&key(1)).await.expect("hit");
@@ -143,7 +154,7 @@ mod tests {
     #[tokio::test]
     async fn zero_budget_keeps_nothing() {
         let clock = Clock::new();
-        let l1 = L1::new(0, clock);
+        let l1 = L1::new(0, clock, Arc::default());
         l1.insert(key(1), entry(10, &clock, Duration::from_secs(60)))
             .await;
         l1.run_pending_tasks().await;

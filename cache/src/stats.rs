@@ -17,6 +17,9 @@ pub struct Stats {
     pub(crate) lease_waited_hit: AtomicU64,
     pub(crate) lease_gave_up: AtomicU64,
     pub(crate) invalidations: AtomicU64,
+    pub(crate) l1_evicted_size: AtomicU64,
+    pub(crate) l1_evicted_expired: AtomicU64,
+    pub(crate) l1_evicted_invalidated: AtomicU64,
     pub(crate) channel_connects: AtomicU64,
     pub(crate) flight_wait_timeouts: AtomicU64,
     pub(crate) leader_takeovers: AtomicU64,
@@ -55,6 +58,12 @@ pub struct StatsSnapshot {
     pub lease_gave_up: u64,
     /// Invalidations made through this replica.
     pub invalidations: u64,
+    /// L1 entries evicted to stay within the byte budget.
+    pub l1_evicted_size: u64,
+    /// L1 entries evicted past their `stale_until`.
+    pub l1_evicted_expired: u64,
+    /// L1 entries removed by an invalidation (or a resubscription clearing L1).
+    pub l1_evicted_invalidated: u64,
     /// Times the invalidation channel was (re)subscribed and L1 brought in step.
     pub channel_connects: u64,
     /// Followers that stopped waiting for a leader and loaded on their own.
@@ -92,6 +101,9 @@ impl Stats {
             lease_waited_hit: r(&self.lease_waited_hit),
             lease_gave_up: r(&self.lease_gave_up),
             invalidations: r(&self.invalidations),
+            l1_evicted_size: r(&self.l1_evicted_size),
+            l1_evicted_expired: r(&self.l1_evicted_expired),
+            l1_evicted_invalidated: r(&self.l1_evicted_invalidated),
             channel_connects: r(&self.channel_connects),
             flight_wait_timeouts: r(&self.flight_wait_timeouts),
             leader_takeovers: r(&self.leader_takeovers),

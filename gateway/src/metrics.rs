@@ -318,7 +318,7 @@ struct Snapshots {
 impl prometheus_client::collector::Collector for Snapshots {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let s = self.cache.stats().snapshot();
-        let counters: [(&str, &str, u64); 22] = [
+        let counters: Vec<(&str, &str, u64)> = vec![
             ("cache_l1_hits", "Answers from L1", s.l1_hits),
             ("cache_l2_hits", "Answers from L2", s.l2_hits),
             (
@@ -412,6 +412,21 @@ impl prometheus_client::collector::Collector for Snapshots {
                 "cache_bypassed",
                 "Calls on cached routes that bypassed the cache",
                 self.proxy_stats.bypassed(),
+            ),
+            (
+                "cache_l1_evicted_size",
+                "L1 entries evicted to stay within cache.l1.max_bytes",
+                s.l1_evicted_size,
+            ),
+            (
+                "cache_l1_evicted_expired",
+                "L1 entries evicted past their lifetime",
+                s.l1_evicted_expired,
+            ),
+            (
+                "cache_l1_evicted_invalidated",
+                "L1 entries removed by invalidation",
+                s.l1_evicted_invalidated,
             ),
         ];
         for (name, help, value) in counters {

@@ -81,7 +81,7 @@ impl Tiered {
             .map(|l2| WriteBack::spawn(l2.clone(), config.write_queue, stats.clone()));
         let coherence = Arc::new(Coherence::new(l2.is_some(), config.l1_max_age_out_of_step));
         Self {
-            l1: L1::new(config.l1_max_bytes, clock),
+            l1: L1::new(config.l1_max_bytes, clock, stats.clone()),
             l2,
             write_back,
             flights: Arc::new(Flights::default()),
