@@ -1,8 +1,21 @@
 //! Compiles the test-only proto (`tests/proto`), a service the gateway itself is never compiled against: the
-//! integration tests use it to prove the proxy is generic.
+//! integration tests use it to prove the proxy is generic. Also records the git commit for `strata_build_info`.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=tests/proto");
+    let commit = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_else(|| "unknown".to_owned());
+    println!("cargo:rustc-env=STRATA_GIT_COMMIT={commit}");
+    for git in ["../.git/HEAD", "../.git/refs/heads"] {
+        if std::path::Path::new(git).exists() {
+            println!("cargo:rerun-if-changed={git}");
+        }
+    }
     let fds = protox::compile(["testing/v1/lookup.proto"], ["tests/proto"])?;
     tonic_prost_build::configure()
         .build_server(true)

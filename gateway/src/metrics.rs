@@ -95,6 +95,7 @@ impl Metrics {
         let info = Family::<BuildLabels, prometheus_client::metrics::gauge::Gauge>::default();
         info.get_or_create(&BuildLabels {
             version: env!("CARGO_PKG_VERSION").to_owned(),
+            commit: env!("STRATA_GIT_COMMIT").to_owned(),
         })
         .set(1);
         registry.register("build_info", "The running build (value 1)", info);
@@ -189,6 +190,7 @@ fn openmetrics_to_prometheus(text: &str) -> String {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: String,
+    commit: String,
 }
 
 /// A call being observed; recorded once, when its body ends (or is dropped: the client went away).
