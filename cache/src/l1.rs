@@ -137,7 +137,11 @@ mod tests {
             l1.weighted_size()
         );
         assert!(l1.entry_count() < 200);
-        assert_eq!(stats.snapshot().l1_evicted_size, 200 - l1.entry_count(), "every eviction counted, by cause");
+        assert_eq!(
+            stats.snapshot().l1_evicted_size,
+            200 - l1.entry_count(),
+            "every eviction counted, by cause"
+        );
     }
 
     #[tokio::test]

@@ -53,7 +53,7 @@ pub fn build_proxy(config: &Config, shared: &Shared) -> Result<Proxy, StartError
         .backends
         .iter()
         .map(|(name, b)| {
-            Backend::start(name, b, Some(shared.metrics.backend_seconds()))
+            Backend::start(name, b, Some(shared.metrics.backend()))
                 .map(|backend| (name.clone(), backend))
                 .map_err(|e| StartError::Backend(e.to_string()))
         })

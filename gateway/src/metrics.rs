@@ -52,6 +52,36 @@ pub struct BackendLabels {
 /// The histogram of backend call durations, handed to each backend.
 pub type BackendSeconds = Family<BackendLabels, Histogram>;
 
+/// What an endpoint event's metrics are labelled with.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndpointLabels {
+    /// The backend's name.
+    pub backend: String,
+    /// What happened: `ejected`, `unhealthy`, `healthy`.
+    pub event: &'static str,
+}
+
+/// The metrics a backend records into.
+#[derive(Debug, Clone)]
+pub struct BackendMetrics {
+    /// Backend call durations.
+    pub seconds: BackendSeconds,
+    /// Endpoint events: ejections and health changes.
+    pub endpoint_events: Family<EndpointLabels, Counter>,
+}
+
+impl BackendMetrics {
+    /// Counts an endpoint event of `backend`.
+    pub fn endpoint_event(&self, backend: &str, event: &'static str) {
+        self.endpoint_events
+            .get_or_create(&EndpointLabels {
+                backend: backend.to_owned(),
+                event,
+            })
+            .inc();
+    }
+}
+
 /// The cache result of a call, put in the response's extensions by the proxy for the metrics.
 #[derive(Debug, Clone, Copy)]
 pub struct CacheResult(pub &'static str);
@@ -64,6 +94,7 @@ pub struct Metrics {
     calls: Family<CallLabels, Counter>,
     call_seconds: Family<RouteLabel, Histogram>,
     backend_seconds: BackendSeconds,
+    endpoint_events: Family<EndpointLabels, Counter>,
 }
 
 impl Metrics {
@@ -91,6 +122,12 @@ impl Metrics {
             "Time from sending a call to a backend to its response headers, by backend and outcome",
             backend_seconds.clone(),
         );
+        let endpoint_events = Family::<EndpointLabels, Counter>::default();
+        registry.register(
+            "backend_endpoint_events",
+            "Endpoints ejected by outlier detection, or turned unhealthy or healthy by health checks",
+            endpoint_events.clone(),
+        );
         registry.register_collector(Box::new(Snapshots { cache, proxy_stats }));
         let info = Family::<BuildLabels, prometheus_client::metrics::gauge::Gauge>::default();
         info.get_or_create(&BuildLabels {
@@ -105,12 +142,16 @@ impl Metrics {
             calls,
             call_seconds,
             backend_seconds,
+            endpoint_events,
         })
     }
 
-    /// The backend call histogram, for the backends to record into.
-    pub fn backend_seconds(&self) -> BackendSeconds {
-        self.backend_seconds.clone()
+    /// The metrics the backends record into.
+    pub fn backend(&self) -> BackendMetrics {
+        BackendMetrics {
+            seconds: self.backend_seconds.clone(),
+            endpoint_events: self.endpoint_events.clone(),
+        }
     }
 
     /// Turns the access log on or off (a config reload may change it).

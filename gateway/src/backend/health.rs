@@ -9,9 +9,20 @@ use tonic_health::pb::health_client::HealthClient;
 
 use super::endpoint::Endpoint;
 use crate::config::HealthCheckConfig;
+use crate::metrics::BackendMetrics;
 
 /// Checks `endpoint` until the task is aborted.
-pub async fn check_forever(endpoint: Arc<Endpoint>, config: HealthCheckConfig) {
+pub async fn check_forever(
+    endpoint: Arc<Endpoint>,
+    config: HealthCheckConfig,
+    backend: String,
+    metrics: Option<BackendMetrics>,
+) {
+    let count = |event| {
+        if let Some(m) = &metrics {
+            m.endpoint_event(&backend, event);
+        }
+    };
     let (mut passed, mut failed) = (0u32, 0u32);
     let mut interval = tokio::time::interval(config.interval);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -22,12 +33,14 @@ pub async fn check_forever(endpoint: Arc<Endpoint>, config: HealthCheckConfig) {
             (passed, failed) = (passed.saturating_add(1), 0);
             if !endpoint.is_healthy() && passed >= config.healthy_threshold {
                 endpoint.set_healthy(true);
+                count("healthy");
                 tracing::info!(endpoint = %endpoint.url, "endpoint healthy again; back in rotation");
             }
         } else {
             (passed, failed) = (0, failed.saturating_add(1));
             if endpoint.is_healthy() && failed >= config.unhealthy_threshold {
                 endpoint.set_healthy(false);
+                count("unhealthy");
                 tracing::warn!(endpoint = %endpoint.url, failed, "endpoint failed its health checks; out of rotation");
             }
         }

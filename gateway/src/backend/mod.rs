@@ -23,7 +23,7 @@ use self::pool::Pool;
 pub use self::retry::RetryPolicy;
 use crate::config::{BackendConfig, OutlierConfig};
 use crate::layers::deadline::Deadline;
-use crate::metrics::{BackendLabels, BackendSeconds};
+use crate::metrics::{BackendLabels, BackendMetrics};
 use crate::status::GatewayError;
 
 /// A backend service and its endpoints.
@@ -42,7 +42,7 @@ pub struct Backend {
     pub timeout: Duration,
     /// How calls on cached routes are retried (`None`: never).
     pub retry: Option<RetryPolicy>,
-    seconds: Option<BackendSeconds>,
+    metrics: Option<BackendMetrics>,
 }
 
 impl Backend {
@@ -51,7 +51,7 @@ impl Backend {
     pub fn start(
         name: &str,
         config: &BackendConfig,
-        seconds: Option<BackendSeconds>,
+        metrics: Option<BackendMetrics>,
     ) -> Result<Arc<Self>, GatewayError> {
         let targets: Vec<Target> = config
             .endpoints
@@ -69,7 +69,7 @@ impl Backend {
                 Target::Dns { .. } => None,
             })
             .collect();
-        let pool = Arc::new(Pool::new(name, config, &static_urls)?);
+        let pool = Arc::new(Pool::new(name, config, &static_urls, metrics.clone())?);
         let resolvers = targets
             .into_iter()
             .filter_map(|t| match t {
@@ -94,7 +94,7 @@ impl Backend {
             max_timeout: config.max_timeout,
             timeout: config.timeout,
             retry: config.retry.as_ref().map(RetryPolicy::new),
-            seconds,
+            metrics,
         }))
     }
 
@@ -125,13 +125,14 @@ impl Backend {
     ) -> Result<http::Response<Body>, GatewayError> {
         let started = tokio::time::Instant::now();
         let result = self.call_endpoint(request).await;
-        if let Some(seconds) = &self.seconds {
+        if let Some(metrics) = &self.metrics {
             let outcome = match &result {
                 Ok(_) => "ok",
                 Err(GatewayError::BackendOverloaded { .. }) => "refused",
                 Err(_) => "error",
             };
-            seconds
+            metrics
+                .seconds
                 .get_or_create(&BackendLabels {
                     backend: self.name.clone(),
                     outcome,
@@ -210,6 +211,9 @@ impl Backend {
         if ejected < allowed {
             let length = endpoint.eject(outlier.base_ejection_time);
             tracing::warn!(backend = %self.name, endpoint = %endpoint.url, ?length, streak, "endpoint ejected");
+            if let Some(metrics) = &self.metrics {
+                metrics.endpoint_event(&self.name, "ejected");
+            }
         }
     }
 }

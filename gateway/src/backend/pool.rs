@@ -11,6 +11,7 @@ use tokio::task::JoinHandle;
 use super::endpoint::Endpoint;
 use super::health;
 use crate::config::BackendConfig;
+use crate::metrics::BackendMetrics;
 use crate::status::GatewayError;
 
 /// The endpoints of one backend.
@@ -21,6 +22,7 @@ pub struct Pool {
     endpoints: ArcSwap<Vec<Arc<Endpoint>>>,
     /// Health-check tasks by endpoint URL.
     health_checks: Mutex<HashMap<String, JoinHandle<()>>>,
+    metrics: Option<BackendMetrics>,
 }
 
 impl Pool {
@@ -29,12 +31,14 @@ impl Pool {
         backend: &str,
         config: &BackendConfig,
         urls: &[String],
+        metrics: Option<BackendMetrics>,
     ) -> Result<Self, GatewayError> {
         let pool = Self {
             backend: backend.to_owned(),
             config: config.clone(),
             endpoints: ArcSwap::from_pointee(Vec::new()),
             health_checks: Mutex::default(),
+            metrics,
         };
         let endpoints = urls
             .iter()
@@ -104,7 +108,12 @@ impl Pool {
         if let Some(hc) = &self.config.health_check {
             for endpoint in &endpoints {
                 checks.entry(endpoint.url.clone()).or_insert_with(|| {
-                    tokio::spawn(health::check_forever(endpoint.clone(), hc.clone()))
+                    tokio::spawn(health::check_forever(
+                        endpoint.clone(),
+                        hc.clone(),
+                        self.backend.clone(),
+                        self.metrics.clone(),
+                    ))
                 });
             }
         }
@@ -178,7 +187,7 @@ mod tests {
             "backends: { b: { endpoints: [\"dns:///svc:50051\"] } }\nroutes: [{ match: \"*\", backend: b }]\n",
         )
         .expect("valid");
-        Pool::new("b", &config.backends["b"], &[]).expect("pool")
+        Pool::new("b", &config.backends["b"], &[], None).expect("pool")
     }
 
     fn addr(last: u8) -> SocketAddr {

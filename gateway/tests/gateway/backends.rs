@@ -123,6 +123,15 @@ async fn an_endpoint_failing_health_checks_leaves_the_rotation_until_it_recovers
         backends[0].get_calls() > before + 10,
         "SERVING again: back in rotation"
     );
+    let metrics = crate::health::http_get(gateway.admin, "/metrics").await;
+    for event in ["unhealthy", "healthy"] {
+        let labels = format!("backend=\"pool\",event=\"{event}\"");
+        assert_eq!(
+            crate::metrics::sample(&metrics, "strata_backend_endpoint_events_total", &labels),
+            Some(1.0),
+            "{event}"
+        );
+    }
     gateway.stop().await;
 }
 
@@ -141,6 +150,12 @@ async fn a_killed_endpoint_is_ejected_and_returns_after_recovering() {
         load(&gateway, 90, 9).await,
         0,
         "after the ejection every call succeeds"
+    );
+    let metrics = crate::health::http_get(gateway.admin, "/metrics").await;
+    let ejected = "backend=\"pool\",event=\"ejected\"";
+    assert_eq!(
+        crate::metrics::sample(&metrics, "strata_backend_endpoint_events_total", ejected),
+        Some(1.0)
     );
 
     let back = TestBackend::start_on(dead_addr).await;

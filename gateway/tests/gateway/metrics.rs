@@ -8,7 +8,7 @@ use crate::support::pb::GetRequest;
 use crate::{get, key};
 
 /// The value of the sample `name{labels}` in a metrics text, if present.
-fn sample(text: &str, name: &str, labels: &str) -> Option<f64> {
+pub fn sample(text: &str, name: &str, labels: &str) -> Option<f64> {
     let prefix = if labels.is_empty() {
         format!("{name} ")
     } else {
