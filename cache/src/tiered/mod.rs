@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use crate::clock::Clock;
 use crate::coherence::Coherence;
@@ -162,6 +163,7 @@ impl Tiered {
                     // Clone the outcome out of the watch guard at once: the guard must not live across an await.
                     let waited =
                         tokio::time::timeout_at(wait_until, flight.wait_for(Option::is_some))
+                            .instrument(tracing::info_span!("strata.flight.wait"))
                             .await
                             .map(|published| published.map(|outcome| outcome.clone()));
                     match waited {
@@ -251,11 +253,17 @@ impl Tiered {
         let (Some(l2), Some(config)) = (&self.l2, &self.lease) else {
             return (self.load(key, loader, mode, None, true).await, Source::Miss);
         };
-        let held = match HeldLease::try_take(l2, key, config.ttl).await {
+        let held = match HeldLease::try_take(l2, key, config.ttl)
+            .instrument(tracing::info_span!("strata.lease.take"))
+            .await
+        {
             Ok(Some(held)) => held,
             Ok(None) => {
                 let usable = |e: &Entry| e.is_fresh(self.clock.now());
-                match lease::wait_for_holder(l2, key, config, usable).await {
+                let waited = lease::wait_for_holder(l2, key, config, usable)
+                    .instrument(tracing::info_span!("strata.lease.wait"))
+                    .await;
+                match waited {
                     Waited::Answer(entry) => {
                         bump(&self.stats.lease_waited_hit);
                         return (
@@ -318,7 +326,13 @@ impl Tiered {
     ) -> Outcome {
         bump(&self.stats.misses);
         let started = Instant::now();
-        let fetched = loader.load(mode).await?;
+        let fetched = loader
+            .load(mode)
+            .instrument(tracing::info_span!(
+                "strata.load",
+                background = mode == LoadMode::Background
+            ))
+            .await?;
         let mut entry = fetched.entry;
         entry.fetch_time = started.elapsed();
         let now = self.clock.now();
@@ -347,7 +361,10 @@ impl Tiered {
                     });
                 });
             }
-            (None, Some(wb)) => wb.enqueue(write),
+            (None, Some(wb)) => {
+                tracing::debug!("queued for the L2 write-back");
+                wb.enqueue(write);
+            }
             (None, None) => {}
         }
         Ok(Answer {
@@ -433,7 +450,11 @@ impl Tiered {
 
     async fn read_l2(&self, key: &Key) -> Option<Arc<Entry>> {
         let l2 = self.l2.as_ref()?;
-        let bytes = match l2.get(key).await {
+        let bytes = match l2
+            .get(key)
+            .instrument(tracing::info_span!("strata.l2.get"))
+            .await
+        {
             Ok(found) => found?,
             Err(err) => {
                 match err {

@@ -133,5 +133,11 @@ async fn the_clients_trace_continues_through_the_gateway_to_the_backend() {
         "00f067aa0ba902b7",
         "the call span's parent is the client's span"
     );
+    for stage in ["strata.load", "strata.backend"] {
+        assert!(
+            ours.iter().any(|s| s.name == stage),
+            "a {stage} span in the trace: {seen:?}"
+        );
+    }
     gateway.stop().await;
 }
