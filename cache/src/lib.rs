@@ -27,5 +27,5 @@ pub use key::{Key, KeyBuilder};
 pub use l1::L1;
 pub use loader::{Fetched, LoadMode, Loader};
 pub use lookup::{Lookup, Source};
-pub use stats::{Stats, StatsSnapshot};
+pub use stats::{LATENCY_BUCKETS, LatencyHistogram, Stats, StatsSnapshot};
 pub use tiered::{LeaseConfig, Policy, Tiered, TieredConfig};

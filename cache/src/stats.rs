@@ -2,9 +2,52 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// Upper bounds of the latency buckets, in seconds (the same as the gateway's call histograms).
+pub const LATENCY_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// A latency histogram of relaxed atomics (no lock, so safe on any path).
+#[derive(Debug, Default)]
+pub struct LatencyHistogram {
+    buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
+    sum_micros: AtomicU64,
+    count: AtomicU64,
+}
+
+impl LatencyHistogram {
+    /// Records one observation.
+    pub fn observe(&self, took: std::time::Duration) {
+        let seconds = took.as_secs_f64();
+        let i = LATENCY_BUCKETS.partition_point(|upper| *upper < seconds);
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_micros.fetch_add(
+            u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Sum (seconds), count, and per-bucket counts with their upper bounds (the last one unbounded).
+    pub fn snapshot(&self) -> (f64, u64, Vec<(f64, u64)>) {
+        let buckets = LATENCY_BUCKETS
+            .iter()
+            .copied()
+            .chain(std::iter::once(f64::MAX))
+            .zip(self.buckets.iter().map(|b| b.load(Ordering::Relaxed)))
+            .collect();
+        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        (sum, self.count.load(Ordering::Relaxed), buckets)
+    }
+}
+
 /// Live counters of a [`crate::Tiered`] cache.
 #[derive(Debug, Default)]
 pub struct Stats {
+    /// How long L2 reads take.
+    pub l2_read_seconds: LatencyHistogram,
+    /// How long single-flight followers wait for the leader's answer.
+    pub flight_wait_seconds: LatencyHistogram,
     pub(crate) l1_hits: AtomicU64,
     pub(crate) l2_hits: AtomicU64,
     pub(crate) misses: AtomicU64,
@@ -120,4 +163,30 @@ impl Stats {
 /// Adds one to a counter.
 pub(crate) fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn latencies_land_in_their_buckets() {
+        let h = LatencyHistogram::default();
+        h.observe(Duration::from_micros(300));
+        h.observe(Duration::from_millis(3));
+        h.observe(Duration::from_secs(60));
+        let (sum, count, buckets) = h.snapshot();
+        assert_eq!(count, 3);
+        assert!((sum - 60.0033).abs() < 1e-6, "{sum}");
+        assert_eq!(buckets[0], (0.0005, 1));
+        assert_eq!(buckets[3], (0.005, 1), "3 ms is in the 5 ms bucket");
+        assert_eq!(
+            buckets.last(),
+            Some(&(f64::MAX, 1)),
+            "a minute is beyond the last bound"
+        );
+        assert_eq!(buckets.iter().map(|b| b.1).sum::<u64>(), 3);
+    }
 }

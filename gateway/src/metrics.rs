@@ -7,7 +7,8 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Body as _, Frame, SizeHint};
-use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric, NoLabelSet};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::ConstGauge;
@@ -506,6 +507,25 @@ impl prometheus_client::collector::Collector for Snapshots {
         for (name, help, value) in more {
             let metric = ConstCounter::new(value);
             metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)?;
+        }
+        let stats = self.cache.stats();
+        let histograms = [
+            (
+                "cache_l2_read_duration_seconds",
+                "How long L2 reads take",
+                &stats.l2_read_seconds,
+            ),
+            (
+                "cache_flight_wait_duration_seconds",
+                "How long calls wait for another call's load of the same key",
+                &stats.flight_wait_seconds,
+            ),
+        ];
+        for (name, help, histogram) in histograms {
+            let (sum, count, buckets) = histogram.snapshot();
+            encoder
+                .encode_descriptor(name, help, None, MetricType::Histogram)?
+                .encode_histogram::<NoLabelSet>(sum, count, &buckets, None)?;
         }
         let l1 = self.cache.l1();
         let gauges: [(&str, &str, u64); 2] = [

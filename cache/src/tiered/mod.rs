@@ -161,11 +161,13 @@ impl Tiered {
                 Role::Leader(permit) => return self.lead(key, loader, permit, fallback).await,
                 Role::Follower(mut flight) => {
                     // Clone the outcome out of the watch guard at once: the guard must not live across an await.
+                    let started = Instant::now();
                     let waited =
                         tokio::time::timeout_at(wait_until, flight.wait_for(Option::is_some))
                             .instrument(tracing::info_span!("strata.flight.wait"))
                             .await
                             .map(|published| published.map(|outcome| outcome.clone()));
+                    self.stats.flight_wait_seconds.observe(started.elapsed());
                     match waited {
                         Ok(Ok(outcome)) => {
                             let outcome = outcome.unwrap_or_else(unreachable_outcome);
@@ -450,11 +452,13 @@ impl Tiered {
 
     async fn read_l2(&self, key: &Key) -> Option<Arc<Entry>> {
         let l2 = self.l2.as_ref()?;
-        let bytes = match l2
+        let started = Instant::now();
+        let read = l2
             .get(key)
             .instrument(tracing::info_span!("strata.l2.get"))
-            .await
-        {
+            .await;
+        self.stats.l2_read_seconds.observe(started.elapsed());
+        let bytes = match read {
             Ok(found) => found?,
             Err(err) => {
                 match err {

@@ -116,6 +116,15 @@ async fn counters_match_what_the_calls_did() {
         Some(6.0),
         "{text}"
     );
+    assert_eq!(
+        sample(&text, "strata_cache_l2_read_duration_seconds_count", ""),
+        Some(0.0),
+        "no L2 here"
+    );
+    assert_eq!(
+        sample(&text, "strata_cache_flight_wait_duration_seconds_count", ""),
+        Some(0.0)
+    );
     assert!(text.contains("strata_build_info{version="), "{text}");
     gateway.stop().await;
 }
