@@ -29,16 +29,38 @@ const BUCKETS: [f64; 14] = [
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CallLabels {
     /// The route's `match` (`unrouted` when none matched).
-    pub route: String,
+    pub route: Arc<String>,
     /// The gRPC status code name.
-    pub code: String,
+    pub code: &'static str,
     /// `l1`, `l2`, `miss`, `coalesced`, `stale`, `bypass`, or `none` (not a cached call).
-    pub cache: String,
+    pub cache: &'static str,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteLabel {
-    route: String,
+    route: Arc<String>,
+}
+
+/// A histogram observed without a lock (the call histograms are observed on every call, L1 hits included).
+#[derive(Debug, Clone, Default)]
+struct AtomicHistogram(Arc<strata_cache::LatencyHistogram>);
+
+impl prometheus_client::metrics::TypedMetric for AtomicHistogram {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+impl EncodeMetric for AtomicHistogram {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::MetricEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        let (sum, count, buckets) = self.0.snapshot();
+        encoder.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
 }
 
 /// What a backend call's metrics are labelled with.
@@ -93,7 +115,8 @@ pub struct Metrics {
     access_log: std::sync::atomic::AtomicBool,
     registry: Registry,
     calls: Family<CallLabels, Counter>,
-    call_seconds: Family<RouteLabel, Histogram>,
+    call_seconds: Family<RouteLabel, AtomicHistogram>,
+    unrouted: Arc<String>,
     backend_seconds: BackendSeconds,
     endpoint_events: Family<EndpointLabels, Counter>,
 }
@@ -108,9 +131,7 @@ impl Metrics {
             "Calls answered, by route, gRPC code and cache result",
             calls.clone(),
         );
-        let call_seconds = Family::<RouteLabel, Histogram>::new_with_constructor(|| {
-            Histogram::new(BUCKETS.iter().copied())
-        });
+        let call_seconds = Family::<RouteLabel, AtomicHistogram>::default();
         registry.register(
             "call_duration_seconds",
             "Time from a call's arrival to the end of its answer, by route",
@@ -142,6 +163,7 @@ impl Metrics {
             registry,
             calls,
             call_seconds,
+            unrouted: Arc::new("unrouted".to_owned()),
             backend_seconds,
             endpoint_events,
         })
@@ -174,7 +196,7 @@ impl Metrics {
     /// duration from `started`.
     pub fn observe(
         self: &Arc<Self>,
-        route: &str,
+        route: Option<&Arc<String>>,
         started: Instant,
         response: http::Response<Body>,
     ) -> http::Response<Body> {
@@ -189,7 +211,7 @@ impl Metrics {
             .and_then(|v| v.parse::<i32>().ok());
         let observation = Observation {
             metrics: self.clone(),
-            route: route.to_owned(),
+            route: route.cloned().unwrap_or_else(|| self.unrouted.clone()),
             cache,
             code,
             started,
@@ -239,7 +261,7 @@ struct BuildLabels {
 #[derive(Debug)]
 struct Observation {
     metrics: Arc<Metrics>,
-    route: String,
+    route: Arc<String>,
     cache: &'static str,
     code: Option<i32>,
     started: Instant,
@@ -271,8 +293,8 @@ impl Observation {
             .calls
             .get_or_create(&CallLabels {
                 route: self.route.clone(),
-                code: crate::grpc::code::name(code).to_owned(),
-                cache: self.cache.to_owned(),
+                code: crate::grpc::code::name(code),
+                cache: self.cache,
             })
             .inc();
         self.metrics
@@ -280,7 +302,8 @@ impl Observation {
             .get_or_create(&RouteLabel {
                 route: self.route.clone(),
             })
-            .observe(elapsed.as_secs_f64());
+            .0
+            .observe(elapsed);
     }
 }
 

@@ -96,6 +96,8 @@ impl CacheRule {
 pub struct Route {
     /// The route's `match` as configured (its name in logs).
     pub name: String,
+    /// The same, shared, as the metrics label (cloning it costs no allocation per call).
+    pub label: Arc<String>,
     matcher: Matcher,
     /// Where its calls go.
     pub backend: Arc<Backend>,
@@ -118,6 +120,7 @@ impl Route {
         retry: Option<RetryPolicy>,
     ) -> Self {
         Self {
+            label: Arc::new(name.clone()),
             name,
             matcher,
             backend,

@@ -124,7 +124,7 @@ impl Proxy {
             .dispatch(request, deadline)
             .instrument(span.clone())
             .await;
-        span.record("route", route);
+        span.record("route", route.map_or("unrouted", |r| r.as_str()));
         if let Some(result) = response.extensions().get::<CacheResult>() {
             span.record("cache", result.0);
         }
@@ -143,11 +143,11 @@ impl Proxy {
         &self,
         request: http::Request<Body>,
         client_deadline: Deadline,
-    ) -> (&str, http::Response<Body>) {
+    ) -> (Option<&Arc<String>>, http::Response<Body>) {
         let path = request.uri().path();
         let Some(route) = self.router.route(path) else {
             return (
-                "unrouted",
+                None,
                 GatewayError::NoRoute {
                     path: path.to_owned(),
                 }
@@ -155,7 +155,7 @@ impl Proxy {
             );
         };
         (
-            &route.name,
+            Some(&route.label),
             self.dispatch_to(route, request, client_deadline).await,
         )
     }
