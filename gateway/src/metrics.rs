@@ -20,11 +20,6 @@ use tonic::body::Body;
 
 use crate::proxy::ProxyStats;
 
-/// Latency buckets, in seconds: from half a millisecond (an L1 hit) to ten seconds.
-const BUCKETS: [f64; 14] = [
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-];
-
 /// What a call's metrics are labelled with.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CallLabels {
@@ -137,8 +132,9 @@ impl Metrics {
             "Time from a call's arrival to the end of its answer, by route",
             call_seconds.clone(),
         );
-        let backend_seconds =
-            BackendSeconds::new_with_constructor(|| Histogram::new(BUCKETS.iter().copied()));
+        let backend_seconds = BackendSeconds::new_with_constructor(|| {
+            Histogram::new(strata_cache::LATENCY_BUCKETS.iter().copied())
+        });
         registry.register(
             "backend_call_duration_seconds",
             "Time from sending a call to a backend to its response headers, by backend and outcome",
