@@ -1,6 +1,7 @@
 //! `strata-load compare`: requests/s and latency of an L1 hit, an L2 hit and a miss through Strata, against the
 //! sample backend called directly — one run, alternating scenarios, medians of several rounds, ratios to direct.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
@@ -19,6 +20,8 @@ pub struct CompareOptions {
     pub round_duration: Duration,
     /// Calls in flight at once.
     pub concurrency: usize,
+    /// Where to write every round's raw figures and the medians as JSON, if anywhere.
+    pub json: Option<PathBuf>,
 }
 
 /// Keys stored in Redis for the L2 scenario.
@@ -139,36 +142,117 @@ pub async fn run(options: CompareOptions) -> anyhow::Result<()> {
         }
     }
 
-    let med = |reports: &[LoadReport], f: &dyn Fn(&LoadReport) -> f64| {
-        let mut v: Vec<f64> = reports.iter().map(f).collect();
-        v.sort_by(f64::total_cmp);
-        v.get(v.len() / 2).copied().unwrap_or(0.0)
-    };
-    let base_rps = med(&results[0], &|r| r.rps());
-    let base_p50 = med(&results[0], &|r| r.percentile_ms(0.5));
+    let summaries: Vec<Summary> = scenarios
+        .iter()
+        .zip(&results)
+        .map(|(s, reports)| Summary::of(s, reports))
+        .collect();
+    let direct = &summaries[0];
     println!(
         "| scenario | what | req/s (median) | × direct | p50 ms | p99 ms | p50 × direct | errors |\n|---|---|---:|---:|---:|---:|---:|---:|"
     );
-    for (s, reports) in scenarios.iter().zip(&results) {
-        let rps = med(reports, &|r| r.rps());
-        let p50 = med(reports, &|r| r.percentile_ms(0.5));
-        let p99 = med(reports, &|r| r.percentile_ms(0.99));
-        let errors: u64 = reports.iter().map(LoadReport::errors).sum();
+    for s in &summaries {
         println!(
             "| {} | {} | {:.0} | {:.2} | {:.3} | {:.3} | {:.2} | {} |",
             s.name,
             s.what,
-            rps,
-            rps / base_rps.max(1e-9),
-            p50,
-            p99,
-            p50 / base_p50.max(1e-9),
-            errors
+            s.rps,
+            s.rps / direct.rps.max(1e-9),
+            s.p50_ms,
+            s.p99_ms,
+            s.p50_ms / direct.p50_ms.max(1e-9),
+            s.errors
         );
+    }
+    if let Some(path) = &options.json {
+        let figures = raw_figures(&options, &summaries, &results);
+        std::fs::write(path, serde_json::to_string_pretty(&figures)?)
+            .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
+        eprintln!("raw figures written to {}", path.display());
     }
     tiered.stop().await?;
     l2_only.stop().await?;
     backend.stop();
     drop(redis);
     Ok(())
+}
+
+/// One scenario's medians over the rounds.
+struct Summary {
+    name: &'static str,
+    what: &'static str,
+    rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    errors: u64,
+}
+
+impl Summary {
+    fn of(scenario: &Scenario, reports: &[LoadReport]) -> Self {
+        Self {
+            name: scenario.name,
+            what: scenario.what,
+            rps: median(reports, LoadReport::rps),
+            p50_ms: median(reports, |r| r.percentile_ms(0.5)),
+            p99_ms: median(reports, |r| r.percentile_ms(0.99)),
+            errors: reports.iter().map(LoadReport::errors).sum(),
+        }
+    }
+}
+
+/// The median of one figure over the rounds (the upper one of an even count).
+fn median(reports: &[LoadReport], figure: impl Fn(&LoadReport) -> f64) -> f64 {
+    let mut v: Vec<f64> = reports.iter().map(figure).collect();
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// Every round of every scenario, with the medians and their ratios to the direct call.
+fn raw_figures(
+    options: &CompareOptions,
+    summaries: &[Summary],
+    results: &[Vec<LoadReport>],
+) -> serde_json::Value {
+    let direct = &summaries[0];
+    let scenarios: Vec<serde_json::Value> = summaries
+        .iter()
+        .zip(results)
+        .map(|(s, reports)| {
+            let rounds: Vec<serde_json::Value> = reports
+                .iter()
+                .map(|r| {
+                    serde_json::json!({
+                        "requests": r.requests,
+                        "seconds": r.elapsed.as_secs_f64(),
+                        "rps": r.rps(),
+                        "p50_ms": r.percentile_ms(0.5),
+                        "p99_ms": r.percentile_ms(0.99),
+                        "errors": r.errors(),
+                        "by_status": r.by_status,
+                        "by_cache": r.by_cache,
+                    })
+                })
+                .collect();
+            serde_json::json!({
+                "name": s.name,
+                "what": s.what,
+                "median": {
+                    "rps": s.rps,
+                    "p50_ms": s.p50_ms,
+                    "p99_ms": s.p99_ms,
+                    "rps_ratio_to_direct": s.rps / direct.rps.max(1e-9),
+                    "p50_ratio_to_direct": s.p50_ms / direct.p50_ms.max(1e-9),
+                },
+                "errors": s.errors,
+                "rounds": rounds,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "rounds": options.rounds,
+        "round_seconds": options.round_duration.as_secs_f64(),
+        "concurrency": options.concurrency,
+        "cpus": std::thread::available_parallelism().map_or(0, usize::from),
+        "scenarios": scenarios,
+    })
 }

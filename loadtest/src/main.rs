@@ -74,6 +74,12 @@ enum Command {
         /// Calls in flight at once.
         #[arg(long, default_value_t = 16)]
         concurrency: usize,
+        /// A smoke run (3 rounds of 0.5 s): checks the suite works; its figures are too short to quote.
+        #[arg(long, conflicts_with_all = ["rounds", "round_duration"])]
+        quick: bool,
+        /// Also write every round's raw figures, the medians and their ratios as JSON to this file.
+        #[arg(long)]
+        json: Option<std::path::PathBuf>,
     },
 }
 
@@ -146,11 +152,19 @@ fn main() -> anyhow::Result<()> {
                 rounds,
                 round_duration,
                 concurrency,
+                quick,
+                json,
             } => {
+                let (rounds, round_duration) = if quick {
+                    (3, Duration::from_millis(500))
+                } else {
+                    (rounds.max(1), round_duration)
+                };
                 compare::run(compare::CompareOptions {
-                    rounds: rounds.max(1),
+                    rounds,
                     round_duration,
                     concurrency: concurrency.max(1),
+                    json,
                 })
                 .await
             }
