@@ -1,5 +1,6 @@
 //! `strata-load compare`: requests/s and latency of an L1 hit, an L2 hit and a miss through Strata, against the
-//! sample backend called directly — one run, alternating scenarios, medians of several rounds, ratios to direct.
+//! sample backend called directly — one run, alternating scenarios, medians of several rounds, ratios to direct —
+//! then the stampede (see [`crate::stampede`]).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -8,7 +9,7 @@ use std::time::Duration;
 
 use crate::backend::{BackendOptions, LocalBackend};
 use crate::load::{Keys, LoadReport, LoadSpec};
-use crate::local_gateway::{LocalGateway, catalog_config};
+use crate::local_gateway::{L2, LocalGateway, catalog_config};
 use crate::redis_child::RedisChild;
 
 /// Settings of the benchmark.
@@ -48,17 +49,18 @@ pub async fn run(options: CompareOptions) -> anyhow::Result<()> {
             "redis-server is not on PATH; the L2 scenario needs it (apt install redis-server)"
         );
     };
+    let redis_url = redis.url();
     let tiered = LocalGateway::start(&catalog_config(
         &backend.url(),
         "256MiB",
-        Some(&redis.url()),
+        Some(L2::at(&redis_url)),
         "1h",
     ))
     .await?;
     let l2_only = LocalGateway::start(&catalog_config(
         &backend.url(),
         "0",
-        Some(&redis.url()),
+        Some(L2::at(&redis_url)),
         "1h",
     ))
     .await?;
@@ -164,8 +166,29 @@ pub async fn run(options: CompareOptions) -> anyhow::Result<()> {
             s.errors
         );
     }
+    let stampede = crate::stampede::run(&redis_url).await?;
+    println!(
+        "\nstampede: {} concurrent calls for one cold key over {} replicas sharing Redis → {} backend call(s) \
+         (target 1); errors {}; p50 {:.1} ms, slowest {:.1} ms; answers {:?}",
+        stampede.calls,
+        crate::stampede::REPLICAS,
+        stampede.backend_calls,
+        stampede.errors,
+        stampede.p50_ms,
+        stampede.max_ms,
+        stampede.by_cache
+    );
     if let Some(path) = &options.json {
-        let figures = raw_figures(&options, &summaries, &results);
+        let mut figures = raw_figures(&options, &summaries, &results);
+        figures["stampede"] = serde_json::json!({
+            "replicas": crate::stampede::REPLICAS,
+            "calls": stampede.calls,
+            "errors": stampede.errors,
+            "backend_calls": stampede.backend_calls,
+            "p50_ms": stampede.p50_ms,
+            "max_ms": stampede.max_ms,
+            "by_cache": stampede.by_cache,
+        });
         std::fs::write(path, serde_json::to_string_pretty(&figures)?)
             .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
         eprintln!("raw figures written to {}", path.display());

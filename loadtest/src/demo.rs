@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::backend::{BackendOptions, LocalBackend};
 use crate::load::{Keys, LoadReport, LoadSpec};
-use crate::local_gateway::{LocalGateway, catalog_config};
+use crate::local_gateway::{L2, LocalGateway, catalog_config};
 use crate::redis_child::RedisChild;
 use crate::zipf::Zipf;
 
@@ -35,10 +35,11 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     .await?;
     let redis = RedisChild::start_if_installed()?;
     let replicas = if redis.is_some() { 2 } else { 1 };
+    let redis_url = redis.as_ref().map(RedisChild::url);
     let yaml = catalog_config(
         &backend.url(),
         "64MiB",
-        redis.as_ref().map(|r| r.url()).as_deref(),
+        redis_url.as_deref().map(L2::at),
         "60s",
     );
     let mut gateways = Vec::new();

@@ -40,15 +40,47 @@ impl LocalGateway {
     }
 }
 
+/// The Redis L2 of a [`catalog_config`].
+#[derive(Debug, Clone, Copy)]
+pub struct L2<'a> {
+    /// The server's URL.
+    pub url: &'a str,
+    /// `cache.l2.timeout`: how long a Redis operation may take before the gateway carries on without it.
+    pub timeout: &'a str,
+    /// Whether replicas take the cross-replica lease before calling the backend (`cache.lease`).
+    pub lease: bool,
+}
+
+impl<'a> L2<'a> {
+    /// The Redis at `url` with a 25 ms timeout and no lease (the demo's and the benchmarks' setting).
+    pub fn at(url: &'a str) -> Self {
+        Self {
+            url,
+            timeout: "25ms",
+            lease: false,
+        }
+    }
+}
+
 /// A gateway config for the sample backend at `backend_url`: `GetItem` cached for `ttl`, everything else proxied.
 pub fn catalog_config(
     backend_url: &str,
     l1_max_bytes: &str,
-    redis_url: Option<&str>,
+    l2: Option<L2<'_>>,
     ttl: &str,
 ) -> String {
-    let l2 = redis_url
-        .map(|url| format!("  l2: {{ url: \"{url}\", timeout: 25ms }}\n"))
+    let l2 = l2
+        .map(|l2| {
+            let lease = if l2.lease {
+                "  lease: { ttl: 10s, wait: 5s }\n"
+            } else {
+                ""
+            };
+            format!(
+                "  l2: {{ url: \"{}\", timeout: {} }}\n{lease}",
+                l2.url, l2.timeout
+            )
+        })
         .unwrap_or_default();
     format!(
         r#"

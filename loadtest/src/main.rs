@@ -6,6 +6,7 @@ mod demo;
 mod load;
 mod local_gateway;
 mod redis_child;
+mod stampede;
 mod zipf;
 
 use std::net::SocketAddr;

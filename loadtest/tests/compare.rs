@@ -38,6 +38,11 @@ fn a_quick_compare_prints_the_table_and_writes_the_raw_figures() {
         assert!(row.ends_with("| 0 |"), "`{name}` had errors: {row}");
     }
 
+    assert!(
+        stdout.contains("→ 1 backend call(s)"),
+        "the stampede must reach the backend once:\n{stdout}"
+    );
+
     let text = std::fs::read_to_string(&json).expect("the JSON file");
     let _ = std::fs::remove_file(&json);
     let figures: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
@@ -69,4 +74,8 @@ fn a_quick_compare_prints_the_table_and_writes_the_raw_figures() {
             );
         }
     }
+    let stampede = &figures["stampede"];
+    assert_eq!(stampede["backend_calls"], 1, "{stampede}");
+    assert_eq!(stampede["errors"], 0, "{stampede}");
+    assert_eq!(stampede["calls"], 3000, "{stampede}");
 }
