@@ -85,36 +85,17 @@ impl TestGateway {
     pub async fn start(yaml: &str) -> Self {
         let config =
             Config::from_yaml(yaml).unwrap_or_else(|e| panic!("test config invalid: {e}\n{yaml}"));
-        let data = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind data");
-        let admin = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind admin");
-        let (addr, admin_addr) = (
-            data.local_addr().expect("addr"),
-            admin.local_addr().expect("addr"),
-        );
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            let shutdown = async {
-                let _ = stopped.await;
-            };
-            strata_gateway::run(config, Listeners { data, admin }, shutdown)
-                .await
-                .expect("gateway runs");
-        });
-        Self {
-            addr,
-            admin: admin_addr,
-            stop: Some(stop),
-            task: Some(task),
-        }
+        Self::spawn(config, None).await
     }
 
     /// Starts the gateway from the config file at `path`, watching it for changes (as `strata serve` does).
     pub async fn start_watching(path: &std::path::Path) -> Self {
         let config = Config::load(path).unwrap_or_else(|e| panic!("test config invalid: {e}"));
+        Self::spawn(config, Some(path.to_owned())).await
+    }
+
+    /// Binds both listeners on ephemeral ports and runs the gateway, reloading from `config_file` when given.
+    async fn spawn(config: Config, config_file: Option<std::path::PathBuf>) -> Self {
         let data = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind data");
@@ -126,12 +107,11 @@ impl TestGateway {
             admin.local_addr().expect("addr"),
         );
         let (stop, stopped) = oneshot::channel::<()>();
-        let path = path.to_owned();
         let task = tokio::spawn(async move {
             let shutdown = async {
                 let _ = stopped.await;
             };
-            strata_gateway::run_watching(config, Some(path), Listeners { data, admin }, shutdown)
+            strata_gateway::run_watching(config, config_file, Listeners { data, admin }, shutdown)
                 .await
                 .expect("gateway runs");
         });
