@@ -119,7 +119,10 @@ impl Proxy {
             cache = tracing::field::Empty,
             grpc.status = tracing::field::Empty,
         );
-        let _ = span.set_parent(crate::telemetry::extract(request.headers()));
+        // Reading the client's trace context is only worth it when the span is recorded (traces exported).
+        if !span.is_disabled() {
+            let _ = span.set_parent(crate::telemetry::extract(request.headers()));
+        }
         let (route, response) = self
             .dispatch(request, deadline)
             .instrument(span.clone())
