@@ -1,9 +1,10 @@
 //! The sample lookup service, `demo.v1.Catalog`: items `item-0` … `item-<size-1>`, a configurable latency and error
 //! rate, NOT_FOUND for unknown ids, and call counters (`demo.v1.CatalogStats`) the demo and tests read.
 
+use std::collections::HashMap;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::Stream;
@@ -41,16 +42,67 @@ impl Default for BackendOptions {
     }
 }
 
-/// Call counters of the sample backend.
+/// Call counters of the sample backend, and the two knobs tests turn while it runs.
 #[derive(Debug, Default)]
 pub struct Counters {
     get_item: AtomicU64,
     list_items: AtomicU64,
     put_items: AtomicU64,
     lookup_items: AtomicU64,
+    /// Until when lookups stall, in milliseconds since `epoch` (0: not frozen).
+    frozen_until_ms: AtomicU64,
+    epoch: std::sync::OnceLock<tokio::time::Instant>,
+    /// `GetItem` calls per id, when recording (off by default: it takes a lock per call).
+    ids_seen: Option<Mutex<HashMap<String, u64>>>,
 }
 
 impl Counters {
+    /// Counters that also count `GetItem` calls per id (see [`Counters::ids_seen`]).
+    #[cfg(test)]
+    pub fn recording_ids() -> Self {
+        Self {
+            ids_seen: Some(Mutex::default()),
+            ..Self::default()
+        }
+    }
+
+    /// `GetItem` calls per id so far (empty unless made with [`Counters::recording_ids`]).
+    #[cfg(test)]
+    pub fn ids_seen(&self) -> HashMap<String, u64> {
+        self.ids_seen
+            .as_ref()
+            .map(|ids| ids.lock().unwrap_or_else(|e| e.into_inner()).clone())
+            .unwrap_or_default()
+    }
+
+    /// Makes every lookup that arrives in the next `duration` wait until it has passed (a stalled database).
+    #[cfg(test)]
+    pub fn freeze_for(&self, duration: Duration) {
+        let epoch = *self.epoch.get_or_init(tokio::time::Instant::now);
+        let until = epoch.elapsed() + duration;
+        let until_ms = u64::try_from(until.as_millis()).unwrap_or(u64::MAX).max(1);
+        self.frozen_until_ms.store(until_ms, Ordering::Relaxed);
+    }
+
+    async fn wait_while_frozen(&self) {
+        let until_ms = self.frozen_until_ms.load(Ordering::Relaxed);
+        if until_ms == 0 {
+            return;
+        }
+        if let Some(epoch) = self.epoch.get() {
+            tokio::time::sleep_until(*epoch + Duration::from_millis(until_ms)).await;
+        }
+    }
+
+    fn saw(&self, id: &str) {
+        if let Some(ids) = &self.ids_seen {
+            *ids.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(id.to_owned())
+                .or_default() += 1;
+        }
+    }
+
     /// The counters as the `CatalogStats` message.
     pub fn snapshot(&self) -> Stats {
         Stats {
@@ -84,6 +136,7 @@ impl CatalogService {
     }
 
     async fn lookup(&self, id: &str) -> Result<Item, Status> {
+        self.counters.wait_while_frozen().await;
         if !self.options.latency.is_zero() {
             tokio::time::sleep(self.options.latency).await;
         }
@@ -102,9 +155,9 @@ type ItemStream = Pin<Box<dyn Stream<Item = Result<Item, Status>> + Send>>;
 impl Catalog for CatalogService {
     async fn get_item(&self, request: Request<GetItemRequest>) -> Result<Response<Item>, Status> {
         self.counters.get_item.fetch_add(1, Ordering::Relaxed);
-        self.lookup(&request.into_inner().id)
-            .await
-            .map(Response::new)
+        let id = request.into_inner().id;
+        self.counters.saw(&id);
+        self.lookup(&id).await.map(Response::new)
     }
 
     type ListItemsStream = ItemStream;
@@ -220,9 +273,14 @@ pub struct LocalBackend {
 impl LocalBackend {
     /// Starts the sample backend on a random loopback port.
     pub async fn start(options: BackendOptions) -> anyhow::Result<Self> {
+        Self::start_with(options, Counters::default()).await
+    }
+
+    /// Starts the sample backend on a random loopback port, counting into `counters`.
+    pub async fn start_with(options: BackendOptions, counters: Counters) -> anyhow::Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
-        let counters = Arc::new(Counters::default());
+        let counters = Arc::new(counters);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(serve(listener, options, counters.clone(), async {
             let _ = stopped.await;

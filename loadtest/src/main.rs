@@ -6,6 +6,7 @@ mod demo;
 mod load;
 mod local_gateway;
 mod redis_child;
+mod run;
 mod stampede;
 mod zipf;
 
@@ -64,6 +65,8 @@ enum Command {
         #[arg(long, default_value_t = 100_000)]
         size: u64,
     },
+    /// Load from a ghz-compatible JSON/TOML config or flags, with key distributions, open loop and call mixes.
+    Run(Box<run::RunArgs>),
     /// Benchmark an L1 hit, an L2 hit and a miss against the backend called directly (needs redis-server).
     Compare {
         /// Rounds (the median is reported).
@@ -149,6 +152,7 @@ fn main() -> anyhow::Result<()> {
                 .await?;
                 Ok(())
             }
+            Command::Run(args) => run::command(*args).await,
             Command::Compare {
                 rounds,
                 round_duration,

@@ -23,6 +23,22 @@ impl Zipf {
         Self { cdf }
     }
 
+    /// How many keys it draws from.
+    #[cfg(test)]
+    pub fn key_count(&self) -> usize {
+        self.cdf.len()
+    }
+
+    /// The probability of drawing key `k` (0 beyond the last key).
+    #[cfg(test)]
+    pub fn probability(&self, k: usize) -> f64 {
+        match k {
+            0 => self.cdf[0],
+            k if k < self.cdf.len() => self.cdf[k] - self.cdf[k - 1],
+            _ => 0.0,
+        }
+    }
+
     /// Draws a key index.
     pub fn sample(&self, rng: &mut impl Rng) -> usize {
         let u: f64 = rng.random();

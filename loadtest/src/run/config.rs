@@ -1,0 +1,242 @@
+//! The ghz-compatible run configuration: a JSON or TOML file whose keys are ghz's long flag names, overlaid with the
+//! same names given as command-line flags, plus Strata's own `x-strata` section.
+//!
+//! Both sources become one JSON object before it is read, so a key is checked the same way wherever it came from and
+//! every error names the key.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use serde::{Deserialize, Deserializer};
+use serde_json::{Map, Value};
+
+/// Everything a run is told, before it is checked (see [`crate::run::plan`]).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RunConfig {
+    /// Fully qualified method: `package.Service/Method` or `package.Service.Method`.
+    pub call: Option<String>,
+    /// `host:port` of the server.
+    pub host: Option<String>,
+    /// A `.proto` file describing the call.
+    pub proto: Option<PathBuf>,
+    /// Directories `proto` imports are looked up in (the proto's own directory is always searched).
+    #[serde(default)]
+    pub import_paths: Vec<PathBuf>,
+    /// A compiled `FileDescriptorSet` describing the call.
+    pub protoset: Option<PathBuf>,
+    /// Plaintext HTTP/2 (no TLS).
+    #[serde(default)]
+    pub insecure: bool,
+    /// PEM file of the certificate authority for TLS (otherwise the system's roots).
+    pub cacert: Option<PathBuf>,
+    /// Server name to verify in the certificate (otherwise the host's).
+    pub cname: Option<String>,
+    /// Requests to send (ignored when `duration` is set).
+    pub total: Option<u64>,
+    /// Workers: calls in flight at once.
+    pub concurrency: Option<u64>,
+    /// HTTP/2 connections the workers share.
+    pub connections: Option<u64>,
+    /// How long to send requests.
+    #[serde(default, deserialize_with = "duration")]
+    pub duration: Option<Duration>,
+    /// Requests per second, all workers together (0 or absent: as fast as answers come).
+    pub rps: Option<f64>,
+    /// Deadline of each call.
+    #[serde(default, deserialize_with = "duration")]
+    pub timeout: Option<Duration>,
+    /// How long connecting may take.
+    #[serde(default, deserialize_with = "duration")]
+    pub connect_timeout: Option<Duration>,
+    /// The request message as JSON: an object, or an array used round-robin (a client stream sends the array).
+    pub data: Option<Value>,
+    /// A file holding `data`.
+    pub data_file: Option<PathBuf>,
+    /// Request metadata (headers).
+    pub metadata: Option<BTreeMap<String, String>>,
+    /// `const`, `step` or `line`.
+    pub load_schedule: Option<String>,
+    /// Starting rate of a `step` or `line` schedule.
+    pub load_start: Option<f64>,
+    /// Rate change per `load-step-duration` (`step`) or per second (`line`).
+    pub load_step: Option<f64>,
+    /// The rate at which a `step` or `line` schedule stops changing.
+    pub load_end: Option<f64>,
+    /// How long each step of a `step` schedule lasts.
+    #[serde(default, deserialize_with = "duration")]
+    pub load_step_duration: Option<Duration>,
+    /// After this long a `step` or `line` schedule holds its rate.
+    #[serde(default, deserialize_with = "duration")]
+    pub load_max_duration: Option<Duration>,
+    /// `summary`, `json`, `pretty` or `html`.
+    pub format: Option<String>,
+    /// Write the report here instead of standard output.
+    pub output: Option<PathBuf>,
+    /// A name for the run, carried into the report.
+    pub name: Option<String>,
+    /// Leave the first N answers out of the report (warm-up).
+    #[serde(rename = "skipFirst")]
+    pub skip_first: Option<u64>,
+    /// Free-form labels carried into the report.
+    pub tags: Option<BTreeMap<String, String>>,
+    /// What ghz cannot express.
+    #[serde(rename = "x-strata")]
+    pub x_strata: Option<XStrata>,
+}
+
+/// The `x-strata` section: key popularity, open-loop arrival, a weighted mix of calls.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct XStrata {
+    /// Which key each request carries.
+    pub keys: Option<KeysConfig>,
+    /// `closed` (a worker sends its next request when the answer arrives; ghz's model) or `open` (requests are
+    /// due at times set by `rps`/`load-schedule` whatever the answers do; latency counts from the due time).
+    pub arrival: Option<String>,
+    /// Several calls in one run, each request picking one by weight (replaces `call`/`data`/`metadata`).
+    #[serde(default)]
+    pub calls: Vec<CallConfig>,
+    /// Add every answer (time, latency, status, error) to the JSON report as `details`, up to 100 000.
+    #[serde(default)]
+    pub details: bool,
+}
+
+/// `x-strata.keys`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct KeysConfig {
+    /// `uniform`, `zipf` or `hotset`.
+    pub distribution: String,
+    /// Size of the key space: keys are 0 … count-1.
+    pub count: u64,
+    /// Zipf exponent (default 1.0).
+    pub exponent: Option<f64>,
+    /// Hot set: the fraction of the keys that are hot (default 0.1).
+    pub hot_fraction: Option<f64>,
+    /// Hot set: the share of requests that go to hot keys (default 0.9).
+    pub hot_share: Option<f64>,
+    /// The text replaced by the key in `data` strings and `metadata` values (default `{{.Key}}`).
+    pub placeholder: Option<String>,
+    /// Seed of the key sequence, for a repeatable run.
+    pub seed: Option<u64>,
+}
+
+/// One call of a weighted mix.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct CallConfig {
+    /// Fully qualified method.
+    pub call: String,
+    /// Relative frequency (default 1).
+    pub weight: Option<u32>,
+    /// Its request message(s), as `data`.
+    pub data: Option<Value>,
+    /// Its metadata, on top of the top-level `metadata`.
+    pub metadata: Option<BTreeMap<String, String>>,
+}
+
+/// Keys whose values are input files: in a config file they are relative to the file's directory.
+const INPUT_PATH_KEYS: [&str; 4] = ["proto", "protoset", "data-file", "cacert"];
+
+/// Reads a JSON or TOML config file into one JSON object (relative input paths made relative to the file).
+pub fn read_file(path: &Path) -> anyhow::Result<Map<String, Value>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the config file {}", path.display()))?;
+    let value: Value = match path.extension().and_then(|e| e.to_str()) {
+        Some("toml") => {
+            let table: toml::Table = toml::from_str(&text)
+                .with_context(|| format!("{} is not valid TOML", path.display()))?;
+            serde_json::to_value(table)?
+        }
+        _ => serde_json::from_str(&text)
+            .with_context(|| format!("{} is not valid JSON", path.display()))?,
+    };
+    let Value::Object(mut map) = value else {
+        anyhow::bail!("{}: the config must be an object", path.display());
+    };
+    let base = path.parent().unwrap_or(Path::new(""));
+    let rebase = |v: &mut Value| {
+        if let Value::String(s) = v
+            && Path::new(s.as_str()).is_relative()
+        {
+            *s = base.join(&*s).to_string_lossy().into_owned();
+        }
+    };
+    for key in INPUT_PATH_KEYS {
+        if let Some(v) = map.get_mut(key) {
+            rebase(v);
+        }
+    }
+    if let Some(Value::Array(dirs)) = map.get_mut("import-paths") {
+        dirs.iter_mut().for_each(rebase);
+    }
+    Ok(map)
+}
+
+/// Reads the merged object into a [`RunConfig`]; an unknown key or a wrong type is an error naming the key.
+pub fn from_map(map: Map<String, Value>) -> anyhow::Result<RunConfig> {
+    serde_json::from_value(Value::Object(map)).map_err(|e| anyhow::anyhow!("run config: {e}"))
+}
+
+fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
+    let text = Option::<String>::deserialize(deserializer)?;
+    text.map(|t| {
+        strata_gateway::config::units::parse_duration(&t).map_err(serde::de::Error::custom)
+    })
+    .transpose()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_and_bad_durations_are_named() {
+        let map = serde_json::json!({"call": "a.B/C", "cacertt": "x"});
+        let Value::Object(map) = map else {
+            unreachable!()
+        };
+        let err = from_map(map).unwrap_err().to_string();
+        assert!(err.contains("cacertt"), "{err}");
+
+        let map = serde_json::json!({"timeout": "ten seconds"});
+        let Value::Object(map) = map else {
+            unreachable!()
+        };
+        let err = from_map(map).unwrap_err().to_string();
+        assert!(err.contains("ten seconds"), "{err}");
+    }
+
+    #[test]
+    fn toml_and_json_read_the_same() {
+        let dir = std::env::temp_dir().join(format!("strata-run-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let json = dir.join("a.json");
+        let toml = dir.join("a.toml");
+        std::fs::write(
+            &json,
+            r#"{"call":"demo.v1.Catalog/GetItem","proto":"x.proto","total":5,"data":{"id":"{{.Key}}"},
+               "x-strata":{"keys":{"distribution":"zipf","count":10}}}"#,
+        )
+        .unwrap();
+        std::fs::write(
+            &toml,
+            "call = \"demo.v1.Catalog/GetItem\"\nproto = \"x.proto\"\ntotal = 5\ndata = { id = \"{{.Key}}\" }\n\
+             [x-strata.keys]\ndistribution = \"zipf\"\ncount = 10\n",
+        )
+        .unwrap();
+        let (a, b) = (read_file(&json).unwrap(), read_file(&toml).unwrap());
+        assert_eq!(a, b);
+        assert_eq!(
+            a["proto"],
+            Value::String(dir.join("x.proto").to_string_lossy().into())
+        );
+        let config = from_map(a).unwrap();
+        assert_eq!(config.total, Some(5));
+        assert_eq!(config.x_strata.unwrap().keys.unwrap().count, 10);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
