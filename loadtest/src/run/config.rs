@@ -138,10 +138,8 @@ pub struct CallConfig {
     pub metadata: Option<BTreeMap<String, String>>,
 }
 
-/// Keys whose values are input files: in a config file they are relative to the file's directory.
-const INPUT_PATH_KEYS: [&str; 4] = ["proto", "protoset", "data-file", "cacert"];
-
-/// Reads a JSON or TOML config file into one JSON object (relative input paths made relative to the file).
+/// Reads a JSON or TOML config file into one JSON object. Relative paths in it are relative to the working
+/// directory, as ghz reads them.
 pub fn read_file(path: &Path) -> anyhow::Result<Map<String, Value>> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read the config file {}", path.display()))?;
@@ -154,26 +152,10 @@ pub fn read_file(path: &Path) -> anyhow::Result<Map<String, Value>> {
         _ => serde_json::from_str(&text)
             .with_context(|| format!("{} is not valid JSON", path.display()))?,
     };
-    let Value::Object(mut map) = value else {
-        anyhow::bail!("{}: the config must be an object", path.display());
-    };
-    let base = path.parent().unwrap_or(Path::new(""));
-    let rebase = |v: &mut Value| {
-        if let Value::String(s) = v
-            && Path::new(s.as_str()).is_relative()
-        {
-            *s = base.join(&*s).to_string_lossy().into_owned();
-        }
-    };
-    for key in INPUT_PATH_KEYS {
-        if let Some(v) = map.get_mut(key) {
-            rebase(v);
-        }
+    match value {
+        Value::Object(map) => Ok(map),
+        _ => anyhow::bail!("{}: the config must be an object", path.display()),
     }
-    if let Some(Value::Array(dirs)) = map.get_mut("import-paths") {
-        dirs.iter_mut().for_each(rebase);
-    }
-    Ok(map)
 }
 
 /// Reads the merged object into a [`RunConfig`]; an unknown key or a wrong type is an error naming the key.
