@@ -2,6 +2,7 @@
 
 mod backend;
 mod compare;
+mod constant;
 mod demo;
 mod load;
 mod local_gateway;
@@ -65,9 +66,17 @@ enum Command {
         #[arg(long, default_value_t = 100_000)]
         size: u64,
     },
+    /// Answer every call with the same pre-encoded `GetItem` reply (the benchmark's ceiling reference).
+    Constant {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:50053")]
+        listen: SocketAddr,
+    },
     /// Load from a ghz-compatible JSON/TOML config or flags, with key distributions, open loop and call mixes.
     Run(Box<run::RunArgs>),
-    /// Benchmark an L1 hit, an L2 hit and a miss against the backend called directly (needs redis-server).
+    /// The benchmark suite: Strata's cache levels, passthrough and a Zipf load against the backend, nginx and a
+    /// constant-answer ceiling, plus the stampede; medians, ratios and targets (needs redis-server; uses nginx and
+    /// h2load when installed).
     Compare {
         /// Rounds (the median is reported).
         #[arg(long, default_value_t = 5)]
@@ -81,9 +90,16 @@ enum Command {
         /// A smoke run (3 rounds of 0.5 s): checks the suite works; its figures are too short to quote.
         #[arg(long, conflicts_with_all = ["rounds", "round_duration"])]
         quick: bool,
-        /// Also write every round's raw figures, the medians and their ratios as JSON to this file.
+        /// Also write every round's raw figures, the medians, their ratios and the targets as JSON to this file.
         #[arg(long)]
         json: Option<std::path::PathBuf>,
+        /// Write the tables into this Markdown file, between `<!-- compare:begin -->` and `<!-- compare:end -->`
+        /// (e.g. docs/BENCHMARKS.md).
+        #[arg(long)]
+        markdown: Option<std::path::PathBuf>,
+        /// Do not pin servers and load clients to different CPUs.
+        #[arg(long)]
+        no_pin: bool,
     },
 }
 
@@ -152,6 +168,16 @@ fn main() -> anyhow::Result<()> {
                 .await?;
                 Ok(())
             }
+            Command::Constant { listen } => {
+                let listener = tokio::net::TcpListener::bind(listen)
+                    .await
+                    .with_context(|| format!("cannot listen on {listen}"))?;
+                eprintln!("constant-answer server listening on {listen}");
+                constant::serve(listener, async {
+                    let _ = tokio::signal::ctrl_c().await;
+                })
+                .await
+            }
             Command::Run(args) => run::command(*args).await,
             Command::Compare {
                 rounds,
@@ -159,17 +185,22 @@ fn main() -> anyhow::Result<()> {
                 concurrency,
                 quick,
                 json,
+                markdown,
+                no_pin,
             } => {
-                let (rounds, round_duration) = if quick {
-                    (3, Duration::from_millis(500))
+                let (rounds, round_duration, zipf_warmup) = if quick {
+                    (3, Duration::from_millis(500), Duration::from_secs(1))
                 } else {
-                    (rounds.max(1), round_duration)
+                    (rounds.max(1), round_duration, Duration::from_secs(10))
                 };
                 compare::run(compare::CompareOptions {
                     rounds,
                     round_duration,
                     concurrency: concurrency.max(1),
                     json,
+                    markdown,
+                    pin: !no_pin,
+                    zipf_warmup,
                 })
                 .await
             }

@@ -44,6 +44,16 @@ impl RedisChild {
         anyhow::bail!("redis-server on port {port} did not start within 10 s")
     }
 
+    /// Its port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The URL for the gateway's `cache.l2.url`.
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)

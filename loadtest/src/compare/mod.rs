@@ -1,0 +1,493 @@
+//! `strata-load compare`: the benchmark suite. One run starts every server it measures — sample backends, nginx
+//! `grpc_pass`, a constant-answer ceiling, Strata gateways — as processes of their own (pinned away from the load
+//! clients where there are CPUs to spare), drives each scenario in rotated rounds with strata-load and h2load, and
+//! reports medians, ratios to a reference measured in the same run, and the issue's targets.
+
+mod fleet;
+mod h2load;
+mod scenario;
+mod targets;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use anyhow::Context;
+use serde_json::json;
+
+use self::fleet::{Pinning, Process};
+use self::scenario::{Drive, Medians, Round, Scenario};
+use self::targets::Extra;
+use crate::load::{Keys, LoadSpec};
+use crate::redis_child::RedisChild;
+use crate::zipf::Zipf;
+
+/// Settings of the benchmark.
+#[derive(Debug, Clone)]
+pub struct CompareOptions {
+    /// Rounds; each runs every scenario once, in a rotated order.
+    pub rounds: usize,
+    /// Length of one driver's run of one scenario in one round.
+    pub round_duration: Duration,
+    /// strata-load's calls in flight.
+    pub concurrency: usize,
+    /// Where to write every round's raw figures, the medians and the targets as JSON, if anywhere.
+    pub json: Option<PathBuf>,
+    /// A Markdown file whose `<!-- compare:begin/end -->` block receives the tables (docs/BENCHMARKS.md).
+    pub markdown: Option<PathBuf>,
+    /// Pin servers and load clients to different CPUs.
+    pub pin: bool,
+    /// Warm-up of the Zipf scenario.
+    pub zipf_warmup: Duration,
+}
+
+/// Keys stored in Redis for the L2 scenario.
+const L2_KEYS: u64 = 2000;
+/// Ids of the Zipf scenario.
+const ZIPF_ITEMS: usize = 100_000;
+
+/// A temporary directory for configs and request files, removed at the end.
+struct WorkDir(PathBuf);
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Runs the benchmark, prints the tables, and writes the files asked for.
+pub async fn run(options: CompareOptions) -> anyhow::Result<()> {
+    // Before pinning: afterwards this process sees only the client CPUs.
+    let machine = targets::machine();
+    let pinning = Pinning::new(options.pin);
+    pinning.pin_this_client()?;
+    let dir = WorkDir(std::env::temp_dir().join(format!("strata-compare-{}", std::process::id())));
+    std::fs::create_dir_all(&dir.0)?;
+
+    let Some(redis) = RedisChild::start_if_installed()? else {
+        anyhow::bail!(
+            "redis-server is not on PATH; the L2 scenarios need it (apt install redis-server)"
+        );
+    };
+    pinning.pin_server(redis.pid())?;
+    let redis_url = redis.url();
+    let fast = fleet::backend("0ms", &pinning)?;
+    let slow = fleet::backend("2ms", &pinning)?;
+    let ceiling = fleet::constant(&pinning)?;
+    let nginx = fleet::nginx(fast.addr, &dir.0, &pinning)?;
+    // The Zipf gateway's L1 holds 10 % of the working set: 100 000 answers of the sample backend's size, plus
+    // about 100 bytes of entry and key each.
+    let zipf_l1_bytes = (ZIPF_ITEMS * (crate::constant::framed_reply().len() + 100) / 10) as u64;
+    let gateway = |name: &str, backend: &Process, l1: &str, l2: bool, cached: bool| {
+        let yaml = gateway_yaml(name, backend, l1, l2.then_some(redis_url.as_str()), cached);
+        fleet::gateway(name, &yaml, &dir.0, &pinning)
+    };
+    let tiered = gateway("tiered", &fast, "256MiB", true, true)?;
+    let l2_only = gateway("l2-only", &fast, "0", true, true)?;
+    let passthrough = gateway("passthrough", &fast, "0", false, false)?;
+    let miss = gateway("miss", &slow, "256MiB", true, true)?;
+    let zipf_gateway = gateway("zipf", &slow, &format!("{zipf_l1_bytes}"), true, true)?;
+
+    let h2load = h2load::installed();
+    let body = h2load::request_file(&dir.0, "item-1")?;
+    let zipf = Keys::Zipf(Arc::new(Zipf::new(ZIPF_ITEMS, 1.0)));
+    let fixed = || Keys::Fixed("item-1".into());
+    let mut scenarios = vec![scenario(
+        "direct",
+        "sample backend, no gateway",
+        fast.addr,
+        fixed(),
+        "-",
+        Some(&body),
+        "direct",
+    )];
+    if let Some(nginx) = &nginx {
+        scenarios.push(scenario(
+            "nginx",
+            "nginx grpc_pass → backend",
+            nginx.addr,
+            fixed(),
+            "-",
+            Some(&body),
+            "direct",
+        ));
+    }
+    scenarios.extend([
+        scenario(
+            "ceiling",
+            "constant-answer HTTP/2 server",
+            ceiling.addr,
+            fixed(),
+            "-",
+            Some(&body),
+            "ceiling",
+        ),
+        scenario(
+            "l1-hit",
+            "Strata, answer in L1",
+            tiered.addr,
+            fixed(),
+            "l1",
+            Some(&body),
+            "ceiling",
+        ),
+        scenario(
+            "passthrough",
+            "Strata, uncached route → backend",
+            passthrough.addr,
+            fixed(),
+            "-",
+            Some(&body),
+            if nginx.is_some() { "nginx" } else { "direct" },
+        ),
+        scenario(
+            "l2-hit",
+            "Strata with L1 off, answer in Redis (uniform over 2000 keys)",
+            l2_only.addr,
+            Keys::Uniform(L2_KEYS),
+            "l2",
+            None,
+            "direct",
+        ),
+        scenario(
+            "direct-2ms",
+            "sample backend with 2 ms lookups, no gateway",
+            slow.addr,
+            Keys::Unique(Arc::new(AtomicU64::new(0))),
+            "-",
+            None,
+            "direct-2ms",
+        ),
+        scenario(
+            "miss",
+            "Strata, new key every call (2 ms backend, write-back to L1 and L2)",
+            miss.addr,
+            Keys::Unique(Arc::new(AtomicU64::new(1_000_000))),
+            "miss",
+            None,
+            "direct-2ms",
+        ),
+    ]);
+    let mut zipf_scenario = scenario(
+        "zipf",
+        "Strata, Zipf(1.0) over 100 000 ids, L1 = 10 % of them, Redis L2, 2 ms backend",
+        zipf_gateway.addr,
+        zipf.clone(),
+        "l1",
+        None,
+        "direct-2ms",
+    );
+    zipf_scenario.backend_counted = Some(slow.addr);
+    scenarios.push(zipf_scenario);
+
+    // Warm the hit scenarios: item-1 in the tiered gateway's L1; 2000 ids in Redis through the L1-less gateway;
+    // the Zipf gateway's L1 and L2 by a Zipf load of its own.
+    warm(tiered.addr, fixed(), Duration::from_secs(1), 3).await?;
+    warm(
+        l2_only.addr,
+        Keys::Unique(Arc::new(AtomicU64::new(0))),
+        Duration::from_secs(60),
+        L2_KEYS,
+    )
+    .await?;
+    warm(
+        zipf_gateway.addr,
+        zipf.clone(),
+        options.zipf_warmup,
+        u64::MAX,
+    )
+    .await?;
+    // Let the write-back queue reach Redis.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for s in scenarios.iter().filter(|s| s.h2load_body.is_some()) {
+        check_status(s).await?;
+    }
+
+    let drive = Drive {
+        concurrency: options.concurrency,
+        duration: options.round_duration,
+        h2load,
+        pinning: pinning.clone(),
+    };
+    let mut rounds: Vec<Vec<Round>> = scenarios.iter().map(|_| Vec::new()).collect();
+    for round in 0..options.rounds {
+        for k in 0..scenarios.len() {
+            let i = (round + k) % scenarios.len();
+            let s = &scenarios[i];
+            let r = s
+                .round(&drive)
+                .await
+                .with_context(|| format!("scenario {}", s.name))?;
+            eprintln!(
+                "round {}/{} {:<11} {:>8.0} calls/s  h2load {:>8}  p50 {:.3} ms  p99 {:.3} ms  errors {}  {:?}",
+                round + 1,
+                options.rounds,
+                s.name,
+                r.load.rps(),
+                r.h2load.map_or("-".into(), |h| format!("{:.0}", h.rps)),
+                r.load.percentile_ms(0.5),
+                r.load.percentile_ms(0.99),
+                r.load.errors(),
+                r.load.by_cache
+            );
+            rounds[i].push(r);
+        }
+    }
+    let medians: BTreeMap<&str, Medians> = scenarios
+        .iter()
+        .zip(&rounds)
+        .map(|(s, r)| (s.name, Medians::of(r)))
+        .collect();
+
+    let mut extra = Extra {
+        zipf_rss_bytes: zipf_gateway.rss_bytes(),
+        zipf_l1_bytes,
+        ..Extra::default()
+    };
+    extra.l2_p50_ms = crate::load::run(&LoadSpec {
+        target: l2_only.addr,
+        concurrency: 1,
+        connections: 1,
+        duration: options.round_duration,
+        max_requests: u64::MAX,
+        keys: Keys::Uniform(L2_KEYS),
+        timeout: Duration::from_secs(5),
+    })
+    .await?
+    .percentile_ms(0.5);
+    extra.redis_get_p50_ms = redis_get_p50(redis.port(), &pinning).await;
+    extra.paced_rps = 0.5 * medians.get("l1-hit").map_or(0.0, Medians::best_rps);
+    let protoset = dir.0.join("catalog.protoset");
+    std::fs::write(&protoset, strata_proto::FILE_DESCRIPTOR_SET)?;
+    let paced = |addr| paced_p99(addr, extra.paced_rps, options.round_duration * 2, &protoset);
+    extra.l1_paced_p99_ms = paced(tiered.addr).await?;
+    extra.ceiling_paced_p99_ms = paced(ceiling.addr).await?;
+    let stampede = crate::stampede::run(&redis_url).await?;
+    extra.stampede_backend_calls = stampede.backend_calls;
+
+    let targets = targets::check(&medians, &extra);
+    let tables = targets::markdown(&scenarios, &medians, &targets);
+    let stampede_line = format!(
+        "stampede: {} concurrent calls for one cold key over {} replicas sharing Redis → {} backend call(s) \
+         (target 1); errors {}; p50 {:.1} ms, slowest {:.1} ms; answers {:?}",
+        stampede.calls,
+        crate::stampede::REPLICAS,
+        stampede.backend_calls,
+        stampede.errors,
+        stampede.p50_ms,
+        stampede.max_ms,
+        stampede.by_cache
+    );
+    let setup = format!(
+        "Machine: {machine}. {}. {} rounds × {:.1} s per driver and scenario, strata-load with {} calls in flight \
+         over 2 connections, h2load with 2 connections × 32 streams{}; medians.",
+        capitalized(&pinning.describe()),
+        options.rounds,
+        options.round_duration.as_secs_f64(),
+        options.concurrency,
+        if h2load {
+            ""
+        } else {
+            " (h2load not installed: not run)"
+        },
+    );
+    println!("{tables}\n{stampede_line}\n\n{setup}");
+
+    if let Some(path) = &options.markdown {
+        let command = std::env::args().collect::<Vec<_>>().join(" ");
+        let block = format!(
+            "Generated by `{command}` on {}.\n\n{setup}\n\n{tables}\n{stampede_line}\n",
+            crate::run::report::rfc3339(std::time::SystemTime::now())
+        );
+        let document = std::fs::read_to_string(path).unwrap_or_default();
+        std::fs::write(path, targets::replace_block(&document, &block))
+            .with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("tables written into {}", path.display());
+    }
+    if let Some(path) = &options.json {
+        let figures = json!({
+            "machine": machine,
+            "pinning": pinning.describe(),
+            "rounds": options.rounds,
+            "round_seconds": options.round_duration.as_secs_f64(),
+            "concurrency": options.concurrency,
+            "scenarios": scenarios.iter().zip(&rounds).map(|(s, r)| {
+                let m = &medians[s.name];
+                json!({
+                    "name": s.name, "what": s.what, "reference": s.reference, "level": s.level,
+                    "median": {
+                        "rps": m.rps, "h2load_rps": m.h2load_rps, "p50_ms": m.p50_ms, "p99_ms": m.p99_ms,
+                        "mean_ms": m.mean_ms, "backend_share": m.backend_share,
+                        "best_rps_ratio_to_reference": m.best_rps() / medians[s.reference].best_rps().max(1e-9),
+                    },
+                    "errors": m.errors,
+                    "rounds": r.iter().map(scenario::round_json).collect::<Vec<_>>(),
+                })
+            }).collect::<Vec<_>>(),
+            "extra": {
+                "l2_p50_ms_one_in_flight": extra.l2_p50_ms,
+                "redis_get_p50_ms": extra.redis_get_p50_ms,
+                "paced_rps": extra.paced_rps,
+                "l1_paced_p99_ms": extra.l1_paced_p99_ms,
+                "ceiling_paced_p99_ms": extra.ceiling_paced_p99_ms,
+                "zipf_rss_bytes": extra.zipf_rss_bytes,
+                "zipf_l1_bytes": extra.zipf_l1_bytes,
+            },
+            "targets": targets::targets_json(&targets),
+            "stampede": {
+                "replicas": crate::stampede::REPLICAS,
+                "calls": stampede.calls,
+                "errors": stampede.errors,
+                "backend_calls": stampede.backend_calls,
+                "p50_ms": stampede.p50_ms,
+                "max_ms": stampede.max_ms,
+                "by_cache": stampede.by_cache,
+            },
+        });
+        std::fs::write(path, serde_json::to_string_pretty(&figures)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("raw figures written to {}", path.display());
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn scenario(
+    name: &'static str,
+    what: &str,
+    target: std::net::SocketAddr,
+    keys: Keys,
+    level: &'static str,
+    h2load_body: Option<&PathBuf>,
+    reference: &'static str,
+) -> Scenario {
+    Scenario {
+        name,
+        what: what.to_owned(),
+        target,
+        keys,
+        level,
+        h2load_body: h2load_body.cloned(),
+        reference,
+        backend_counted: None,
+    }
+}
+
+/// A gateway config for the sample backend `backend`: GetItem cached for an hour (or not at all), the rest proxied.
+fn gateway_yaml(
+    name: &str,
+    backend: &Process,
+    l1: &str,
+    redis: Option<&str>,
+    cached: bool,
+) -> String {
+    let l2 = redis.map_or(String::new(), |url| {
+        format!("  l2: {{ url: \"{url}\", timeout: 25ms }}\n")
+    });
+    let cache = if cached {
+        "\n    cache: { ttl: 1h }"
+    } else {
+        ""
+    };
+    format!(
+        "listen: 127.0.0.1:0\nadmin: {{ listen: 127.0.0.1:0 }}\nlog: {{ level: warn, access: false }}\n\
+         cache:\n  namespace: bench-{name}\n  l1: {{ max_bytes: {l1} }}\n{l2}\
+         backends:\n  catalog: {{ endpoints: [\"http://{}\"], timeout: 2s }}\n\
+         routes:\n  - match: /demo.v1.Catalog/GetItem\n    backend: catalog{cache}\n  - match: \"*\"\n    backend: catalog\n",
+        backend.addr
+    )
+}
+
+async fn warm(
+    target: std::net::SocketAddr,
+    keys: Keys,
+    duration: Duration,
+    max_requests: u64,
+) -> anyhow::Result<()> {
+    let report = crate::load::run(&LoadSpec {
+        target,
+        concurrency: 8,
+        connections: 1,
+        duration,
+        max_requests,
+        keys,
+        timeout: Duration::from_secs(5),
+    })
+    .await?;
+    anyhow::ensure!(
+        report.errors() == 0,
+        "warming {target}: {:?}",
+        report.by_status
+    );
+    Ok(())
+}
+
+/// h2load counts HTTP statuses only: one call of the same request, checked for gRPC OK, before it is trusted.
+async fn check_status(s: &Scenario) -> anyhow::Result<()> {
+    let report = crate::load::run(&LoadSpec {
+        target: s.target,
+        concurrency: 1,
+        connections: 1,
+        duration: Duration::from_secs(5),
+        max_requests: 1,
+        keys: s.keys.clone(),
+        timeout: Duration::from_secs(5),
+    })
+    .await?;
+    anyhow::ensure!(
+        report.errors() == 0 && report.requests == 1,
+        "{}: the request h2load sends does not end OK: {:?}",
+        s.name,
+        report.by_status
+    );
+    Ok(())
+}
+
+/// p99 of an open-loop run of GetItem item-1 at `rps` against `target` (latency from each call's due time).
+async fn paced_p99(
+    target: std::net::SocketAddr,
+    rps: f64,
+    duration: Duration,
+    protoset: &std::path::Path,
+) -> anyhow::Result<f64> {
+    let serde_json::Value::Object(map) = json!({
+        "call": "demo.v1.Catalog/GetItem", "host": target.to_string(), "insecure": true,
+        "protoset": protoset, "rps": rps.max(1.0), "duration": format!("{}ms", duration.as_millis()),
+        "concurrency": 64, "connections": 2, "timeout": "5s", "data": {"id": "item-1"},
+        "x-strata": {"arrival": "open"},
+    }) else {
+        unreachable!("a JSON object literal")
+    };
+    let plan = crate::run::plan::Plan::resolve(crate::run::config::from_map(map.clone())?)?;
+    let report = crate::run::execute(&plan, map, std::future::pending()).await?;
+    anyhow::ensure!(
+        report.tally.errors() == 0,
+        "paced run against {target}: {:?}",
+        report.tally.by_error
+    );
+    Ok(report.percentile(99.0).as_secs_f64() * 1e3)
+}
+
+/// redis-benchmark's GET p50 with one connection, in ms; None when it is not installed or says nothing usable.
+async fn redis_get_p50(port: u16, pinning: &Pinning) -> Option<f64> {
+    let size = crate::constant::framed_reply().len().to_string();
+    let mut command = pinning.client_command("redis-benchmark");
+    command
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args([
+            "-t", "set,get", "-n", "20000", "-c", "1", "-d", &size, "--csv",
+        ]);
+    let output = tokio::process::Command::from(command).output().await.ok()?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    let row = text.lines().find(|l| l.starts_with("\"GET\""))?;
+    row.split(',').nth(4)?.trim_matches('"').parse().ok()
+}
+
+fn capitalized(text: &str) -> String {
+    let mut chars = text.chars();
+    chars
+        .next()
+        .map_or(String::new(), |c| c.to_uppercase().chain(chars).collect())
+}

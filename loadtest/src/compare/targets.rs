@@ -1,0 +1,274 @@
+//! The issue's performance targets, each checked against figures of the same run and reported as a ratio; and the
+//! Markdown the suite prints and writes into docs/BENCHMARKS.md.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde_json::{Value, json};
+
+use super::scenario::{Medians, Scenario};
+
+/// Figures measured outside the rotated rounds.
+#[derive(Debug, Clone, Default)]
+pub struct Extra {
+    /// L2-hit p50 with one call in flight, ms.
+    pub l2_p50_ms: f64,
+    /// redis-benchmark GET p50 with one connection, ms (None: redis-benchmark missing).
+    pub redis_get_p50_ms: Option<f64>,
+    /// The open-loop rate at which p99s were compared (50 % of the L1-hit throughput).
+    pub paced_rps: f64,
+    /// L1-hit p99 at that rate, ms.
+    pub l1_paced_p99_ms: f64,
+    /// Ceiling p99 at that rate, ms.
+    pub ceiling_paced_p99_ms: f64,
+    /// The Zipf gateway's resident memory after its last round.
+    pub zipf_rss_bytes: Option<u64>,
+    /// Its L1 byte budget.
+    pub zipf_l1_bytes: u64,
+    /// Backend calls of the stampede.
+    pub stampede_backend_calls: u64,
+}
+
+/// One target and whether this run met it.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// What is promised.
+    pub promise: &'static str,
+    /// The measured figure (as a ratio or amount).
+    pub measured: String,
+    /// Met, missed, or not measured here (None).
+    pub met: Option<bool>,
+}
+
+/// Checks every target.
+pub fn check(medians: &BTreeMap<&str, Medians>, extra: &Extra) -> Vec<Target> {
+    let get = |name: &str| medians.get(name);
+    let mut targets = Vec::new();
+    let mut push = |promise, measured: String, met: Option<bool>| {
+        targets.push(Target {
+            promise,
+            measured,
+            met,
+        })
+    };
+    match (get("l1-hit"), get("ceiling")) {
+        (Some(l1), Some(ceiling)) => {
+            let ratio = l1.best_rps() / ceiling.best_rps().max(1e-9);
+            push(
+                "L1-hit throughput ≥ 0.8 × the constant-answer ceiling",
+                format!("{ratio:.2} ×"),
+                Some(ratio >= 0.8),
+            );
+        }
+        _ => push(
+            "L1-hit throughput ≥ 0.8 × the constant-answer ceiling",
+            "-".into(),
+            None,
+        ),
+    }
+    let p99_ratio = extra.l1_paced_p99_ms / extra.ceiling_paced_p99_ms.max(1e-9);
+    push(
+        "L1-hit p99 at 50 % of its throughput ≤ 2 × the ceiling's p99 at that rate",
+        format!(
+            "{p99_ratio:.2} × ({:.3} vs {:.3} ms at {:.0} calls/s, open loop)",
+            extra.l1_paced_p99_ms, extra.ceiling_paced_p99_ms, extra.paced_rps
+        ),
+        Some(p99_ratio <= 2.0),
+    );
+    match (get("passthrough"), get("nginx"), get("direct")) {
+        (Some(pass), Some(nginx), Some(direct)) => {
+            let ratio = pass.best_rps() / nginx.best_rps().max(1e-9);
+            push(
+                "Passthrough throughput ≥ 1.2 × nginx grpc_pass",
+                format!("{ratio:.2} ×"),
+                Some(ratio >= 1.2),
+            );
+            let (ours, theirs) = (pass.p50_ms - direct.p50_ms, nginx.p50_ms - direct.p50_ms);
+            push(
+                "Passthrough adds less p50 than nginx grpc_pass",
+                format!("{:+.3} ms vs {:+.3} ms", ours, theirs),
+                Some(ours < theirs),
+            );
+        }
+        _ => {
+            push(
+                "Passthrough throughput ≥ 1.2 × nginx grpc_pass",
+                "nginx not installed".into(),
+                None,
+            );
+            push(
+                "Passthrough adds less p50 than nginx grpc_pass",
+                "nginx not installed".into(),
+                None,
+            );
+        }
+    }
+    match extra.redis_get_p50_ms {
+        Some(redis) => push(
+            "L2-hit p50 ≤ Redis GET p50 + 150 µs (1 call in flight)",
+            format!("{:.3} ms vs {:.3} + 0.150 ms", extra.l2_p50_ms, redis),
+            Some(extra.l2_p50_ms <= redis + 0.150),
+        ),
+        None => push(
+            "L2-hit p50 ≤ Redis GET p50 + 150 µs",
+            "redis-benchmark missing".into(),
+            None,
+        ),
+    }
+    match (get("zipf"), get("direct-2ms")) {
+        (Some(zipf), Some(direct)) => {
+            let lower = 1.0 - zipf.mean_ms / direct.mean_ms.max(1e-9);
+            push(
+                "Zipf(1.0): mean latency ≥ 90 % lower than the backend called directly",
+                format!(
+                    "{:.1} % lower ({:.3} vs {:.3} ms)",
+                    lower * 100.0,
+                    zipf.mean_ms,
+                    direct.mean_ms
+                ),
+                Some(lower >= 0.9),
+            );
+            let share = zipf.backend_share.unwrap_or(1.0);
+            push(
+                "Zipf(1.0): backend calls ≤ 5 % of requests after warm-up",
+                format!("{:.2} %", share * 100.0),
+                Some(share <= 0.05),
+            );
+        }
+        _ => push("Zipf(1.0) targets", "-".into(), None),
+    }
+    push(
+        "Stampede: exactly 1 backend call",
+        extra.stampede_backend_calls.to_string(),
+        Some(extra.stampede_backend_calls == 1),
+    );
+    let limit = 1.25 * extra.zipf_l1_bytes as f64 + 64.0 * 1024.0 * 1024.0;
+    match extra.zipf_rss_bytes {
+        Some(rss) => push(
+            "Memory: RSS ≤ 1.25 × L1 budget + 64 MiB after the Zipf run",
+            format!(
+                "{:.1} MiB (limit {:.1} MiB)",
+                rss as f64 / 1048576.0,
+                limit / 1048576.0
+            ),
+            Some(rss as f64 <= limit),
+        ),
+        None => push(
+            "Memory: RSS ≤ 1.25 × L1 budget + 64 MiB",
+            "no /proc".into(),
+            None,
+        ),
+    }
+    targets
+}
+
+/// The scenario table and the target table, in Markdown.
+pub fn markdown(
+    scenarios: &[Scenario],
+    medians: &BTreeMap<&str, Medians>,
+    targets: &[Target],
+) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "| scenario | what | strata-load calls/s | h2load calls/s | × reference | p50 ms | p99 ms | mean ms | errors |\n\
+         |---|---|---:|---:|---|---:|---:|---:|---:|"
+    );
+    for s in scenarios {
+        let Some(m) = medians.get(s.name) else {
+            continue;
+        };
+        let ratio = match medians.get(s.reference) {
+            Some(r) if s.reference != s.name => format!(
+                "{:.2} × {}",
+                m.best_rps() / r.best_rps().max(1e-9),
+                s.reference
+            ),
+            _ => "reference".to_owned(),
+        };
+        let h2load = m.h2load_rps.map_or("-".to_owned(), |r| format!("{r:.0}"));
+        let _ = writeln!(
+            out,
+            "| {} | {} | {:.0} | {h2load} | {ratio} | {:.3} | {:.3} | {:.3} | {} |",
+            s.name, s.what, m.rps, m.p50_ms, m.p99_ms, m.mean_ms, m.errors
+        );
+    }
+    let _ = writeln!(out, "\n| target | measured | met |\n|---|---|---|");
+    for t in targets {
+        let met = match t.met {
+            Some(true) => "yes",
+            Some(false) => "**no**",
+            None => "not measured",
+        };
+        let _ = writeln!(out, "| {} | {} | {met} |", t.promise, t.measured);
+    }
+    out
+}
+
+/// The targets, for the JSON file.
+pub fn targets_json(targets: &[Target]) -> Value {
+    Value::Array(
+        targets
+            .iter()
+            .map(|t| json!({"target": t.promise, "measured": t.measured, "met": t.met}))
+            .collect(),
+    )
+}
+
+/// The machine, in one line: CPU model, CPUs, memory, kernel.
+pub fn machine() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("model name")
+                .and_then(|r| r.split(':').nth(1))
+        })
+        .map_or("unknown CPU", str::trim)
+        .to_owned();
+    let cpus = std::thread::available_parallelism().map_or(0, usize::from);
+    let memory = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .map_or("? GiB".to_owned(), |kib| {
+            format!("{:.0} GiB", kib as f64 / 1048576.0)
+        });
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    format!("{model}, {cpus} CPUs, {memory}, Linux {}", kernel.trim())
+}
+
+/// Replaces the text between `<!-- compare:begin -->` and `<!-- compare:end -->` in `document` (appending the
+/// markers if they are missing).
+pub fn replace_block(document: &str, block: &str) -> String {
+    const BEGIN: &str = "<!-- compare:begin -->";
+    const END: &str = "<!-- compare:end -->";
+    match (document.find(BEGIN), document.find(END)) {
+        (Some(begin), Some(end)) if begin < end => {
+            format!("{}{BEGIN}\n{block}{}", &document[..begin], &document[end..])
+        }
+        _ => format!("{document}\n{BEGIN}\n{block}{END}\n"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_block_is_replaced_in_place() {
+        let doc = "# B\n\n<!-- compare:begin -->\nold\n<!-- compare:end -->\n\nafter\n";
+        let new = replace_block(doc, "new\n");
+        assert_eq!(
+            new,
+            "# B\n\n<!-- compare:begin -->\nnew\n<!-- compare:end -->\n\nafter\n"
+        );
+        assert!(
+            replace_block("# B\n", "x\n")
+                .ends_with("<!-- compare:begin -->\nx\n<!-- compare:end -->\n")
+        );
+    }
+}
