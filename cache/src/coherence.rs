@@ -60,21 +60,22 @@ impl Coherence {
     }
 
     /// The known generations of `scopes`, if every one is known and can be trusted without asking Redis.
-    pub(crate) fn trusted(&self, scopes: &[&str]) -> Option<Vec<u64>> {
+    pub(crate) fn trusted<const N: usize>(&self, scopes: &[&str; N]) -> Option<[u64; N]> {
         if !self.in_step() {
             return None;
         }
         let known = self.known.load();
-        scopes.iter().map(|s| known.get(*s).copied()).collect()
+        let mut generations = [0; N];
+        for (generation, scope) in generations.iter_mut().zip(scopes) {
+            *generation = *known.get(*scope)?;
+        }
+        Some(generations)
     }
 
     /// The known generations of `scopes`, 0 where unknown (for when Redis cannot be asked).
-    pub(crate) fn best_known(&self, scopes: &[&str]) -> Vec<u64> {
+    pub(crate) fn best_known<const N: usize>(&self, scopes: &[&str; N]) -> [u64; N] {
         let known = self.known.load();
-        scopes
-            .iter()
-            .map(|s| known.get(*s).copied().unwrap_or(0))
-            .collect()
+        scopes.map(|s| known.get(s).copied().unwrap_or(0))
     }
 
     /// Records generations read from Redis or received from the channel (Redis is the truth, even if it went back).
@@ -133,15 +134,15 @@ mod tests {
         c.learn([("/a.S/", 1), ("/a.S/M", 2)]);
         assert_eq!(c.trusted(&["/a.S/", "/a.S/M"]), None, "not in step yet");
         c.set_in_step(true);
-        assert_eq!(c.trusted(&["/a.S/", "/a.S/M"]), Some(vec![1, 2]));
+        assert_eq!(c.trusted(&["/a.S/", "/a.S/M"]), Some([1, 2]));
         assert_eq!(
             c.trusted(&["/a.S/", "/b.S/M"]),
             None,
             "an unknown scope must be asked for"
         );
-        assert_eq!(c.best_known(&["/a.S/", "/b.S/M"]), vec![1, 0]);
+        assert_eq!(c.best_known(&["/a.S/", "/b.S/M"]), [1, 0]);
         c.learn([("/a.S/", 0)]);
-        assert_eq!(c.best_known(&["/a.S/"]), vec![0], "Redis is the truth");
+        assert_eq!(c.best_known(&["/a.S/"]), [0], "Redis is the truth");
     }
 
     #[test]

@@ -100,10 +100,6 @@ impl BackendMetrics {
     }
 }
 
-/// The cache result of a call, put in the response's extensions by the proxy for the metrics.
-#[derive(Debug, Clone, Copy)]
-pub struct CacheResult(pub &'static str);
-
 /// The metrics of one gateway.
 #[derive(Debug)]
 pub struct Metrics {
@@ -188,21 +184,19 @@ impl Metrics {
         openmetrics_to_prometheus(&text)
     }
 
-    /// Counts `response` to a call on `route` when its answer ends (its status may come in the trailers), and its
-    /// duration from `started`.
+    /// Counts `response` to a call on `route` (answered from `cache`, on a cached route) when its answer ends (its
+    /// status may come in the trailers), and its duration from `started`.
     pub fn observe(
         self: &Arc<Self>,
         route: Option<&Arc<String>>,
         started: Instant,
+        cache: Option<&'static str>,
         response: http::Response<Body>,
     ) -> http::Response<Body> {
-        let cache = response
-            .extensions()
-            .get::<CacheResult>()
-            .map_or("none", |c| c.0);
+        let cache = cache.unwrap_or("none");
         let code = response
             .headers()
-            .get("grpc-status")
+            .get(crate::grpc::code::STATUS_HEADER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<i32>().ok());
         let observation = Observation {
@@ -324,7 +318,7 @@ impl http_body::Body for ObservedBody {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(trailers) = frame.trailers_ref() {
                     let code = trailers
-                        .get("grpc-status")
+                        .get(crate::grpc::code::STATUS_HEADER)
                         .and_then(|v| v.to_str().ok())
                         .and_then(|v| v.parse::<i32>().ok());
                     this.observation.record(code.or(this.observation.code));

@@ -22,7 +22,7 @@ const RESUBSCRIBE_AFTER: Duration = Duration::from_millis(200);
 impl Tiered {
     /// The generations of `scopes` to build a key with: from memory while this replica is in step with the
     /// invalidation channel; else from Redis (at most one failed attempt a second), else the best known.
-    pub async fn generations(&self, scopes: &[&str]) -> Vec<u64> {
+    pub async fn generations<const N: usize>(&self, scopes: &[&str; N]) -> [u64; N] {
         if let Some(known) = self.coherence.trusted(scopes) {
             return known;
         }
@@ -34,10 +34,20 @@ impl Tiered {
             return self.coherence.best_known(scopes);
         };
         match l2.generations(scopes).await {
-            Ok(generations) => {
+            Ok(read) if read.len() == N => {
                 self.coherence
-                    .learn(scopes.iter().copied().zip(generations.iter().copied()));
+                    .learn(scopes.iter().copied().zip(read.iter().copied()));
+                let mut generations = [0; N];
+                generations.copy_from_slice(&read);
                 generations
+            }
+            Ok(read) => {
+                tracing::debug!(
+                    asked = N,
+                    got = read.len(),
+                    "Redis answered the wrong number of generations"
+                );
+                self.coherence.best_known(scopes)
             }
             Err(err) => {
                 self.coherence.asking_failed(&self.clock);

@@ -51,7 +51,7 @@ where
                 if total > limit.saturating_add(1024) {
                     return Err(ReadError::TooLarge { limit });
                 }
-                decoder.push(&data);
+                decoder.push(data);
                 while let Some(message) = decoder.next_message()? {
                     collected.messages.push(message);
                 }
@@ -73,10 +73,29 @@ where
     B: Body<Data = Bytes> + Unpin,
     B::Error: std::fmt::Display,
 {
-    let mut collected = collect(body, limit).await?;
-    match collected.messages.len() {
-        1 => Ok(collected.messages.remove(0)),
-        n => Err(ReadError::MessageCount(n)),
+    // Like `collect`, but keeping only the first message: no list to allocate on the cached path.
+    let mut body = body;
+    let mut decoder = Decoder::new(limit);
+    let (mut first, mut count, mut total) = (None, 0, 0u64);
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| ReadError::Stream(e.to_string()))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        total += data.len() as u64;
+        if total > limit.saturating_add(1024) {
+            return Err(ReadError::TooLarge { limit });
+        }
+        decoder.push(data);
+        while let Some(message) = decoder.next_message()? {
+            count += 1;
+            first.get_or_insert(message);
+        }
+    }
+    decoder.finish()?;
+    match (first, count) {
+        (Some(message), 1) => Ok(message),
+        (_, n) => Err(ReadError::MessageCount(n)),
     }
 }
 

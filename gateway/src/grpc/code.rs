@@ -23,6 +23,26 @@ const NAMES: [(Code, &str); 17] = [
     (Code::Unauthenticated, "UNAUTHENTICATED"),
 ];
 
+/// The `grpc-status` header (a named constant: a header name given as a string is copied on every use).
+pub const STATUS_HEADER: http::HeaderName = http::HeaderName::from_static("grpc-status");
+
+/// The `grpc-message` header.
+pub const MESSAGE_HEADER: http::HeaderName = http::HeaderName::from_static("grpc-message");
+
+/// `code` as a `grpc-status` value; the 17 defined codes without allocating.
+pub fn status_value(code: i32) -> http::HeaderValue {
+    const DIGITS: [&str; 17] = [
+        "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15", "16",
+    ];
+    usize::try_from(code)
+        .ok()
+        .and_then(|i| DIGITS.get(i))
+        .map_or_else(
+            || http::HeaderValue::from(code),
+            |d| http::HeaderValue::from_static(d),
+        )
+}
+
 /// Codes that are never cached, whatever the config says: they describe the backend's state at one moment, not an
 /// answer to the request.
 pub const NEVER_CACHED: [Code; 5] = [

@@ -43,8 +43,14 @@ pub enum FrameError {
 }
 
 /// Splits a byte stream into messages, refusing any message over `limit` bytes before buffering it.
+///
+/// Messages that arrive whole in one chunk (the usual case: a small request in one DATA frame) are handed out as
+/// slices of that chunk, neither copied nor allocated; only messages split across chunks are reassembled.
 #[derive(Debug)]
 pub struct Decoder {
+    /// The received chunk not yet consumed, while nothing is being reassembled.
+    chunk: Bytes,
+    /// Bytes being reassembled across chunks.
     buf: BytesMut,
     limit: u64,
 }
@@ -53,38 +59,38 @@ impl Decoder {
     /// A decoder accepting messages of at most `limit` bytes.
     pub fn new(limit: u64) -> Self {
         Self {
+            chunk: Bytes::new(),
             buf: BytesMut::new(),
             limit,
         }
     }
 
     /// Adds bytes received from the stream.
-    pub fn push(&mut self, chunk: &[u8]) {
-        self.buf.extend_from_slice(chunk);
+    pub fn push(&mut self, chunk: Bytes) {
+        if self.buf.is_empty() && self.chunk.is_empty() {
+            self.chunk = chunk;
+            return;
+        }
+        let pending = std::mem::take(&mut self.chunk);
+        self.buf.extend_from_slice(&pending);
+        self.buf.extend_from_slice(&chunk);
     }
 
     /// The next complete message, `Ok(None)` if more bytes are needed.
     pub fn next_message(&mut self) -> Result<Option<Message>, FrameError> {
-        if self.buf.len() < HEADER_LEN {
+        if !self.chunk.is_empty() {
+            match self.whole_message_in_chunk()? {
+                Some(message) => return Ok(Some(message)),
+                // A message continues past this chunk: reassemble it from here on.
+                None => {
+                    let pending = std::mem::take(&mut self.chunk);
+                    self.buf.extend_from_slice(&pending);
+                }
+            }
+        }
+        let Some((flag, len)) = prefix(&self.buf, self.limit)? else {
             return Ok(None);
-        }
-        let flag = self.buf[0];
-        if flag > 1 {
-            return Err(FrameError::BadFlag(flag));
-        }
-        let len = u64::from(u32::from_be_bytes([
-            self.buf[1],
-            self.buf[2],
-            self.buf[3],
-            self.buf[4],
-        ]));
-        if len > self.limit {
-            return Err(FrameError::TooLarge {
-                len,
-                limit: self.limit,
-            });
-        }
-        let len = usize::try_from(len).unwrap_or(usize::MAX);
+        };
         if self.buf.len() < HEADER_LEN + len {
             self.buf.reserve(HEADER_LEN + len - self.buf.len());
             return Ok(None);
@@ -96,21 +102,60 @@ impl Decoder {
         }))
     }
 
+    /// The next message if the current chunk holds all of it, sliced out of the chunk.
+    fn whole_message_in_chunk(&mut self) -> Result<Option<Message>, FrameError> {
+        let Some((flag, len)) = prefix(&self.chunk, self.limit)? else {
+            return Ok(None);
+        };
+        if self.chunk.len() < HEADER_LEN + len {
+            return Ok(None);
+        }
+        self.chunk.advance(HEADER_LEN);
+        Ok(Some(Message {
+            compressed: flag == 1,
+            bytes: self.chunk.split_to(len),
+        }))
+    }
+
     /// Checks that the stream ended on a message boundary.
     pub fn finish(&self) -> Result<(), FrameError> {
+        if !self.chunk.is_empty() {
+            return Err(truncated(&self.chunk));
+        }
         if self.buf.is_empty() {
             return Ok(());
         }
-        let want = if self.buf.len() < HEADER_LEN {
-            HEADER_LEN
-        } else {
-            HEADER_LEN
-                + u32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]) as usize
-        };
-        Err(FrameError::Truncated {
-            have: self.buf.len(),
-            want,
-        })
+        Err(truncated(&self.buf))
+    }
+}
+
+/// The flag and length of the message at the start of `bytes`, once its prefix is complete; a bad flag or a length
+/// over `limit` is refused before any of the message is buffered.
+fn prefix(bytes: &[u8], limit: u64) -> Result<Option<(u8, usize)>, FrameError> {
+    if bytes.len() < HEADER_LEN {
+        return Ok(None);
+    }
+    let flag = bytes[0];
+    if flag > 1 {
+        return Err(FrameError::BadFlag(flag));
+    }
+    let len = u64::from(u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]));
+    if len > limit {
+        return Err(FrameError::TooLarge { len, limit });
+    }
+    Ok(Some((flag, usize::try_from(len).unwrap_or(usize::MAX))))
+}
+
+/// The error for a stream that ended with `rest` unconsumed.
+fn truncated(rest: &[u8]) -> FrameError {
+    let want = if rest.len() < HEADER_LEN {
+        HEADER_LEN
+    } else {
+        HEADER_LEN + u32::from_be_bytes([rest[1], rest[2], rest[3], rest[4]]) as usize
+    };
+    FrameError::Truncated {
+        have: rest.len(),
+        want,
     }
 }
 
@@ -131,7 +176,7 @@ mod tests {
         let mut d = Decoder::new(100);
         let mut got = Vec::new();
         for byte in wire {
-            d.push(&[byte]);
+            d.push(Bytes::copy_from_slice(&[byte]));
             while let Some(m) = d.next_message().expect("valid") {
                 got.push(m);
             }
@@ -146,7 +191,7 @@ mod tests {
     #[test]
     fn rejects_oversized_before_buffering() {
         let mut d = Decoder::new(4);
-        d.push(&framed(0, b"hello")[..HEADER_LEN]);
+        d.push(Bytes::copy_from_slice(&framed(0, b"hello")[..HEADER_LEN]));
         assert_eq!(
             d.next_message(),
             Err(FrameError::TooLarge { len: 5, limit: 4 })
@@ -156,12 +201,45 @@ mod tests {
     #[test]
     fn rejects_bad_flags_and_truncation() {
         let mut d = Decoder::new(100);
-        d.push(&framed(7, b"x"));
+        d.push(Bytes::from(framed(7, b"x")));
         assert_eq!(d.next_message(), Err(FrameError::BadFlag(7)));
         let mut d = Decoder::new(100);
-        d.push(&framed(0, b"hello")[..7]);
+        d.push(Bytes::copy_from_slice(&framed(0, b"hello")[..7]));
         assert_eq!(d.next_message(), Ok(None));
         assert_eq!(d.finish(), Err(FrameError::Truncated { have: 7, want: 10 }));
+    }
+
+    #[test]
+    fn whole_messages_are_sliced_from_their_chunk_not_copied() {
+        let wire = Bytes::from([framed(0, b"hello"), framed(0, b"world!")].concat());
+        let mut d = Decoder::new(100);
+        d.push(wire.clone());
+        let first = d.next_message().expect("valid").expect("a message");
+        assert_eq!(first.bytes, Bytes::from_static(b"hello"));
+        // Same memory as the chunk: a slice, not a copy.
+        assert_eq!(first.bytes.as_ptr(), wire[HEADER_LEN..].as_ptr());
+        let second = d.next_message().expect("valid").expect("a message");
+        assert_eq!(second.bytes, Bytes::from_static(b"world!"));
+        assert_eq!(d.next_message(), Ok(None));
+        d.finish().expect("ends on a boundary");
+    }
+
+    #[test]
+    fn a_message_split_after_a_whole_one_is_reassembled() {
+        let wire = [framed(0, b"one"), framed(0, b"two-two")].concat();
+        let mut d = Decoder::new(100);
+        d.push(Bytes::copy_from_slice(&wire[..12]));
+        assert_eq!(
+            d.next_message().expect("valid").expect("first").bytes,
+            Bytes::from_static(b"one")
+        );
+        assert_eq!(d.next_message(), Ok(None));
+        d.push(Bytes::copy_from_slice(&wire[12..]));
+        assert_eq!(
+            d.next_message().expect("valid").expect("second").bytes,
+            Bytes::from_static(b"two-two")
+        );
+        d.finish().expect("ends on a boundary");
     }
 
     #[test]

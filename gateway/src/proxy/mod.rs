@@ -21,12 +21,15 @@ use tonic::body::Body;
 pub use self::stats::ProxyStats;
 use crate::config::ApplyTo;
 use crate::layers::deadline::Deadline;
-use crate::metrics::{CacheResult, Metrics};
+use crate::metrics::Metrics;
 use crate::router::{Route, Router};
 use crate::status::GatewayError;
 
 /// Response metadata saying which level answered: `l1`, `l2`, `miss`, `coalesced`, `bypass`.
 pub const CACHE_STATUS_HEADER: &str = "x-strata-cache";
+
+/// [`CACHE_STATUS_HEADER`] as a header name (a name given as a string is copied on every use).
+const CACHE_STATUS: http::HeaderName = http::HeaderName::from_static(CACHE_STATUS_HEADER);
 
 /// Limits and switches of the data path.
 #[derive(Debug, Clone)]
@@ -123,39 +126,36 @@ impl Proxy {
         if !span.is_disabled() {
             let _ = span.set_parent(crate::telemetry::extract(request.headers()));
         }
-        let (route, response) = self
+        let (route, (response, cache)) = self
             .dispatch(request, deadline)
             .instrument(span.clone())
             .await;
         span.record("route", route.map_or("unrouted", |r| r.as_str()));
-        if let Some(result) = response.extensions().get::<CacheResult>() {
-            span.record("cache", result.0);
+        if let Some(cache) = cache {
+            span.record("cache", cache);
         }
         if let Some(code) = response
             .headers()
-            .get("grpc-status")
+            .get(crate::grpc::code::STATUS_HEADER)
             .and_then(|v| v.to_str().ok())
         {
             span.record("grpc.status", code);
         }
-        self.metrics.observe(route, started, response)
+        self.metrics.observe(route, started, cache, response)
     }
 
-    /// Answers a call; returns the name of the route that took it, for the metrics.
+    /// Answers a call; returns the name of the route that took it and the cache result, for the metrics.
     async fn dispatch(
         &self,
         request: http::Request<Body>,
         client_deadline: Deadline,
-    ) -> (Option<&Arc<String>>, http::Response<Body>) {
+    ) -> (Option<&Arc<String>>, Answer) {
         let path = request.uri().path();
         let Some(route) = self.router.route(path) else {
-            return (
-                None,
-                GatewayError::NoRoute {
-                    path: path.to_owned(),
-                }
-                .to_response(None),
-            );
+            let error = GatewayError::NoRoute {
+                path: path.to_owned(),
+            };
+            return (None, (error.to_response(None), None));
         };
         (
             Some(&route.label),
@@ -168,14 +168,14 @@ impl Proxy {
         route: &Route,
         request: http::Request<Body>,
         client_deadline: Deadline,
-    ) -> http::Response<Body> {
+    ) -> Answer {
         // A limit on every call is checked first; one on misses only where a call reaches the backend (a passthrough
         // call always does; on a cached route, the loader checks it).
         if let Some(limit) = &route.rate_limit {
             if limit.apply_to == ApplyTo::All || route.cache.is_none() {
                 if let Err(refused) = limit.check(request.headers()) {
                     self.stats.count_rate_limited();
-                    return refused.to_response(None);
+                    return (refused.to_response(None), None);
                 }
             }
         }
@@ -189,25 +189,31 @@ impl Proxy {
                 _ => match &route.retry {
                     Some(policy) => {
                         let limit = self.options.max_request_bytes;
-                        passthrough::forward_with_retries(
+                        let forwarded = passthrough::forward_with_retries(
                             &route.backend,
                             policy,
                             request,
                             deadline,
                             limit,
-                        )
-                        .await
+                        );
+                        (forwarded.await, None)
                     }
-                    None => passthrough::forward(&route.backend, request, deadline).await,
+                    None => (
+                        passthrough::forward(&route.backend, request, deadline).await,
+                        None,
+                    ),
                 },
             }
         };
         match deadline.at() {
             Some(at) if deadline.at() != client_deadline.at() => {
                 match tokio::time::timeout_at(at, call).await {
-                    Ok(response) => response,
-                    Err(_) => GatewayError::Deadline(deadline.requested().unwrap_or_default())
-                        .to_response(None),
+                    Ok(answer) => answer,
+                    Err(_) => {
+                        let error =
+                            GatewayError::Deadline(deadline.requested().unwrap_or_default());
+                        (error.to_response(None), None)
+                    }
                 }
             }
             _ => call.await,
@@ -218,6 +224,9 @@ impl Proxy {
         self.options.expose_cache_status.then_some(value)
     }
 }
+
+/// A call's response and, on a cached route, where its answer came from (`l1`, `miss`, `bypass`, …).
+type Answer = (http::Response<Body>, Option<&'static str>);
 
 /// Whether the request is a gRPC call (only those are cached; anything else is forwarded as it came).
 fn is_grpc(request: &http::Request<Body>) -> bool {

@@ -11,8 +11,8 @@ use strata_cache::Entry;
 use tonic::body::Body;
 
 use super::loader::PrivateMetadata;
-use super::{CACHE_STATUS_HEADER, metadata};
-use crate::grpc::frame;
+use super::{CACHE_STATUS, metadata};
+use crate::grpc::{code, frame};
 
 /// A response body of at most one message followed by optional trailers, built from shared bytes (no copy).
 #[derive(Debug)]
@@ -84,7 +84,7 @@ pub fn response(
         );
     }
     if let Some(value) = cache_status {
-        headers.insert(CACHE_STATUS_HEADER, HeaderValue::from_static(value));
+        headers.insert(CACHE_STATUS, HeaderValue::from_static(value));
     }
 
     let body = if entry.status_code == 0 {
@@ -105,10 +105,10 @@ pub fn response(
 }
 
 fn put_status(target: &mut HeaderMap, entry: &Entry) {
-    target.insert("grpc-status", HeaderValue::from(entry.status_code));
+    target.insert(code::STATUS_HEADER, code::status_value(entry.status_code));
     if !entry.status_message.is_empty() {
         if let Ok(value) = HeaderValue::from_str(&entry.status_message) {
-            target.insert("grpc-message", value);
+            target.insert(code::MESSAGE_HEADER, value);
         }
     }
 }

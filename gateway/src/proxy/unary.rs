@@ -6,22 +6,21 @@ use http::request::Parts;
 use tonic::body::Body;
 
 use super::loader::{BackendLoader, PrivateSink};
-use super::{CACHE_STATUS_HEADER, Proxy, cache_key, passthrough, replay};
+use super::{CACHE_STATUS, Proxy, cache_key, passthrough, replay};
 use crate::grpc::body;
 use crate::grpc::frame::{self, Message};
 use crate::layers::deadline::Deadline;
-use crate::metrics::CacheResult;
 use crate::router::{CacheRule, Route};
 use crate::status::GatewayError;
 
-/// Answers a call on a cached route.
+/// Answers a call on a cached route; says where the answer came from (`l1`, `miss`, `bypass`, …), for the metrics.
 pub(super) async fn answer(
     proxy: &Proxy,
     route: &Route,
     rule: &Arc<CacheRule>,
     request: http::Request<Body>,
     deadline: Deadline,
-) -> http::Response<Body> {
+) -> (http::Response<Body>, Option<&'static str>) {
     let limit = proxy.options.max_request_bytes;
     let (parts, request_body) = request.into_parts();
     // Bounded by the client's deadline (the deadline layer) and, for clients that send none, by the backend timeout:
@@ -30,13 +29,18 @@ pub(super) async fn answer(
         tokio::time::timeout(route.backend.timeout, body::read_unary(request_body, limit)).await;
     let message = match read {
         Ok(Ok(message)) => message,
-        Ok(Err(err)) => return GatewayError::from_request_read(err, limit).to_response(None),
+        Ok(Err(err)) => {
+            return (
+                GatewayError::from_request_read(err, limit).to_response(None),
+                None,
+            );
+        }
         Err(_) => {
-            return GatewayError::ClientStream(format!(
+            let error = GatewayError::ClientStream(format!(
                 "request not received within {:?}",
                 route.backend.timeout
-            ))
-            .to_response(None);
+            ));
+            return (error.to_response(None), None);
         }
     };
 
@@ -44,9 +48,9 @@ pub(super) async fn answer(
     // key does not vary on must not share answers with other callers. Both go to the backend without the cache.
     if message.compressed || rule.must_bypass(&parts.headers) {
         proxy.stats.count_bypass();
-        return with_cache_result(
+        return (
             bypass(proxy, route, parts, message, deadline).await,
-            "bypass",
+            Some("bypass"),
         );
     }
 
@@ -90,22 +94,13 @@ pub(super) async fn answer(
             let source = lookup.source.as_str();
             let response =
                 replay::response(&lookup.entry, proxy.cache_status(source), private.as_ref());
-            with_cache_result(response, source)
+            (response, Some(source))
         }
-        Err(err) => with_cache_result(
+        Err(err) => (
             GatewayError::from(&err).to_response(proxy.cache_status("miss")),
-            "miss",
+            Some("miss"),
         ),
     }
-}
-
-/// Marks the response with the call's cache result, for the metrics (whether or not the client is told).
-fn with_cache_result(
-    mut response: http::Response<Body>,
-    result: &'static str,
-) -> http::Response<Body> {
-    response.extensions_mut().insert(CacheResult(result));
-    response
 }
 
 /// Forwards the already-read request to the backend and relays the answer as it comes, uncached.
@@ -127,7 +122,7 @@ async fn bypass(
     if let Some(value) = proxy.cache_status("bypass") {
         response
             .headers_mut()
-            .insert(CACHE_STATUS_HEADER, http::HeaderValue::from_static(value));
+            .insert(CACHE_STATUS, http::HeaderValue::from_static(value));
     }
     response
 }
