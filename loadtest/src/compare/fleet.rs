@@ -127,7 +127,14 @@ impl Pinning {
         }
     }
 
-    /// Pins every thread of `pid` to the server CPUs.
+    /// `program`, run on the server CPUs. Pinned from its start, so a runtime that sizes its thread pool by the CPUs
+    /// it may use (tokio) starts no more threads than it has CPUs — threads time-sliced on one CPU add
+    /// scheduler-tick latency (milliseconds) to the tail.
+    pub fn server_command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        pinned(program, self.servers.as_deref())
+    }
+
+    /// Pins every thread of the already running process `pid` to the server CPUs.
     pub fn pin_server(&self, pid: u32) -> anyhow::Result<()> {
         pin(pid, self.servers.as_deref())
     }
@@ -138,15 +145,19 @@ impl Pinning {
     }
 
     /// `program`, run on the client CPUs.
-    pub fn client_command(&self, program: &str) -> Command {
-        match &self.clients {
-            Some(cpus) => {
-                let mut command = Command::new("taskset");
-                command.args(["-c", cpus, program]);
-                command
-            }
-            None => Command::new(program),
+    pub fn client_command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        pinned(program, self.clients.as_deref())
+    }
+}
+
+fn pinned(program: impl AsRef<std::ffi::OsStr>, cpus: Option<&str>) -> Command {
+    match cpus {
+        Some(cpus) => {
+            let mut command = Command::new("taskset");
+            command.args(["-c", cpus]).arg(program);
+            command
         }
+        None => Command::new(program),
     }
 }
 
@@ -182,28 +193,19 @@ pub fn strata_binary() -> anyhow::Result<PathBuf> {
 /// Starts the sample backend (this executable's `backend` command) with `latency` per lookup.
 pub fn backend(latency: &str, pinning: &Pinning) -> anyhow::Result<Process> {
     let addr = free_addr()?;
-    let mut command = Command::new(std::env::current_exe()?);
-    command.args([
-        "backend",
-        "--listen",
-        &addr.to_string(),
-        "--latency",
-        latency,
-    ]);
+    let mut command = pinning.server_command(std::env::current_exe()?);
+    let addr_text = addr.to_string();
+    command.args(["backend", "--listen", &addr_text, "--latency", latency]);
     command.args(["--size", "100000000"]);
-    let process = Process::start(&format!("sample backend ({latency})"), command, addr)?;
-    pinning.pin_server(process.pid())?;
-    Ok(process)
+    Process::start(&format!("sample backend ({latency})"), command, addr)
 }
 
 /// Starts the constant-answer server (this executable's `constant` command).
 pub fn constant(pinning: &Pinning) -> anyhow::Result<Process> {
     let addr = free_addr()?;
-    let mut command = Command::new(std::env::current_exe()?);
+    let mut command = pinning.server_command(std::env::current_exe()?);
     command.args(["constant", "--listen", &addr.to_string()]);
-    let process = Process::start("constant-answer server", command, addr)?;
-    pinning.pin_server(process.pid())?;
-    Ok(process)
+    Process::start("constant-answer server", command, addr)
 }
 
 /// Starts a Strata gateway from `yaml` (whose `listen` and `admin.listen` it sets) with its config in `dir`.
@@ -218,11 +220,9 @@ pub fn gateway(name: &str, yaml: &str, dir: &Path, pinning: &Pinning) -> anyhow:
         );
     let file = dir.join(format!("{name}.yaml"));
     std::fs::write(&file, yaml)?;
-    let mut command = Command::new(strata_binary()?);
+    let mut command = pinning.server_command(strata_binary()?);
     command.arg("serve").arg("--config").arg(&file);
-    let process = Process::start(&format!("gateway {name}"), command, addr)?;
-    pinning.pin_server(process.pid())?;
-    Ok(process)
+    Process::start(&format!("gateway {name}"), command, addr)
 }
 
 /// Starts nginx as a plain gRPC proxy (`grpc_pass`) to `backend`, as a single process; `None` if not installed.
@@ -251,12 +251,10 @@ pub fn nginx(
            server {{ listen {addr} http2; location / {{ grpc_pass grpc://backend; }} }} }}\n"
     );
     std::fs::write(prefix.join("nginx.conf"), conf)?;
-    let mut command = Command::new(program);
+    let mut command = pinning.server_command(program);
     command
         .arg("-p")
         .arg(format!("{}/", prefix.display()))
         .args(["-c", "nginx.conf", "-e", "error.log"]);
-    let process = Process::start("nginx grpc_pass", command, addr)?;
-    pinning.pin_server(process.pid())?;
-    Ok(Some(process))
+    Process::start("nginx grpc_pass", command, addr).map(Some)
 }
