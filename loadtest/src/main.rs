@@ -109,6 +109,16 @@ fn duration(text: &str) -> Result<Duration, String> {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    // The benchmark's load clients run on CPUs of their own; pinned before the runtime starts, so that it starts one
+    // worker per CPU it may use (more would be time-sliced, and the slices would show in the tail latencies).
+    let pinning = match &cli.command {
+        Command::Compare { no_pin, .. } => {
+            let pinning = compare::Pinning::new(!no_pin);
+            pinning.pin_this_client()?;
+            Some(pinning)
+        }
+        _ => None,
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     tracing_subscriber::fmt()
@@ -199,7 +209,7 @@ fn main() -> anyhow::Result<()> {
                     concurrency: concurrency.max(1),
                     json,
                     markdown,
-                    pin: !no_pin,
+                    pinning: pinning.unwrap_or_else(|| compare::Pinning::new(!no_pin)),
                     zipf_warmup,
                 })
                 .await

@@ -3,7 +3,7 @@
 //! clients where there are CPUs to spare), drives each scenario in rotated rounds with strata-load and h2load, and
 //! reports medians, ratios to a reference measured in the same run, and the targets.
 
-mod fleet;
+pub mod fleet;
 mod h2load;
 mod scenario;
 mod targets;
@@ -17,7 +17,8 @@ use std::time::Duration;
 use anyhow::Context;
 use serde_json::json;
 
-use self::fleet::{Pinning, Process};
+pub use self::fleet::Pinning;
+use self::fleet::Process;
 use self::scenario::{Drive, Medians, Round, Scenario};
 use self::targets::Extra;
 use crate::load::{Keys, LoadSpec};
@@ -37,8 +38,8 @@ pub struct CompareOptions {
     pub json: Option<PathBuf>,
     /// A Markdown file whose `<!-- compare:begin/end -->` block receives the tables (docs/BENCHMARKS.md).
     pub markdown: Option<PathBuf>,
-    /// Pin servers and load clients to different CPUs.
-    pub pin: bool,
+    /// Where servers and load clients run (this process already pinned to the client CPUs).
+    pub pinning: Pinning,
     /// Warm-up of the Zipf scenario.
     pub zipf_warmup: Duration,
 }
@@ -57,12 +58,20 @@ impl Drop for WorkDir {
     }
 }
 
-/// Runs the benchmark, prints the tables, and writes the files asked for.
+/// Runs the benchmark, prints the tables, and writes the files asked for. Ctrl-C or SIGTERM end it early, after
+/// stopping every process it started.
 pub async fn run(options: CompareOptions) -> anyhow::Result<()> {
-    // Before pinning: afterwards this process sees only the client CPUs.
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        done = benchmark(options) => done,
+        _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted; every server it started is stopped"),
+        _ = terminate.recv() => anyhow::bail!("terminated; every server it started is stopped"),
+    }
+}
+
+async fn benchmark(options: CompareOptions) -> anyhow::Result<()> {
     let machine = targets::machine();
-    let pinning = Pinning::new(options.pin);
-    pinning.pin_this_client()?;
+    let pinning = options.pinning.clone();
     let dir = WorkDir(std::env::temp_dir().join(format!("strata-compare-{}", std::process::id())));
     std::fs::create_dir_all(&dir.0)?;
 

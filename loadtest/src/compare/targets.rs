@@ -226,7 +226,11 @@ pub fn machine() -> String {
         })
         .map_or("unknown CPU", str::trim)
         .to_owned();
-    let cpus = std::thread::available_parallelism().map_or(0, usize::from);
+    // Counted from /proc/cpuinfo: this process may be pinned to fewer.
+    let cpus = cpuinfo
+        .lines()
+        .filter(|l| l.starts_with("processor"))
+        .count();
     let memory = std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|m| {
