@@ -255,13 +255,18 @@ impl Tiered {
         let (Some(l2), Some(config)) = (&self.l2, &self.lease) else {
             return (self.load(key, loader, mode, None, true).await, Source::Miss);
         };
+        let usable = |e: &Entry| e.is_fresh(self.clock.now());
         let held = match HeldLease::try_take(l2, key, config.ttl)
             .instrument(tracing::info_span!("strata.lease.take"))
             .await
         {
-            Ok(Some(held)) => held,
+            // Another replica may have stored its answer and released its lease since this one read L2 (on a busy
+            // replica that can take a while): look once more before calling the backend.
+            Ok(Some(held)) => match self.stored_meanwhile(key, held).await {
+                Ok(answered) => return answered,
+                Err(held) => held,
+            },
             Ok(None) => {
-                let usable = |e: &Entry| e.is_fresh(self.clock.now());
                 let waited = lease::wait_for_holder(l2, key, config, usable)
                     .instrument(tracing::info_span!("strata.lease.wait"))
                     .await;
@@ -273,18 +278,11 @@ impl Tiered {
                             Source::Coalesced,
                         );
                     }
-                    Waited::Took(held) => {
-                        // The holder may have stored its answer just before releasing: look once more.
-                        if let Some(entry) = self.read_l2(&key).await.filter(|e| usable(e)) {
-                            drop(held);
-                            bump(&self.stats.lease_waited_hit);
-                            return (
-                                self.adopt_other_replicas(key, entry).await,
-                                Source::Coalesced,
-                            );
-                        }
-                        held
-                    }
+                    // The holder may have stored its answer just before releasing: look once more.
+                    Waited::Took(held) => match self.stored_meanwhile(key, held).await {
+                        Ok(answered) => return answered,
+                        Err(held) => held,
+                    },
                     Waited::GaveUp => {
                         // Never an error because of the lease: answer from the backend, and store nothing.
                         bump(&self.stats.lease_gave_up);
@@ -306,6 +304,30 @@ impl Tiered {
             self.load(key, loader, mode, Some(held), true).await,
             Source::Miss,
         )
+    }
+
+    /// Just after this replica took the lease: the fresh answer another replica stored in L2 before releasing its
+    /// own lease, if there is one (then the lease is let go, and the backend is not called), else the lease back.
+    async fn stored_meanwhile(
+        &self,
+        key: Key,
+        held: HeldLease,
+    ) -> Result<(Outcome, Source), HeldLease> {
+        match self
+            .read_l2(&key)
+            .await
+            .filter(|e| e.is_fresh(self.clock.now()))
+        {
+            Some(entry) => {
+                drop(held);
+                bump(&self.stats.lease_waited_hit);
+                Ok((
+                    self.adopt_other_replicas(key, entry).await,
+                    Source::Coalesced,
+                ))
+            }
+            None => Err(held),
+        }
     }
 
     async fn adopt_other_replicas(&self, key: Key, entry: Arc<Entry>) -> Outcome {
