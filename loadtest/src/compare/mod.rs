@@ -48,6 +48,8 @@ pub struct CompareOptions {
 const L2_KEYS: u64 = 2000;
 /// Ids of the Zipf scenario.
 const ZIPF_ITEMS: usize = 100_000;
+/// The open-loop rate at which the Zipf load's mean latency is compared with the backend's.
+const ZIPF_PACED_RPS: f64 = 1000.0;
 
 /// A temporary directory for configs and request files, removed at the end.
 struct WorkDir(PathBuf);
@@ -270,9 +272,19 @@ async fn benchmark(options: CompareOptions) -> anyhow::Result<()> {
     extra.paced_rps = 0.5 * medians.get("l1-hit").map_or(0.0, Medians::best_rps);
     let protoset = dir.0.join("catalog.protoset");
     std::fs::write(&protoset, strata_proto::FILE_DESCRIPTOR_SET)?;
-    let paced = |addr| paced_p99(addr, extra.paced_rps, options.round_duration * 2, &protoset);
-    extra.l1_paced_p99_ms = paced(tiered.addr).await?;
-    extra.ceiling_paced_p99_ms = paced(ceiling.addr).await?;
+    let window = options.round_duration * 2;
+    let p99 = |r: crate::run::report::Report| millis(r.percentile(99.0));
+    extra.l1_paced_p99_ms =
+        p99(paced(tiered.addr, extra.paced_rps, window, &protoset, false).await?);
+    extra.ceiling_paced_p99_ms =
+        p99(paced(ceiling.addr, extra.paced_rps, window, &protoset, false).await?);
+    // Latency of the Zipf load against the backend's own, at a rate both sustain with room to spare (closed-loop
+    // means at 16 in flight measure throughput, not latency).
+    let zipf_through = paced(zipf_gateway.addr, ZIPF_PACED_RPS, window, &protoset, true).await?;
+    let zipf_direct = paced(slow.addr, ZIPF_PACED_RPS, window, &protoset, true).await?;
+    extra.zipf_paced_rps = ZIPF_PACED_RPS;
+    extra.zipf_paced_mean_ms = millis(zipf_through.average());
+    extra.direct_paced_mean_ms = millis(zipf_direct.average());
     let stampede = crate::stampede::run(&redis_url).await?;
     extra.stampede_backend_calls = stampede.backend_calls;
 
@@ -341,6 +353,9 @@ async fn benchmark(options: CompareOptions) -> anyhow::Result<()> {
                 "paced_rps": extra.paced_rps,
                 "l1_paced_p99_ms": extra.l1_paced_p99_ms,
                 "ceiling_paced_p99_ms": extra.ceiling_paced_p99_ms,
+                "zipf_paced_rps": ZIPF_PACED_RPS,
+                "zipf_paced_mean_ms": extra.zipf_paced_mean_ms,
+                "direct_2ms_paced_mean_ms": extra.direct_paced_mean_ms,
                 "zipf_rss_bytes": extra.zipf_rss_bytes,
                 "zipf_l1_bytes": extra.zipf_l1_bytes,
             },
@@ -454,18 +469,31 @@ async fn check_status(s: &Scenario) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// p99 of an open-loop run of GetItem item-1 at `rps` against `target` (latency from each call's due time).
-async fn paced_p99(
+/// An open-loop run of GetItem at `rps` against `target` (latency from each call's due time): for `item-1`, or
+/// for Zipf(1.0)-distributed ids over the Zipf scenario's 100 000 when `zipf`.
+async fn paced(
     target: std::net::SocketAddr,
     rps: f64,
     duration: Duration,
     protoset: &std::path::Path,
-) -> anyhow::Result<f64> {
+    zipf: bool,
+) -> anyhow::Result<crate::run::report::Report> {
+    let (data, keys) = if zipf {
+        (
+            json!({"id": "item-{{.Key}}"}),
+            json!({"distribution": "zipf", "count": ZIPF_ITEMS, "exponent": 1.0}),
+        )
+    } else {
+        (json!({"id": "item-1"}), serde_json::Value::Null)
+    };
+    let mut x_strata = json!({"arrival": "open"});
+    if !keys.is_null() {
+        x_strata["keys"] = keys;
+    }
     let serde_json::Value::Object(map) = json!({
         "call": "demo.v1.Catalog/GetItem", "host": target.to_string(), "insecure": true,
         "protoset": protoset, "rps": rps.max(1.0), "duration": format!("{}ms", duration.as_millis()),
-        "concurrency": 64, "connections": 2, "timeout": "5s", "data": {"id": "item-1"},
-        "x-strata": {"arrival": "open"},
+        "concurrency": 64, "connections": 2, "timeout": "5s", "data": data, "x-strata": x_strata,
     }) else {
         unreachable!("a JSON object literal")
     };
@@ -476,7 +504,11 @@ async fn paced_p99(
         "paced run against {target}: {:?}",
         report.tally.by_error
     );
-    Ok(report.percentile(99.0).as_secs_f64() * 1e3)
+    Ok(report)
+}
+
+fn millis(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
 }
 
 /// redis-benchmark's GET p50 with one connection, in ms; None when it is not installed or says nothing usable.
