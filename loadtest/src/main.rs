@@ -198,10 +198,10 @@ fn main() -> anyhow::Result<()> {
                 markdown,
                 no_pin,
             } => {
-                let (rounds, round_duration, zipf_warmup) = if quick {
-                    (3, Duration::from_millis(500), Duration::from_secs(1))
+                let (rounds, round_duration, zipf_warmup_calls) = if quick {
+                    (3, Duration::from_millis(500), 20_000)
                 } else {
-                    (rounds.max(1), round_duration, Duration::from_secs(10))
+                    (rounds.max(1), round_duration, 1_000_000)
                 };
                 compare::run(compare::CompareOptions {
                     rounds,
@@ -210,7 +210,7 @@ fn main() -> anyhow::Result<()> {
                     json,
                     markdown,
                     pinning: pinning.unwrap_or_else(|| compare::Pinning::new(!no_pin)),
-                    zipf_warmup,
+                    zipf_warmup_calls,
                 })
                 .await
             }

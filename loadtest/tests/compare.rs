@@ -95,9 +95,10 @@ fn a_quick_compare_prints_the_tables_and_writes_the_raw_figures() {
         for round in rounds {
             let requests = round["requests"].as_u64().unwrap_or(0);
             let answered = |level: &str| round["by_cache"][level].as_u64().unwrap_or(0);
-            // The Zipf scenario still meets new ids after its short warm-up here: most, not all, are hits.
+            // The Zipf scenario still meets many new ids after its short warm-up here (a third of the calls after
+            // 20 000: Zipf's long tail): most, not all, are hits.
             let (at_level, share) = match name {
-                "zipf" => (answered("l1") + answered("l2"), 7),
+                "zipf" => (answered("l1") + answered("l2"), 5),
                 _ => (answered(level), 9),
             };
             assert!(
