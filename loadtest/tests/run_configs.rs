@@ -91,38 +91,33 @@ async fn every_shipped_config_runs_and_reports_in_ghz_json() {
     gateway.stop().await;
 }
 
-#[test]
-fn a_bad_config_is_refused_with_the_key_named() {
+/// Runs `strata-load run` on a config file holding `text`; it must fail: returns what it said.
+fn refusal(text: &str) -> String {
     let dir = std::env::temp_dir().join(format!("strata-run-bad-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let file = dir.join("bad.json");
-    std::fs::write(
-        &file,
-        r#"{"call": "demo.v1.Catalog.GetItem", "host": "127.0.0.1:1", "insecure": true, "concurency": 5,
-            "x-strata": {"keys": {"distribution": "zipf", "count": 10, "exponent": -1}}}"#,
-    )
-    .expect("write");
+    std::fs::write(&file, text).expect("write");
     let output = Command::new(env!("CARGO_BIN_EXE_strata-load"))
         .args(["run", "--config"])
         .arg(&file)
         .output()
         .expect("strata-load runs");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success());
-    assert!(stderr.contains("concurency"), "{stderr}");
-    std::fs::write(
-        &file,
+    std::fs::remove_dir_all(dir).expect("clean up");
+    assert!(!output.status.success(), "{text} was accepted");
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn a_bad_config_is_refused_with_the_key_named() {
+    // A typo'd ghz key.
+    let said = refusal(
+        r#"{"call": "demo.v1.Catalog.GetItem", "host": "127.0.0.1:1", "insecure": true, "concurency": 5}"#,
+    );
+    assert!(said.contains("concurency"), "{said}");
+    // A bad x-strata value.
+    let said = refusal(
         r#"{"call": "demo.v1.Catalog.GetItem", "host": "127.0.0.1:1", "insecure": true, "data": {"id": "{{.Key}}"},
             "x-strata": {"keys": {"distribution": "zipf", "count": 10, "exponent": -1}}}"#,
-    )
-    .expect("write");
-    let output = Command::new(env!("CARGO_BIN_EXE_strata-load"))
-        .args(["run", "--config"])
-        .arg(&file)
-        .output()
-        .expect("strata-load runs");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success());
-    assert!(stderr.contains("x-strata.keys.exponent"), "{stderr}");
-    std::fs::remove_dir_all(dir).expect("clean up");
+    );
+    assert!(said.contains("x-strata.keys.exponent"), "{said}");
 }
