@@ -285,3 +285,91 @@ mod tests {
         assert_eq!(e.state(1_100), EntryState::Expired);
     }
 }
+
+/// Fuzzing on stable (proptest): entries come back from Redis, which anything with access to it can write, so
+/// decoding any bytes must fail cleanly — never panic — and every entry must survive its own encoding.
+/// `STRATA_FUZZ_CASES` sets the cases per property (default 5000, a few seconds; raise it for a long run).
+#[cfg(test)]
+mod fuzz {
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+    use proptest::sample::Index;
+
+    use super::*;
+
+    fn cases() -> u32 {
+        std::env::var("STRATA_FUZZ_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(5000)
+    }
+
+    fn metadata() -> impl Strategy<Value = Metadata> {
+        ("[a-z0-9-]{1,16}", vec(any::<u8>(), 0..24)).prop_map(|(name, value)| Metadata {
+            name,
+            value: Bytes::from(value),
+        })
+    }
+
+    prop_compose! {
+        fn entry()(
+            message in vec(any::<u8>(), 0..300),
+            status_code in any::<i32>(),
+            status_message in ".{0,24}",
+            headers in vec(metadata(), 0..4),
+            trailers in vec(metadata(), 0..4),
+            times in any::<[u64; 4]>(),
+            fetch_micros in any::<u64>(),
+        ) -> Entry {
+            let [created, fresh_until, revalidate_until, stale_if_error_until] = times;
+            Entry {
+                message: Bytes::from(message),
+                status_code,
+                status_message,
+                headers,
+                trailers,
+                created,
+                fresh_until,
+                revalidate_until,
+                stale_if_error_until,
+                stale_until: fresh_until.max(revalidate_until).max(stale_if_error_until),
+                fetch_time: Duration::from_micros(fetch_micros),
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(cases()))]
+
+        #[test]
+        fn any_bytes_decode_or_fail_cleanly(bytes in vec(any::<u8>(), 0..600)) {
+            let _ = Entry::decode(Bytes::from(bytes));
+        }
+
+        #[test]
+        fn damaged_entries_decode_or_fail_cleanly(
+            entry in entry(),
+            flips in vec((any::<Index>(), 1..=255u8), 1..8),
+            cut in any::<Index>(),
+        ) {
+            let mut bytes = entry.encode().to_vec();
+            for (at, mask) in flips {
+                let i = at.index(bytes.len().max(1)).min(bytes.len().saturating_sub(1));
+                if let Some(b) = bytes.get_mut(i) {
+                    *b ^= mask;
+                }
+            }
+            bytes.truncate(cut.index(bytes.len() + 1));
+            if let Ok(decoded) = Entry::decode(Bytes::from(bytes)) {
+                // Whatever decodes is an entry the cache can use: its windows in order.
+                prop_assert!(decoded.stale_until >= decoded.fresh_until);
+                let _ = decoded.weight();
+            }
+        }
+
+        #[test]
+        fn entries_survive_their_encoding(entry in entry()) {
+            prop_assert_eq!(Entry::decode(entry.encode()).expect("its own encoding decodes"), entry);
+        }
+    }
+}

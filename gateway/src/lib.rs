@@ -7,6 +7,8 @@ pub mod admin;
 mod assemble;
 pub mod backend;
 pub mod config;
+#[cfg(test)]
+mod fuzz;
 pub mod grpc;
 pub mod layers;
 pub mod metrics;

@@ -1,7 +1,7 @@
 //! The data path: route a call, then either answer it through the cache (cached unary routes) or forward it
 //! untouched (everything else).
 
-mod cache_control;
+pub(crate) mod cache_control;
 pub mod cache_key;
 mod loader;
 mod metadata;
