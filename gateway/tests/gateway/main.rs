@@ -10,6 +10,7 @@ mod coalescing;
 mod deadlines;
 mod health;
 mod invalidation;
+mod isolation;
 mod limits;
 mod metrics;
 mod passthrough;
