@@ -9,6 +9,7 @@ mod cli;
 mod coalescing;
 mod deadlines;
 mod health;
+mod hostile;
 mod invalidation;
 mod isolation;
 mod limits;
