@@ -10,6 +10,7 @@ mod coalescing;
 mod deadlines;
 mod health;
 mod hostile;
+mod hostile_backend;
 mod invalidation;
 mod isolation;
 mod limits;

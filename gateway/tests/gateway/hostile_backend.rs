@@ -1,0 +1,103 @@
+//! Hostile (or broken) backends on a cached route: two messages on a unary call, trailers without a `grpc-status`,
+//! no trailers at all. The client gets a clear status, and nothing is cached: the next call asks the backend again.
+//! (Answers larger than `max_entry_bytes`: `caching::answers_over_max_entry_bytes_are_relayed_not_stored`.)
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+
+use crate::key;
+use crate::support::gateway::{TestGateway, config};
+use crate::support::raw;
+
+/// How the backend misbehaves.
+#[derive(Debug, Clone, Copy)]
+enum Misbehaviour {
+    TwoMessages,
+    TrailersWithoutStatus,
+    NoTrailers,
+}
+
+/// An HTTP/2 server answering every call with `misbehaviour`; counts the calls.
+async fn broken_backend(misbehaviour: Misbehaviour) -> (String, Arc<AtomicU64>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let calls = Arc::new(AtomicU64::new(0));
+    let counted = calls.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let calls = counted.clone();
+            let service = hyper::service::service_fn(move |request: http::Request<Incoming>| {
+                calls.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    let _ = request.into_body().collect().await;
+                    let message = Bytes::from(raw::framed(&key("from-a-broken-backend")));
+                    let mut ok = http::HeaderMap::new();
+                    ok.insert("grpc-status", http::HeaderValue::from_static("0"));
+                    let mut no_status = http::HeaderMap::new();
+                    no_status.insert("x-something", http::HeaderValue::from_static("else"));
+                    let frames: Vec<Result<Frame<Bytes>, Infallible>> = match misbehaviour {
+                        Misbehaviour::TwoMessages => vec![
+                            Ok(Frame::data(message.clone())),
+                            Ok(Frame::data(message)),
+                            Ok(Frame::trailers(ok)),
+                        ],
+                        Misbehaviour::TrailersWithoutStatus => {
+                            vec![Ok(Frame::data(message)), Ok(Frame::trailers(no_status))]
+                        }
+                        Misbehaviour::NoTrailers => vec![Ok(Frame::data(message))],
+                    };
+                    http::Response::builder()
+                        .header("content-type", "application/grpc")
+                        .body(StreamBody::new(futures::stream::iter(frames)))
+                }
+            });
+            tokio::spawn(async move {
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (url, calls)
+}
+
+#[tokio::test]
+async fn broken_answers_fail_cleanly_and_are_never_cached() {
+    for misbehaviour in [
+        Misbehaviour::TwoMessages,
+        Misbehaviour::TrailersWithoutStatus,
+        Misbehaviour::NoTrailers,
+    ] {
+        let (url, calls) = broken_backend(misbehaviour).await;
+        let gateway = TestGateway::start(&config(&url, "", "")).await;
+        let body = raw::framed(&key("k"));
+        for attempt in 1..=2 {
+            let answer = raw::call(gateway.addr, "/testing.v1.Lookup/Get", &[], body.clone()).await;
+            assert!(
+                answer.grpc_status != "0" && answer.grpc_status != "<none>",
+                "{misbehaviour:?}: a broken answer must not pass as OK: {answer:?}"
+            );
+            assert!(
+                !answer.grpc_message.is_empty(),
+                "{misbehaviour:?}: says why: {answer:?}"
+            );
+            assert_eq!(
+                calls.load(Ordering::SeqCst),
+                attempt,
+                "{misbehaviour:?}: nothing was cached, the backend is asked again"
+            );
+        }
+        gateway.stop().await;
+    }
+}
