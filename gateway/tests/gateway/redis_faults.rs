@@ -139,3 +139,77 @@ async fn garbage_in_redis_is_a_miss_and_gets_replaced() {
     assert_eq!(answer.cache, "l2");
     gateway.stop().await;
 }
+
+/// Sends `signal` (`STOP`, `CONT`) to process `pid`.
+fn signal(pid: u32, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .args([&format!("-{signal}"), &pid.to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "kill -{signal} {pid}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_frozen_during_steady_load_fails_no_call_and_delays_none_past_its_timeouts() {
+    // The nastiest Redis fault: the TCP connection stays up and nothing answers (kill -STOP). L1 is off, so every
+    // call goes through L2 (timeout 50 ms).
+    let redis = RedisServer::start();
+    let pid = redis.pid().expect("redis pid");
+    let backend = TestBackend::start().await;
+    let gateway =
+        TestGateway::start(&config(&backend.url(), &l2_block(&redis.url(), true), "")).await;
+    let client = gateway.client().await;
+    assert!(answered_from_l2_within(&client, "k0", Duration::from_secs(5)).await);
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let workers: Vec<_> = (0..8)
+        .map(|w| {
+            let (mut client, stop) = (client.clone(), stop.clone());
+            tokio::spawn(async move {
+                let (mut calls, mut failed, mut slowest) = (0u64, 0u64, Duration::ZERO);
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    let started = std::time::Instant::now();
+                    if get(&mut client, key(&format!("k{}", (w + calls) % 10)), None)
+                        .await
+                        .is_err()
+                    {
+                        failed += 1;
+                    }
+                    slowest = slowest.max(started.elapsed());
+                    calls += 1;
+                }
+                (calls, failed, slowest)
+            })
+        })
+        .collect();
+
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    signal(pid, "STOP");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    signal(pid, "CONT");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+
+    let (mut calls, mut failed, mut slowest) = (0, 0, Duration::ZERO);
+    for worker in workers {
+        let (c, f, s) = worker.await.expect("worker");
+        calls += c;
+        failed += f;
+        slowest = slowest.max(s);
+    }
+    assert_eq!(
+        failed, 0,
+        "no call fails while Redis is frozen ({calls} calls)"
+    );
+    // A call waiting on the frozen Redis would take the whole 1.5 s; each Redis operation on the way (generations,
+    // the GET) gives up after its 50 ms timeout instead. 1 s leaves room for a debug build on a busy machine.
+    assert!(
+        slowest < Duration::from_secs(1),
+        "slowest call {slowest:?} waited on the frozen Redis"
+    );
+    assert!(
+        answered_from_l2_within(&client, "k1", Duration::from_secs(10)).await,
+        "L2 serves again after kill -CONT"
+    );
+    gateway.stop().await;
+}
