@@ -3,6 +3,7 @@
 
 mod support;
 
+mod backend_faults;
 mod backends;
 mod caching;
 mod cli;

@@ -1,0 +1,82 @@
+//! A backend killed under load and brought back: cached keys are still answered, the others fail fast with
+//! UNAVAILABLE — never a hang — and once it is back, misses are served again without restarting the gateway.
+
+use std::time::{Duration, Instant};
+
+use crate::support::backend::TestBackend;
+use crate::support::eventually;
+use crate::support::gateway::{TestGateway, config_with_route};
+use crate::{get, key};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_backend_leaves_cached_keys_answered_and_the_rest_failing_fast_until_it_returns() {
+    let backend = TestBackend::start().await;
+    let addr = backend.addr;
+    let gateway = TestGateway::start(&config_with_route(&backend.url(), "ttl: 30s", "", "")).await;
+    let mut client = gateway.client().await;
+    for i in 0..10 {
+        get(&mut client, key(&format!("cached-{i}")), None)
+            .await
+            .expect("warm");
+    }
+
+    backend.stop().await;
+    // Under load for a second: 4 workers, cached and uncached keys alternating.
+    let until = Instant::now() + Duration::from_secs(1);
+    let workers: Vec<_> = (0..4)
+        .map(|w| {
+            let mut client = client.clone();
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                let mut n = 0;
+                while Instant::now() < until {
+                    let (name, cached) = if n % 2 == 0 {
+                        (format!("cached-{}", (w + n) % 10), true)
+                    } else {
+                        (format!("new-{w}-{n}"), false)
+                    };
+                    let started = Instant::now();
+                    let result = get(&mut client, key(&name), None).await;
+                    seen.push((
+                        cached,
+                        result.map(|a| a.cache).map_err(|s| s.code()),
+                        started.elapsed(),
+                    ));
+                    n += 1;
+                }
+                seen
+            })
+        })
+        .collect();
+    let mut calls = 0;
+    for worker in workers {
+        for (cached, result, took) in worker.await.expect("worker") {
+            calls += 1;
+            match (cached, result) {
+                (true, Ok(level)) => assert_eq!(level, "l1"),
+                (false, Err(code)) => assert_eq!(code, tonic::Code::Unavailable),
+                (cached, other) => panic!("cached {cached}: {other:?}"),
+            }
+            assert!(
+                took < Duration::from_millis(500),
+                "a call took {took:?} with the backend down"
+            );
+        }
+    }
+    assert!(calls > 20, "the load ran: {calls} calls");
+
+    let _back = TestBackend::start_on(addr).await;
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            let mut client = client.clone();
+            async move {
+                get(&mut client, key("after"), None)
+                    .await
+                    .is_ok_and(|a| a.cache == "miss")
+            }
+        })
+        .await,
+        "misses are served again once the backend is back, without a gateway restart"
+    );
+    gateway.stop().await;
+}
