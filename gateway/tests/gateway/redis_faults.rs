@@ -1,4 +1,5 @@
-//! Redis absent, killed, back again, or holding garbage: calls never fail because of it.
+//! Redis absent, killed, frozen, back again, or holding garbage — alone or under steady load: calls never fail because
+//! of it, and none waits on Redis past its timeouts.
 
 use std::time::Duration;
 
@@ -149,25 +150,26 @@ fn signal(pid: u32, signal: &str) {
     assert!(status.success(), "kill -{signal} {pid}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_frozen_during_steady_load_fails_no_call_and_delays_none_past_its_timeouts() {
-    // The nastiest Redis fault: the TCP connection stays up and nothing answers (kill -STOP). L1 is off, so every
-    // call goes through L2 (timeout 50 ms).
-    let redis = RedisServer::start();
-    let pid = redis.pid().expect("redis pid");
-    let backend = TestBackend::start().await;
-    let gateway =
-        TestGateway::start(&config(&backend.url(), &l2_block(&redis.url(), true), "")).await;
-    let client = gateway.client().await;
-    assert!(answered_from_l2_within(&client, "k0", Duration::from_secs(5)).await);
+/// What steady load saw while a fault happened.
+struct LoadSeen {
+    calls: u64,
+    failed: u64,
+    slowest: Duration,
+}
 
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+/// 8 workers calling keys k0…k9 in a loop while `fault` runs (plus 0.5 s before and after).
+async fn steady_load_during(
+    client: &LookupClient<Channel>,
+    fault: impl std::future::Future<Output = ()>,
+) -> LoadSeen {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
     let workers: Vec<_> = (0..8)
         .map(|w| {
             let (mut client, stop) = (client.clone(), stop.clone());
             tokio::spawn(async move {
                 let (mut calls, mut failed, mut slowest) = (0u64, 0u64, Duration::ZERO);
-                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                while !stop.load(Ordering::SeqCst) {
                     let started = std::time::Instant::now();
                     if get(&mut client, key(&format!("k{}", (w + calls) % 10)), None)
                         .await
@@ -182,34 +184,90 @@ async fn redis_frozen_during_steady_load_fails_no_call_and_delays_none_past_its_
             })
         })
         .collect();
-
     tokio::time::sleep(Duration::from_millis(500)).await;
-    signal(pid, "STOP");
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    signal(pid, "CONT");
+    fault.await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    stop.store(true, std::sync::atomic::Ordering::SeqCst);
-
-    let (mut calls, mut failed, mut slowest) = (0, 0, Duration::ZERO);
+    stop.store(true, Ordering::SeqCst);
+    let mut seen = LoadSeen {
+        calls: 0,
+        failed: 0,
+        slowest: Duration::ZERO,
+    };
     for worker in workers {
         let (c, f, s) = worker.await.expect("worker");
-        calls += c;
-        failed += f;
-        slowest = slowest.max(s);
+        seen.calls += c;
+        seen.failed += f;
+        seen.slowest = seen.slowest.max(s);
     }
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_frozen_during_steady_load_fails_no_call_and_delays_none_past_its_timeouts() {
+    // The nastiest Redis fault: the TCP connection stays up and nothing answers (kill -STOP). L1 is off, so every
+    // call goes through L2 (timeout 50 ms).
+    let redis = RedisServer::start();
+    let pid = redis.pid().expect("redis pid");
+    let backend = TestBackend::start().await;
+    let gateway =
+        TestGateway::start(&config(&backend.url(), &l2_block(&redis.url(), true), "")).await;
+    let client = gateway.client().await;
+    assert!(answered_from_l2_within(&client, "k0", Duration::from_secs(5)).await);
+
+    let seen = steady_load_during(&client, async {
+        signal(pid, "STOP");
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        signal(pid, "CONT");
+    })
+    .await;
     assert_eq!(
-        failed, 0,
-        "no call fails while Redis is frozen ({calls} calls)"
+        seen.failed, 0,
+        "no call fails while Redis is frozen ({} calls)",
+        seen.calls
     );
     // A call waiting on the frozen Redis would take the whole 1.5 s; each Redis operation on the way (generations,
     // the GET) gives up after its 50 ms timeout instead. 1 s leaves room for a debug build on a busy machine.
     assert!(
-        slowest < Duration::from_secs(1),
-        "slowest call {slowest:?} waited on the frozen Redis"
+        seen.slowest < Duration::from_secs(1),
+        "slowest call {:?} waited on the frozen Redis",
+        seen.slowest
     );
     assert!(
         answered_from_l2_within(&client, "k1", Duration::from_secs(10)).await,
         "L2 serves again after kill -CONT"
+    );
+    gateway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_and_restarted_during_steady_load_fails_no_call_and_fills_again() {
+    let mut redis = RedisServer::start();
+    let backend = TestBackend::start().await;
+    let gateway =
+        TestGateway::start(&config(&backend.url(), &l2_block(&redis.url(), true), "")).await;
+    let client = gateway.client().await;
+    assert!(answered_from_l2_within(&client, "k0", Duration::from_secs(5)).await);
+
+    let seen = steady_load_during(&client, async {
+        redis.kill();
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        // Back on the same port, empty (no persistence): the gateway reconnects and refills it.
+        redis.restart();
+    })
+    .await;
+    assert_eq!(
+        seen.failed, 0,
+        "no call fails while Redis is down ({} calls)",
+        seen.calls
+    );
+    assert!(
+        seen.slowest < Duration::from_secs(1),
+        "slowest call {:?}",
+        seen.slowest
+    );
+    assert!(
+        answered_from_l2_within(&client, "k2", Duration::from_secs(10)).await,
+        "the restarted Redis is filled and read again"
     );
     gateway.stop().await;
 }
