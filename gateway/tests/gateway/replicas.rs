@@ -214,3 +214,94 @@ async fn gateways_over_a_redis_cluster_share_answers_leases_and_invalidations() 
     a.stop().await;
     b.stop().await;
 }
+
+/// Calls keys `load-0` … `load-199` on the gateway at `addr` until `stop`; returns (calls, failed).
+async fn load_on(
+    addr: std::net::SocketAddr,
+    worker: u64,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> (u64, u64) {
+    let Ok(channel) = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+        .expect("uri")
+        .connect()
+        .await
+    else {
+        return (0, 1);
+    };
+    let mut client = crate::support::pb::lookup_client::LookupClient::new(channel);
+    let (mut calls, mut failed) = (0u64, 0u64);
+    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+        let name = format!("load-{}", (worker * 37 + calls * 7) % 200);
+        if get(&mut client, key(&name), None).await.is_err() {
+            failed += 1;
+        }
+        calls += 1;
+    }
+    (calls, failed)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_killed_mid_load_leaves_the_others_serving_and_no_lease_past_its_ttl() {
+    let redis = RedisServer::start();
+    let backend = TestBackend::start().await;
+    // Slow lookups, so that leases are held while the doomed replica dies.
+    backend.slow_down(50);
+    let yaml = config_with_route(
+        &backend.url(),
+        "ttl: 30s",
+        &shared_redis(&redis.url(), "2s", "500ms"),
+        "",
+    );
+    let mut doomed = GatewayProcess::start(&yaml).await;
+    let survivors = [
+        TestGateway::start(&yaml).await,
+        TestGateway::start(&yaml).await,
+    ];
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let on_doomed: Vec<_> = (0..4)
+        .map(|w| tokio::spawn(load_on(doomed.addr, w, stop.clone())))
+        .collect();
+    let on_survivors: Vec<_> = (0..8)
+        .map(|w| {
+            tokio::spawn(load_on(
+                survivors[(w % 2) as usize].addr,
+                100 + w,
+                stop.clone(),
+            ))
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    doomed.kill(); // SIGKILL: no cleanup, its leases stay behind in Redis
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+
+    for worker in on_doomed {
+        let _ = worker.await.expect("worker"); // the killed replica's callers fail; that is expected
+    }
+    let (mut calls, mut failed) = (0, 0);
+    for worker in on_survivors {
+        let (c, f) = worker.await.expect("worker");
+        calls += c;
+        failed += f;
+    }
+    assert!(calls > 50, "the survivors were under load: {calls} calls");
+    assert_eq!(failed, 0, "the other replicas keep serving ({calls} calls)");
+
+    // Whatever leases the killed replica held expire with their ttl (2 s): none is left behind.
+    let leases = || {
+        redis
+            .keys()
+            .into_iter()
+            .filter(|k| k.contains(":lease:"))
+            .count()
+    };
+    assert!(
+        eventually(Duration::from_secs(3), || async { leases() == 0 }).await,
+        "{} leases outlived their ttl",
+        leases()
+    );
+    for survivor in survivors {
+        survivor.stop().await;
+    }
+}
