@@ -80,3 +80,79 @@ async fn a_killed_backend_leaves_cached_keys_answered_and_the_rest_failing_fast_
     );
     gateway.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blackholed_endpoint_ends_calls_at_their_deadline_leaves_the_rotation_and_health_stays_serving()
+ {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_client::HealthClient;
+
+    let (good, doomed) = (TestBackend::start().await, TestBackend::start().await);
+    let hole = crate::support::blackhole::Blackhole::start(doomed.addr).await;
+    // Active health checks take a silent endpoint out (passive outlier detection counts errors, not timeouts).
+    let yaml = format!(
+        "listen: 127.0.0.1:0\nadmin: {{ listen: 127.0.0.1:0 }}\nbackends:\n  pool:\n    endpoints: [\"{}\", \"http://{}\"]\n    \
+         timeout: 300ms\n    health_check: {{ interval: 100ms, timeout: 100ms, unhealthy_threshold: 2 }}\n\
+         routes:\n  - match: \"*\"\n    backend: pool\n    cache: {{ ttl: 30s }}\n",
+        good.url(),
+        hole.addr
+    );
+    let gateway = TestGateway::start(&yaml).await;
+    let mut client = gateway.client().await;
+    for i in 0..10 {
+        get(&mut client, key(&format!("before-{i}")), None)
+            .await
+            .expect("both endpoints answer");
+    }
+    assert!(
+        doomed.get_calls() > 0,
+        "the endpoint behind the relay was in rotation"
+    );
+
+    hole.swallow();
+    // Calls that land on the blackhole end at the backend timeout (300 ms): not sooner, and never hang. Round robin
+    // sends one of the first two there, before the health checks notice.
+    let mut failed = Vec::new();
+    for i in 0..10 {
+        let started = Instant::now();
+        let result = get(&mut client, key(&format!("during-{i}")), None).await;
+        let took = started.elapsed();
+        assert!(took < Duration::from_secs(2), "a call hung for {took:?}");
+        if let Err(status) = result {
+            failed.push((status.code(), took));
+        }
+    }
+    assert!(!failed.is_empty(), "a call reached the blackhole");
+    for (code, took) in &failed {
+        assert!(
+            matches!(
+                code,
+                tonic::Code::DeadlineExceeded | tonic::Code::Unavailable
+            ),
+            "{code:?}"
+        );
+        assert!(
+            *took >= Duration::from_millis(250),
+            "ended at the deadline, not before: {took:?}"
+        );
+    }
+    // After two failed checks (≈300 ms) the endpoint leaves the rotation: every call succeeds on the other one.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for i in 0..20 {
+        get(&mut client, key(&format!("after-{i}")), None)
+            .await
+            .expect("the blackholed endpoint is out of rotation");
+    }
+    let health = HealthClient::new(gateway.channel().await)
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .expect("the gateway's own health answers")
+        .into_inner();
+    assert_eq!(
+        health.status, 1,
+        "the gateway stays SERVING (1): {health:?}"
+    );
+    gateway.stop().await;
+}

@@ -2,6 +2,7 @@
 //! and the gateway itself, each on a random loopback port.
 
 pub mod backend;
+pub mod blackhole;
 pub mod certs;
 pub mod gateway;
 pub mod process;
