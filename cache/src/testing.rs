@@ -179,6 +179,11 @@ impl RedisCluster {
     pub fn urls(&self) -> Vec<String> {
         self.nodes.iter().map(RedisServer::url).collect()
     }
+
+    /// Kills master `i` (0–2): its slots have no server until it is restarted (there are no replicas).
+    pub fn kill_master(&mut self, i: usize) {
+        self.nodes[i].kill();
+    }
 }
 
 impl RedisServer {

@@ -63,6 +63,9 @@ async fn a_killed_backend_leaves_cached_keys_answered_and_the_rest_failing_fast_
             );
         }
     }
+    eprintln!(
+        "backend killed: {calls} calls, cached answered, new ones UNAVAILABLE, none over 500 ms"
+    );
     assert!(calls > 20, "the load ran: {calls} calls");
 
     let _back = TestBackend::start_on(addr).await;
@@ -122,6 +125,7 @@ async fn a_blackholed_endpoint_ends_calls_at_their_deadline_leaves_the_rotation_
             failed.push((status.code(), took));
         }
     }
+    eprintln!("endpoint blackholed: calls that reached it (code, time): {failed:?}");
     assert!(!failed.is_empty(), "a call reached the blackhole");
     for (code, took) in &failed {
         assert!(

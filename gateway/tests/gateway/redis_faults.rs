@@ -157,6 +157,16 @@ struct LoadSeen {
     slowest: Duration,
 }
 
+impl LoadSeen {
+    /// Prints what the load saw (visible with `--nocapture`; docs/RELIABILITY.md quotes it).
+    fn report(&self, fault: &str) {
+        eprintln!(
+            "{fault}: {} calls, {} failed, slowest {:?}",
+            self.calls, self.failed, self.slowest
+        );
+    }
+}
+
 /// 8 workers calling keys k0…k9 in a loop while `fault` runs (plus 0.5 s before and after).
 async fn steady_load_during(
     client: &LookupClient<Channel>,
@@ -220,6 +230,7 @@ async fn redis_frozen_during_steady_load_fails_no_call_and_delays_none_past_its_
         signal(pid, "CONT");
     })
     .await;
+    seen.report("Redis frozen for 1.5 s");
     assert_eq!(
         seen.failed, 0,
         "no call fails while Redis is frozen ({} calls)",
@@ -255,6 +266,7 @@ async fn redis_killed_and_restarted_during_steady_load_fails_no_call_and_fills_a
         redis.restart();
     })
     .await;
+    seen.report("Redis killed for 1 s, restarted");
     assert_eq!(
         seen.failed, 0,
         "no call fails while Redis is down ({} calls)",
@@ -268,6 +280,47 @@ async fn redis_killed_and_restarted_during_steady_load_fails_no_call_and_fills_a
     assert!(
         answered_from_l2_within(&client, "k2", Duration::from_secs(10)).await,
         "the restarted Redis is filled and read again"
+    );
+    gateway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_cluster_master_down_during_steady_load_fails_no_call() {
+    let mut cluster = strata_cache::testing::RedisCluster::start();
+    let backend = TestBackend::start().await;
+    let nodes = cluster
+        .urls()
+        .iter()
+        .map(|u| format!("\"{u}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    // L1 off: every call goes through the cluster.
+    let cache =
+        format!("  l1: {{ max_bytes: 0 }}\n  l2: {{ cluster: [{nodes}], timeout: 200ms }}\n");
+    let gateway = TestGateway::start(&config(&backend.url(), &cache, "")).await;
+    let client = gateway.client().await;
+    // The cluster connection is made in the background: wait until L2 answers.
+    assert!(
+        answered_from_l2_within(&client, "k3", Duration::from_secs(10)).await,
+        "the cluster serves"
+    );
+
+    // One master of three gone for good (no replicas: a third of the slots have no server).
+    let seen = steady_load_during(&client, async {
+        cluster.kill_master(0);
+        tokio::time::sleep(Duration::from_millis(2000)).await;
+    })
+    .await;
+    seen.report("Redis Cluster master killed");
+    assert_eq!(
+        seen.failed, 0,
+        "calls keep succeeding with a master down ({} calls)",
+        seen.calls
+    );
+    assert!(
+        seen.slowest < Duration::from_secs(2),
+        "slowest call {:?}",
+        seen.slowest
     );
     gateway.stop().await;
 }
