@@ -178,9 +178,22 @@ async fn read_outcome(tcp: &mut TcpStream, streams: &[u32], within: Duration) ->
     outcome
 }
 
+/// Resident memory of this test process (gateway, backend and clients together), in bytes.
+fn rss() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .map_or(0, |kib| kib * 1024)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_streams_on_one_connection_are_answered_or_refused_and_others_are_served() {
     let (backend, gateway) = start(&config_for).await;
+    let rss_before = rss();
     let mut tcp = open(gateway.addr).await;
     let streams: Vec<u32> = (0..10_000).map(|i| 1 + 2 * i).collect();
     let mut burst = Vec::new();
@@ -245,6 +258,14 @@ async fn ten_thousand_streams_on_one_connection_are_answered_or_refused_and_othe
     get(&mut client, key("after"), None)
         .await
         .expect("and after it");
+    // Memory stays bounded: nothing of the 10 000 requests is kept (the whole test process, so a loose bound; the
+    // burst itself is ~1.5 MiB of frames).
+    let grown = rss().saturating_sub(rss_before);
+    assert!(
+        grown < 64 * 1024 * 1024,
+        "the process grew by {} MiB",
+        grown >> 20
+    );
     gateway.stop().await;
 }
 
