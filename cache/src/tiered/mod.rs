@@ -154,7 +154,18 @@ impl Tiered {
                 EntryState::Expired => {}
             }
         }
+        // Boxed: the flight, L2, lease and loader steps make a future of several KiB, and an L1 hit — the common
+        // case — would otherwise pay for moving all of it with every call.
+        Box::pin(self.join_flight(key, loader, fallback)).await
+    }
 
+    /// Past L1: waits for the key's flight if one is under way, else leads it.
+    async fn join_flight<L: Loader>(
+        self: &Arc<Self>,
+        key: Key,
+        loader: L,
+        fallback: Option<Arc<Entry>>,
+    ) -> Result<Lookup, LoadError> {
         let wait_until = Instant::now() + self.flight_wait;
         loop {
             match self.flights.join(key) {

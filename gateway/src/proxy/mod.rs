@@ -189,13 +189,14 @@ impl Proxy {
                 _ => match &route.retry {
                     Some(policy) => {
                         let limit = self.options.max_request_bytes;
-                        let forwarded = passthrough::forward_with_retries(
+                        // Boxed: a large future the calls without retries should not carry.
+                        let forwarded = Box::pin(passthrough::forward_with_retries(
                             &route.backend,
                             policy,
                             request,
                             deadline,
                             limit,
-                        );
+                        ));
                         (forwarded.await, None)
                     }
                     None => (
