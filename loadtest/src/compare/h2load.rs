@@ -75,6 +75,65 @@ pub async fn run(
     parse(&text).with_context(|| format!("cannot read h2load's output:\n{text}"))
 }
 
+/// The median time of `calls` calls made one at a time (one connection, one stream) against `/demo.v1.Catalog/GetItem`
+/// at `target`, in milliseconds — the latency a server adds with nothing queued, measured by a client as lean as
+/// redis-benchmark. Read from h2load's per-request log (`--log-file`); every call must end with HTTP 200.
+pub async fn one_in_flight_p50(
+    target: SocketAddr,
+    body: &Path,
+    calls: u64,
+    pinning: &Pinning,
+) -> anyhow::Result<f64> {
+    let log = body.with_file_name(format!("h2load-{}.log", target.port()));
+    let _ = std::fs::remove_file(&log);
+    let mut command = pinning.client_command("h2load");
+    command
+        .args(["-n", &calls.to_string(), "-c", "1", "-m", "1", "-t", "1"])
+        .arg(format!("--log-file={}", log.display()))
+        .arg("-d")
+        .arg(body)
+        .args(["-H", "content-type: application/grpc", "-H", "te: trailers"])
+        .arg(format!("http://{target}/demo.v1.Catalog/GetItem"));
+    let output = tokio::process::Command::from(command)
+        .output()
+        .await
+        .context("cannot run h2load")?;
+    anyhow::ensure!(
+        output.status.success(),
+        "h2load failed: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let text = std::fs::read_to_string(&log)
+        .with_context(|| format!("h2load wrote no log at {}", log.display()))?;
+    let _ = std::fs::remove_file(&log);
+    median_from_log(&text, calls)
+}
+
+/// The median of the log's third column (microseconds until the end of the response), in milliseconds.
+fn median_from_log(text: &str, calls: u64) -> anyhow::Result<f64> {
+    let mut micros = Vec::with_capacity(usize::try_from(calls).unwrap_or(0));
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let columns: Vec<&str> = line.split('\t').collect();
+        let (Some(status), Some(time)) = (columns.get(1), columns.get(2)) else {
+            anyhow::bail!("unexpected h2load log line: {line:?}");
+        };
+        anyhow::ensure!(*status == "200", "a call ended with HTTP {status}");
+        micros.push(
+            time.trim()
+                .parse::<u64>()
+                .context("h2load log: time column")?,
+        );
+    }
+    anyhow::ensure!(
+        micros.len() as u64 == calls,
+        "h2load logged {} of {calls} calls",
+        micros.len()
+    );
+    micros.sort_unstable();
+    Ok(micros[micros.len() / 2] as f64 / 1e3)
+}
+
 /// Reads `finished in …, N req/s`, `requests: … N failed` and `time for request: min max mean …`.
 fn parse(text: &str) -> Option<H2loadReport> {
     let finished = text.lines().find(|l| l.starts_with("finished in"))?;
@@ -130,5 +189,21 @@ mod tests {
         assert!((report.rps - 51234.67).abs() < 1e-6);
         assert!((report.mean_ms - 1.22).abs() < 1e-9);
         assert_eq!(report.failed, 0);
+    }
+
+    #[test]
+    fn reads_the_per_request_log() {
+        let log =
+            "1732440000000000\t200\t120\n1732440000000200\t200\t90\n1732440000000400\t200\t300\n";
+        assert!((median_from_log(log, 3).unwrap() - 0.120).abs() < 1e-9);
+        assert!(
+            median_from_log(log, 4).is_err(),
+            "a call missing from the log"
+        );
+        let failed = "1732440000000000\t503\t120\n";
+        assert!(
+            median_from_log(failed, 1).is_err(),
+            "a call that did not end with 200"
+        );
     }
 }

@@ -271,6 +271,13 @@ async fn benchmark(options: CompareOptions) -> anyhow::Result<()> {
     .await?
     .percentile_ms(0.5);
     extra.redis_get_p50_ms = redis_get_p50(redis.port(), &pinning).await;
+    if h2load {
+        extra.l2_p50_h2load_ms = Some(l2_p50_h2load(l2_only.addr, &body, &pinning).await?);
+        if let Some(nginx) = &nginx {
+            extra.idle_p50 =
+                Some(idle_p50(fast.addr, nginx.addr, passthrough.addr, &body, &pinning).await?);
+        }
+    }
     extra.paced_rps = 0.5 * medians.get("l1-hit").map_or(0.0, Medians::best_rps);
     let protoset = dir.0.join("catalog.protoset");
     std::fs::write(&protoset, strata_proto::FILE_DESCRIPTOR_SET)?;
@@ -351,6 +358,10 @@ async fn benchmark(options: CompareOptions) -> anyhow::Result<()> {
             }).collect::<Vec<_>>(),
             "extra": {
                 "l2_p50_ms_one_in_flight": extra.l2_p50_ms,
+                "l2_p50_ms_one_in_flight_h2load": extra.l2_p50_h2load_ms,
+                "p50_ms_one_in_flight_h2load": extra.idle_p50.map(|i| json!({
+                    "direct": i.direct_ms, "nginx": i.nginx_ms, "passthrough": i.passthrough_ms,
+                })),
                 "redis_get_p50_ms": extra.redis_get_p50_ms,
                 "paced_rps": extra.paced_rps,
                 "l1_paced_p99_ms": extra.l1_paced_p99_ms,
@@ -511,6 +522,66 @@ async fn paced(
 
 fn millis(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
+}
+
+/// Calls made one at a time by h2load for each p50 below.
+const ONE_IN_FLIGHT_CALLS: u64 = 3000;
+
+/// The L2-hit p50 with one call in flight, by h2load (its fixed request, `item-1`, must be answered from L2: the
+/// gateway has no L1, and the first call stores it if the warm-up did not).
+async fn l2_p50_h2load(
+    target: std::net::SocketAddr,
+    body: &std::path::Path,
+    pinning: &Pinning,
+) -> anyhow::Result<f64> {
+    let one = LoadSpec {
+        target,
+        concurrency: 1,
+        connections: 1,
+        duration: Duration::from_secs(5),
+        max_requests: 1,
+        keys: Keys::Fixed("item-1".into()),
+        timeout: Duration::from_secs(5),
+    };
+    let mut answered = crate::load::run(&one).await?;
+    if !answered.by_cache.contains_key("l2") {
+        // Stored by that call: give the write-back a moment to reach Redis.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        answered = crate::load::run(&one).await?;
+    }
+    anyhow::ensure!(
+        answered.by_cache.contains_key("l2"),
+        "item-1 is not answered from L2: {:?}",
+        answered.by_cache
+    );
+    h2load::one_in_flight_p50(target, body, ONE_IN_FLIGHT_CALLS, pinning).await
+}
+
+/// The p50 with one call in flight of the backend, nginx and Strata's passthrough, alternated over three rounds;
+/// medians.
+async fn idle_p50(
+    direct: std::net::SocketAddr,
+    nginx: std::net::SocketAddr,
+    passthrough: std::net::SocketAddr,
+    body: &std::path::Path,
+    pinning: &Pinning,
+) -> anyhow::Result<targets::IdleP50> {
+    let mut rounds = [Vec::new(), Vec::new(), Vec::new()];
+    for _ in 0..3 {
+        for (i, target) in [direct, nginx, passthrough].into_iter().enumerate() {
+            rounds[i]
+                .push(h2load::one_in_flight_p50(target, body, ONE_IN_FLIGHT_CALLS, pinning).await?);
+        }
+    }
+    let [direct_ms, nginx_ms, passthrough_ms] = rounds.map(|mut r| {
+        r.sort_by(f64::total_cmp);
+        r[r.len() / 2]
+    });
+    Ok(targets::IdleP50 {
+        direct_ms,
+        nginx_ms,
+        passthrough_ms,
+    })
 }
 
 /// redis-benchmark's GET p50 with one connection, in ms; None when it is not installed or says nothing usable.

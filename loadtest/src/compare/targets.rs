@@ -11,8 +11,12 @@ use super::scenario::{Medians, Scenario};
 /// Figures measured outside the rotated rounds.
 #[derive(Debug, Clone, Default)]
 pub struct Extra {
-    /// L2-hit p50 with one call in flight, ms.
+    /// L2-hit p50 with one call in flight (strata-load), ms.
     pub l2_p50_ms: f64,
+    /// The same measured by h2load, as lean a client as redis-benchmark (None: h2load missing).
+    pub l2_p50_h2load_ms: Option<f64>,
+    /// p50s with one call in flight (h2load), for the latency a proxy adds with nothing queued.
+    pub idle_p50: Option<IdleP50>,
     /// redis-benchmark GET p50 with one connection, ms (None: redis-benchmark missing).
     pub redis_get_p50_ms: Option<f64>,
     /// The open-loop rate at which p99s were compared (50 % of the L1-hit throughput).
@@ -33,6 +37,17 @@ pub struct Extra {
     pub zipf_l1_bytes: u64,
     /// Backend calls of the stampede.
     pub stampede_backend_calls: u64,
+}
+
+/// Medians of the p50 with one call in flight, ms: the backend called directly, through nginx, through Strata.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct IdleP50 {
+    /// The backend called directly.
+    pub direct_ms: f64,
+    /// Through nginx `grpc_pass`.
+    pub nginx_ms: f64,
+    /// Through Strata's passthrough route.
+    pub passthrough_ms: f64,
 }
 
 /// One target and whether this run met it.
@@ -89,11 +104,23 @@ pub fn check(medians: &BTreeMap<&str, Medians>, extra: &Extra) -> Vec<Target> {
                 format!("{ratio:.2} ×"),
                 Some(ratio >= 1.2),
             );
+            // Lower at both ends: under load (16 in flight, where p50 is mostly queueing) and with one call in
+            // flight (what each hop adds with nothing queued).
             let (ours, theirs) = (pass.p50_ms - direct.p50_ms, nginx.p50_ms - direct.p50_ms);
+            let mut measured = format!("{ours:+.3} ms vs {theirs:+.3} ms at 16 in flight");
+            let mut met = ours < theirs;
+            if let Some(idle) = extra.idle_p50 {
+                let (ours, theirs) = (
+                    idle.passthrough_ms - idle.direct_ms,
+                    idle.nginx_ms - idle.direct_ms,
+                );
+                let _ = write!(measured, "; {ours:+.3} ms vs {theirs:+.3} ms at 1 (h2load)");
+                met &= ours < theirs;
+            }
             push(
                 "Passthrough adds less p50 than nginx grpc_pass",
-                format!("{:+.3} ms vs {:+.3} ms", ours, theirs),
-                Some(ours < theirs),
+                measured,
+                Some(met),
             );
         }
         _ => {
@@ -110,11 +137,28 @@ pub fn check(medians: &BTreeMap<&str, Medians>, extra: &Extra) -> Vec<Target> {
         }
     }
     match extra.redis_get_p50_ms {
-        Some(redis) => push(
-            "L2-hit p50 ≤ Redis GET p50 + 150 µs (1 call in flight)",
-            format!("{:.3} ms vs {:.3} + 0.150 ms", extra.l2_p50_ms, redis),
-            Some(extra.l2_p50_ms <= redis + 0.150),
-        ),
+        // Judged on h2load's figure where there is one: a C client like redis-benchmark, so the comparison is
+        // between the two servers, not between the two clients. strata-load's figure is shown beside it.
+        Some(redis) => {
+            let (p50, measured) = match extra.l2_p50_h2load_ms {
+                Some(h2load) => (
+                    h2load,
+                    format!(
+                        "{h2load:.3} ms (h2load; strata-load {:.3}) vs {redis:.3} + 0.150 ms",
+                        extra.l2_p50_ms
+                    ),
+                ),
+                None => (
+                    extra.l2_p50_ms,
+                    format!("{:.3} ms vs {redis:.3} + 0.150 ms", extra.l2_p50_ms),
+                ),
+            };
+            push(
+                "L2-hit p50 ≤ Redis GET p50 + 150 µs (1 call in flight)",
+                measured,
+                Some(p50 <= redis + 0.150),
+            )
+        }
         None => push(
             "L2-hit p50 ≤ Redis GET p50 + 150 µs",
             "redis-benchmark missing".into(),
