@@ -283,10 +283,28 @@ async fn benchmark(options: CompareOptions) -> anyhow::Result<()> {
     std::fs::write(&protoset, strata_proto::FILE_DESCRIPTOR_SET)?;
     let window = options.round_duration * 2;
     let p99 = |r: crate::run::report::Report| millis(r.percentile(99.0));
-    extra.l1_paced_p99_ms =
-        p99(paced(tiered.addr, extra.paced_rps, window, &protoset, false).await?);
-    extra.ceiling_paced_p99_ms =
-        p99(paced(ceiling.addr, extra.paced_rps, window, &protoset, false).await?);
+    // A tail from one run of each is mostly the neighbours' on a shared box: three alternated runs each, medians.
+    let (mut l1_p99s, mut ceiling_p99s) = (Vec::new(), Vec::new());
+    for _ in 0..PACED_RUNS {
+        l1_p99s.push(p99(paced(
+            tiered.addr,
+            extra.paced_rps,
+            window,
+            &protoset,
+            false,
+        )
+        .await?));
+        ceiling_p99s.push(p99(paced(
+            ceiling.addr,
+            extra.paced_rps,
+            window,
+            &protoset,
+            false,
+        )
+        .await?));
+    }
+    extra.l1_paced_p99_ms = median(l1_p99s);
+    extra.ceiling_paced_p99_ms = median(ceiling_p99s);
     // Latency of the Zipf load against the backend's own, at a rate both sustain with room to spare (closed-loop
     // means at 16 in flight measure throughput, not latency).
     let zipf_through = paced(zipf_gateway.addr, ZIPF_PACED_RPS, window, &protoset, true).await?;
@@ -524,6 +542,16 @@ fn millis(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
+/// Open-loop runs of the L1 hit and of the ceiling at half the L1-hit rate, alternated; their p99s' medians are
+/// compared.
+const PACED_RUNS: usize = 3;
+
+/// The median of a few figures (the upper one of the middle two for an even count).
+fn median(mut figures: Vec<f64>) -> f64 {
+    figures.sort_by(f64::total_cmp);
+    figures.get(figures.len() / 2).copied().unwrap_or(0.0)
+}
+
 /// Calls made one at a time by h2load for each p50 below.
 const ONE_IN_FLIGHT_CALLS: u64 = 3000;
 
@@ -573,10 +601,7 @@ async fn idle_p50(
                 .push(h2load::one_in_flight_p50(target, body, ONE_IN_FLIGHT_CALLS, pinning).await?);
         }
     }
-    let [direct_ms, nginx_ms, passthrough_ms] = rounds.map(|mut r| {
-        r.sort_by(f64::total_cmp);
-        r[r.len() / 2]
-    });
+    let [direct_ms, nginx_ms, passthrough_ms] = rounds.map(median);
     Ok(targets::IdleP50 {
         direct_ms,
         nginx_ms,
