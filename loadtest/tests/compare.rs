@@ -121,6 +121,24 @@ fn a_quick_compare_prints_the_tables_and_writes_the_raw_figures() {
     let zipf = &scenarios[8]["median"];
     assert!(zipf["backend_share"].as_f64().is_some(), "{zipf}");
     assert!(figures["extra"]["zipf_rss_bytes"].as_u64().unwrap_or(0) > 0);
+    // The one-in-flight p50s by h2load: the L2 hit's, and the backend's, nginx's and the passthrough's.
+    let extra = &figures["extra"];
+    assert!(
+        extra["l2_p50_ms_one_in_flight_h2load"]
+            .as_f64()
+            .unwrap_or(0.0)
+            > 0.0,
+        "{extra}"
+    );
+    for proxy in ["direct", "nginx", "passthrough"] {
+        assert!(
+            extra["p50_ms_one_in_flight_h2load"][proxy]
+                .as_f64()
+                .unwrap_or(0.0)
+                > 0.0,
+            "{proxy}: {extra}"
+        );
+    }
     assert_eq!(figures["stampede"]["backend_calls"], 1);
     assert_eq!(figures["stampede"]["calls"], 3000);
 }

@@ -54,24 +54,18 @@ pub async fn run(
     pinning: &Pinning,
 ) -> anyhow::Result<H2loadReport> {
     let seconds = duration.as_secs().max(1).to_string();
-    let mut command = pinning.client_command("h2load");
-    command
-        .args(["-D", &seconds, "-t", "1"])
-        .args(["-c", &connections.to_string(), "-m", &streams.to_string()])
-        .arg("-d")
-        .arg(body)
-        .args(["-H", "content-type: application/grpc", "-H", "te: trailers"])
-        .arg(format!("http://{target}/demo.v1.Catalog/GetItem"));
-    let output = tokio::process::Command::from(command)
-        .output()
-        .await
-        .context("cannot run h2load")?;
-    let text = String::from_utf8_lossy(&output.stdout);
-    anyhow::ensure!(
-        output.status.success(),
-        "h2load failed: {text}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let (connections, streams) = (connections.to_string(), streams.to_string());
+    let options = [
+        "-D",
+        &seconds,
+        "-t",
+        "1",
+        "-c",
+        &connections,
+        "-m",
+        &streams,
+    ];
+    let text = get_item(target, body, &options, pinning).await?;
     parse(&text).with_context(|| format!("cannot read h2load's output:\n{text}"))
 }
 
@@ -86,10 +80,25 @@ pub async fn one_in_flight_p50(
 ) -> anyhow::Result<f64> {
     let log = body.with_file_name(format!("h2load-{}.log", target.port()));
     let _ = std::fs::remove_file(&log);
+    let (count, log_option) = (calls.to_string(), format!("--log-file={}", log.display()));
+    let options = ["-n", &count, "-c", "1", "-m", "1", "-t", "1", &log_option];
+    get_item(target, body, &options, pinning).await?;
+    let text = std::fs::read_to_string(&log)
+        .with_context(|| format!("h2load wrote no log at {}", log.display()))?;
+    let _ = std::fs::remove_file(&log);
+    median_from_log(&text, calls)
+}
+
+/// Runs h2load with `options`, sending `body` as a gRPC `GetItem` call to `target`; returns what it printed.
+async fn get_item(
+    target: SocketAddr,
+    body: &Path,
+    options: &[&str],
+    pinning: &Pinning,
+) -> anyhow::Result<String> {
     let mut command = pinning.client_command("h2load");
     command
-        .args(["-n", &calls.to_string(), "-c", "1", "-m", "1", "-t", "1"])
-        .arg(format!("--log-file={}", log.display()))
+        .args(options)
         .arg("-d")
         .arg(body)
         .args(["-H", "content-type: application/grpc", "-H", "te: trailers"])
@@ -98,16 +107,13 @@ pub async fn one_in_flight_p50(
         .output()
         .await
         .context("cannot run h2load")?;
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
     anyhow::ensure!(
         output.status.success(),
-        "h2load failed: {}{}",
-        String::from_utf8_lossy(&output.stdout),
+        "h2load failed: {text}{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let text = std::fs::read_to_string(&log)
-        .with_context(|| format!("h2load wrote no log at {}", log.display()))?;
-    let _ = std::fs::remove_file(&log);
-    median_from_log(&text, calls)
+    Ok(text)
 }
 
 /// The median of the log's third column (microseconds until the end of the response), in milliseconds.
