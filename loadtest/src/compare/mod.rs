@@ -257,6 +257,7 @@ async fn benchmark(options: CompareOptions) -> anyhow::Result<()> {
     let mut extra = Extra {
         zipf_rss_bytes: zipf_gateway.rss_bytes(),
         zipf_l1_bytes,
+        concurrency: options.concurrency,
         ..Extra::default()
     };
     extra.l2_p50_ms = crate::load::run(&LoadSpec {
@@ -555,6 +556,9 @@ fn median(mut figures: Vec<f64>) -> f64 {
 /// Calls made one at a time by h2load for each p50 below.
 const ONE_IN_FLIGHT_CALLS: u64 = 3000;
 
+/// Alternated rounds of the backend's, nginx's and the passthrough's one-in-flight p50s.
+const ONE_IN_FLIGHT_ROUNDS: usize = 3;
+
 /// The L2-hit p50 with one call in flight, by h2load (its fixed request, `item-1`, must be answered from L2: the
 /// gateway has no L1, and the first call stores it if the warm-up did not).
 async fn l2_p50_h2load(
@@ -585,7 +589,7 @@ async fn l2_p50_h2load(
     h2load::one_in_flight_p50(target, body, ONE_IN_FLIGHT_CALLS, pinning).await
 }
 
-/// The p50 with one call in flight of the backend, nginx and Strata's passthrough, alternated over three rounds;
+/// The p50 with one call in flight of the backend, nginx and Strata's passthrough, alternated over a few rounds;
 /// medians.
 async fn idle_p50(
     direct: std::net::SocketAddr,
@@ -595,7 +599,7 @@ async fn idle_p50(
     pinning: &Pinning,
 ) -> anyhow::Result<targets::IdleP50> {
     let mut rounds = [Vec::new(), Vec::new(), Vec::new()];
-    for _ in 0..3 {
+    for _ in 0..ONE_IN_FLIGHT_ROUNDS {
         for (i, target) in [direct, nginx, passthrough].into_iter().enumerate() {
             rounds[i]
                 .push(h2load::one_in_flight_p50(target, body, ONE_IN_FLIGHT_CALLS, pinning).await?);

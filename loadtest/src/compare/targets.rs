@@ -11,6 +11,8 @@ use super::scenario::{Medians, Scenario};
 /// Figures measured outside the rotated rounds.
 #[derive(Debug, Clone, Default)]
 pub struct Extra {
+    /// strata-load's calls in flight in the rotated rounds.
+    pub concurrency: usize,
     /// L2-hit p50 with one call in flight (strata-load), ms.
     pub l2_p50_ms: f64,
     /// The same measured by h2load, as lean a client as redis-benchmark (None: h2load missing).
@@ -104,10 +106,13 @@ pub fn check(medians: &BTreeMap<&str, Medians>, extra: &Extra) -> Vec<Target> {
                 format!("{ratio:.2} ×"),
                 Some(ratio >= 1.2),
             );
-            // Lower at both ends: under load (16 in flight, where p50 is mostly queueing) and with one call in
-            // flight (what each hop adds with nothing queued).
+            // Lower at both ends: under load (the rounds' calls in flight, where p50 is mostly queueing) and with
+            // one call in flight (what each hop adds with nothing queued).
             let (ours, theirs) = (pass.p50_ms - direct.p50_ms, nginx.p50_ms - direct.p50_ms);
-            let mut measured = format!("{ours:+.3} ms vs {theirs:+.3} ms at 16 in flight");
+            let mut measured = format!(
+                "{ours:+.3} ms vs {theirs:+.3} ms at {} in flight",
+                extra.concurrency
+            );
             let mut met = ours < theirs;
             if let Some(idle) = extra.idle_p50 {
                 let (ours, theirs) = (
