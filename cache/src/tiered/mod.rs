@@ -266,7 +266,6 @@ impl Tiered {
         let (Some(l2), Some(config)) = (&self.l2, &self.lease) else {
             return (self.load(key, loader, mode, None, true).await, Source::Miss);
         };
-        let usable = |e: &Entry| e.is_fresh(self.clock.now());
         let held = match HeldLease::try_take(l2, key, config.ttl)
             .instrument(tracing::info_span!("strata.lease.take"))
             .await
@@ -278,6 +277,7 @@ impl Tiered {
                 Err(held) => held,
             },
             Ok(None) => {
+                let usable = |e: &Entry| e.is_fresh(self.clock.now());
                 let waited = lease::wait_for_holder(l2, key, config, usable)
                     .instrument(tracing::info_span!("strata.lease.wait"))
                     .await;

@@ -7,7 +7,7 @@ use crate::support::RedisServer;
 use tonic::transport::Channel;
 
 use crate::support::backend::TestBackend;
-use crate::support::gateway::{TestGateway, config, l2_block};
+use crate::support::gateway::{TestGateway, cluster_nodes, config, l2_block};
 use crate::support::pb::lookup_client::LookupClient;
 use crate::support::{eventually, free_port};
 use crate::{get, key};
@@ -165,6 +165,21 @@ impl LoadSeen {
             self.calls, self.failed, self.slowest
         );
     }
+
+    /// Reports, then asserts that no call failed during `fault` and none took `limit` or longer.
+    fn assert_all_answered_within(&self, fault: &str, limit: Duration) {
+        self.report(fault);
+        assert_eq!(
+            self.failed, 0,
+            "no call fails during: {fault} ({} calls)",
+            self.calls
+        );
+        assert!(
+            self.slowest < limit,
+            "{fault}: slowest call {:?}, limit {limit:?}",
+            self.slowest
+        );
+    }
 }
 
 /// 8 workers calling keys k0…k9 in a loop while `fault` runs (plus 0.5 s before and after).
@@ -230,19 +245,9 @@ async fn redis_frozen_during_steady_load_fails_no_call_and_delays_none_past_its_
         signal(pid, "CONT");
     })
     .await;
-    seen.report("Redis frozen for 1.5 s");
-    assert_eq!(
-        seen.failed, 0,
-        "no call fails while Redis is frozen ({} calls)",
-        seen.calls
-    );
     // A call waiting on the frozen Redis would take the whole 1.5 s; each Redis operation on the way (generations,
     // the GET) gives up after its 50 ms timeout instead. 1 s leaves room for a debug build on a busy machine.
-    assert!(
-        seen.slowest < Duration::from_secs(1),
-        "slowest call {:?} waited on the frozen Redis",
-        seen.slowest
-    );
+    seen.assert_all_answered_within("Redis frozen for 1.5 s", Duration::from_secs(1));
     assert!(
         answered_from_l2_within(&client, "k1", Duration::from_secs(10)).await,
         "L2 serves again after kill -CONT"
@@ -266,17 +271,7 @@ async fn redis_killed_and_restarted_during_steady_load_fails_no_call_and_fills_a
         redis.restart();
     })
     .await;
-    seen.report("Redis killed for 1 s, restarted");
-    assert_eq!(
-        seen.failed, 0,
-        "no call fails while Redis is down ({} calls)",
-        seen.calls
-    );
-    assert!(
-        seen.slowest < Duration::from_secs(1),
-        "slowest call {:?}",
-        seen.slowest
-    );
+    seen.assert_all_answered_within("Redis killed for 1 s, restarted", Duration::from_secs(1));
     assert!(
         answered_from_l2_within(&client, "k2", Duration::from_secs(10)).await,
         "the restarted Redis is filled and read again"
@@ -288,12 +283,7 @@ async fn redis_killed_and_restarted_during_steady_load_fails_no_call_and_fills_a
 async fn a_redis_cluster_master_down_during_steady_load_fails_no_call() {
     let mut cluster = strata_cache::testing::RedisCluster::start();
     let backend = TestBackend::start().await;
-    let nodes = cluster
-        .urls()
-        .iter()
-        .map(|u| format!("\"{u}\""))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let nodes = cluster_nodes(&cluster);
     // L1 off: every call goes through the cluster.
     let cache =
         format!("  l1: {{ max_bytes: 0 }}\n  l2: {{ cluster: [{nodes}], timeout: 200ms }}\n");
@@ -311,16 +301,6 @@ async fn a_redis_cluster_master_down_during_steady_load_fails_no_call() {
         tokio::time::sleep(Duration::from_millis(2000)).await;
     })
     .await;
-    seen.report("Redis Cluster master killed");
-    assert_eq!(
-        seen.failed, 0,
-        "calls keep succeeding with a master down ({} calls)",
-        seen.calls
-    );
-    assert!(
-        seen.slowest < Duration::from_secs(2),
-        "slowest call {:?}",
-        seen.slowest
-    );
+    seen.assert_all_answered_within("Redis Cluster master killed", Duration::from_secs(2));
     gateway.stop().await;
 }

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use crate::support::backend::TestBackend;
-use crate::support::gateway::{TestGateway, config_with_route};
+use crate::support::gateway::{TestGateway, cluster_nodes, config_with_route};
 use crate::support::process::GatewayProcess;
 use crate::support::{RedisServer, eventually};
 use crate::{get, key};
@@ -134,12 +134,7 @@ async fn a_replica_killed_holding_the_lease_delays_the_others_by_wait_only() {
 async fn gateways_over_a_redis_cluster_share_answers_leases_and_invalidations() {
     let cluster = strata_cache::testing::RedisCluster::start();
     let backend = TestBackend::start().await;
-    let nodes = cluster
-        .urls()
-        .iter()
-        .map(|u| format!("\"{u}\""))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let nodes = cluster_nodes(&cluster);
     let cache = format!(
         "  l2: {{ cluster: [{nodes}], timeout: 200ms }}\n  lease: {{ ttl: 5s, wait: 3s }}\n"
     );

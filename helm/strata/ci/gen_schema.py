@@ -45,22 +45,21 @@ def string(description=None, **extra):
     return schema
 
 
-def integer(minimum=None, maximum=None):
-    schema = {"type": "integer"}
+def bounded(kind, minimum=None, maximum=None):
+    schema = {"type": kind}
     if minimum is not None:
         schema["minimum"] = minimum
     if maximum is not None:
         schema["maximum"] = maximum
     return schema
+
+
+def integer(minimum=None, maximum=None):
+    return bounded("integer", minimum, maximum)
 
 
 def number(minimum=None, maximum=None):
-    schema = {"type": "number"}
-    if minimum is not None:
-        schema["minimum"] = minimum
-    if maximum is not None:
-        schema["maximum"] = maximum
-    return schema
+    return bounded("number", minimum, maximum)
 
 
 def array(items, **extra):

@@ -80,6 +80,16 @@ pub fn l2_block(url: &str, l1_off: bool) -> String {
     format!("{l1}  l2: {{ url: \"{url}\", timeout: 50ms }}\n")
 }
 
+/// The cluster's node URLs as the items of a YAML flow list (`"redis://…", "redis://…"`), for `l2.cluster`.
+pub fn cluster_nodes(cluster: &strata_cache::testing::RedisCluster) -> String {
+    cluster
+        .urls()
+        .iter()
+        .map(|u| format!("\"{u}\""))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 impl TestGateway {
     /// Validates `yaml` and starts the gateway on ephemeral ports.
     pub async fn start(yaml: &str) -> Self {
