@@ -63,7 +63,7 @@ fn a_quick_compare_prints_the_tables_and_writes_the_raw_figures() {
         .lines()
         .filter(|l| l.ends_with("| yes |") || l.ends_with("| **no** |"))
         .collect();
-    assert_eq!(targets.len(), 9, "every target evaluated:\n{stdout}");
+    assert_eq!(targets.len(), 10, "every target evaluated:\n{stdout}");
     assert!(
         stdout.contains("| Stampede: exactly 1 backend call | 1 | yes |"),
         "the stampede must reach the backend once:\n{stdout}"
@@ -121,7 +121,8 @@ fn a_quick_compare_prints_the_tables_and_writes_the_raw_figures() {
     let zipf = &scenarios[8]["median"];
     assert!(zipf["backend_share"].as_f64().is_some(), "{zipf}");
     assert!(figures["extra"]["zipf_rss_bytes"].as_u64().unwrap_or(0) > 0);
-    // The one-in-flight p50s by h2load: the L2 hit's, and the backend's, nginx's and the passthrough's.
+    // By h2load: the L2 hit's p50 with one call in flight, and the backend's, nginx's and the passthrough's with one
+    // and with the rounds' 4 in flight.
     let extra = &figures["extra"];
     assert!(
         extra["l2_p50_ms_one_in_flight_h2load"]
@@ -130,14 +131,16 @@ fn a_quick_compare_prints_the_tables_and_writes_the_raw_figures() {
             > 0.0,
         "{extra}"
     );
-    for proxy in ["direct", "nginx", "passthrough"] {
-        assert!(
-            extra["p50_ms_one_in_flight_h2load"][proxy]
-                .as_f64()
-                .unwrap_or(0.0)
-                > 0.0,
-            "{proxy}: {extra}"
-        );
+    let proxy_p50 = extra["proxy_p50_ms_h2load"].as_array().expect("proxy p50s");
+    let in_flight: Vec<_> = proxy_p50.iter().map(|p| p["in_flight"].as_u64()).collect();
+    assert_eq!(in_flight, [Some(1), Some(4)], "{extra}");
+    for point in proxy_p50 {
+        for proxy in ["direct", "nginx", "passthrough"] {
+            assert!(
+                point[proxy].as_f64().unwrap_or(0.0) > 0.0,
+                "{proxy}: {extra}"
+            );
+        }
     }
     assert_eq!(figures["stampede"]["backend_calls"], 1);
     assert_eq!(figures["stampede"]["calls"], 3000);

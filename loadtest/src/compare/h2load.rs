@@ -69,19 +69,32 @@ pub async fn run(
     parse(&text).with_context(|| format!("cannot read h2load's output:\n{text}"))
 }
 
-/// The median time of `calls` calls made one at a time (one connection, one stream) against `/demo.v1.Catalog/GetItem`
-/// at `target`, in milliseconds — the latency a server adds with nothing queued, measured by a client as lean as
-/// redis-benchmark. Read from h2load's per-request log (`--log-file`); every call must end with HTTP 200.
-pub async fn one_in_flight_p50(
+/// The median time of `calls` calls against `/demo.v1.Catalog/GetItem` at `target`, `streams` in flight on each of
+/// `connections` connections, in milliseconds. With one connection and one stream it is the latency a server adds with
+/// nothing queued, measured by a client as lean as redis-benchmark. Read from h2load's per-request log
+/// (`--log-file`); every call must end with HTTP 200.
+pub async fn p50_ms(
     target: SocketAddr,
     body: &Path,
     calls: u64,
+    (connections, streams): (usize, usize),
     pinning: &Pinning,
 ) -> anyhow::Result<f64> {
     let log = body.with_file_name(format!("h2load-{}.log", target.port()));
     let _ = std::fs::remove_file(&log);
     let (count, log_option) = (calls.to_string(), format!("--log-file={}", log.display()));
-    let options = ["-n", &count, "-c", "1", "-m", "1", "-t", "1", &log_option];
+    let (connections, streams) = (connections.to_string(), streams.to_string());
+    let options = [
+        "-n",
+        &count,
+        "-c",
+        &connections,
+        "-m",
+        &streams,
+        "-t",
+        "1",
+        &log_option,
+    ];
     get_item(target, body, &options, pinning).await?;
     let text = std::fs::read_to_string(&log)
         .with_context(|| format!("h2load wrote no log at {}", log.display()))?;

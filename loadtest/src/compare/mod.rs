@@ -275,8 +275,11 @@ async fn benchmark(options: CompareOptions) -> anyhow::Result<()> {
     if h2load {
         extra.l2_p50_h2load_ms = Some(l2_p50_h2load(l2_only.addr, &body, &pinning).await?);
         if let Some(nginx) = &nginx {
-            extra.idle_p50 =
-                Some(idle_p50(fast.addr, nginx.addr, passthrough.addr, &body, &pinning).await?);
+            let proxies = [fast.addr, nginx.addr, passthrough.addr];
+            extra.proxy_p50 = vec![
+                proxy_p50(1, proxies, &body, &pinning).await?,
+                proxy_p50(options.concurrency, proxies, &body, &pinning).await?,
+            ];
         }
     }
     extra.paced_rps = 0.5 * medians.get("l1-hit").map_or(0.0, Medians::best_rps);
@@ -378,9 +381,10 @@ async fn benchmark(options: CompareOptions) -> anyhow::Result<()> {
             "extra": {
                 "l2_p50_ms_one_in_flight": extra.l2_p50_ms,
                 "l2_p50_ms_one_in_flight_h2load": extra.l2_p50_h2load_ms,
-                "p50_ms_one_in_flight_h2load": extra.idle_p50.map(|i| json!({
-                    "direct": i.direct_ms, "nginx": i.nginx_ms, "passthrough": i.passthrough_ms,
-                })),
+                "proxy_p50_ms_h2load": extra.proxy_p50.iter().map(|p| json!({
+                    "in_flight": p.in_flight,
+                    "direct": p.direct_ms, "nginx": p.nginx_ms, "passthrough": p.passthrough_ms,
+                })).collect::<Vec<_>>(),
                 "redis_get_p50_ms": extra.redis_get_p50_ms,
                 "paced_rps": extra.paced_rps,
                 "l1_paced_p99_ms": extra.l1_paced_p99_ms,
@@ -553,11 +557,11 @@ fn median(mut figures: Vec<f64>) -> f64 {
     figures.get(figures.len() / 2).copied().unwrap_or(0.0)
 }
 
-/// Calls made one at a time by h2load for each p50 below.
-const ONE_IN_FLIGHT_CALLS: u64 = 3000;
+/// Calls per h2load p50 below, for each call in flight (up to 8 in flight: more calls, not longer runs).
+const P50_CALLS: u64 = 3000;
 
-/// Alternated rounds of the backend's, nginx's and the passthrough's one-in-flight p50s.
-const ONE_IN_FLIGHT_ROUNDS: usize = 3;
+/// Alternated rounds of the backend's, nginx's and the passthrough's p50s at each load point.
+const PROXY_P50_ROUNDS: usize = 3;
 
 /// The L2-hit p50 with one call in flight, by h2load (its fixed request, `item-1`, must be answered from L2: the
 /// gateway has no L1, and the first call stores it if the warm-up did not).
@@ -586,27 +590,32 @@ async fn l2_p50_h2load(
         "item-1 is not answered from L2: {:?}",
         answered.by_cache
     );
-    h2load::one_in_flight_p50(target, body, ONE_IN_FLIGHT_CALLS, pinning).await
+    h2load::p50_ms(target, body, P50_CALLS, (1, 1), pinning).await
 }
 
-/// The p50 with one call in flight of the backend, nginx and Strata's passthrough, alternated over a few rounds;
-/// medians.
-async fn idle_p50(
-    direct: std::net::SocketAddr,
-    nginx: std::net::SocketAddr,
-    passthrough: std::net::SocketAddr,
+/// The p50 of the backend, nginx and Strata's passthrough with `in_flight` calls in flight (h2load; over two
+/// connections like strata-load's rounds when more than one), alternated over a few rounds; medians.
+async fn proxy_p50(
+    in_flight: usize,
+    [direct, nginx, passthrough]: [std::net::SocketAddr; 3],
     body: &std::path::Path,
     pinning: &Pinning,
-) -> anyhow::Result<targets::IdleP50> {
+) -> anyhow::Result<targets::ProxyP50> {
+    let load = if in_flight > 1 {
+        (2, in_flight.div_ceil(2))
+    } else {
+        (1, 1)
+    };
+    let calls = P50_CALLS * in_flight.min(8) as u64;
     let mut rounds = [Vec::new(), Vec::new(), Vec::new()];
-    for _ in 0..ONE_IN_FLIGHT_ROUNDS {
+    for _ in 0..PROXY_P50_ROUNDS {
         for (i, target) in [direct, nginx, passthrough].into_iter().enumerate() {
-            rounds[i]
-                .push(h2load::one_in_flight_p50(target, body, ONE_IN_FLIGHT_CALLS, pinning).await?);
+            rounds[i].push(h2load::p50_ms(target, body, calls, load, pinning).await?);
         }
     }
     let [direct_ms, nginx_ms, passthrough_ms] = rounds.map(median);
-    Ok(targets::IdleP50 {
+    Ok(targets::ProxyP50 {
+        in_flight: load.0 * load.1,
         direct_ms,
         nginx_ms,
         passthrough_ms,

@@ -17,8 +17,9 @@ pub struct Extra {
     pub l2_p50_ms: f64,
     /// The same measured by h2load, as lean a client as redis-benchmark (None: h2load missing).
     pub l2_p50_h2load_ms: Option<f64>,
-    /// p50s with one call in flight (h2load), for the latency a proxy adds with nothing queued.
-    pub idle_p50: Option<IdleP50>,
+    /// p50s through each proxy measured by h2load, one call in flight first (the latency a proxy adds with nothing
+    /// queued), then the rounds' calls in flight (empty: h2load or nginx missing).
+    pub proxy_p50: Vec<ProxyP50>,
     /// redis-benchmark GET p50 with one connection, ms (None: redis-benchmark missing).
     pub redis_get_p50_ms: Option<f64>,
     /// The open-loop rate at which p99s were compared (50 % of the L1-hit throughput).
@@ -41,9 +42,11 @@ pub struct Extra {
     pub stampede_backend_calls: u64,
 }
 
-/// Medians of the p50 with one call in flight, ms: the backend called directly, through nginx, through Strata.
+/// Medians of the p50 at one load point, ms: the backend called directly, through nginx, through Strata.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct IdleP50 {
+pub struct ProxyP50 {
+    /// Calls in flight.
+    pub in_flight: usize,
     /// The backend called directly.
     pub direct_ms: f64,
     /// Through nginx `grpc_pass`.
@@ -62,6 +65,10 @@ pub struct Target {
     /// Met, missed, or not measured here (None).
     pub met: Option<bool>,
 }
+
+const PASSTHROUGH_P50_LOADED: &str = "Passthrough adds less p50 than nginx grpc_pass, under load";
+const PASSTHROUGH_P50_IDLE: &str =
+    "Passthrough adds less p50 than nginx grpc_pass, one call in flight";
 
 /// Checks every target.
 pub fn check(medians: &BTreeMap<&str, Medians>, extra: &Extra) -> Vec<Target> {
@@ -107,26 +114,40 @@ pub fn check(medians: &BTreeMap<&str, Medians>, extra: &Extra) -> Vec<Target> {
                 Some(ratio >= 1.2),
             );
             // Lower at both ends: under load (the rounds' calls in flight, where p50 is mostly queueing) and with
-            // one call in flight (what each hop adds with nothing queued).
-            let (ours, theirs) = (pass.p50_ms - direct.p50_ms, nginx.p50_ms - direct.p50_ms);
+            // one call in flight (what each hop adds with nothing queued). Judged on h2load's figures where there
+            // are some: strata-load cannot drive these two proxies to their limits, so its p50s there are mostly
+            // its own; they are shown beside.
+            let added = |p: &ProxyP50| (p.passthrough_ms - p.direct_ms, p.nginx_ms - p.direct_ms);
+            let by_strata_load = (pass.p50_ms - direct.p50_ms, nginx.p50_ms - direct.p50_ms);
+            let loaded = extra.proxy_p50.iter().find(|p| p.in_flight > 1);
+            let ((ours, theirs), client) = match loaded {
+                Some(p) => (added(p), "h2load"),
+                None => (by_strata_load, "strata-load"),
+            };
             let mut measured = format!(
-                "{ours:+.3} ms vs {theirs:+.3} ms at {} in flight",
-                extra.concurrency
+                "{ours:+.3} vs {theirs:+.3} ms at {} in flight ({client}",
+                loaded.map_or(extra.concurrency, |p| p.in_flight)
             );
-            let mut met = ours < theirs;
-            if let Some(idle) = extra.idle_p50 {
-                let (ours, theirs) = (
-                    idle.passthrough_ms - idle.direct_ms,
-                    idle.nginx_ms - idle.direct_ms,
+            if loaded.is_some() {
+                let _ = write!(
+                    measured,
+                    "; strata-load {:+.3} vs {:+.3}",
+                    by_strata_load.0, by_strata_load.1
                 );
-                let _ = write!(measured, "; {ours:+.3} ms vs {theirs:+.3} ms at 1 (h2load)");
-                met &= ours < theirs;
             }
-            push(
-                "Passthrough adds less p50 than nginx grpc_pass",
-                measured,
-                Some(met),
-            );
+            measured.push(')');
+            push(PASSTHROUGH_P50_LOADED, measured, Some(ours < theirs));
+            match extra.proxy_p50.iter().find(|p| p.in_flight == 1) {
+                Some(idle) => {
+                    let (ours, theirs) = added(idle);
+                    push(
+                        PASSTHROUGH_P50_IDLE,
+                        format!("{ours:+.3} vs {theirs:+.3} ms (h2load)"),
+                        Some(ours < theirs),
+                    );
+                }
+                None => push(PASSTHROUGH_P50_IDLE, "h2load not installed".into(), None),
+            }
         }
         _ => {
             push(
@@ -134,11 +155,8 @@ pub fn check(medians: &BTreeMap<&str, Medians>, extra: &Extra) -> Vec<Target> {
                 "nginx not installed".into(),
                 None,
             );
-            push(
-                "Passthrough adds less p50 than nginx grpc_pass",
-                "nginx not installed".into(),
-                None,
-            );
+            push(PASSTHROUGH_P50_LOADED, "nginx not installed".into(), None);
+            push(PASSTHROUGH_P50_IDLE, "nginx not installed".into(), None);
         }
     }
     match extra.redis_get_p50_ms {
