@@ -12,6 +12,7 @@ mod fuzz;
 pub mod grpc;
 pub mod layers;
 pub mod metrics;
+pub mod one_write;
 pub mod proxy;
 pub mod reload;
 pub mod router;
@@ -35,6 +36,7 @@ pub use assemble::{StartError, build_proxy, build_shared};
 pub use config::Config;
 
 use hyper_util::rt::TokioIo;
+use one_write::OneWrite;
 
 use arc_swap::ArcSwap;
 
@@ -184,7 +186,7 @@ pub async fn run_watching(
                 config.shutdown_grace,
                 |stream| {
                     std::future::ready(Some(
-                        h2.serve_connection(TokioIo::new(stream), data_service.clone()),
+                        h2.serve_connection(TokioIo::new(OneWrite(stream)), data_service.clone()),
                     ))
                 },
             )
@@ -204,7 +206,7 @@ pub async fn run_watching(
                             .await
                         {
                             Ok(Ok(stream)) => {
-                                Some(h2.serve_connection(TokioIo::new(stream), service))
+                                Some(h2.serve_connection(TokioIo::new(OneWrite(stream)), service))
                             }
                             Ok(Err(err)) => {
                                 tracing::debug!(error = %err, "TLS handshake failed");

@@ -9,6 +9,7 @@ use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use prost::Message;
+use strata_gateway::one_write::OneWrite;
 use tokio::net::TcpListener;
 
 /// The reply, framed: the message the sample backend sends for `item-1`, behind gRPC's 5-byte prefix.
@@ -60,9 +61,11 @@ pub async fn serve(
                     .body(StreamBody::new(futures::stream::iter(frames)))
             }
         });
+        // The gateway's single-write connection too: a ceiling must not be beaten by a trick it lacks.
+        let stream = TokioIo::new(OneWrite(stream));
         tokio::spawn(async move {
             let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), service)
+                .serve_connection(stream, service)
                 .await;
         });
     }
