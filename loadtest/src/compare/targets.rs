@@ -66,7 +66,9 @@ pub struct Target {
     pub met: Option<bool>,
 }
 
+/// The passthrough-latency target at the rounds' calls in flight.
 const PASSTHROUGH_P50_LOADED: &str = "Passthrough adds less p50 than nginx grpc_pass, under load";
+/// The passthrough-latency target with nothing queued.
 const PASSTHROUGH_P50_IDLE: &str =
     "Passthrough adds less p50 than nginx grpc_pass, one call in flight";
 
