@@ -1,10 +1,11 @@
 //! A connection that tells HTTP/2 it has no vectored writes, so that a small answer leaves in one write.
 //!
-//! h2 writes a DATA frame of 256 bytes or more from its own buffer (no copy) when the connection can write vectored,
-//! and must then flush before it can queue anything behind it: a 545-byte gRPC answer leaves as HEADERS + DATA in one
-//! `writev` and its trailers in a second, each a TCP segment that wakes the client. Without vectored writes h2 copies
-//! DATA frames under 1 KiB into its buffer instead, and the trailers join them: one write per answer. Copying a few
-//! hundred bytes costs far less than a system call and a wake-up; larger frames are still sent without a copy.
+//! h2 writes a DATA frame of 256 bytes or more straight from the message's buffer (no copy) when the connection can
+//! write vectored, and must then flush before it can queue anything behind it: a 545-byte gRPC answer leaves as
+//! HEADERS + DATA in one `writev` and its trailers in a second, each a TCP segment that wakes the client. Without
+//! vectored writes h2 copies DATA frames under 1 KiB into its buffer instead, and the trailers join them: one write
+//! per answer. Copying a few hundred bytes costs far less than a system call and a wake-up; larger frames are still
+//! sent without a copy.
 
 use std::io::IoSlice;
 use std::pin::Pin;
