@@ -12,11 +12,23 @@ pub fn header(len: usize) -> Bytes {
 
 /// The 5-byte prefix of a message of `len` bytes, with the compressed flag as given.
 pub fn header_with_flag(compressed: bool, len: usize) -> Bytes {
+    Bytes::copy_from_slice(&encode_prefix(compressed, len))
+}
+
+/// An uncompressed message behind its prefix, in one buffer (a copy of `message`: for small messages).
+pub fn framed(message: &[u8]) -> Bytes {
+    let mut framed = BytesMut::with_capacity(HEADER_LEN + message.len());
+    framed.extend_from_slice(&encode_prefix(false, message.len()));
+    framed.extend_from_slice(message);
+    framed.freeze()
+}
+
+fn encode_prefix(compressed: bool, len: usize) -> [u8; HEADER_LEN] {
     let len = u32::try_from(len).unwrap_or(u32::MAX);
     let mut h = [0u8; HEADER_LEN];
     h[0] = u8::from(compressed);
     h[1..].copy_from_slice(&len.to_be_bytes());
-    Bytes::copy_from_slice(&h)
+    h
 }
 
 /// One message read off the wire.

@@ -4,7 +4,7 @@ use std::convert::Infallible;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use bytes::{BufMut, Bytes};
+use bytes::Bytes;
 use http::{HeaderMap, HeaderValue};
 use http_body::{Frame, SizeHint};
 use strata_cache::Entry;
@@ -31,15 +31,9 @@ impl MessageBody {
     /// One framed message, then `trailers` if given.
     pub fn new(message: Bytes, trailers: Option<HeaderMap>) -> Self {
         if message.len() < ONE_FRAME_BELOW {
-            // The prefix as gRPC frames it: not compressed, then the length (under 1 KiB here) as a big-endian u32.
-            let len = u32::try_from(message.len()).unwrap_or(u32::MAX);
-            let mut framed = bytes::BytesMut::with_capacity(frame::HEADER_LEN + message.len());
-            framed.put_u8(0);
-            framed.put_u32(len);
-            framed.extend_from_slice(&message);
             return Self {
                 prefix: None,
-                message: Some(framed.freeze()),
+                message: Some(frame::framed(&message)),
                 trailers,
             };
         }

@@ -288,27 +288,21 @@ async fn benchmark(options: CompareOptions) -> anyhow::Result<()> {
     let window = options.round_duration * 2;
     let p99 = |r: crate::run::report::Report| millis(r.percentile(99.0));
     // A tail from one run of each is mostly the neighbours' on a shared box: three alternated runs each, medians.
-    let (mut l1_p99s, mut ceiling_p99s) = (Vec::new(), Vec::new());
+    let mut p99s = [Vec::new(), Vec::new()];
     for _ in 0..PACED_RUNS {
-        l1_p99s.push(p99(paced(
-            tiered.addr,
-            extra.paced_rps,
-            window,
-            &protoset,
-            false,
-        )
-        .await?));
-        ceiling_p99s.push(p99(paced(
-            ceiling.addr,
-            extra.paced_rps,
-            window,
-            &protoset,
-            false,
-        )
-        .await?));
+        for (i, target) in [tiered.addr, ceiling.addr].into_iter().enumerate() {
+            p99s[i].push(p99(paced(
+                target,
+                extra.paced_rps,
+                window,
+                &protoset,
+                false,
+            )
+            .await?));
+        }
     }
-    extra.l1_paced_p99_ms = median(l1_p99s);
-    extra.ceiling_paced_p99_ms = median(ceiling_p99s);
+    [extra.l1_paced_p99_ms, extra.ceiling_paced_p99_ms] =
+        p99s.map(|runs| scenario::median(runs.into_iter()));
     // Latency of the Zipf load against the backend's own, at a rate both sustain with room to spare (closed-loop
     // means at 16 in flight measure throughput, not latency).
     let zipf_through = paced(zipf_gateway.addr, ZIPF_PACED_RPS, window, &protoset, true).await?;
@@ -551,12 +545,6 @@ fn millis(d: Duration) -> f64 {
 /// compared.
 const PACED_RUNS: usize = 3;
 
-/// The median of a few figures (the upper one of the middle two for an even count).
-fn median(mut figures: Vec<f64>) -> f64 {
-    figures.sort_by(f64::total_cmp);
-    figures.get(figures.len() / 2).copied().unwrap_or(0.0)
-}
-
 /// Calls per h2load p50 below, for each call in flight (up to 8 in flight: more calls, not longer runs).
 const P50_CALLS: u64 = 3000;
 
@@ -613,7 +601,8 @@ async fn proxy_p50(
             rounds[i].push(h2load::p50_ms(target, body, calls, load, pinning).await?);
         }
     }
-    let [direct_ms, nginx_ms, passthrough_ms] = rounds.map(median);
+    let [direct_ms, nginx_ms, passthrough_ms] =
+        rounds.map(|runs| scenario::median(runs.into_iter()));
     Ok(targets::ProxyP50 {
         in_flight: load.0 * load.1,
         direct_ms,
