@@ -79,7 +79,7 @@ pub struct CacheRule {
 
 /// Request metadata that identifies a caller: a call carrying it is not answered from a cache shared with others,
 /// unless the route varies on it or is explicitly `shared`.
-const CREDENTIALS: [&str; 2] = ["authorization", "cookie"];
+const CREDENTIALS: [http::HeaderName; 2] = [http::header::AUTHORIZATION, http::header::COOKIE];
 
 impl CacheRule {
     /// Whether a call with `headers` must bypass the cache: it carries credentials the key does not vary on.
@@ -87,7 +87,7 @@ impl CacheRule {
         !self.shared
             && CREDENTIALS
                 .iter()
-                .any(|c| headers.contains_key(*c) && !self.vary.iter().any(|v| v.as_str() == *c))
+                .any(|c| headers.contains_key(c) && !self.vary.contains(c))
     }
 }
 

@@ -241,7 +241,7 @@ fn is_endpoint_failure(response: &http::Response<Body>) -> bool {
     matches!(response.status().as_u16(), 502..=504)
         || response
             .headers()
-            .get("grpc-status")
+            .get(crate::grpc::code::STATUS_HEADER)
             .is_some_and(|s| s.as_bytes() == b"14")
 }
 

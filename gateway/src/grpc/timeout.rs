@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 /// The header carrying a call's timeout.
-pub const HEADER: &str = "grpc-timeout";
+pub const HEADER: http::HeaderName = http::HeaderName::from_static("grpc-timeout");
 
 /// Parses a `grpc-timeout` value; `None` if it is malformed (treated as no deadline, as gRPC servers do).
 pub fn parse(value: &[u8]) -> Option<Duration> {

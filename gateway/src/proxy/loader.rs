@@ -191,7 +191,7 @@ async fn collect_answer(
         return Ok((entry, CacheControl::default(), PrivateMetadata::default()));
     }
     // Trailers-Only: the status came with the headers and there is no body.
-    if let Some(code) = parts.headers.get("grpc-status") {
+    if let Some(code) = parts.headers.get(crate::grpc::code::STATUS_HEADER) {
         let code =
             parse_code(code.as_bytes()).ok_or_else(|| protocol("invalid grpc-status".into()))?;
         let mut entry = status_only(code, header_text(&parts.headers, "grpc-message"));
@@ -218,7 +218,7 @@ async fn collect_answer(
         })?;
     let trailers = collected.trailers.unwrap_or_default();
     let code = trailers
-        .get("grpc-status")
+        .get(crate::grpc::code::STATUS_HEADER)
         .ok_or_else(|| protocol("answer ended without grpc-status".into()))
         .and_then(|c| {
             parse_code(c.as_bytes()).ok_or_else(|| protocol("invalid grpc-status".into()))

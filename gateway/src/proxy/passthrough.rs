@@ -110,7 +110,7 @@ async fn forward_raw(
 fn trailers_only_code(response: &http::Response<Body>) -> Option<tonic::Code> {
     let code = response
         .headers()
-        .get("grpc-status")?
+        .get(crate::grpc::code::STATUS_HEADER)?
         .to_str()
         .ok()?
         .parse::<i32>()
