@@ -62,6 +62,15 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for OneWrite<T> {
     }
 }
 
+/// tonic's server can take these connections too (the benchmark's tonic ceiling does).
+impl<T: tonic::transport::server::Connected> tonic::transport::server::Connected for OneWrite<T> {
+    type ConnectInfo = T::ConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.0.connect_info()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::convert::Infallible;

@@ -1,6 +1,12 @@
-//! The ceiling reference of `strata-load compare`: an HTTP/2 server that answers every call with the same
-//! pre-encoded gRPC reply (the sample backend's `item-1`, status OK in the trailers) and does nothing else — no
-//! routing, no decoding, no allocation beyond hyper's own. No gRPC answer on this box can come faster.
+//! The ceiling references of `strata-load compare`: servers that answer every `GetItem` with the sample backend's
+//! `item-1` and do nothing else.
+//!
+//! - [`serve`]: bare hyper sending a pre-encoded reply (status OK in the trailers) — no routing, no decoding, no
+//!   allocation beyond hyper's own. No gRPC answer on this box can come faster.
+//! - [`serve_tonic`]: the leanest tonic handler — a generated `Catalog` service whose `GetItem` returns a pre-built
+//!   message — the ceiling the performance issue names, next to nginx serving a static reply.
+//!
+//! Both serve over the gateway's one-write connection: a ceiling must not be beaten by a trick it lacks.
 
 use std::convert::Infallible;
 
@@ -10,11 +16,15 @@ use hyper::body::{Frame, Incoming};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use prost::Message;
 use strata_gateway::one_write::OneWrite;
+use strata_proto::demo::v1::catalog_server::{Catalog, CatalogServer};
+use strata_proto::demo::v1::{GetItemRequest, Item, ListItemsRequest, PutItemsReply};
 use tokio::net::TcpListener;
+use tokio_stream::StreamExt;
+use tonic::{Request, Response, Status, Streaming};
 
-/// The reply, framed: the message the sample backend sends for `item-1`, behind gRPC's 5-byte prefix.
-pub fn framed_reply() -> Bytes {
-    let item = strata_proto::demo::v1::Item {
+/// The message the sample backend sends for `item-1`.
+fn item() -> Item {
+    Item {
         id: "item-1".into(),
         name: "Item number 1".into(),
         price_cents: 106,
@@ -22,8 +32,12 @@ pub fn framed_reply() -> Bytes {
             b'x';
             crate::backend::BackendOptions::default().payload_bytes
         ]),
-    };
-    let message = item.encode_to_vec();
+    }
+}
+
+/// The reply, framed: the message the sample backend sends for `item-1`, behind gRPC's 5-byte prefix.
+pub fn framed_reply() -> Bytes {
+    let message = item().encode_to_vec();
     let mut framed = BytesMut::with_capacity(5 + message.len());
     framed.put_u8(0);
     framed.put_u32(u32::try_from(message.len()).unwrap_or(u32::MAX));
@@ -61,12 +75,72 @@ pub async fn serve(
                     .body(StreamBody::new(futures::stream::iter(frames)))
             }
         });
-        // The gateway's single-write connection too: a ceiling must not be beaten by a trick it lacks.
         let stream = TokioIo::new(OneWrite(stream));
         tokio::spawn(async move {
             let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
                 .serve_connection(stream, service)
                 .await;
         });
+    }
+}
+
+/// Serves `demo.v1.Catalog` through tonic on `listener` until `shutdown` completes: `GetItem` answers the pre-built
+/// `item-1` whatever the id; the other methods are UNIMPLEMENTED.
+pub async fn serve_tonic(
+    listener: TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    let incoming = tonic::transport::server::TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .map(|accepted| accepted.map(OneWrite));
+    tonic::transport::Server::builder()
+        .add_service(CatalogServer::new(ConstantCatalog { item: item() }))
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await?;
+    Ok(())
+}
+
+/// `demo.v1.Catalog` answering every `GetItem` with the same message (its payload shared, not copied).
+struct ConstantCatalog {
+    item: Item,
+}
+
+type ItemStream = std::pin::Pin<Box<dyn futures::Stream<Item = Result<Item, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Catalog for ConstantCatalog {
+    async fn get_item(&self, _request: Request<GetItemRequest>) -> Result<Response<Item>, Status> {
+        Ok(Response::new(self.item.clone()))
+    }
+
+    type ListItemsStream = ItemStream;
+
+    async fn list_items(
+        &self,
+        _request: Request<ListItemsRequest>,
+    ) -> Result<Response<ItemStream>, Status> {
+        Err(Status::unimplemented(
+            "the constant server answers GetItem only",
+        ))
+    }
+
+    async fn put_items(
+        &self,
+        _request: Request<Streaming<Item>>,
+    ) -> Result<Response<PutItemsReply>, Status> {
+        Err(Status::unimplemented(
+            "the constant server answers GetItem only",
+        ))
+    }
+
+    type LookupItemsStream = ItemStream;
+
+    async fn lookup_items(
+        &self,
+        _request: Request<Streaming<GetItemRequest>>,
+    ) -> Result<Response<ItemStream>, Status> {
+        Err(Status::unimplemented(
+            "the constant server answers GetItem only",
+        ))
     }
 }

@@ -71,6 +71,9 @@ enum Command {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:50053")]
         listen: SocketAddr,
+        /// Answer through tonic (a generated handler returning a pre-built message) instead of bare hyper.
+        #[arg(long)]
+        tonic: bool,
     },
     /// Load from a ghz-compatible JSON/TOML config or flags, with key distributions, open loop and call mixes.
     Run(Box<run::RunArgs>),
@@ -178,15 +181,19 @@ fn main() -> anyhow::Result<()> {
                 .await?;
                 Ok(())
             }
-            Command::Constant { listen } => {
+            Command::Constant { listen, tonic } => {
                 let listener = tokio::net::TcpListener::bind(listen)
                     .await
                     .with_context(|| format!("cannot listen on {listen}"))?;
                 eprintln!("constant-answer server listening on {listen}");
-                constant::serve(listener, async {
+                let stopped = async {
                     let _ = tokio::signal::ctrl_c().await;
-                })
-                .await
+                };
+                if tonic {
+                    constant::serve_tonic(listener, stopped).await
+                } else {
+                    constant::serve(listener, stopped).await
+                }
             }
             Command::Run(args) => run::command(*args).await,
             Command::Compare {

@@ -45,6 +45,7 @@ fn a_quick_compare_prints_the_tables_and_writes_the_raw_figures() {
         ("direct", "-"),
         ("nginx", "-"),
         ("ceiling", "-"),
+        ("ceiling-hyper", "-"),
         ("l1-hit", "l1"),
         ("passthrough", "-"),
         ("l2-hit", "l2"),
@@ -107,7 +108,16 @@ fn a_quick_compare_prints_the_tables_and_writes_the_raw_figures() {
             );
             // h2load drives the fixed-id scenarios too, and its calls were all answered.
             let h2load = &round["h2load"];
-            if ["direct", "nginx", "ceiling", "l1-hit", "passthrough"].contains(&name) {
+            if [
+                "direct",
+                "nginx",
+                "ceiling",
+                "ceiling-hyper",
+                "l1-hit",
+                "passthrough",
+            ]
+            .contains(&name)
+            {
                 assert!(
                     h2load["rps"].as_f64().unwrap_or(0.0) > 0.0,
                     "{name}: {round}"
@@ -118,7 +128,10 @@ fn a_quick_compare_prints_the_tables_and_writes_the_raw_figures() {
             }
         }
     }
-    let zipf = &scenarios[8]["median"];
+    let zipf = &scenarios
+        .iter()
+        .find(|s| s["name"] == "zipf")
+        .expect("the zipf scenario")["median"];
     assert!(zipf["backend_share"].as_f64().is_some(), "{zipf}");
     assert!(figures["extra"]["zipf_rss_bytes"].as_u64().unwrap_or(0) > 0);
     // By h2load: the L2 hit's p50 with one call in flight, and the backend's, nginx's and the passthrough's with one

@@ -200,12 +200,28 @@ pub fn backend(latency: &str, pinning: &Pinning) -> anyhow::Result<Process> {
     Process::start(&format!("sample backend ({latency})"), command, addr)
 }
 
-/// Starts the constant-answer server (this executable's `constant` command).
-pub fn constant(pinning: &Pinning) -> anyhow::Result<Process> {
+/// Which constant-answer server to start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Constant {
+    /// The leanest tonic handler: the ceiling the performance issue names.
+    Tonic,
+    /// Bare hyper sending a pre-encoded reply: faster still, a stricter reference.
+    Hyper,
+}
+
+/// Starts a constant-answer server (this executable's `constant` command).
+pub fn constant(kind: Constant, pinning: &Pinning) -> anyhow::Result<Process> {
     let addr = free_addr()?;
     let mut command = pinning.server_command(std::env::current_exe()?);
     command.args(["constant", "--listen", &addr.to_string()]);
-    Process::start("constant-answer server", command, addr)
+    let name = match kind {
+        Constant::Tonic => {
+            command.arg("--tonic");
+            "constant-answer server (tonic)"
+        }
+        Constant::Hyper => "constant-answer server (bare hyper)",
+    };
+    Process::start(name, command, addr)
 }
 
 /// Starts a Strata gateway from `yaml` (whose `listen` and `admin.listen` it sets) with its config in `dir`.

@@ -88,7 +88,8 @@ async fn benchmark(options: CompareOptions) -> anyhow::Result<()> {
     let redis_url = redis.url();
     let fast = fleet::backend("0ms", &pinning)?;
     let slow = fleet::backend("2ms", &pinning)?;
-    let ceiling = fleet::constant(&pinning)?;
+    let ceiling = fleet::constant(fleet::Constant::Tonic, &pinning)?;
+    let bare_hyper = fleet::constant(fleet::Constant::Hyper, &pinning)?;
     let nginx = fleet::nginx(fast.addr, &dir.0, &pinning)?;
     // The Zipf gateway's L1 holds 10 % of the working set: 100 000 answers of the sample backend's size, plus
     // about 100 bytes of entry and key each.
@@ -130,8 +131,17 @@ async fn benchmark(options: CompareOptions) -> anyhow::Result<()> {
     scenarios.extend([
         scenario(
             "ceiling",
-            "constant-answer HTTP/2 server",
+            "constant answer: the leanest tonic handler (pre-built message)",
             ceiling.addr,
+            fixed(),
+            "-",
+            Some(&body),
+            "ceiling",
+        ),
+        scenario(
+            "ceiling-hyper",
+            "constant answer: bare hyper, pre-encoded reply (stricter)",
+            bare_hyper.addr,
             fixed(),
             "-",
             Some(&body),
@@ -234,7 +244,7 @@ async fn benchmark(options: CompareOptions) -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("scenario {}", s.name))?;
             eprintln!(
-                "round {}/{} {:<11} {:>8.0} calls/s  h2load {:>8}  p50 {:.3} ms  p99 {:.3} ms  errors {}  {:?}",
+                "round {}/{} {:<13} {:>8.0} calls/s  h2load {:>8}  p50 {:.3} ms  p99 {:.3} ms  errors {}  {:?}",
                 round + 1,
                 options.rounds,
                 s.name,
@@ -288,9 +298,12 @@ async fn benchmark(options: CompareOptions) -> anyhow::Result<()> {
     let window = options.round_duration * 2;
     let p99 = |r: crate::run::report::Report| millis(r.percentile(99.0));
     // A tail from one run of each is mostly the neighbours' on a shared box: three alternated runs each, medians.
-    let mut p99s = [Vec::new(), Vec::new()];
+    let mut p99s = [Vec::new(), Vec::new(), Vec::new()];
     for _ in 0..PACED_RUNS {
-        for (i, target) in [tiered.addr, ceiling.addr].into_iter().enumerate() {
+        for (i, target) in [tiered.addr, ceiling.addr, bare_hyper.addr]
+            .into_iter()
+            .enumerate()
+        {
             p99s[i].push(p99(paced(
                 target,
                 extra.paced_rps,
@@ -301,8 +314,11 @@ async fn benchmark(options: CompareOptions) -> anyhow::Result<()> {
             .await?));
         }
     }
-    [extra.l1_paced_p99_ms, extra.ceiling_paced_p99_ms] =
-        p99s.map(|runs| scenario::median(runs.into_iter()));
+    [
+        extra.l1_paced_p99_ms,
+        extra.ceiling_paced_p99_ms,
+        extra.bare_hyper_paced_p99_ms,
+    ] = p99s.map(|runs| scenario::median(runs.into_iter()));
     // Latency of the Zipf load against the backend's own, at a rate both sustain with room to spare (closed-loop
     // means at 16 in flight measure throughput, not latency).
     let zipf_through = paced(zipf_gateway.addr, ZIPF_PACED_RPS, window, &protoset, true).await?;
@@ -383,6 +399,7 @@ async fn benchmark(options: CompareOptions) -> anyhow::Result<()> {
                 "paced_rps": extra.paced_rps,
                 "l1_paced_p99_ms": extra.l1_paced_p99_ms,
                 "ceiling_paced_p99_ms": extra.ceiling_paced_p99_ms,
+                "ceiling_hyper_paced_p99_ms": extra.bare_hyper_paced_p99_ms,
                 "zipf_paced_rps": ZIPF_PACED_RPS,
                 "zipf_paced_mean_ms": extra.zipf_paced_mean_ms,
                 "direct_2ms_paced_mean_ms": extra.direct_paced_mean_ms,
@@ -541,7 +558,7 @@ fn millis(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-/// Open-loop runs of the L1 hit and of the ceiling at half the L1-hit rate, alternated; their p99s' medians are
+/// Open-loop runs of the L1 hit and of both ceilings at half the L1-hit rate, alternated; their p99s' medians are
 /// compared.
 const PACED_RUNS: usize = 3;
 

@@ -26,8 +26,10 @@ pub struct Extra {
     pub paced_rps: f64,
     /// L1-hit p99 at that rate, ms.
     pub l1_paced_p99_ms: f64,
-    /// Ceiling p99 at that rate, ms.
+    /// Ceiling (leanest tonic handler) p99 at that rate, ms.
     pub ceiling_paced_p99_ms: f64,
+    /// Bare-hyper constant server p99 at that rate, ms.
+    pub bare_hyper_paced_p99_ms: f64,
     /// The open-loop rate of the Zipf latency comparison.
     pub zipf_paced_rps: f64,
     /// Mean latency of the Zipf load through Strata, open loop at that rate, ms.
@@ -66,6 +68,9 @@ pub struct Target {
     pub met: Option<bool>,
 }
 
+/// The L1-hit throughput target.
+const L1_THROUGHPUT: &str =
+    "L1-hit throughput ≥ 0.8 × the constant-answer ceiling (the leanest tonic handler)";
 /// The passthrough-latency target at the rounds' calls in flight.
 const PASSTHROUGH_P50_LOADED: &str = "Passthrough adds less p50 than nginx grpc_pass, under load";
 /// The passthrough-latency target with nothing queued.
@@ -83,27 +88,29 @@ pub fn check(medians: &BTreeMap<&str, Medians>, extra: &Extra) -> Vec<Target> {
             met,
         })
     };
+    // The ceiling is the faster of nginx serving a static reply and the leanest tonic handler: the tonic
+    // handler, by far, here (docs/BENCHMARKS.md). Bare hyper, faster still, is shown beside as a stricter reference.
     match (get("l1-hit"), get("ceiling")) {
         (Some(l1), Some(ceiling)) => {
             let ratio = l1.best_rps() / ceiling.best_rps().max(1e-9);
-            push(
-                "L1-hit throughput ≥ 0.8 × the constant-answer ceiling",
-                format!("{ratio:.2} ×"),
-                Some(ratio >= 0.8),
-            );
+            let mut measured = format!("{ratio:.2} ×");
+            if let Some(bare) = get("ceiling-hyper") {
+                let strict = l1.best_rps() / bare.best_rps().max(1e-9);
+                let _ = write!(measured, " (bare hyper: {strict:.2} ×)");
+            }
+            push(L1_THROUGHPUT, measured, Some(ratio >= 0.8));
         }
-        _ => push(
-            "L1-hit throughput ≥ 0.8 × the constant-answer ceiling",
-            "-".into(),
-            None,
-        ),
+        _ => push(L1_THROUGHPUT, "-".into(), None),
     }
     let p99_ratio = extra.l1_paced_p99_ms / extra.ceiling_paced_p99_ms.max(1e-9);
     push(
         "L1-hit p99 at 50 % of its throughput ≤ 2 × the ceiling's p99 at that rate",
         format!(
-            "{p99_ratio:.2} × ({:.3} vs {:.3} ms at {:.0} calls/s, open loop)",
-            extra.l1_paced_p99_ms, extra.ceiling_paced_p99_ms, extra.paced_rps
+            "{p99_ratio:.2} × ({:.3} vs {:.3} ms at {:.0} calls/s, open loop; bare hyper {:.3} ms)",
+            extra.l1_paced_p99_ms,
+            extra.ceiling_paced_p99_ms,
+            extra.paced_rps,
+            extra.bare_hyper_paced_p99_ms
         ),
         Some(p99_ratio <= 2.0),
     );
