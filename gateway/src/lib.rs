@@ -20,6 +20,8 @@ pub mod server;
 pub mod service;
 pub mod status;
 pub mod telemetry;
+#[cfg(test)]
+mod test_io;
 pub mod tls;
 
 use std::future::Future;

@@ -83,63 +83,7 @@ mod tests {
     use hyper_util::rt::{TokioExecutor, TokioIo};
 
     use super::*;
-
-    /// A write half with vectored writes, like a TCP socket's, that counts the writes which carried bytes.
-    struct CountedWrites<T> {
-        inner: T,
-        writes: Arc<AtomicUsize>,
-    }
-
-    impl<T: AsyncWrite + Unpin> AsyncWrite for CountedWrites<T> {
-        fn poll_write(
-            self: Pin<&mut Self>,
-            cx: &mut Context<'_>,
-            buf: &[u8],
-        ) -> Poll<std::io::Result<usize>> {
-            self.poll_write_vectored(cx, &[IoSlice::new(buf)])
-        }
-
-        fn poll_write_vectored(
-            mut self: Pin<&mut Self>,
-            cx: &mut Context<'_>,
-            bufs: &[IoSlice<'_>],
-        ) -> Poll<std::io::Result<usize>> {
-            // All slices in one write, as writev does (the in-memory pipe takes them one by one).
-            let mut written = 0;
-            for buf in bufs {
-                match Pin::new(&mut self.inner).poll_write(cx, buf) {
-                    Poll::Ready(Ok(n)) => {
-                        written += n;
-                        if n < buf.len() {
-                            break;
-                        }
-                    }
-                    Poll::Ready(Err(e)) if written == 0 => return Poll::Ready(Err(e)),
-                    Poll::Pending if written == 0 => return Poll::Pending,
-                    _ => break,
-                }
-            }
-            if written > 0 {
-                self.writes.fetch_add(1, Ordering::Relaxed);
-            }
-            Poll::Ready(Ok(written))
-        }
-
-        fn is_write_vectored(&self) -> bool {
-            true
-        }
-
-        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-            Pin::new(&mut self.inner).poll_flush(cx)
-        }
-
-        fn poll_shutdown(
-            mut self: Pin<&mut Self>,
-            cx: &mut Context<'_>,
-        ) -> Poll<std::io::Result<()>> {
-            Pin::new(&mut self.inner).poll_shutdown(cx)
-        }
-    }
+    use crate::test_io::CountedWrites;
 
     /// The server's writes for the second of two calls answered with a 545-byte message and trailers, as a gRPC
     /// answer from the cache is (the first call settles the connection's settings).
@@ -149,10 +93,7 @@ mod tests {
         let (server_reads, server_writes) = tokio::io::split(server_io);
         let counted = tokio::io::join(
             server_reads,
-            CountedWrites {
-                inner: server_writes,
-                writes: writes.clone(),
-            },
+            CountedWrites::new(server_writes, writes.clone()),
         );
         let service = hyper::service::service_fn(|request: http::Request<Incoming>| async move {
             let _ = request.into_body().collect().await;

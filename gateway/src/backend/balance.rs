@@ -60,11 +60,18 @@ mod tests {
     fn endpoints(n: usize) -> Vec<Arc<Endpoint>> {
         (0..n)
             .map(|i| {
-                let channel =
-                    tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{}", 1 + i))
-                        .expect("uri")
-                        .connect_lazy();
-                Arc::new(Endpoint::new(format!("e{i}"), channel))
+                let uri = format!("http://127.0.0.1:{}", 1 + i).parse().expect("uri");
+                let config = super::super::connection::ConnectionConfig {
+                    connect_timeout: std::time::Duration::from_secs(1),
+                    keepalive_interval: std::time::Duration::from_secs(10),
+                    keepalive_timeout: std::time::Duration::from_secs(1),
+                };
+                let connection = super::super::connection::Connection::lazy(&uri, config)
+                    .expect("an http:// URL");
+                Arc::new(Endpoint::new(
+                    format!("e{i}"),
+                    super::super::endpoint::Transport::Plain(connection),
+                ))
             })
             .collect()
     }

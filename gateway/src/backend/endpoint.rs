@@ -1,11 +1,56 @@
 //! One backend endpoint: its HTTP/2 channel and what the balancer, the health checker and outlier detection know of
 //! it.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
 
 use tokio::time::Instant;
+use tonic::body::Body;
 use tonic::transport::Channel;
+
+use super::connection::Connection;
+
+/// Any error of a call to an endpoint.
+pub type CallFailure = Box<dyn std::error::Error + Send + Sync>;
+
+/// How calls reach an endpoint: plaintext over the gateway's own lean HTTP/2 connection, TLS over tonic's channel
+/// (rustls).
+#[derive(Debug, Clone)]
+pub enum Transport {
+    /// `http://` endpoints.
+    Plain(Connection),
+    /// `https://` endpoints.
+    Tls(Channel),
+}
+
+impl tower::Service<http::Request<Body>> for Transport {
+    type Response = http::Response<Body>;
+    type Error = CallFailure;
+    type Future = Pin<Box<dyn Future<Output = Result<http::Response<Body>, CallFailure>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), CallFailure>> {
+        match self {
+            Self::Plain(_) => Poll::Ready(Ok(())),
+            Self::Tls(channel) => channel.poll_ready(cx).map_err(Into::into),
+        }
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        match self {
+            Self::Plain(connection) => {
+                let sent = connection.clone().send(request);
+                Box::pin(async move { sent.await.map_err(Into::into) })
+            }
+            Self::Tls(channel) => {
+                let sent = channel.call(request);
+                Box::pin(async move { sent.await.map_err(Into::into) })
+            }
+        }
+    }
+}
 
 /// An endpoint of a backend.
 #[derive(Debug)]
@@ -17,7 +62,7 @@ pub struct Endpoint {
     /// The address it was resolved to, if any.
     pub addr: Option<std::net::SocketAddr>,
     /// The multiplexed HTTP/2 connection to it.
-    pub channel: Channel,
+    pub channel: Transport,
     outstanding: AtomicUsize,
     healthy: AtomicBool,
     consecutive_failures: AtomicU32,
@@ -29,7 +74,7 @@ pub struct Endpoint {
 
 impl Endpoint {
     /// A healthy, idle endpoint.
-    pub fn new(url: String, channel: Channel) -> Self {
+    pub fn new(url: String, channel: Transport) -> Self {
         Self {
             url,
             source: None,

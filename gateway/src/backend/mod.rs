@@ -2,6 +2,7 @@
 //! those healthy and not ejected, a limit on calls in flight, retries, and the deadlines the backend allows.
 
 mod balance;
+mod connection;
 mod discovery;
 mod endpoint;
 mod health;
@@ -12,6 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use prometheus_client::metrics::histogram::Histogram;
 use tonic::body::Body;
 use tower::ServiceExt;
 use tracing::Instrument;
@@ -23,7 +25,7 @@ use self::pool::Pool;
 pub use self::retry::RetryPolicy;
 use crate::config::{BackendConfig, OutlierConfig};
 use crate::layers::deadline::Deadline;
-use crate::metrics::{BackendLabels, BackendMetrics};
+use crate::metrics::{BackendLabels, BackendMetrics, BackendSeconds};
 use crate::status::GatewayError;
 
 /// A backend service and its endpoints.
@@ -43,6 +45,34 @@ pub struct Backend {
     /// How calls on cached routes are retried (`None`: never).
     pub retry: Option<RetryPolicy>,
     metrics: Option<BackendMetrics>,
+    /// The call-duration histograms by outcome, looked up once rather than per call.
+    call_seconds: Option<CallSeconds>,
+}
+
+/// A backend's call-duration histograms, one per outcome.
+#[derive(Debug)]
+struct CallSeconds {
+    ok: Histogram,
+    refused: Histogram,
+    error: Histogram,
+}
+
+impl CallSeconds {
+    fn of(family: &BackendSeconds, backend: &str) -> Self {
+        let get = |outcome| {
+            family
+                .get_or_create(&BackendLabels {
+                    backend: backend.to_owned(),
+                    outcome,
+                })
+                .clone()
+        };
+        Self {
+            ok: get("ok"),
+            refused: get("refused"),
+            error: get("error"),
+        }
+    }
 }
 
 impl Backend {
@@ -94,6 +124,7 @@ impl Backend {
             max_timeout: config.max_timeout,
             timeout: config.timeout,
             retry: config.retry.as_ref().map(RetryPolicy::new),
+            call_seconds: metrics.as_ref().map(|m| CallSeconds::of(&m.seconds, name)),
             metrics,
         }))
     }
@@ -125,19 +156,13 @@ impl Backend {
     ) -> Result<http::Response<Body>, GatewayError> {
         let started = tokio::time::Instant::now();
         let result = self.call_endpoint(request).await;
-        if let Some(metrics) = &self.metrics {
-            let outcome = match &result {
-                Ok(_) => "ok",
-                Err(GatewayError::BackendOverloaded { .. }) => "refused",
-                Err(_) => "error",
+        if let Some(seconds) = &self.call_seconds {
+            let histogram = match &result {
+                Ok(_) => &seconds.ok,
+                Err(GatewayError::BackendOverloaded { .. }) => &seconds.refused,
+                Err(_) => &seconds.error,
             };
-            metrics
-                .seconds
-                .get_or_create(&BackendLabels {
-                    backend: self.name.clone(),
-                    outcome,
-                })
-                .observe(started.elapsed().as_secs_f64());
+            histogram.observe(started.elapsed().as_secs_f64());
         }
         result
     }
@@ -166,11 +191,11 @@ impl Backend {
             .await;
         match &result {
             Ok(response) if !is_endpoint_failure(response) => endpoint.record_success(),
-            Err(err) if is_timeout(err) => {}
+            Err(err) if is_timeout(err.as_ref()) => {}
             _ => self.record_failure(&endpoint),
         }
         result.map_err(|err| {
-            if is_timeout(&err) {
+            if is_timeout(err.as_ref()) {
                 // The channel enforces the `grpc-timeout` the request carries: the deadline passed.
                 GatewayError::BackendDeadline {
                     backend: self.name.clone(),
@@ -178,7 +203,7 @@ impl Backend {
             } else {
                 GatewayError::BackendUnavailable {
                     backend: self.name.clone(),
-                    reason: error_chain(&err),
+                    reason: error_chain(err.as_ref()),
                 }
             }
         })
@@ -245,11 +270,15 @@ fn is_endpoint_failure(response: &http::Response<Body>) -> bool {
             .is_some_and(|s| s.as_bytes() == b"14")
 }
 
-/// Whether the error, or any of its sources, is tonic's deadline timer firing.
+/// Whether the error, or any of its sources, is the call's `grpc-timeout` running out (in our connection, or in
+/// tonic's channel for TLS endpoints).
 fn is_timeout(err: &(dyn std::error::Error + 'static)) -> bool {
     let mut current = Some(err);
     while let Some(e) = current {
-        if e.is::<tonic::TimeoutExpired>() {
+        if e.is::<tonic::TimeoutExpired>()
+            || e.downcast_ref::<connection::CallError>()
+                .is_some_and(|e| matches!(e, connection::CallError::DeadlineExpired(_)))
+        {
             return true;
         }
         current = e.source();

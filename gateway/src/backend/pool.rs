@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use arc_swap::ArcSwap;
 use tokio::task::JoinHandle;
 
-use super::endpoint::Endpoint;
+use super::connection::{Connection, ConnectionConfig};
+use super::endpoint::{Endpoint, Transport};
 use super::health;
 use crate::config::BackendConfig;
 use crate::metrics::BackendMetrics;
@@ -132,8 +133,6 @@ impl Pool {
                 self.backend
             ))
         };
-        let mut endpoint =
-            tonic::transport::Endpoint::from_shared(url.to_owned()).map_err(|e| rejected(&e))?;
         let tls = match &self.config.tls {
             Some(tls) => Some(crate::tls::backend_client(tls).map_err(|e| rejected(&e))?),
             // An https:// endpoint without a `tls` block: verified against the system's roots.
@@ -142,17 +141,31 @@ impl Pool {
             }
             None => None,
         };
-        if let Some(tls) = tls {
-            endpoint = endpoint.tls_config(tls).map_err(|e| rejected(&e))?;
-        }
-        let channel = endpoint
-            .connect_timeout(self.config.connect_timeout)
-            .tcp_nodelay(true)
-            .http2_adaptive_window(true)
-            .http2_keep_alive_interval(self.config.keepalive_interval)
-            .keep_alive_timeout(self.config.keepalive_timeout)
-            .keep_alive_while_idle(true)
-            .connect_lazy();
+        let channel = match tls {
+            // Plaintext: the gateway's own connection, which sends a unary call in one write.
+            None => {
+                let uri = url.parse::<http::Uri>().map_err(|e| rejected(&e))?;
+                let config = ConnectionConfig {
+                    connect_timeout: self.config.connect_timeout,
+                    keepalive_interval: self.config.keepalive_interval,
+                    keepalive_timeout: self.config.keepalive_timeout,
+                };
+                Transport::Plain(Connection::lazy(&uri, config).map_err(|e| rejected(&e))?)
+            }
+            Some(tls) => Transport::Tls(
+                tonic::transport::Endpoint::from_shared(url.to_owned())
+                    .map_err(|e| rejected(&e))?
+                    .tls_config(tls)
+                    .map_err(|e| rejected(&e))?
+                    .connect_timeout(self.config.connect_timeout)
+                    .tcp_nodelay(true)
+                    .http2_adaptive_window(true)
+                    .http2_keep_alive_interval(self.config.keepalive_interval)
+                    .keep_alive_timeout(self.config.keepalive_timeout)
+                    .keep_alive_while_idle(true)
+                    .connect_lazy(),
+            ),
+        };
         let mut endpoint = Endpoint::new(url.to_owned(), channel);
         if let Some((source, addr)) = resolved {
             endpoint.source = Some(source.to_owned());

@@ -1,0 +1,603 @@
+//! A lean HTTP/2 connection to one plaintext endpoint: what the gateway forwards calls over.
+//!
+//! Why not tonic's `Channel` (hyper's client behind a buffer task): hyper sends a request's body from a task of its
+//! own, which may start only after the connection task has written the HEADERS, so a unary call reaches the backend
+//! in two writes — two TCP segments, two wake-ups of the backend — after passing through three tasks. Here the
+//! body's first frames are queued right behind the HEADERS (h2 holds them until the stream opens) and leave with
+//! them in one write; only a body that is not complete yet is pumped by a task, under flow control.
+//!
+//! The connection is made by the first call, and again by the first call after it closed. An HTTP/2 ping every
+//! `keepalive_interval` closes it when one goes unanswered for `keepalive_timeout`, so a backend gone silent is
+//! noticed between calls too. The `grpc-timeout` a request carries bounds the wait for the response's headers, as
+//! in gRPC clients.
+
+use std::future::{Future, poll_fn};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::FutureExt;
+use h2::client::SendRequest;
+use h2::{RecvStream, SendStream};
+use http_body::{Body as _, Frame};
+use http_body_util::BodyExt;
+use tokio::net::TcpStream;
+use tonic::body::Body;
+
+use crate::grpc::timeout;
+use crate::one_write::OneWrite;
+
+/// Bytes of a request body sent at once, before flow control applies: a unary request is far smaller.
+const EAGER_BYTES: usize = 64 * 1024;
+/// HTTP/2 flow-control windows offered to the backend (per stream, per connection): room for large answers
+/// without a round trip per 64 KiB.
+const STREAM_WINDOW: u32 = 1024 * 1024;
+const CONNECTION_WINDOW: u32 = 4 * 1024 * 1024;
+
+/// How an endpoint is reached and its connection kept alive.
+#[derive(Debug, Clone)]
+pub struct ConnectionConfig {
+    /// The longest a TCP connect may take.
+    pub connect_timeout: Duration,
+    /// How often the connection is pinged.
+    pub keepalive_interval: Duration,
+    /// How long a ping may go unanswered before the connection is closed.
+    pub keepalive_timeout: Duration,
+}
+
+/// Why a call over a [`Connection`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// The TCP connection could not be made.
+    #[error("connect to {authority} failed: {source}")]
+    Connect {
+        authority: String,
+        source: std::io::Error,
+    },
+    /// The TCP connection was not made within `connect_timeout`.
+    #[error("connect to {authority} timed out after {after:?}")]
+    ConnectTimeout { authority: String, after: Duration },
+    /// The HTTP/2 connection or stream failed.
+    #[error("HTTP/2: {0}")]
+    Http2(#[from] h2::Error),
+    /// No response headers within the request's `grpc-timeout`.
+    #[error("no answer within the call's grpc-timeout of {0:?}")]
+    DeadlineExpired(Duration),
+    /// The request cannot be sent to this endpoint.
+    #[error("request not sendable: {0}")]
+    Request(String),
+}
+
+/// A lazily made HTTP/2 connection to one endpoint; its clones share it.
+#[derive(Clone)]
+pub struct Connection {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("authority", &self.shared.authority)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Shared {
+    authority: http::uri::Authority,
+    config: ConnectionConfig,
+    /// The open connection's request handle, and which connection it is.
+    open: Mutex<Option<(u64, SendRequest<Bytes>)>>,
+    /// Connections made so far (their ids).
+    made: AtomicU64,
+    /// Held while connecting, so that concurrent first calls make one connection.
+    connecting: tokio::sync::Mutex<()>,
+}
+
+impl Connection {
+    /// A connection to the `http://` endpoint `uri`, made on the first call.
+    pub fn lazy(uri: &http::Uri, config: ConnectionConfig) -> Result<Self, String> {
+        if uri.scheme() != Some(&http::uri::Scheme::HTTP) {
+            return Err(format!("`{uri}` is not an http:// URL"));
+        }
+        let authority = uri
+            .authority()
+            .cloned()
+            .ok_or_else(|| format!("`{uri}` has no host"))?;
+        Ok(Self {
+            shared: Arc::new(Shared {
+                authority,
+                config,
+                open: Mutex::new(None),
+                made: AtomicU64::new(0),
+                connecting: tokio::sync::Mutex::new(()),
+            }),
+        })
+    }
+
+    /// Sends `request` (its URI needs only a path) and waits for the response's headers; the body streams after.
+    pub async fn send(
+        self,
+        request: http::Request<Body>,
+    ) -> Result<http::Response<Body>, CallError> {
+        let limit = request
+            .headers()
+            .get(timeout::HEADER)
+            .and_then(|v| timeout::parse(v.as_bytes()));
+        match limit {
+            Some(limit) => tokio::time::timeout(limit, self.exchange(request))
+                .await
+                .map_err(|_| CallError::DeadlineExpired(limit))?,
+            None => self.exchange(request).await,
+        }
+    }
+
+    async fn exchange(
+        &self,
+        request: http::Request<Body>,
+    ) -> Result<http::Response<Body>, CallError> {
+        let (id, sender) = match self.open() {
+            Some(open) => open,
+            None => self.connect().await?,
+        };
+        let sender = match sender.ready().await {
+            Ok(sender) => sender,
+            Err(err) => {
+                self.forget(id);
+                return Err(err.into());
+            }
+        };
+        send_on(sender, &self.shared.authority, request).await
+    }
+
+    /// The open connection's request handle, if there is one.
+    fn open(&self) -> Option<(u64, SendRequest<Bytes>)> {
+        self.shared
+            .open
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Forgets connection `id` (closed or failing), so that the next call makes a new one.
+    fn forget(&self, id: u64) {
+        forget(&self.shared, id);
+    }
+
+    /// Makes the connection, unless a concurrent call just did.
+    async fn connect(&self) -> Result<(u64, SendRequest<Bytes>), CallError> {
+        let _turn = self.shared.connecting.lock().await;
+        if let Some(open) = self.open() {
+            return Ok(open);
+        }
+        let shared = &self.shared;
+        let authority = shared.authority.as_str().to_owned();
+        let address = format!(
+            "{}:{}",
+            shared.authority.host(),
+            shared.authority.port_u16().unwrap_or(80)
+        );
+        let tcp =
+            match tokio::time::timeout(shared.config.connect_timeout, TcpStream::connect(address))
+                .await
+            {
+                Ok(Ok(tcp)) => tcp,
+                Ok(Err(source)) => return Err(CallError::Connect { authority, source }),
+                Err(_) => {
+                    return Err(CallError::ConnectTimeout {
+                        authority,
+                        after: shared.config.connect_timeout,
+                    });
+                }
+            };
+        // Small requests should leave at once, not wait for Nagle.
+        let _ = tcp.set_nodelay(true);
+        let (sender, connection) = handshake(OneWrite(tcp)).await?;
+        let id = shared.made.fetch_add(1, Ordering::Relaxed) + 1;
+        *shared.open.lock().unwrap_or_else(PoisonError::into_inner) = Some((id, sender.clone()));
+        tokio::spawn(drive(
+            connection,
+            Arc::downgrade(&self.shared),
+            id,
+            shared.config.clone(),
+        ));
+        Ok((id, sender))
+    }
+}
+
+/// Sends `request` over a connection ready for a new stream, to `authority`; returns once the response's headers
+/// arrived.
+async fn send_on(
+    mut sender: SendRequest<Bytes>,
+    authority: &http::uri::Authority,
+    request: http::Request<Body>,
+) -> Result<http::Response<Body>, CallError> {
+    let (mut parts, body) = request.into_parts();
+    let path = parts
+        .uri
+        .path_and_query()
+        .map_or("/", http::uri::PathAndQuery::as_str);
+    parts.uri = http::Uri::builder()
+        .scheme(http::uri::Scheme::HTTP)
+        .authority(authority.clone())
+        .path_and_query(path)
+        .build()
+        .map_err(|e| CallError::Request(e.to_string()))?;
+    parts.version = http::Version::HTTP_2;
+    let end_of_stream = body.is_end_stream();
+    let (response, stream) =
+        sender.send_request(http::Request::from_parts(parts, ()), end_of_stream)?;
+    if !end_of_stream {
+        send_body(body, stream);
+    }
+    let (parts, recv) = response.await?.into_parts();
+    Ok(http::Response::from_parts(
+        parts,
+        Body::new(ResponseBody {
+            recv,
+            data_done: false,
+        }),
+    ))
+}
+
+/// The HTTP/2 handshake over `io`, with the gateway's windows.
+async fn handshake<T>(
+    io: T,
+) -> Result<(SendRequest<Bytes>, h2::client::Connection<T, Bytes>), h2::Error>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    h2::client::Builder::new()
+        .initial_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .handshake(io)
+        .await
+}
+
+fn forget(shared: &Shared, id: u64) {
+    let mut open = shared.open.lock().unwrap_or_else(PoisonError::into_inner);
+    if open.as_ref().is_some_and(|(open_id, _)| *open_id == id) {
+        *open = None;
+    }
+}
+
+/// Runs connection `id` until it closes, or until a ping goes unanswered; then lets the next call make a new one.
+async fn drive<T>(
+    mut connection: h2::client::Connection<T, Bytes>,
+    shared: std::sync::Weak<Shared>,
+    id: u64,
+    config: ConnectionConfig,
+) where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let pings = connection.ping_pong();
+    tokio::select! {
+        closed = &mut connection => {
+            if let Err(err) = closed {
+                tracing::debug!(connection = id, error = %err, "backend connection closed");
+            }
+        }
+        () = keep_alive(pings, &config) => {
+            tracing::warn!(
+                connection = id,
+                timeout = ?config.keepalive_timeout,
+                "backend connection closed: a ping went unanswered"
+            );
+        }
+    }
+    if let Some(shared) = shared.upgrade() {
+        forget(&shared, id);
+    }
+    // Dropping the connection fails the calls still on it.
+}
+
+/// Pings every `keepalive_interval`; returns when a ping goes unanswered for `keepalive_timeout`.
+async fn keep_alive(pings: Option<h2::PingPong>, config: &ConnectionConfig) {
+    let Some(mut pings) = pings else {
+        return std::future::pending().await;
+    };
+    loop {
+        tokio::time::sleep(config.keepalive_interval).await;
+        match tokio::time::timeout(config.keepalive_timeout, pings.ping(h2::Ping::opaque())).await {
+            Ok(Ok(_pong)) => {}
+            // The connection is closing: its own future says how.
+            Ok(Err(_)) => return std::future::pending().await,
+            Err(_) => return,
+        }
+    }
+}
+
+/// Sends a request body on `stream`: what is ready now at once, queued behind the HEADERS without waiting for
+/// flow-control capacity (so a unary request leaves in one write); the rest from a task of its own, under flow
+/// control.
+fn send_body(mut body: Body, mut stream: SendStream<Bytes>) {
+    let mut queued = 0;
+    while queued < EAGER_BYTES {
+        let Some(next) = body.frame().now_or_never() else {
+            break;
+        };
+        match next {
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => {
+                    queued += data.len();
+                    let end = body.is_end_stream();
+                    if stream.send_data(data, end).is_err() || end {
+                        return;
+                    }
+                }
+                Err(frame) => return send_trailers(&mut stream, frame),
+            },
+            None => return end_stream(&mut stream),
+            Some(Err(_)) => return stream.send_reset(h2::Reason::CANCEL),
+        }
+    }
+    tokio::spawn(pump(body, stream));
+}
+
+/// Sends the rest of a request body as it comes, within the backend's flow-control windows; stops early if the
+/// backend resets the stream.
+async fn pump(mut body: Body, mut stream: SendStream<Bytes>) {
+    loop {
+        let next = tokio::select! {
+            next = body.frame() => next,
+            _ = poll_fn(|cx| stream.poll_reset(cx)) => return,
+        };
+        match next {
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => {
+                    let end = body.is_end_stream();
+                    if !send_flow_controlled(&mut stream, data, end).await || end {
+                        return;
+                    }
+                }
+                Err(frame) => return send_trailers(&mut stream, frame),
+            },
+            None => return end_stream(&mut stream),
+            Some(Err(_)) => return stream.send_reset(h2::Reason::CANCEL),
+        }
+    }
+}
+
+/// Sends `data` in pieces as the windows allow; false if the stream is gone.
+async fn send_flow_controlled(stream: &mut SendStream<Bytes>, mut data: Bytes, end: bool) -> bool {
+    if data.is_empty() {
+        return stream.send_data(data, end).is_ok();
+    }
+    stream.reserve_capacity(data.len());
+    while !data.is_empty() {
+        let mut available = stream.capacity();
+        while available == 0 {
+            match poll_fn(|cx| stream.poll_capacity(cx)).await {
+                Some(Ok(_)) => available = stream.capacity(),
+                Some(Err(_)) | None => return false,
+            }
+        }
+        let piece = data.split_to(available.min(data.len()));
+        if stream.send_data(piece, end && data.is_empty()).is_err() {
+            return false;
+        }
+    }
+    true
+}
+
+fn send_trailers(stream: &mut SendStream<Bytes>, frame: Frame<Bytes>) {
+    match frame.into_trailers() {
+        Ok(trailers) => {
+            let _ = stream.send_trailers(trailers);
+        }
+        // Neither data nor trailers: nothing HTTP/2 can carry.
+        Err(_) => stream.send_reset(h2::Reason::INTERNAL_ERROR),
+    }
+}
+
+fn end_stream(stream: &mut SendStream<Bytes>) {
+    let _ = stream.send_data(Bytes::new(), true);
+}
+
+/// A response body read from an HTTP/2 stream, its flow-control capacity released as it is read. Dropped early, the
+/// stream is reset, so the backend stops sending.
+struct ResponseBody {
+    recv: RecvStream,
+    data_done: bool,
+}
+
+impl http_body::Body for ResponseBody {
+    type Data = Bytes;
+    type Error = h2::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, h2::Error>>> {
+        if !self.data_done {
+            match ready!(self.recv.poll_data(cx)) {
+                Some(Ok(data)) => {
+                    let _ = self.recv.flow_control().release_capacity(data.len());
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Some(Err(err)) => return Poll::Ready(Some(Err(err))),
+                None => self.data_done = true,
+            }
+        }
+        Poll::Ready(match ready!(self.recv.poll_trailers(cx)) {
+            Ok(Some(trailers)) => Some(Ok(Frame::trailers(trailers))),
+            Ok(None) => None,
+            Err(err) => Some(Err(err)),
+        })
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.recv.is_end_stream()
+    }
+}
+
+impl tower::Service<http::Request<Body>> for Connection {
+    type Response = http::Response<Body>;
+    type Error = CallError;
+    type Future = Pin<Box<dyn Future<Output = Result<http::Response<Body>, CallError>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), CallError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        Box::pin(self.clone().send(request))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+    use std::sync::atomic::AtomicUsize;
+
+    use http_body_util::{Full, StreamBody};
+    use hyper::body::Incoming;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    use super::*;
+    use crate::test_io::CountedWrites;
+
+    /// A server that reads each request whole and answers its length in `x-received`, then `size` bytes of body and
+    /// trailers.
+    fn serve(io: tokio::io::DuplexStream, size: usize) {
+        let service =
+            hyper::service::service_fn(move |request: http::Request<Incoming>| async move {
+                let received = request
+                    .into_body()
+                    .collect()
+                    .await
+                    .map_or(0, |c| c.to_bytes().len());
+                let mut trailers = http::HeaderMap::new();
+                trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+                let frames = [
+                    Ok::<_, Infallible>(Frame::data(Bytes::from(vec![7; size]))),
+                    Ok(Frame::trailers(trailers)),
+                ];
+                let mut response =
+                    http::Response::new(StreamBody::new(futures::stream::iter(frames)));
+                response
+                    .headers_mut()
+                    .insert("x-received", http::HeaderValue::from(received));
+                Ok::<_, Infallible>(response)
+            });
+        tokio::spawn(
+            hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(io), service),
+        );
+    }
+
+    fn unary_request(body: Body) -> http::Request<Body> {
+        http::Request::post("/demo.v1.Catalog/GetItem")
+            .header("content-type", "application/grpc")
+            .body(body)
+            .expect("request")
+    }
+
+    /// The client's writes for the second of two calls with a 13-byte body (the first settles the settings).
+    async fn writes_for_a_call(ours: bool) -> usize {
+        let (client_io, server_io) = tokio::io::duplex(1 << 16);
+        serve(server_io, 545);
+        let writes = Arc::new(AtomicUsize::new(0));
+        let (reads, writes_half) = tokio::io::split(client_io);
+        let counted = tokio::io::join(reads, CountedWrites::new(writes_half, writes.clone()));
+        let authority = http::uri::Authority::from_static("backend:50052");
+        let body = || Body::new(Full::new(Bytes::from_static(b"\0\0\0\0\x08\n\x06item-1")));
+        let mut before = 0;
+        if ours {
+            let (sender, connection) = handshake(OneWrite(counted)).await.expect("handshake");
+            tokio::spawn(connection);
+            for _ in 0..2 {
+                before = writes.load(Ordering::Relaxed);
+                let ready = sender.clone().ready().await.expect("ready");
+                let response = send_on(ready, &authority, unary_request(body()))
+                    .await
+                    .expect("answer");
+                assert_eq!(response.headers()["x-received"], "13");
+                let _ = response.into_body().collect().await.expect("body");
+            }
+        } else {
+            let (mut sender, connection) =
+                hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(counted))
+                    .await
+                    .expect("handshake");
+            tokio::spawn(connection);
+            for _ in 0..2 {
+                before = writes.load(Ordering::Relaxed);
+                let mut request = unary_request(body());
+                *request.uri_mut() = "http://backend:50052/demo.v1.Catalog/GetItem"
+                    .parse()
+                    .expect("uri");
+                let response = sender.send_request(request).await.expect("answer");
+                let _ = response.into_body().collect().await.expect("body");
+            }
+        }
+        writes.load(Ordering::Relaxed) - before
+    }
+
+    #[tokio::test]
+    async fn a_unary_request_leaves_in_one_write() {
+        assert_eq!(writes_for_a_call(true).await, 1);
+        // What it is for: hyper's client sends the body in a write after the HEADERS.
+        assert_eq!(writes_for_a_call(false).await, 2);
+    }
+
+    #[tokio::test]
+    async fn bodies_larger_than_the_windows_go_through_under_flow_control() {
+        let (client_io, server_io) = tokio::io::duplex(1 << 16);
+        // Answers of 3 MiB: three times the stream window the client offers.
+        serve(server_io, 3 << 20);
+        let (sender, connection) = handshake(client_io).await.expect("handshake");
+        tokio::spawn(connection);
+        let authority = http::uri::Authority::from_static("backend:50052");
+        // 5 MiB sent in 64 KiB pieces as a stream: beyond the eager bytes, and the server's 1 MiB window.
+        let pieces =
+            (0..80).map(|_| Ok::<_, Infallible>(Frame::data(Bytes::from(vec![1; 64 << 10]))));
+        let body = Body::new(StreamBody::new(futures::stream::iter(pieces)));
+        let ready = sender.ready().await.expect("ready");
+        let response = tokio::time::timeout(
+            Duration::from_secs(10),
+            send_on(ready, &authority, unary_request(body)),
+        )
+        .await
+        .expect("no stall")
+        .expect("answer");
+        assert_eq!(
+            response.headers()["x-received"],
+            (80 << 16).to_string().as_str()
+        );
+        let collected =
+            tokio::time::timeout(Duration::from_secs(10), response.into_body().collect())
+                .await
+                .expect("no stall")
+                .expect("body");
+        assert_eq!(collected.trailers().expect("trailers")["grpc-status"], "0");
+        assert_eq!(collected.to_bytes().len(), 3 << 20);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_whose_pings_go_unanswered_is_closed_and_forgotten() {
+        let config = ConnectionConfig {
+            connect_timeout: Duration::from_secs(1),
+            keepalive_interval: Duration::from_secs(10),
+            keepalive_timeout: Duration::from_secs(5),
+        };
+        let uri = "http://backend:50052".parse().expect("uri");
+        let connection = Connection::lazy(&uri, config.clone()).expect("http URL");
+        // A peer that takes every byte and never answers: a blackholed backend.
+        let (client_io, server_io) = tokio::io::duplex(1 << 20);
+        let (sender, h2) = handshake(client_io).await.expect("handshake");
+        *connection.shared.open.lock().expect("lock") = Some((1, sender));
+        let driving = tokio::spawn(drive(h2, Arc::downgrade(&connection.shared), 1, config));
+        tokio::time::timeout(Duration::from_secs(16), driving)
+            .await
+            .expect("closed after one interval and one timeout")
+            .expect("no panic");
+        assert!(
+            connection.open().is_none(),
+            "the next call makes a new connection"
+        );
+        drop(server_io);
+    }
+}
