@@ -32,10 +32,15 @@ use crate::one_write::OneWrite;
 
 /// Bytes of a request body sent at once, before flow control applies: a unary request is far smaller.
 const EAGER_BYTES: usize = 64 * 1024;
-/// HTTP/2 flow-control windows offered to the backend (per stream, per connection): room for large answers
-/// without a round trip per 64 KiB.
-const STREAM_WINDOW: u32 = 1024 * 1024;
-const CONNECTION_WINDOW: u32 = 4 * 1024 * 1024;
+/// HTTP/2 flow-control windows offered to the backend, per stream and per connection: room for large answers
+/// without a round trip per 64 KiB (hyper's client defaults, which this connection replaces).
+const STREAM_WINDOW: u32 = 2 * 1024 * 1024;
+const CONNECTION_WINDOW: u32 = 5 * 1024 * 1024;
+/// The most response metadata (headers or trailers) a backend may send: a hostile or broken backend cannot make the
+/// gateway buffer more (hyper's client default).
+const MAX_HEADER_LIST_BYTES: u32 = 16 * 1024;
+/// The most request data queued per stream before the body waits for the backend to read (hyper's client default).
+const MAX_SEND_BUFFER_BYTES: usize = 1024 * 1024;
 
 /// How an endpoint is reached and its connection kept alive.
 #[derive(Debug, Clone)]
@@ -145,8 +150,12 @@ impl Connection {
         let sender = match sender.ready().await {
             Ok(sender) => sender,
             Err(err) => {
+                // The connection closed since its last call (the backend restarted, or closed it idle): nothing was
+                // sent yet, so a new connection may take the call.
+                tracing::debug!(connection = id, error = %err, "backend connection gone; reconnecting");
                 self.forget(id);
-                return Err(err.into());
+                let (_, sender) = self.connect().await?;
+                sender.ready().await?
             }
         };
         send_on(sender, &self.shared.authority, request).await
@@ -252,6 +261,8 @@ where
     h2::client::Builder::new()
         .initial_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
+        .max_header_list_size(MAX_HEADER_LIST_BYTES)
+        .max_send_buffer_size(MAX_SEND_BUFFER_BYTES)
         .handshake(io)
         .await
 }
@@ -546,8 +557,8 @@ mod tests {
     #[tokio::test]
     async fn bodies_larger_than_the_windows_go_through_under_flow_control() {
         let (client_io, server_io) = tokio::io::duplex(1 << 16);
-        // Answers of 3 MiB: three times the stream window the client offers.
-        serve(server_io, 3 << 20);
+        // Answers of 5 MiB: beyond the stream window the client offers (2 MiB), as far as its connection window.
+        serve(server_io, 5 << 20);
         let (sender, connection) = handshake(client_io).await.expect("handshake");
         tokio::spawn(connection);
         let authority = http::uri::Authority::from_static("backend:50052");
@@ -573,7 +584,7 @@ mod tests {
                 .expect("no stall")
                 .expect("body");
         assert_eq!(collected.trailers().expect("trailers")["grpc-status"], "0");
-        assert_eq!(collected.to_bytes().len(), 3 << 20);
+        assert_eq!(collected.to_bytes().len(), 5 << 20);
     }
 
     #[tokio::test(start_paused = true)]
@@ -599,5 +610,58 @@ mod tests {
             "the next call makes a new connection"
         );
         drop(server_io);
+    }
+
+    #[tokio::test]
+    async fn after_the_backend_closed_the_connection_the_next_call_makes_a_new_one() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (accepted_tx, mut accepted) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let (server_io, relay) = tokio::io::duplex(1 << 16);
+                serve(server_io, 10);
+                // Relays the socket to the server; aborting it closes the connection as a restart would.
+                let relaying = tokio::spawn(async move {
+                    let (mut tcp, mut relay) = (tcp, relay);
+                    let _ = tokio::io::copy_bidirectional(&mut tcp, &mut relay).await;
+                });
+                let _ = accepted_tx.send(relaying);
+            }
+        });
+        let config = ConnectionConfig {
+            connect_timeout: Duration::from_secs(1),
+            keepalive_interval: Duration::from_secs(30),
+            keepalive_timeout: Duration::from_secs(10),
+        };
+        let uri = format!("http://{addr}").parse().expect("uri");
+        let connection = Connection::lazy(&uri, config).expect("http URL");
+        let body = || Body::new(Full::new(Bytes::from_static(b"\0\0\0\0\x00")));
+        let first = connection
+            .clone()
+            .send(unary_request(body()))
+            .await
+            .expect("first call");
+        assert_eq!(first.headers()["x-received"], "5");
+        accepted.recv().await.expect("one connection").abort();
+        // A call racing the close may fail, as with any client: nothing tells it the request was not processed.
+        // Once the close is seen, the connection is forgotten and the next call makes a new one.
+        for _ in 0..200 {
+            if connection.open().is_none() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(connection.open().is_none(), "the close is noticed");
+
+        let second = connection.clone().send(unary_request(body())).await;
+        assert!(
+            second.is_ok(),
+            "the call after the close: {:?}",
+            second.err()
+        );
+        assert!(accepted.recv().await.is_some(), "made on a new connection");
     }
 }
