@@ -65,6 +65,9 @@ pub enum CallError {
     /// The TCP connection was not made within `connect_timeout`.
     #[error("connect to {authority} timed out after {after:?}")]
     ConnectTimeout { authority: String, after: Duration },
+    /// Another call's connect attempt failed while this call waited for it.
+    #[error("{0} (an attempt made for another call, just now)")]
+    ConnectFailedMeanwhile(String),
     /// The HTTP/2 connection or stream failed.
     #[error("HTTP/2: {0}")]
     Http2(#[from] h2::Error),
@@ -95,8 +98,10 @@ struct Shared {
     config: ConnectionConfig,
     /// The open connection's request handle, and which connection it is.
     open: Mutex<Option<(u64, SendRequest<Bytes>)>>,
-    /// Connections made so far (their ids).
-    made: AtomicU64,
+    /// Connect attempts ended so far; a connection's id is the number of the attempt that made it.
+    attempts: AtomicU64,
+    /// How the last failed attempt failed.
+    last_failure: Mutex<Option<String>>,
     /// Held while connecting, so that concurrent first calls make one connection.
     connecting: tokio::sync::Mutex<()>,
 }
@@ -116,7 +121,8 @@ impl Connection {
                 authority,
                 config,
                 open: Mutex::new(None),
-                made: AtomicU64::new(0),
+                attempts: AtomicU64::new(0),
+                last_failure: Mutex::new(None),
                 connecting: tokio::sync::Mutex::new(()),
             }),
         })
@@ -175,12 +181,38 @@ impl Connection {
         forget(&self.shared, id);
     }
 
-    /// Makes the connection, unless a concurrent call just did.
+    /// Makes the connection, unless a concurrent call just did — or just failed to, in which case this call fails
+    /// the same way rather than queue another attempt (calls to a backend that is down wait for one connect at most).
     async fn connect(&self) -> Result<(u64, SendRequest<Bytes>), CallError> {
-        let _turn = self.shared.connecting.lock().await;
+        let shared = &self.shared;
+        let attempts_before = shared.attempts.load(Ordering::Acquire);
+        let _turn = shared.connecting.lock().await;
         if let Some(open) = self.open() {
             return Ok(open);
         }
+        if shared.attempts.load(Ordering::Acquire) != attempts_before {
+            let reason = shared
+                .last_failure
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone()
+                .unwrap_or_default();
+            return Err(CallError::ConnectFailedMeanwhile(reason));
+        }
+        let made = self.make().await;
+        if let Err(err) = &made {
+            *shared
+                .last_failure
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = Some(err.to_string());
+        }
+        // Counted once it ended, so that the calls which waited for it see that it did.
+        shared.attempts.fetch_add(1, Ordering::AcqRel);
+        made
+    }
+
+    /// One attempt: TCP, then the HTTP/2 handshake; the connection is driven by a task of its own.
+    async fn make(&self) -> Result<(u64, SendRequest<Bytes>), CallError> {
         let shared = &self.shared;
         let authority = shared.authority.as_str().to_owned();
         let address = format!(
@@ -204,7 +236,8 @@ impl Connection {
         // Small requests should leave at once, not wait for Nagle.
         let _ = tcp.set_nodelay(true);
         let (sender, connection) = handshake(OneWrite(tcp)).await?;
-        let id = shared.made.fetch_add(1, Ordering::Relaxed) + 1;
+        // The attempts before this one, plus this one.
+        let id = shared.attempts.load(Ordering::Acquire) + 1;
         *shared.open.lock().unwrap_or_else(PoisonError::into_inner) = Some((id, sender.clone()));
         tokio::spawn(drive(
             connection,
@@ -663,5 +696,48 @@ mod tests {
             second.err()
         );
         assert!(accepted.recv().await.is_some(), "made on a new connection");
+    }
+
+    #[tokio::test]
+    async fn calls_waiting_for_a_connect_that_fails_share_its_failure() {
+        // A listener whose accept queue is full and never drained: further connects hang, as to a host that is down.
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .bind("127.0.0.1:0".parse().expect("addr"))
+            .expect("bind");
+        let addr = socket.local_addr().expect("addr");
+        let listener = socket.listen(1).expect("listen");
+        let mut queued = Vec::new();
+        for _ in 0..4 {
+            if let Ok(Ok(tcp)) =
+                tokio::time::timeout(Duration::from_millis(200), TcpStream::connect(addr)).await
+            {
+                queued.push(tcp);
+            }
+        }
+        let config = ConnectionConfig {
+            connect_timeout: Duration::from_millis(300),
+            keepalive_interval: Duration::from_secs(30),
+            keepalive_timeout: Duration::from_secs(10),
+        };
+        let uri = format!("http://{addr}").parse().expect("uri");
+        let connection = Connection::lazy(&uri, config).expect("http URL");
+        let body = || Body::new(Full::new(Bytes::from_static(b"\0\0\0\0\x00")));
+        let calls = (0..10).map(|_| connection.clone().send(unary_request(body())));
+        let results = futures::future::join_all(calls).await;
+        let timed_out = results
+            .iter()
+            .filter(|r| matches!(r, Err(CallError::ConnectTimeout { .. })))
+            .count();
+        let shared = results
+            .iter()
+            .filter(|r| matches!(r, Err(CallError::ConnectFailedMeanwhile(_))))
+            .count();
+        assert_eq!(
+            (timed_out, shared),
+            (1, 9),
+            "one attempt, its failure shared: {results:?}"
+        );
+        drop((listener, queued));
     }
 }
