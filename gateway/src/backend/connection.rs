@@ -11,27 +11,23 @@
 //! noticed between calls too. The `grpc-timeout` a request carries bounds the wait for the response's headers, as
 //! in gRPC clients.
 
-use std::future::{Future, poll_fn};
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::FutureExt;
 use h2::client::SendRequest;
-use h2::{RecvStream, SendStream};
-use http_body::{Body as _, Frame};
-use http_body_util::BodyExt;
+use http_body::Body as _;
 use tokio::net::TcpStream;
 use tonic::body::Body;
 
+use super::stream_body::{ResponseBody, send_body};
 use crate::grpc::timeout;
 use crate::one_write::OneWrite;
 
-/// Bytes of a request body sent at once, before flow control applies: a unary request is far smaller.
-const EAGER_BYTES: usize = 64 * 1024;
 /// HTTP/2 flow-control windows offered to the backend, per stream and per connection: room for large answers
 /// without a round trip per 64 KiB (hyper's client defaults, which this connection replaces).
 const STREAM_WINDOW: u32 = 2 * 1024 * 1024;
@@ -277,10 +273,7 @@ async fn send_on(
     let (parts, recv) = response.await?.into_parts();
     Ok(http::Response::from_parts(
         parts,
-        Body::new(ResponseBody {
-            recv,
-            data_done: false,
-        }),
+        Body::new(ResponseBody::new(recv)),
     ))
 }
 
@@ -353,130 +346,6 @@ async fn keep_alive(pings: Option<h2::PingPong>, config: &ConnectionConfig) {
     }
 }
 
-/// Sends a request body on `stream`: what is ready now at once, queued behind the HEADERS without waiting for
-/// flow-control capacity (so a unary request leaves in one write); the rest from a task of its own, under flow
-/// control.
-fn send_body(mut body: Body, mut stream: SendStream<Bytes>) {
-    let mut queued = 0;
-    while queued < EAGER_BYTES {
-        let Some(next) = body.frame().now_or_never() else {
-            break;
-        };
-        match next {
-            Some(Ok(frame)) => match frame.into_data() {
-                Ok(data) => {
-                    queued += data.len();
-                    let end = body.is_end_stream();
-                    if stream.send_data(data, end).is_err() || end {
-                        return;
-                    }
-                }
-                Err(frame) => return send_trailers(&mut stream, frame),
-            },
-            None => return end_stream(&mut stream),
-            Some(Err(_)) => return stream.send_reset(h2::Reason::CANCEL),
-        }
-    }
-    tokio::spawn(pump(body, stream));
-}
-
-/// Sends the rest of a request body as it comes, within the backend's flow-control windows; stops early if the
-/// backend resets the stream.
-async fn pump(mut body: Body, mut stream: SendStream<Bytes>) {
-    loop {
-        let next = tokio::select! {
-            next = body.frame() => next,
-            _ = poll_fn(|cx| stream.poll_reset(cx)) => return,
-        };
-        match next {
-            Some(Ok(frame)) => match frame.into_data() {
-                Ok(data) => {
-                    let end = body.is_end_stream();
-                    if !send_flow_controlled(&mut stream, data, end).await || end {
-                        return;
-                    }
-                }
-                Err(frame) => return send_trailers(&mut stream, frame),
-            },
-            None => return end_stream(&mut stream),
-            Some(Err(_)) => return stream.send_reset(h2::Reason::CANCEL),
-        }
-    }
-}
-
-/// Sends `data` in pieces as the windows allow; false if the stream is gone.
-async fn send_flow_controlled(stream: &mut SendStream<Bytes>, mut data: Bytes, end: bool) -> bool {
-    if data.is_empty() {
-        return stream.send_data(data, end).is_ok();
-    }
-    stream.reserve_capacity(data.len());
-    while !data.is_empty() {
-        let mut available = stream.capacity();
-        while available == 0 {
-            match poll_fn(|cx| stream.poll_capacity(cx)).await {
-                Some(Ok(_)) => available = stream.capacity(),
-                Some(Err(_)) | None => return false,
-            }
-        }
-        let piece = data.split_to(available.min(data.len()));
-        if stream.send_data(piece, end && data.is_empty()).is_err() {
-            return false;
-        }
-    }
-    true
-}
-
-fn send_trailers(stream: &mut SendStream<Bytes>, frame: Frame<Bytes>) {
-    match frame.into_trailers() {
-        Ok(trailers) => {
-            let _ = stream.send_trailers(trailers);
-        }
-        // Neither data nor trailers: nothing HTTP/2 can carry.
-        Err(_) => stream.send_reset(h2::Reason::INTERNAL_ERROR),
-    }
-}
-
-fn end_stream(stream: &mut SendStream<Bytes>) {
-    let _ = stream.send_data(Bytes::new(), true);
-}
-
-/// A response body read from an HTTP/2 stream, its flow-control capacity released as it is read. Dropped early, the
-/// stream is reset, so the backend stops sending.
-struct ResponseBody {
-    recv: RecvStream,
-    data_done: bool,
-}
-
-impl http_body::Body for ResponseBody {
-    type Data = Bytes;
-    type Error = h2::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, h2::Error>>> {
-        if !self.data_done {
-            match ready!(self.recv.poll_data(cx)) {
-                Some(Ok(data)) => {
-                    let _ = self.recv.flow_control().release_capacity(data.len());
-                    return Poll::Ready(Some(Ok(Frame::data(data))));
-                }
-                Some(Err(err)) => return Poll::Ready(Some(Err(err))),
-                None => self.data_done = true,
-            }
-        }
-        Poll::Ready(match ready!(self.recv.poll_trailers(cx)) {
-            Ok(Some(trailers)) => Some(Ok(Frame::trailers(trailers))),
-            Ok(None) => None,
-            Err(err) => Some(Err(err)),
-        })
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.recv.is_end_stream()
-    }
-}
-
 impl tower::Service<http::Request<Body>> for Connection {
     type Response = http::Response<Body>;
     type Error = CallError;
@@ -496,7 +365,8 @@ mod tests {
     use std::convert::Infallible;
     use std::sync::atomic::AtomicUsize;
 
-    use http_body_util::{Full, StreamBody};
+    use http_body::Frame;
+    use http_body_util::{BodyExt, Full, StreamBody};
     use hyper::body::Incoming;
     use hyper_util::rt::{TokioExecutor, TokioIo};
 

@@ -8,6 +8,7 @@ mod endpoint;
 mod health;
 mod pool;
 mod retry;
+mod stream_body;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
