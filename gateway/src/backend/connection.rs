@@ -402,6 +402,22 @@ mod tests {
         );
     }
 
+    /// A connection to `authority` that pings rarely (the test of pings sets its own).
+    fn connection_to(authority: impl std::fmt::Display, connect_timeout: Duration) -> Connection {
+        let config = ConnectionConfig {
+            connect_timeout,
+            keepalive_interval: Duration::from_secs(30),
+            keepalive_timeout: Duration::from_secs(10),
+        };
+        let uri = format!("http://{authority}").parse().expect("uri");
+        Connection::lazy(&uri, config).expect("an http:// URL")
+    }
+
+    /// A gRPC request body: one empty message.
+    fn empty_message() -> Body {
+        Body::new(Full::new(Bytes::from_static(b"\0\0\0\0\x00")))
+    }
+
     fn unary_request(body: Body) -> http::Request<Body> {
         http::Request::post("/demo.v1.Catalog/GetItem")
             .header("content-type", "application/grpc")
@@ -534,17 +550,10 @@ mod tests {
                 let _ = accepted_tx.send(relaying);
             }
         });
-        let config = ConnectionConfig {
-            connect_timeout: Duration::from_secs(1),
-            keepalive_interval: Duration::from_secs(30),
-            keepalive_timeout: Duration::from_secs(10),
-        };
-        let uri = format!("http://{addr}").parse().expect("uri");
-        let connection = Connection::lazy(&uri, config).expect("http URL");
-        let body = || Body::new(Full::new(Bytes::from_static(b"\0\0\0\0\x00")));
+        let connection = connection_to(addr, Duration::from_secs(1));
         let first = connection
             .clone()
-            .send(unary_request(body()))
+            .send(unary_request(empty_message()))
             .await
             .expect("first call");
         assert_eq!(first.headers()["x-received"], "5");
@@ -559,7 +568,10 @@ mod tests {
         }
         assert!(connection.open().is_none(), "the close is noticed");
 
-        let second = connection.clone().send(unary_request(body())).await;
+        let second = connection
+            .clone()
+            .send(unary_request(empty_message()))
+            .await;
         assert!(
             second.is_ok(),
             "the call after the close: {:?}",
@@ -585,15 +597,8 @@ mod tests {
                 queued.push(tcp);
             }
         }
-        let config = ConnectionConfig {
-            connect_timeout: Duration::from_millis(300),
-            keepalive_interval: Duration::from_secs(30),
-            keepalive_timeout: Duration::from_secs(10),
-        };
-        let uri = format!("http://{addr}").parse().expect("uri");
-        let connection = Connection::lazy(&uri, config).expect("http URL");
-        let body = || Body::new(Full::new(Bytes::from_static(b"\0\0\0\0\x00")));
-        let calls = (0..10).map(|_| connection.clone().send(unary_request(body())));
+        let connection = connection_to(addr, Duration::from_millis(300));
+        let calls = (0..10).map(|_| connection.clone().send(unary_request(empty_message())));
         let results = futures::future::join_all(calls).await;
         let timed_out = results
             .iter()
