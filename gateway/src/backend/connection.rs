@@ -11,11 +11,8 @@
 //! noticed between calls too. The `grpc-timeout` a request carries bounds the wait for the response's headers, as
 //! in gRPC clients.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -343,20 +340,6 @@ async fn keep_alive(pings: Option<h2::PingPong>, config: &ConnectionConfig) {
             Ok(Err(_)) => return std::future::pending().await,
             Err(_) => return,
         }
-    }
-}
-
-impl tower::Service<http::Request<Body>> for Connection {
-    type Response = http::Response<Body>;
-    type Error = CallError;
-    type Future = Pin<Box<dyn Future<Output = Result<http::Response<Body>, CallError>> + Send>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), CallError>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
-        Box::pin(self.clone().send(request))
     }
 }
 

@@ -197,7 +197,8 @@ impl Backend {
         }
         result.map_err(|err| {
             if is_timeout(err.as_ref()) {
-                // The channel enforces the `grpc-timeout` the request carries: the deadline passed.
+                // The connection (tonic's channel, for TLS) enforces the `grpc-timeout` the request carries: the
+                // deadline passed.
                 GatewayError::BackendDeadline {
                     backend: self.name.clone(),
                 }
