@@ -56,22 +56,17 @@ impl Balancer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::connection::connection_to;
+    use crate::backend::endpoint::Transport;
 
     fn endpoints(n: usize) -> Vec<Arc<Endpoint>> {
         (0..n)
             .map(|i| {
-                let uri = format!("http://127.0.0.1:{}", 1 + i).parse().expect("uri");
-                let config = super::super::connection::ConnectionConfig {
-                    connect_timeout: std::time::Duration::from_secs(1),
-                    keepalive_interval: std::time::Duration::from_secs(10),
-                    keepalive_timeout: std::time::Duration::from_secs(1),
-                };
-                let connection = super::super::connection::Connection::lazy(&uri, config)
-                    .expect("an http:// URL");
-                Arc::new(Endpoint::new(
-                    format!("e{i}"),
-                    super::super::endpoint::Transport::Plain(connection),
-                ))
+                let connection = connection_to(
+                    format!("127.0.0.1:{}", 1 + i),
+                    std::time::Duration::from_secs(1),
+                );
+                Arc::new(Endpoint::new(format!("e{i}"), Transport::Plain(connection)))
             })
             .collect()
     }

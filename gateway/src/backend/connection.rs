@@ -93,7 +93,7 @@ struct Shared {
     open: Mutex<Option<(u64, SendRequest<Bytes>)>>,
     /// Connect attempts ended so far; a connection's id is the number of the attempt that made it.
     attempts: AtomicU64,
-    /// How the last failed attempt failed.
+    /// How the last attempt failed, if it did.
     last_failure: Mutex<Option<String>>,
     /// Held while connecting, so that concurrent first calls make one connection.
     connecting: tokio::sync::Mutex<()>,
@@ -152,7 +152,7 @@ impl Connection {
                 // The connection closed since its last call (the backend restarted, or closed it idle): nothing was
                 // sent yet, so a new connection may take the call.
                 tracing::debug!(connection = id, error = %err, "backend connection gone; reconnecting");
-                self.forget(id);
+                self.shared.forget(id);
                 let (_, sender) = self.connect().await?;
                 sender.ready().await?
             }
@@ -169,11 +169,6 @@ impl Connection {
             .clone()
     }
 
-    /// Forgets connection `id` (closed or failing), so that the next call makes a new one.
-    fn forget(&self, id: u64) {
-        forget(&self.shared, id);
-    }
-
     /// Makes the connection, unless a concurrent call just did — or just failed to, in which case this call fails
     /// the same way rather than queue another attempt (calls to a backend that is down wait for one connect at most).
     async fn connect(&self) -> Result<(u64, SendRequest<Bytes>), CallError> {
@@ -184,21 +179,22 @@ impl Connection {
             return Ok(open);
         }
         if shared.attempts.load(Ordering::Acquire) != attempts_before {
-            let reason = shared
+            // An attempt ended while this call waited; if it failed, so does this call. (If it succeeded, its
+            // connection has closed already: this call makes a new one.)
+            let failed = shared
                 .last_failure
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .clone()
-                .unwrap_or_default();
-            return Err(CallError::ConnectFailedMeanwhile(reason));
+                .clone();
+            if let Some(reason) = failed {
+                return Err(CallError::ConnectFailedMeanwhile(reason));
+            }
         }
         let made = self.make().await;
-        if let Err(err) = &made {
-            *shared
-                .last_failure
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner) = Some(err.to_string());
-        }
+        *shared
+            .last_failure
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = made.as_ref().err().map(ToString::to_string);
         // Counted once it ended, so that the calls which waited for it see that it did.
         shared.attempts.fetch_add(1, Ordering::AcqRel);
         made
@@ -290,10 +286,13 @@ where
         .await
 }
 
-fn forget(shared: &Shared, id: u64) {
-    let mut open = shared.open.lock().unwrap_or_else(PoisonError::into_inner);
-    if open.as_ref().is_some_and(|(open_id, _)| *open_id == id) {
-        *open = None;
+impl Shared {
+    /// Forgets connection `id` (closed or failing), so that the next call makes a new one.
+    fn forget(&self, id: u64) {
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        if open.as_ref().is_some_and(|(open_id, _)| *open_id == id) {
+            *open = None;
+        }
     }
 }
 
@@ -322,7 +321,7 @@ async fn drive<T>(
         }
     }
     if let Some(shared) = shared.upgrade() {
-        forget(&shared, id);
+        shared.forget(id);
     }
     // Dropping the connection fails the calls still on it.
 }
@@ -341,6 +340,21 @@ async fn keep_alive(pings: Option<h2::PingPong>, config: &ConnectionConfig) {
             Err(_) => return,
         }
     }
+}
+
+/// A connection to `authority` that pings rarely (for tests; the test of pings sets its own).
+#[cfg(test)]
+pub(super) fn connection_to(
+    authority: impl std::fmt::Display,
+    connect_timeout: Duration,
+) -> Connection {
+    let config = ConnectionConfig {
+        connect_timeout,
+        keepalive_interval: Duration::from_secs(30),
+        keepalive_timeout: Duration::from_secs(10),
+    };
+    let uri = format!("http://{authority}").parse().expect("uri");
+    Connection::lazy(&uri, config).expect("an http:// URL")
 }
 
 #[cfg(test)]
@@ -383,17 +397,6 @@ mod tests {
             hyper::server::conn::http2::Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(io), service),
         );
-    }
-
-    /// A connection to `authority` that pings rarely (the test of pings sets its own).
-    fn connection_to(authority: impl std::fmt::Display, connect_timeout: Duration) -> Connection {
-        let config = ConnectionConfig {
-            connect_timeout,
-            keepalive_interval: Duration::from_secs(30),
-            keepalive_timeout: Duration::from_secs(10),
-        };
-        let uri = format!("http://{authority}").parse().expect("uri");
-        Connection::lazy(&uri, config).expect("an http:// URL")
     }
 
     /// A gRPC request body: one empty message.

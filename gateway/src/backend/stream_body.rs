@@ -24,19 +24,13 @@ pub(super) fn send_body(mut body: Body, mut stream: SendStream<Bytes>) {
         let Some(next) = body.frame().now_or_never() else {
             break;
         };
-        match next {
-            Some(Ok(frame)) => match frame.into_data() {
-                Ok(data) => {
-                    queued += data.len();
-                    let end = body.is_end_stream();
-                    if stream.send_data(data, end).is_err() || end {
-                        return;
-                    }
-                }
-                Err(frame) => return send_trailers(&mut stream, frame),
-            },
-            None => return end_stream(&mut stream),
-            Some(Err(_)) => return stream.send_reset(h2::Reason::CANCEL),
+        let Some(data) = data_or_finish(&mut stream, next) else {
+            return;
+        };
+        queued += data.len();
+        let end = body.is_end_stream();
+        if stream.send_data(data, end).is_err() || end {
+            return;
         }
     }
     tokio::spawn(pump(body, stream));
@@ -50,18 +44,43 @@ async fn pump(mut body: Body, mut stream: SendStream<Bytes>) {
             next = body.frame() => next,
             _ = poll_fn(|cx| stream.poll_reset(cx)) => return,
         };
-        match next {
-            Some(Ok(frame)) => match frame.into_data() {
-                Ok(data) => {
-                    let end = body.is_end_stream();
-                    if !send_flow_controlled(&mut stream, data, end).await || end {
-                        return;
+        let Some(data) = data_or_finish(&mut stream, next) else {
+            return;
+        };
+        let end = body.is_end_stream();
+        if !send_flow_controlled(&mut stream, data, end).await || end {
+            return;
+        }
+    }
+}
+
+/// The data of a request body's next frame; anything else ends the stream — trailers are sent with their end of
+/// stream, the body's end as an empty last DATA frame, and a failed body as a reset.
+fn data_or_finish(
+    stream: &mut SendStream<Bytes>,
+    next: Option<Result<Frame<Bytes>, tonic::Status>>,
+) -> Option<Bytes> {
+    match next {
+        Some(Ok(frame)) => match frame.into_data() {
+            Ok(data) => Some(data),
+            Err(frame) => {
+                match frame.into_trailers() {
+                    Ok(trailers) => {
+                        let _ = stream.send_trailers(trailers);
                     }
+                    // Neither data nor trailers: nothing HTTP/2 can carry.
+                    Err(_) => stream.send_reset(h2::Reason::INTERNAL_ERROR),
                 }
-                Err(frame) => return send_trailers(&mut stream, frame),
-            },
-            None => return end_stream(&mut stream),
-            Some(Err(_)) => return stream.send_reset(h2::Reason::CANCEL),
+                None
+            }
+        },
+        None => {
+            let _ = stream.send_data(Bytes::new(), true);
+            None
+        }
+        Some(Err(_)) => {
+            stream.send_reset(h2::Reason::CANCEL);
+            None
         }
     }
 }
@@ -86,20 +105,6 @@ async fn send_flow_controlled(stream: &mut SendStream<Bytes>, mut data: Bytes, e
         }
     }
     true
-}
-
-fn send_trailers(stream: &mut SendStream<Bytes>, frame: Frame<Bytes>) {
-    match frame.into_trailers() {
-        Ok(trailers) => {
-            let _ = stream.send_trailers(trailers);
-        }
-        // Neither data nor trailers: nothing HTTP/2 can carry.
-        Err(_) => stream.send_reset(h2::Reason::INTERNAL_ERROR),
-    }
-}
-
-fn end_stream(stream: &mut SendStream<Bytes>) {
-    let _ = stream.send_data(Bytes::new(), true);
 }
 
 /// A response body read from an HTTP/2 stream, its flow-control capacity released as it is read. Dropped early, the
