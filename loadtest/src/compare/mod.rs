@@ -89,7 +89,7 @@ async fn benchmark(options: CompareOptions) -> anyhow::Result<()> {
     let fast = fleet::backend("0ms", &pinning)?;
     let slow = fleet::backend("2ms", &pinning)?;
     let ceiling = fleet::constant(fleet::Constant::Tonic, &pinning)?;
-    let bare_hyper = fleet::constant(fleet::Constant::Hyper, &pinning)?;
+    let ceiling_hyper = fleet::constant(fleet::Constant::Hyper, &pinning)?;
     let nginx = fleet::nginx(fast.addr, &dir.0, &pinning)?;
     // The Zipf gateway's L1 holds 10 % of the working set: 100 000 answers of the sample backend's size, plus
     // about 100 bytes of entry and key each.
@@ -141,7 +141,7 @@ async fn benchmark(options: CompareOptions) -> anyhow::Result<()> {
         scenario(
             "ceiling-hyper",
             "constant answer: bare hyper, pre-encoded reply (stricter)",
-            bare_hyper.addr,
+            ceiling_hyper.addr,
             fixed(),
             "-",
             Some(&body),
@@ -300,7 +300,7 @@ async fn benchmark(options: CompareOptions) -> anyhow::Result<()> {
     // A tail from one run of each is mostly the neighbours' on a shared box: three alternated runs each, medians.
     let mut p99s = [Vec::new(), Vec::new(), Vec::new()];
     for _ in 0..PACED_RUNS {
-        for (i, target) in [tiered.addr, ceiling.addr, bare_hyper.addr]
+        for (i, target) in [tiered.addr, ceiling.addr, ceiling_hyper.addr]
             .into_iter()
             .enumerate()
         {
@@ -317,7 +317,7 @@ async fn benchmark(options: CompareOptions) -> anyhow::Result<()> {
     [
         extra.l1_paced_p99_ms,
         extra.ceiling_paced_p99_ms,
-        extra.bare_hyper_paced_p99_ms,
+        extra.ceiling_hyper_paced_p99_ms,
     ] = p99s.map(|runs| scenario::median(runs.into_iter()));
     // Latency of the Zipf load against the backend's own, at a rate both sustain with room to spare (closed-loop
     // means at 16 in flight measure throughput, not latency).
@@ -399,7 +399,7 @@ async fn benchmark(options: CompareOptions) -> anyhow::Result<()> {
                 "paced_rps": extra.paced_rps,
                 "l1_paced_p99_ms": extra.l1_paced_p99_ms,
                 "ceiling_paced_p99_ms": extra.ceiling_paced_p99_ms,
-                "ceiling_hyper_paced_p99_ms": extra.bare_hyper_paced_p99_ms,
+                "ceiling_hyper_paced_p99_ms": extra.ceiling_hyper_paced_p99_ms,
                 "zipf_paced_rps": ZIPF_PACED_RPS,
                 "zipf_paced_mean_ms": extra.zipf_paced_mean_ms,
                 "direct_2ms_paced_mean_ms": extra.direct_paced_mean_ms,

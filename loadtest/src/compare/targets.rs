@@ -29,7 +29,7 @@ pub struct Extra {
     /// Ceiling (leanest tonic handler) p99 at that rate, ms.
     pub ceiling_paced_p99_ms: f64,
     /// Bare-hyper constant server p99 at that rate, ms.
-    pub bare_hyper_paced_p99_ms: f64,
+    pub ceiling_hyper_paced_p99_ms: f64,
     /// The open-loop rate of the Zipf latency comparison.
     pub zipf_paced_rps: f64,
     /// Mean latency of the Zipf load through Strata, open loop at that rate, ms.
@@ -110,7 +110,7 @@ pub fn check(medians: &BTreeMap<&str, Medians>, extra: &Extra) -> Vec<Target> {
             extra.l1_paced_p99_ms,
             extra.ceiling_paced_p99_ms,
             extra.paced_rps,
-            extra.bare_hyper_paced_p99_ms
+            extra.ceiling_hyper_paced_p99_ms
         ),
         Some(p99_ratio <= 2.0),
     );
