@@ -24,32 +24,28 @@ impl Balancer {
         }
     }
 
-    /// The endpoint for the next call, among the available ones; `None` if none is available.
+    /// The endpoint for the next call, among the available ones; `None` if none is available. Allocates nothing:
+    /// it runs on every call to a backend.
     pub fn pick(&self, endpoints: &[Arc<Endpoint>]) -> Option<Arc<Endpoint>> {
-        let available: Vec<&Arc<Endpoint>> =
-            endpoints.iter().filter(|e| e.is_available()).collect();
-        match (available.len(), self.lb) {
+        let available = || endpoints.iter().filter(|e| e.is_available());
+        let nth = |i: usize| available().nth(i);
+        let chosen = match (available().count(), self.lb) {
             (0, _) => None,
-            (1, _) => Some(available[0].clone()),
-            (n, Lb::RoundRobin) => {
-                Some(available[self.next.fetch_add(1, Ordering::Relaxed) % n].clone())
-            }
+            (1, _) => nth(0),
+            (n, Lb::RoundRobin) => nth(self.next.fetch_add(1, Ordering::Relaxed) % n),
             (n, Lb::P2c) => {
                 let mut rng = rand::rng();
                 let a = rng.random_range(0..n);
                 // A second, different endpoint.
                 let b = (a + rng.random_range(1..n)) % n;
-                let (ea, eb) = (available[a], available[b]);
-                Some(
-                    if eb.outstanding() < ea.outstanding() {
-                        eb
-                    } else {
-                        ea
-                    }
-                    .clone(),
-                )
+                match (nth(a), nth(b)) {
+                    (Some(ea), Some(eb)) if eb.outstanding() < ea.outstanding() => Some(eb),
+                    (ea, eb) => ea.or(eb),
+                }
             }
-        }
+        };
+        // An endpoint can turn unavailable between the count and the pick: then any still available will do.
+        chosen.or_else(|| available().next()).cloned()
     }
 }
 
