@@ -154,6 +154,21 @@ fn a_quick_compare_prints_the_tables_and_writes_the_raw_figures() {
                 "{proxy}: {extra}"
             );
         }
+        assert_eq!(point["rounds"].as_array().map(Vec::len), Some(5), "{extra}");
+    }
+    // Every figure measured beside the rounds is a median of five alternated runs, each kept.
+    for key in [
+        "l2_p50_ms",
+        "l2_p50_ms_h2load",
+        "redis_get_p50_ms",
+        "l1_paced_p99_ms",
+        "ceiling_paced_p99_ms",
+        "ceiling_hyper_paced_p99_ms",
+        "zipf_paced_mean_ms",
+        "direct_2ms_paced_mean_ms",
+    ] {
+        let runs = extra["runs"][key].as_array().map(Vec::len);
+        assert_eq!(runs, Some(5), "{key}: {extra}");
     }
     assert_eq!(figures["stampede"]["backend_calls"], 1);
     assert_eq!(figures["stampede"]["calls"], 3000);

@@ -3,6 +3,7 @@
 //! clients where there are CPUs to spare), drives each scenario in rotated rounds with strata-load and h2load, and
 //! reports medians, ratios to a reference measured in the same run, and the issue's targets.
 
+mod extra;
 pub mod fleet;
 mod h2load;
 mod scenario;
@@ -50,8 +51,6 @@ pub struct CompareOptions {
 const L2_KEYS: u64 = 2000;
 /// Ids of the Zipf scenario.
 const ZIPF_ITEMS: usize = 100_000;
-/// The open-loop rate at which the Zipf load's mean latency is compared with the backend's.
-const ZIPF_PACED_RPS: f64 = 1000.0;
 
 /// A temporary directory for configs and request files, removed at the end.
 struct WorkDir(PathBuf);
@@ -270,62 +269,26 @@ async fn benchmark(options: CompareOptions) -> anyhow::Result<()> {
         concurrency: options.concurrency,
         ..Extra::default()
     };
-    extra.l2_p50_ms = crate::load::run(&LoadSpec {
-        target: l2_only.addr,
-        concurrency: 1,
-        connections: 1,
-        duration: options.round_duration,
-        max_requests: u64::MAX,
-        keys: Keys::Uniform(L2_KEYS),
-        timeout: Duration::from_secs(5),
-    })
-    .await?
-    .percentile_ms(0.5);
-    extra.redis_get_p50_ms = redis_get_p50(redis.port(), &pinning).await;
-    if h2load {
-        extra.l2_p50_h2load_ms = Some(l2_p50_h2load(l2_only.addr, &body, &pinning).await?);
-        if let Some(nginx) = &nginx {
-            let proxies = [fast.addr, nginx.addr, passthrough.addr];
-            extra.proxy_p50 = vec![
-                proxy_p50(1, proxies, &body, &pinning).await?,
-                proxy_p50(options.concurrency, proxies, &body, &pinning).await?,
-            ];
-        }
-    }
-    extra.paced_rps = 0.5 * medians.get("l1-hit").map_or(0.0, Medians::best_rps);
     let protoset = dir.0.join("catalog.protoset");
     std::fs::write(&protoset, strata_proto::FILE_DESCRIPTOR_SET)?;
-    let window = options.round_duration * 2;
-    let p99 = |r: crate::run::report::Report| millis(r.percentile(99.0));
-    // A tail from one run of each is mostly the neighbours' on a shared box: three alternated runs each, medians.
-    let mut p99s = [Vec::new(), Vec::new(), Vec::new()];
-    for _ in 0..PACED_RUNS {
-        for (i, target) in [tiered.addr, ceiling.addr, ceiling_hyper.addr]
-            .into_iter()
-            .enumerate()
-        {
-            p99s[i].push(p99(paced(
-                target,
-                extra.paced_rps,
-                window,
-                &protoset,
-                false,
-            )
-            .await?));
-        }
-    }
-    [
-        extra.l1_paced_p99_ms,
-        extra.ceiling_paced_p99_ms,
-        extra.ceiling_hyper_paced_p99_ms,
-    ] = p99s.map(|runs| scenario::median(runs.into_iter()));
-    // Latency of the Zipf load against the backend's own, at a rate both sustain with room to spare (closed-loop
-    // means at 16 in flight measure throughput, not latency).
-    let zipf_through = paced(zipf_gateway.addr, ZIPF_PACED_RPS, window, &protoset, true).await?;
-    let zipf_direct = paced(slow.addr, ZIPF_PACED_RPS, window, &protoset, true).await?;
-    extra.zipf_paced_rps = ZIPF_PACED_RPS;
-    extra.zipf_paced_mean_ms = millis(zipf_through.average());
-    extra.direct_paced_mean_ms = millis(zipf_direct.average());
+    let side = extra::Setup {
+        l2_only: l2_only.addr,
+        redis_port: redis.port(),
+        direct: fast.addr,
+        nginx: nginx.as_ref().map(|n| n.addr),
+        passthrough: passthrough.addr,
+        l1: tiered.addr,
+        ceilings: [ceiling.addr, ceiling_hyper.addr],
+        zipf: zipf_gateway.addr,
+        direct_2ms: slow.addr,
+        h2load_body: h2load.then_some(body.as_path()),
+        protoset: &protoset,
+        pinning: &pinning,
+        round_duration: options.round_duration,
+        concurrency: options.concurrency,
+    };
+    let l1_rps = medians.get("l1-hit").map_or(0.0, Medians::best_rps);
+    extra::measure(&side, l1_rps, &mut extra).await?;
     let stampede = crate::stampede::run(&redis_url).await?;
     extra.stampede_backend_calls = stampede.backend_calls;
 
@@ -403,11 +366,12 @@ async fn benchmark(options: CompareOptions) -> anyhow::Result<()> {
                 "l1_paced_p99_ms": extra.l1_paced_p99_ms,
                 "ceiling_paced_p99_ms": extra.ceiling_paced_p99_ms,
                 "ceiling_hyper_paced_p99_ms": extra.ceiling_hyper_paced_p99_ms,
-                "zipf_paced_rps": ZIPF_PACED_RPS,
+                "zipf_paced_rps": extra.zipf_paced_rps,
                 "zipf_paced_mean_ms": extra.zipf_paced_mean_ms,
                 "direct_2ms_paced_mean_ms": extra.direct_paced_mean_ms,
                 "zipf_rss_bytes": extra.zipf_rss_bytes,
                 "zipf_l1_bytes": extra.zipf_l1_bytes,
+                "runs": extra.runs,
             },
             "targets": targets::targets_json(&targets),
             "stampede": {
@@ -517,136 +481,6 @@ async fn check_status(s: &Scenario) -> anyhow::Result<()> {
         report.by_status
     );
     Ok(())
-}
-
-/// An open-loop run of GetItem at `rps` against `target` (latency from each call's due time): for `item-1`, or
-/// for Zipf(1.0)-distributed ids over the Zipf scenario's 100 000 when `zipf`.
-async fn paced(
-    target: std::net::SocketAddr,
-    rps: f64,
-    duration: Duration,
-    protoset: &std::path::Path,
-    zipf: bool,
-) -> anyhow::Result<crate::run::report::Report> {
-    let (data, keys) = if zipf {
-        (
-            json!({"id": "item-{{.Key}}"}),
-            json!({"distribution": "zipf", "count": ZIPF_ITEMS, "exponent": 1.0}),
-        )
-    } else {
-        (json!({"id": "item-1"}), serde_json::Value::Null)
-    };
-    let mut x_strata = json!({"arrival": "open"});
-    if !keys.is_null() {
-        x_strata["keys"] = keys;
-    }
-    let serde_json::Value::Object(map) = json!({
-        "call": "demo.v1.Catalog/GetItem", "host": target.to_string(), "insecure": true,
-        "protoset": protoset, "rps": rps.max(1.0), "duration": format!("{}ms", duration.as_millis()),
-        "concurrency": 64, "connections": 2, "timeout": "5s", "data": data, "x-strata": x_strata,
-    }) else {
-        unreachable!("a JSON object literal")
-    };
-    let plan = crate::run::plan::Plan::resolve(crate::run::config::from_map(map.clone())?)?;
-    let report = crate::run::execute(&plan, map, std::future::pending()).await?;
-    anyhow::ensure!(
-        report.tally.errors() == 0,
-        "paced run against {target}: {:?}",
-        report.tally.by_error
-    );
-    Ok(report)
-}
-
-fn millis(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
-}
-
-/// Open-loop runs of the L1 hit and of both ceilings at half the L1-hit rate, alternated; their p99s' medians are
-/// compared.
-const PACED_RUNS: usize = 3;
-
-/// Calls per h2load p50 below, for each call in flight (up to 8 in flight: more calls, not longer runs).
-const P50_CALLS: u64 = 3000;
-
-/// Alternated rounds of the backend's, nginx's and the passthrough's p50s at each load point: five, so that "lower
-/// in every round" is a verdict a tie reaches only one time in 32.
-const PROXY_P50_ROUNDS: usize = 5;
-
-/// The L2-hit p50 with one call in flight, by h2load (its fixed request, `item-1`, must be answered from L2: the
-/// gateway has no L1, and the first call stores it if the warm-up did not).
-async fn l2_p50_h2load(
-    target: std::net::SocketAddr,
-    body: &std::path::Path,
-    pinning: &Pinning,
-) -> anyhow::Result<f64> {
-    let one = LoadSpec {
-        target,
-        concurrency: 1,
-        connections: 1,
-        duration: Duration::from_secs(5),
-        max_requests: 1,
-        keys: Keys::Fixed("item-1".into()),
-        timeout: Duration::from_secs(5),
-    };
-    let mut answered = crate::load::run(&one).await?;
-    if !answered.by_cache.contains_key("l2") {
-        // Stored by that call: give the write-back a moment to reach Redis.
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        answered = crate::load::run(&one).await?;
-    }
-    anyhow::ensure!(
-        answered.by_cache.contains_key("l2"),
-        "item-1 is not answered from L2: {:?}",
-        answered.by_cache
-    );
-    h2load::p50_ms(target, body, P50_CALLS, (1, 1), pinning).await
-}
-
-/// The p50 of the backend, nginx and Strata's passthrough with `in_flight` calls in flight (h2load; over two
-/// connections like strata-load's rounds when more than one), alternated over a few rounds; medians.
-async fn proxy_p50(
-    in_flight: usize,
-    [direct, nginx, passthrough]: [std::net::SocketAddr; 3],
-    body: &std::path::Path,
-    pinning: &Pinning,
-) -> anyhow::Result<targets::ProxyP50> {
-    let load = if in_flight > 1 {
-        (2, in_flight.div_ceil(2))
-    } else {
-        (1, 1)
-    };
-    let calls = P50_CALLS * in_flight.min(8) as u64;
-    let mut rounds = Vec::with_capacity(PROXY_P50_ROUNDS);
-    for _ in 0..PROXY_P50_ROUNDS {
-        let mut round = [0.0; 3];
-        for (p50, target) in round.iter_mut().zip([direct, nginx, passthrough]) {
-            *p50 = h2load::p50_ms(target, body, calls, load, pinning).await?;
-        }
-        rounds.push(round);
-    }
-    let median = |i: usize| scenario::median(rounds.iter().map(|round| round[i]));
-    Ok(targets::ProxyP50 {
-        in_flight: load.0 * load.1,
-        direct_ms: median(0),
-        nginx_ms: median(1),
-        passthrough_ms: median(2),
-        rounds,
-    })
-}
-
-/// redis-benchmark's GET p50 with one connection, in ms; None when it is not installed or says nothing usable.
-async fn redis_get_p50(port: u16, pinning: &Pinning) -> Option<f64> {
-    let size = crate::constant::framed_reply().len().to_string();
-    let mut command = pinning.client_command("redis-benchmark");
-    command
-        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
-        .args([
-            "-t", "set,get", "-n", "20000", "-c", "1", "-d", &size, "--csv",
-        ]);
-    let output = tokio::process::Command::from(command).output().await.ok()?;
-    let text = String::from_utf8_lossy(&output.stdout);
-    let row = text.lines().find(|l| l.starts_with("\"GET\""))?;
-    row.split(',').nth(4)?.trim_matches('"').parse().ok()
 }
 
 fn capitalized(text: &str) -> String {

@@ -36,6 +36,8 @@ pub struct Extra {
     pub zipf_paced_mean_ms: f64,
     /// Mean latency of the same load against the 2 ms backend directly, ms.
     pub direct_paced_mean_ms: f64,
+    /// Every run behind the medians above, by the JSON key of its median.
+    pub runs: super::extra::Runs,
     /// The Zipf gateway's resident memory after its last round.
     pub zipf_rss_bytes: Option<u64>,
     /// Its L1 byte budget.
