@@ -102,6 +102,7 @@ pub fn build_proxy(config: &Config, shared: &Shared) -> Result<Proxy, StartError
             cache,
             rate_limit,
             retry,
+            shared.metrics.route_series(&r.matches),
         ));
     }
 

@@ -6,6 +6,7 @@ use http::HeaderName;
 use strata_cache::Policy;
 
 use crate::backend::{Backend, RetryPolicy};
+use crate::metrics::RouteSeries;
 use crate::proxy::rate_limit::RateLimit;
 use crate::proxy::storage::StorageRules;
 
@@ -96,8 +97,8 @@ impl CacheRule {
 pub struct Route {
     /// The route's `match` as configured (its name in logs).
     pub name: String,
-    /// The same, shared, as the metrics label (cloning it costs no allocation per call).
-    pub label: Arc<String>,
+    /// Its call metrics, looked up once (the route's label in them is its `match`).
+    pub series: Arc<RouteSeries>,
     matcher: Matcher,
     /// Where its calls go.
     pub backend: Arc<Backend>,
@@ -118,9 +119,10 @@ impl Route {
         cache: Option<Arc<CacheRule>>,
         rate_limit: Option<Arc<RateLimit>>,
         retry: Option<RetryPolicy>,
+        series: Arc<RouteSeries>,
     ) -> Self {
         Self {
-            label: Arc::new(name.clone()),
+            series,
             name,
             matcher,
             backend,

@@ -3,6 +3,8 @@
 
 mod call;
 
+pub use self::call::RouteSeries;
+
 use std::sync::Arc;
 
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric, NoLabelSet};
@@ -105,7 +107,7 @@ pub struct Metrics {
     registry: Registry,
     calls: Family<CallLabels, Counter>,
     call_seconds: Family<RouteLabel, AtomicHistogram>,
-    unrouted: Arc<String>,
+    unrouted: Arc<RouteSeries>,
     backend_seconds: BackendSeconds,
     endpoint_events: Family<EndpointLabels, Counter>,
 }
@@ -148,12 +150,17 @@ impl Metrics {
         })
         .set(1);
         registry.register("build_info", "The running build (value 1)", info);
+        let unrouted = Arc::new(RouteSeries::new(
+            Arc::new("unrouted".to_owned()),
+            &calls,
+            &call_seconds,
+        ));
         Arc::new(Self {
             access_log: std::sync::atomic::AtomicBool::new(access_log),
             registry,
             calls,
             call_seconds,
-            unrouted: Arc::new("unrouted".to_owned()),
+            unrouted,
             backend_seconds,
             endpoint_events,
         })
@@ -182,17 +189,27 @@ impl Metrics {
         openmetrics_to_prometheus(&text)
     }
 
-    /// Counts `response` to a call on `route` (answered from `cache`, on a cached route) when its answer ends (its
-    /// status may come in the trailers), and its duration from `started`.
+    /// The call series of the route named `route`, for the route to hold (see [`RouteSeries`]).
+    pub fn route_series(&self, route: &str) -> Arc<RouteSeries> {
+        Arc::new(RouteSeries::new(
+            Arc::new(route.to_owned()),
+            &self.calls,
+            &self.call_seconds,
+        ))
+    }
+
+    /// Counts `response` to a call on the route whose series are `route` (`None`: no route matched; answered from
+    /// `cache`, on a cached route) when its answer ends (its status may come in the trailers), and its duration
+    /// from `started`.
     pub fn observe(
         self: &Arc<Self>,
-        route: Option<&Arc<String>>,
+        route: Option<&Arc<RouteSeries>>,
         started: Instant,
         cache: Option<&'static str>,
         response: http::Response<Body>,
     ) -> http::Response<Body> {
-        let route = route.cloned().unwrap_or_else(|| self.unrouted.clone());
-        call::observed(self, route, started, cache.unwrap_or("none"), response)
+        let series = route.unwrap_or(&self.unrouted).clone();
+        call::observed(self, series, started, cache.unwrap_or("none"), response)
     }
 }
 

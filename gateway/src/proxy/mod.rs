@@ -21,7 +21,7 @@ use tonic::body::Body;
 pub use self::stats::ProxyStats;
 use crate::config::ApplyTo;
 use crate::layers::deadline::Deadline;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, RouteSeries};
 use crate::router::{Route, Router};
 use crate::status::GatewayError;
 
@@ -130,7 +130,7 @@ impl Proxy {
             .dispatch(request, deadline)
             .instrument(span.clone())
             .await;
-        span.record("route", route.map_or("unrouted", |r| r.as_str()));
+        span.record("route", route.map_or("unrouted", |r| r.route().as_str()));
         if let Some(cache) = cache {
             span.record("cache", cache);
         }
@@ -144,12 +144,12 @@ impl Proxy {
         self.metrics.observe(route, started, cache, response)
     }
 
-    /// Answers a call; returns the name of the route that took it and the cache result, for the metrics.
+    /// Answers a call; returns the call series of the route that took it and the cache result, for the metrics.
     async fn dispatch(
         &self,
         request: http::Request<Body>,
         client_deadline: Deadline,
-    ) -> (Option<&Arc<String>>, Answer) {
+    ) -> (Option<&Arc<RouteSeries>>, Answer) {
         let path = request.uri().path();
         let Some(route) = self.router.route(path) else {
             let error = GatewayError::NoRoute {
@@ -158,7 +158,7 @@ impl Proxy {
             return (None, (error.to_response(None), None));
         };
         (
-            Some(&route.label),
+            Some(&route.series),
             self.dispatch_to(route, request, client_deadline).await,
         )
     }
