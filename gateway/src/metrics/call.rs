@@ -32,7 +32,8 @@ pub struct RouteSeries {
 }
 
 impl RouteSeries {
-    /// The series of the route labelled `route` in `metrics`; a route rebuilt by a reload gets the same ones.
+    /// The series of the route labelled `route` in the families `calls` and `seconds`; a route rebuilt by a reload
+    /// gets the same ones.
     pub(super) fn new(
         route: Arc<String>,
         calls: &Family<CallLabels, Counter>,

@@ -198,8 +198,8 @@ impl Metrics {
         ))
     }
 
-    /// Counts `response` to a call on the route whose series are `route` (`None`: no route matched; answered from
-    /// `cache`, on a cached route) when its answer ends (its status may come in the trailers), and its duration
+    /// Counts `response` when its answer ends (its status may come in the trailers), in the series of the route that
+    /// took the call (`None`: no route matched) under its cache result (`cache`, on a cached route), and times it
     /// from `started`.
     pub fn observe(
         self: &Arc<Self>,
