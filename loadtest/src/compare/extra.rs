@@ -1,7 +1,7 @@
 //! The figures measured beside the rotated rounds, each from [`RUNS`] runs alternated between the things compared
-//! (so that a slow minute of the box falls on all of them), reported as medians with every run kept: the L2-hit p50
-//! against Redis GET, the proxies' p50s, the open-loop p99s at half the L1-hit rate, and the Zipf load's open-loop
-//! mean latency.
+//! (so that a slow minute of the box falls on all of them), in an order rotated from run to run, reported as medians
+//! with every run kept: the L2-hit p50 against Redis GET, the proxies' p50s, the open-loop p99s at half the L1-hit
+//! rate, and the Zipf load's open-loop mean latency.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -179,8 +179,8 @@ async fn redis_get_p50(port: u16, requests: u64, pinning: &Pinning) -> Option<f6
 }
 
 /// The p50 of the backend, nginx and Strata's passthrough with `in_flight` calls in flight (h2load; over two
-/// connections like strata-load's rounds when more than one), alternated over [`RUNS`] rounds; medians, and every
-/// round kept.
+/// connections like strata-load's rounds when more than one), alternated over [`RUNS`] rounds in a rotated order;
+/// medians, and every round kept.
 async fn proxy_p50(
     in_flight: usize,
     [direct, nginx, passthrough]: [SocketAddr; 3],
@@ -194,10 +194,11 @@ async fn proxy_p50(
     };
     let calls = setup.scaled(P50_CALLS) * in_flight.min(8) as u64;
     let mut rounds = Vec::with_capacity(RUNS);
-    for _ in 0..RUNS {
+    let targets = [direct, nginx, passthrough];
+    for run in 0..RUNS {
         let mut round = [0.0; 3];
-        for (p50, target) in round.iter_mut().zip([direct, nginx, passthrough]) {
-            *p50 = h2load::p50_ms(target, body, calls, load, setup.pinning).await?;
+        for i in rotated(run, targets.len()) {
+            round[i] = h2load::p50_ms(targets[i], body, calls, load, setup.pinning).await?;
         }
         rounds.push(round);
     }
@@ -211,16 +212,17 @@ async fn proxy_p50(
     })
 }
 
-/// Open-loop p99s of the L1 hit and of both ceilings at `rate`, alternated. A tail from one run of each is mostly
+/// Open-loop p99s of the L1 hit and of both ceilings at `rate`, alternated in a rotated order. A tail from one run of each is mostly
 /// the neighbours' on a shared box.
 async fn paced_p99s(setup: &Setup<'_>, rate: f64, extra: &mut Extra) -> anyhow::Result<()> {
     extra.paced_rps = rate;
     let [tonic, hyper] = setup.ceilings;
+    let targets = [setup.l1, tonic, hyper];
     let mut p99s: [Vec<f64>; 3] = Default::default();
-    for _ in 0..RUNS {
-        for (runs, target) in p99s.iter_mut().zip([setup.l1, tonic, hyper]) {
-            let report = paced(target, rate, setup, false).await?;
-            runs.push(millis(report.percentile(99.0)));
+    for run in 0..RUNS {
+        for i in rotated(run, targets.len()) {
+            let report = paced(targets[i], rate, setup, false).await?;
+            p99s[i].push(millis(report.percentile(99.0)));
         }
     }
     let median = |runs: &Vec<f64>| scenario::median(runs.iter().copied());
@@ -240,11 +242,12 @@ async fn paced_p99s(setup: &Setup<'_>, rate: f64, extra: &mut Extra) -> anyhow::
 /// sustain with room to spare (closed-loop means at 16 in flight measure throughput, not latency).
 async fn zipf_means(setup: &Setup<'_>, extra: &mut Extra) -> anyhow::Result<()> {
     extra.zipf_paced_rps = ZIPF_PACED_RPS;
+    let targets = [setup.zipf, setup.direct_2ms];
     let mut means: [Vec<f64>; 2] = Default::default();
-    for _ in 0..RUNS {
-        for (runs, target) in means.iter_mut().zip([setup.zipf, setup.direct_2ms]) {
-            let report = paced(target, ZIPF_PACED_RPS, setup, true).await?;
-            runs.push(millis(report.average()));
+    for run in 0..RUNS {
+        for i in rotated(run, targets.len()) {
+            let report = paced(targets[i], ZIPF_PACED_RPS, setup, true).await?;
+            means[i].push(millis(report.average()));
         }
     }
     extra.zipf_paced_mean_ms = scenario::median(means[0].iter().copied());
@@ -293,9 +296,26 @@ async fn paced(
     Ok(report)
 }
 
+/// The order of `n` things compared in run `run`: each run starts with the next one, so that none is always measured
+/// right after another (an order effect would otherwise favour one of them every time).
+fn rotated(run: usize, n: usize) -> impl Iterator<Item = usize> {
+    (0..n).map(move |k| (run + k) % n)
+}
+
 fn millis(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
 /// Every run of every side measurement, by the JSON key of its median.
 pub type Runs = BTreeMap<&'static str, Vec<f64>>;
+
+#[cfg(test)]
+mod tests {
+    use super::rotated;
+
+    #[test]
+    fn each_run_starts_with_the_next_and_measures_every_one_once() {
+        let orders: Vec<Vec<usize>> = (0..4).map(|run| rotated(run, 3).collect()).collect();
+        assert_eq!(orders, [[0, 1, 2], [1, 2, 0], [2, 0, 1], [0, 1, 2]]);
+    }
+}
