@@ -96,7 +96,6 @@ pub fn build_proxy(config: &Config, shared: &Shared) -> Result<Proxy, StartError
         let rate_limit = r.rate_limit.as_ref().map(|l| Arc::new(RateLimit::new(l)));
         let retry = r.retry.as_ref().map(RetryPolicy::new);
         routes.push(Route::new(
-            r.matches.clone(),
             matcher,
             backend,
             cache,

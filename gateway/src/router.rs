@@ -95,9 +95,7 @@ impl CacheRule {
 /// One route, ready to serve.
 #[derive(Debug)]
 pub struct Route {
-    /// The route's `match` as configured (its name in logs).
-    pub name: String,
-    /// Its call metrics, looked up once (the route's label in them is its `match`).
+    /// Its call metrics, looked up once; their route label is the route's `match` as configured, its name.
     pub series: Arc<RouteSeries>,
     matcher: Matcher,
     /// Where its calls go.
@@ -113,7 +111,6 @@ pub struct Route {
 impl Route {
     /// A route from its parts.
     pub fn new(
-        name: String,
         matcher: Matcher,
         backend: Arc<Backend>,
         cache: Option<Arc<CacheRule>>,
@@ -123,7 +120,6 @@ impl Route {
     ) -> Self {
         Self {
             series,
-            name,
             matcher,
             backend,
             cache,

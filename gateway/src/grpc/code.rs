@@ -26,6 +26,11 @@ const NAMES: [(Code, &str); 17] = [
 /// The `grpc-status` header (a named constant: a header name given as a string is copied on every use).
 pub const STATUS_HEADER: http::HeaderName = http::HeaderName::from_static("grpc-status");
 
+/// The numeric `grpc-status` in `headers` (trailers, or the headers of a Trailers-Only answer), if there is one.
+pub fn status_in(headers: &http::HeaderMap) -> Option<i32> {
+    headers.get(STATUS_HEADER)?.to_str().ok()?.parse().ok()
+}
+
 /// The `grpc-message` header.
 pub const MESSAGE_HEADER: http::HeaderName = http::HeaderName::from_static("grpc-message");
 
@@ -79,6 +84,16 @@ pub fn name(code: Code) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn status_in_reads_a_numeric_grpc_status_only() {
+        let mut headers = http::HeaderMap::new();
+        assert_eq!(status_in(&headers), None);
+        headers.insert(STATUS_HEADER, status_value(5));
+        assert_eq!(status_in(&headers), Some(5));
+        headers.insert(STATUS_HEADER, http::HeaderValue::from_static("five"));
+        assert_eq!(status_in(&headers), None);
+    }
 
     #[test]
     fn names_round_trip() {

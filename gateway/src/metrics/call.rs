@@ -85,11 +85,7 @@ pub(super) fn observed(
     cache: &'static str,
     response: http::Response<Body>,
 ) -> http::Response<Body> {
-    let code = response
-        .headers()
-        .get(crate::grpc::code::STATUS_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<i32>().ok());
+    let code = crate::grpc::code::status_in(response.headers());
     let observation = Observation {
         metrics: metrics.clone(),
         series,
@@ -163,10 +159,7 @@ impl http_body::Body for ObservedBody {
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(trailers) = frame.trailers_ref() {
-                    let code = trailers
-                        .get(crate::grpc::code::STATUS_HEADER)
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.parse::<i32>().ok());
+                    let code = crate::grpc::code::status_in(trailers);
                     this.observation.record(code.or(this.observation.code));
                 }
             }

@@ -108,12 +108,5 @@ async fn forward_raw(
 
 /// The status of a Trailers-Only answer (no message sent yet), if the answer is one.
 fn trailers_only_code(response: &http::Response<Body>) -> Option<tonic::Code> {
-    let code = response
-        .headers()
-        .get(crate::grpc::code::STATUS_HEADER)?
-        .to_str()
-        .ok()?
-        .parse::<i32>()
-        .ok()?;
-    Some(tonic::Code::from(code))
+    crate::grpc::code::status_in(response.headers()).map(tonic::Code::from)
 }

@@ -202,12 +202,8 @@ async fn proxy_p50(
         }
         rounds.push(round);
     }
-    let median = |i: usize| scenario::median(rounds.iter().map(|round| round[i]));
     Ok(ProxyP50 {
         in_flight: load.0 * load.1,
-        direct_ms: median(0),
-        nginx_ms: median(1),
-        passthrough_ms: median(2),
         rounds,
     })
 }

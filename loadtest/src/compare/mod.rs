@@ -356,7 +356,7 @@ async fn benchmark(options: CompareOptions) -> anyhow::Result<()> {
                 "l2_p50_ms_one_in_flight_h2load": extra.l2_p50_h2load_ms,
                 "proxy_p50_ms_h2load": extra.proxy_p50.iter().map(|p| json!({
                     "in_flight": p.in_flight,
-                    "direct": p.direct_ms, "nginx": p.nginx_ms, "passthrough": p.passthrough_ms,
+                    "direct": p.direct_ms(), "nginx": p.nginx_ms(), "passthrough": p.passthrough_ms(),
                     "rounds": p.rounds.iter().map(|[d, n, s]| json!({
                         "direct": d, "nginx": n, "passthrough": s,
                     })).collect::<Vec<_>>(),

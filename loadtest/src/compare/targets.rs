@@ -46,25 +46,37 @@ pub struct Extra {
     pub stampede_backend_calls: u64,
 }
 
-/// The p50s at one load point, ms: the backend called directly, through nginx, through Strata; medians of the
-/// alternated rounds, and each round's figures.
+/// The p50s at one load point, ms, round by round: the backend called directly, through nginx, through Strata.
 #[derive(Debug, Clone, Default)]
 pub struct ProxyP50 {
     /// Calls in flight.
     pub in_flight: usize,
-    /// The backend called directly.
-    pub direct_ms: f64,
-    /// Through nginx `grpc_pass`.
-    pub nginx_ms: f64,
-    /// Through Strata's passthrough route.
-    pub passthrough_ms: f64,
-    /// Each round's p50s, in the same order: direct, nginx, passthrough.
+    /// Each round's p50s, in this order: direct, nginx, passthrough.
     pub rounds: Vec<[f64; 3]>,
 }
 
 impl ProxyP50 {
+    /// The backend called directly: the median of the rounds.
+    pub fn direct_ms(&self) -> f64 {
+        self.median(0)
+    }
+
+    /// Through nginx `grpc_pass`: the median of the rounds.
+    pub fn nginx_ms(&self) -> f64 {
+        self.median(1)
+    }
+
+    /// Through Strata's passthrough route: the median of the rounds.
+    pub fn passthrough_ms(&self) -> f64 {
+        self.median(2)
+    }
+
+    fn median(&self, i: usize) -> f64 {
+        super::scenario::median(self.rounds.iter().map(|round| round[i]))
+    }
+
     /// The rounds in which the passthrough's p50 was lower than nginx's (both measured against the same backend,
-    /// one right after the other).
+    /// in the same round).
     pub fn rounds_passthrough_lower(&self) -> usize {
         self.rounds.iter().filter(|[_, n, p]| p < n).count()
     }
@@ -154,7 +166,10 @@ pub fn check(medians: &BTreeMap<&str, Medians>, extra: &Extra) -> Vec<Target> {
             // one call in flight (what each hop adds with nothing queued). Judged on h2load's figures where there
             // are some: strata-load cannot drive these two proxies to their limits, so its p50s there are mostly
             // its own; they are shown beside.
-            let added = |p: &ProxyP50| (p.passthrough_ms - p.direct_ms, p.nginx_ms - p.direct_ms);
+            let added = |p: &ProxyP50| {
+                let direct = p.direct_ms();
+                (p.passthrough_ms() - direct, p.nginx_ms() - direct)
+            };
             let by_strata_load = (pass.p50_ms - direct.p50_ms, nginx.p50_ms - direct.p50_ms);
             let loaded = extra.proxy_p50.iter().find(|p| p.in_flight > 1);
             let ((ours, theirs), client) = match loaded {
