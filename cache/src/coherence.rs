@@ -78,22 +78,39 @@ impl Coherence {
         scopes.map(|s| known.get(s).copied().unwrap_or(0))
     }
 
-    /// Records generations read from Redis or received from the channel (Redis is the truth, even if it went back).
+    /// Records generations as read from Redis right after (re)subscribing: Redis is the truth, even where it went
+    /// back (it lost its data).
     pub(crate) fn learn<'a>(&self, updates: impl IntoIterator<Item = (&'a str, u64)> + Clone) {
-        // Most reads confirm what is known: copy the map only when something changed.
+        self.update(updates, |_, read| read);
+    }
+
+    /// Records generations received from the channel or read while in step, never lowering one: a read that was
+    /// answered before an invalidation but lands after its message must not revive the entries it killed.
+    pub(crate) fn learn_newer<'a>(
+        &self,
+        updates: impl IntoIterator<Item = (&'a str, u64)> + Clone,
+    ) {
+        self.update(updates, |known, read| known.map_or(read, |k| k.max(read)));
+    }
+
+    fn update<'a>(
+        &self,
+        updates: impl IntoIterator<Item = (&'a str, u64)> + Clone,
+        merge: impl Fn(Option<u64>, u64) -> u64,
+    ) {
+        // Most reads confirm what is known: copy the map only when something changes.
         let known = self.known.load();
-        if updates
-            .clone()
-            .into_iter()
-            .all(|(scope, g)| known.get(scope) == Some(&g))
-        {
+        if updates.clone().into_iter().all(|(scope, g)| {
+            known.get(scope).copied() == Some(merge(known.get(scope).copied(), g))
+        }) {
             return;
         }
         drop(known);
         self.known.rcu(|current| {
             let mut next = HashMap::clone(current);
             for (scope, generation) in updates.clone() {
-                next.insert(scope.to_owned(), generation);
+                let merged = merge(next.get(scope).copied(), generation);
+                next.insert(scope.to_owned(), merged);
             }
             next
         });
@@ -141,8 +158,20 @@ mod tests {
             "an unknown scope must be asked for"
         );
         assert_eq!(c.best_known(&["/a.S/", "/b.S/M"]), [1, 0]);
+        c.learn_newer([("/a.S/", 0)]);
+        assert_eq!(
+            c.best_known(&["/a.S/"]),
+            [1],
+            "a late read never lowers a generation"
+        );
+        c.learn_newer([("/a.S/", 3)]);
+        assert_eq!(c.best_known(&["/a.S/"]), [3]);
         c.learn([("/a.S/", 0)]);
-        assert_eq!(c.best_known(&["/a.S/"]), [0], "Redis is the truth");
+        assert_eq!(
+            c.best_known(&["/a.S/"]),
+            [0],
+            "after a resubscription, Redis is the truth"
+        );
     }
 
     #[test]

@@ -32,19 +32,40 @@ pub enum L2Error {
     },
 }
 
-/// A loader's failure, shared with every follower of the flight that ran it (hence `Arc` and `Clone`).
+/// A loader's failure. Shared with every follower of the flight that ran it (hence `Arc` and `Clone`), unless it
+/// belongs to the caller whose request was fetched ([`LoadError::callers_own`]).
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("{0}")]
-pub struct LoadError(Arc<dyn std::error::Error + Send + Sync>);
+#[error("{source}")]
+pub struct LoadError {
+    source: Arc<dyn std::error::Error + Send + Sync>,
+    callers_own: bool,
+}
 
 impl LoadError {
-    /// Wraps the loader's own error so that every waiter of the flight receives it.
+    /// Wraps the loader's own error so that every waiter of the flight receives it (the backend failed).
     pub fn new(err: impl std::error::Error + Send + Sync + 'static) -> Self {
-        Self(Arc::new(err))
+        Self {
+            source: Arc::new(err),
+            callers_own: false,
+        }
+    }
+
+    /// An error that belongs to the caller whose request the loader sent (its rate limit, say): never given to the
+    /// other callers of the flight, who fetch for themselves instead.
+    pub fn callers_own(err: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self {
+            source: Arc::new(err),
+            callers_own: true,
+        }
+    }
+
+    /// Whether the error belongs to one caller only.
+    pub fn is_callers_own(&self) -> bool {
+        self.callers_own
     }
 
     /// The loader's error, for the caller to downcast to its own type.
     pub fn inner(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
-        &*self.0
+        &*self.source
     }
 }

@@ -66,6 +66,9 @@ pub struct Stats {
     pub(crate) channel_connects: AtomicU64,
     pub(crate) flight_wait_timeouts: AtomicU64,
     pub(crate) leader_takeovers: AtomicU64,
+    pub(crate) not_shared: AtomicU64,
+    pub(crate) withdrawn: AtomicU64,
+    pub(crate) fills_overtaken: AtomicU64,
     pub(crate) l2_errors: AtomicU64,
     pub(crate) l2_timeouts: AtomicU64,
     pub(crate) l2_undecodable: AtomicU64,
@@ -111,8 +114,16 @@ pub struct StatsSnapshot {
     pub channel_connects: u64,
     /// Followers that stopped waiting for a leader and loaded on their own.
     pub flight_wait_timeouts: u64,
-    /// Followers that became the leader after the previous leader was cancelled.
+    /// Followers that became the leader after the previous leader's fetch was gone.
     pub leader_takeovers: u64,
+    /// Followers that fetched for themselves because the leader's outcome was its caller's alone (an answer that may
+    /// not be stored, the leader's own rate limit).
+    pub not_shared: u64,
+    /// Entries removed because the backend's latest answer for them may not be stored (`NOT_FOUND` uncached,
+    /// `no-store`, too large, …).
+    pub withdrawn: u64,
+    /// Fetched answers not stored because their key was invalidated while they were fetched.
+    pub fills_overtaken: u64,
     /// L2 reads or writes that failed (not counting timeouts).
     pub l2_errors: u64,
     /// L2 reads or writes that timed out.
@@ -150,6 +161,9 @@ impl Stats {
             channel_connects: r(&self.channel_connects),
             flight_wait_timeouts: r(&self.flight_wait_timeouts),
             leader_takeovers: r(&self.leader_takeovers),
+            not_shared: r(&self.not_shared),
+            withdrawn: r(&self.withdrawn),
+            fills_overtaken: r(&self.fills_overtaken),
             l2_errors: r(&self.l2_errors),
             l2_timeouts: r(&self.l2_timeouts),
             l2_undecodable: r(&self.l2_undecodable),

@@ -144,10 +144,7 @@ fn build_cache(config: &Config) -> Result<Tiered, StartError> {
                 .cache
                 .lease
                 .as_ref()
-                .map(|lease| strata_cache::LeaseConfig {
-                    ttl: lease.ttl,
-                    wait: lease.wait,
-                }),
+                .map(|lease| strata_cache::LeaseConfig { ttl: lease.ttl }),
         },
         l2,
     );

@@ -40,8 +40,15 @@ pub fn data_service(
     let stack = ServiceBuilder::new()
         // hyper hands over its own body type; the proxy and tonic's channels speak `tonic::body::Body`.
         .map_request(to_tonic_body as fn(HyperRequest) -> TonicRequest)
-        // Over the gateway-wide limit a call is refused before it costs anything: no unbounded queue.
-        .layer(LoadShedLayer(shedding))
+        // Over the gateway-wide limit a call is refused before it costs anything: no unbounded queue. A refused call
+        // is still counted, under its route.
+        .layer(LoadShedLayer {
+            shedding,
+            count_refusal: Arc::new({
+                let proxy = proxy.clone();
+                move |path, started, response| proxy.load().refused(path, started, response)
+            }),
+        })
         // The client's `grpc-timeout` bounds everything the gateway does for the call, and tells the inner layers
         // how much time is left.
         .layer(DeadlineLayer)

@@ -29,6 +29,34 @@ pub struct L2Write {
     pub bytes: Bytes,
     /// How long L2 should keep it (the entry's remaining life).
     pub ttl: Duration,
+    /// The tombstone found under the key when the fetch began, if any. The write is skipped when any other tombstone
+    /// is there now: the entry was invalidated while the fetch ran, and the invalidation wins.
+    pub seen_tombstone: Option<Bytes>,
+}
+
+/// What an invalidation leaves under an entry's key for [`TOMBSTONE_TTL`]: a marker no entry can look like (an
+/// encoded entry never starts with a zero byte) followed by a token of its own, so that a fetch that began before the
+/// invalidation can tell that it happened and does not write its answer back.
+pub const TOMBSTONE_PREFIX: &[u8] = b"\0strata-tombstone:";
+
+/// How long a tombstone stays: longer than any fetch runs (a fetch that outlives it may write back what it fetched).
+pub const TOMBSTONE_TTL: Duration = Duration::from_secs(600);
+
+/// Length of a tombstone: the prefix and 32 hex digits.
+pub const TOMBSTONE_LEN: usize = TOMBSTONE_PREFIX.len() + 32;
+
+/// A new tombstone, unlike any other.
+pub fn new_tombstone() -> Bytes {
+    let token = format!("{:032x}", rand::random::<u128>());
+    let mut bytes = Vec::with_capacity(TOMBSTONE_LEN);
+    bytes.extend_from_slice(TOMBSTONE_PREFIX);
+    bytes.extend_from_slice(token.as_bytes());
+    Bytes::from(bytes)
+}
+
+/// Whether bytes read from L2 are a tombstone rather than an entry.
+pub fn is_tombstone(bytes: &[u8]) -> bool {
+    bytes.starts_with(TOMBSTONE_PREFIX)
 }
 
 /// A shared cache level. Implementations bound every call by their own timeout: a slow L2 must never hold up an
@@ -37,12 +65,17 @@ pub trait L2: Send + Sync + fmt::Debug {
     /// The encoded entry stored under `key`, if any.
     fn get<'a>(&'a self, key: &'a Key) -> L2Future<'a, Option<Bytes>>;
 
-    /// Stores a batch of entries (one round trip where the store allows it).
+    /// Stores a batch of entries (one round trip where the store allows it), each unless its key holds a tombstone
+    /// other than the one it saw ([`L2Write::seen_tombstone`]).
     fn set_many<'a>(&'a self, writes: &'a [L2Write]) -> L2Future<'a, ()>;
 
     /// Takes the lease on `key` for `ttl` if nobody holds it: whoever holds it is the one replica fetching the key.
     /// `true` if this caller now holds it under `token`.
     fn try_lease<'a>(&'a self, key: &'a Key, token: &'a str, ttl: Duration) -> L2Future<'a, bool>;
+
+    /// Extends the lease on `key` to `ttl` from now if it is still held under `token`; `true` if it was.
+    fn renew_lease<'a>(&'a self, key: &'a Key, token: &'a str, ttl: Duration)
+    -> L2Future<'a, bool>;
 
     /// Releases the lease on `key` if it is still held under `token` (an expired and re-taken lease is left alone).
     fn release_lease<'a>(&'a self, key: &'a Key, token: &'a str) -> L2Future<'a, ()>;
@@ -53,7 +86,8 @@ pub trait L2: Send + Sync + fmt::Debug {
     /// Invalidates every entry of `scope` by bumping its generation, and tells every replica. Returns the new one.
     fn bump_generation<'a>(&'a self, scope: &'a str) -> L2Future<'a, u64>;
 
-    /// Deletes the entry under `key`, and tells every replica to drop it from L1.
+    /// Invalidates the entry under `key`: replaces it with a new tombstone (so that no fetch begun before can write
+    /// it back), and tells every replica to drop it from L1.
     fn delete<'a>(&'a self, key: &'a Key) -> L2Future<'a, ()>;
 
     /// Tells every replica about an invalidation (or, for a heartbeat, that the channel works).

@@ -7,7 +7,10 @@ use bytes::Bytes;
 use futures::StreamExt;
 
 use super::connection::{Connection, RedisNodes, Unavailable};
-use super::{Invalidation, InvalidationStream, L2, L2Future, L2Write};
+use super::{
+    Invalidation, InvalidationStream, L2, L2Future, L2Write, TOMBSTONE_LEN, TOMBSTONE_PREFIX,
+    TOMBSTONE_TTL, new_tombstone,
+};
 use crate::error::L2Error;
 use crate::key::Key;
 
@@ -138,11 +141,15 @@ impl L2 for RedisL2 {
                     // Redis rejects PX 0; an entry with under a millisecond to live is not worth storing.
                     let ttl_ms = u64::try_from(w.ttl.as_millis()).unwrap_or(u64::MAX);
                     (ttl_ms > 0).then(|| {
-                        redis::cmd("SET")
+                        redis::cmd("EVAL")
+                            .arg(SET_UNLESS_INVALIDATED)
+                            .arg(1)
                             .arg(self.redis_key(&w.key))
                             .arg(w.bytes.as_ref())
-                            .arg("PX")
                             .arg(ttl_ms)
+                            .arg(w.seen_tombstone.as_deref().unwrap_or_default())
+                            .arg(TOMBSTONE_PREFIX)
+                            .arg(TOMBSTONE_LEN)
                             .to_owned()
                     })
                 })
@@ -166,6 +173,26 @@ impl L2 for RedisL2 {
                 .to_owned();
             let taken: Option<String> = self.run("SET NX", &cmd).await?;
             Ok(taken.is_some())
+        })
+    }
+
+    fn renew_lease<'a>(
+        &'a self,
+        key: &'a Key,
+        token: &'a str,
+        ttl: Duration,
+    ) -> L2Future<'a, bool> {
+        Box::pin(async move {
+            let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+            let cmd = redis::cmd("EVAL")
+                .arg(RENEW_IF_OURS)
+                .arg(1)
+                .arg(self.lease_key(key))
+                .arg(token)
+                .arg(ttl_ms)
+                .to_owned();
+            let renewed: i64 = self.run("EVAL renew", &cmd).await?;
+            Ok(renewed == 1)
         })
     }
 
@@ -214,8 +241,14 @@ impl L2 for RedisL2 {
 
     fn delete<'a>(&'a self, key: &'a Key) -> L2Future<'a, ()> {
         Box::pin(async move {
-            self.run::<i64>("DEL", redis::cmd("DEL").arg(self.redis_key(key)))
-                .await?;
+            let ttl_ms = u64::try_from(TOMBSTONE_TTL.as_millis()).unwrap_or(u64::MAX);
+            let cmd = redis::cmd("SET")
+                .arg(self.redis_key(key))
+                .arg(new_tombstone().as_ref())
+                .arg("PX")
+                .arg(ttl_ms)
+                .to_owned();
+            self.run::<()>("SET tombstone", &cmd).await?;
             self.publish(&Invalidation::Entry { key: *key }).await
         })
     }
@@ -251,6 +284,16 @@ impl L2 for RedisL2 {
         })
     }
 }
+
+/// Stores an entry unless the key holds a tombstone other than the one its fetch saw when it began (ARGV: entry,
+/// ttl in ms, the tombstone seen or empty, the tombstone prefix, a tombstone's length). Only a tombstone's length is
+/// read, never a whole entry.
+const SET_UNLESS_INVALIDATED: &str = "local head = redis.call('GETRANGE', KEYS[1], 0, tonumber(ARGV[5]) - 1) \
+if string.sub(head, 1, string.len(ARGV[4])) == ARGV[4] and head ~= ARGV[3] then return 0 end \
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1";
+
+/// Extends the lease only if it still holds the caller's token.
+const RENEW_IF_OURS: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) else return 0 end";
 
 /// Deletes the lease only if it still holds the caller's token: a holder that outlived its lease must not release
 /// the lease another replica has taken since.

@@ -35,11 +35,10 @@ impl Tiered {
         };
         match l2.generations(scopes).await {
             Ok(read) if read.len() == N => {
+                // A read that raced a newer invalidation (its message applied first) must not lower what is known.
                 self.coherence
-                    .learn(scopes.iter().copied().zip(read.iter().copied()));
-                let mut generations = [0; N];
-                generations.copy_from_slice(&read);
-                generations
+                    .learn_newer(scopes.iter().copied().zip(read.iter().copied()));
+                self.coherence.best_known(scopes)
             }
             Ok(read) => {
                 tracing::debug!(
@@ -63,19 +62,26 @@ impl Tiered {
             Some(l2) => l2.bump_generation(scope).await?,
             None => self.coherence.best_known(&[scope])[0] + 1,
         };
-        self.coherence.learn([(scope, generation)]);
+        self.coherence.learn_newer([(scope, generation)]);
         bump(&self.stats.invalidations);
         Ok(generation)
     }
 
-    /// Invalidates the entry under `key` on every replica.
+    /// Invalidates the entry under `key` on every replica. A fetch of the key under way anywhere does not write its
+    /// answer back afterwards.
     pub async fn invalidate_key(&self, key: Key) -> Result<(), L2Error> {
-        self.l1.remove(&key).await;
+        self.drop_from_l1(key).await;
         if let Some(l2) = &self.l2 {
             l2.delete(&key).await?;
         }
         bump(&self.stats.invalidations);
         Ok(())
+    }
+
+    /// Drops `key` from L1, after marking its flight (if one is under way here) so that it stores nothing.
+    async fn drop_from_l1(&self, key: Key) {
+        self.flights.invalidate(&key);
+        self.l1.remove(&key).await;
     }
 
     /// Starts the task that keeps this replica in step with the invalidations of every replica (when there is a
@@ -121,7 +127,8 @@ impl Tiered {
                 return;
             }
         };
-        // Subscribed first, so nothing published from here on is missed; now catch up with what may have been.
+        // Subscribed first, so nothing published from here on is missed; now catch up with what may have been. Redis is
+        // the truth here, even where it went back (it lost its data): L1 is cleared below.
         let scopes = self.coherence.scopes();
         let scope_refs: Vec<&str> = scopes.iter().map(String::as_str).collect();
         match l2.generations(&scope_refs).await {
@@ -140,8 +147,8 @@ impl Tiered {
         loop {
             tokio::select! {
                 message = tokio::time::timeout(SILENT_FOR, stream.next()) => match message {
-                    Ok(Some(Invalidation::Scope { scope, generation })) => self.coherence.learn([(scope.as_str(), generation)]),
-                    Ok(Some(Invalidation::Entry { key })) => self.l1.remove(&key).await,
+                    Ok(Some(Invalidation::Scope { scope, generation })) => self.coherence.learn_newer([(scope.as_str(), generation)]),
+                    Ok(Some(Invalidation::Entry { key })) => self.drop_from_l1(key).await,
                     Ok(Some(Invalidation::Heartbeat)) => {}
                     Ok(None) | Err(_) => break,
                 },

@@ -1,5 +1,9 @@
 //! The cross-replica stampede guard: on an L1+L2 miss, one replica takes a Redis lease for the key and fetches; the
-//! others wait (bounded) for its answer to appear in L2.
+//! others wait for its answer to appear in L2 for as long as the holder keeps its lease alive.
+//!
+//! The holder renews its lease while its fetch runs, so the guarantee does not depend on how fast a machine is: a
+//! slow fetch keeps its lease, and only a holder that is gone (it crashed, or lost Redis) loses it, `ttl` after its
+//! last renewal; a waiting replica then takes the lease over.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,10 +18,9 @@ use crate::l2::{L2, L2Write};
 /// Settings of the lease.
 #[derive(Debug, Clone, Copy)]
 pub struct LeaseConfig {
-    /// How long a lease lives if its holder never releases it (it crashed): longer than a backend call takes.
+    /// How long a lease outlives its holder's last renewal (the holder renews it every third of this while its
+    /// fetch runs): how soon the other replicas notice a holder that is gone.
     pub ttl: Duration,
-    /// How long a replica that found the lease taken waits for the holder's answer in L2 before fetching itself.
-    pub wait: Duration,
 }
 
 /// How often a waiting replica looks for the holder's answer (or a released lease).
@@ -30,6 +33,8 @@ pub(super) struct HeldLease {
     key: Key,
     token: String,
     released: bool,
+    /// The task renewing the lease while it is held.
+    keepalive: tokio::task::AbortHandle,
 }
 
 impl HeldLease {
@@ -43,6 +48,7 @@ impl HeldLease {
         let token = format!("{:032x}", rand::rng().random::<u128>());
         let taken = l2.try_lease(&key, &token, ttl).await?;
         Ok(taken.then(|| Self {
+            keepalive: tokio::spawn(keep_alive(l2.clone(), key, token.clone(), ttl)).abort_handle(),
             l2: l2.clone(),
             key,
             token,
@@ -59,9 +65,11 @@ impl HeldLease {
     ) {
         self.released = true;
         let (l2, key, token) = (self.l2.clone(), self.key, std::mem::take(&mut self.token));
+        let keepalive = self.keepalive.clone();
         tokio::spawn(async move {
             let written = l2.set_many(std::slice::from_ref(&write)).await.is_ok();
             on_write(written);
+            keepalive.abort();
             let _ = l2.release_lease(&key, &token).await;
         });
     }
@@ -72,6 +80,7 @@ impl Drop for HeldLease {
         if self.released {
             return;
         }
+        self.keepalive.abort();
         let (l2, key, token) = (self.l2.clone(), self.key, std::mem::take(&mut self.token));
         // Drop may run outside a runtime only if the whole runtime is going away; then the lease's ttl frees it.
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
@@ -82,24 +91,43 @@ impl Drop for HeldLease {
     }
 }
 
+/// Renews the lease every third of its ttl until aborted, or until it is found lost (expired and maybe taken since:
+/// the holder's answer is then written all the same, and its release leaves the new holder's lease alone).
+async fn keep_alive(l2: Arc<dyn L2>, key: Key, token: String, ttl: Duration) {
+    let every = (ttl / 3).max(Duration::from_millis(1));
+    loop {
+        tokio::time::sleep(every).await;
+        match l2.renew_lease(&key, &token, ttl).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::debug!(key = ?key, "lease lost while fetching (expired before it was renewed)");
+                return;
+            }
+            // Redis may be back before the lease expires: keep trying.
+            Err(err) => tracing::debug!(error = %err, "lease renewal failed"),
+        }
+    }
+}
+
 /// What a replica that found the lease taken ends up with.
 pub(super) enum Waited {
     /// The holder's answer appeared in L2.
     Answer(Arc<Entry>),
-    /// The lease was released without an answer: this replica holds it now and fetches.
+    /// The lease was released (or lapsed) without an answer: this replica holds it now and fetches.
     Took(HeldLease),
-    /// Neither within the wait: fetch without storing.
+    /// The holder kept its lease past `until`: fetch without storing.
     GaveUp,
 }
 
-/// Waits up to `config.wait` for the holder's answer in L2, taking the lease over if it is released without one.
+/// Waits for the holder's answer in L2 while the lease is held, until `until` at the latest, taking the lease over
+/// if it is released or lapses without an answer.
 pub(super) async fn wait_for_holder(
     l2: &Arc<dyn L2>,
     key: Key,
     config: &LeaseConfig,
+    until: Instant,
     is_usable: impl Fn(&Entry) -> bool,
 ) -> Waited {
-    let until = Instant::now() + config.wait;
     while Instant::now() < until {
         tokio::time::sleep(POLL.min(until.saturating_duration_since(Instant::now()))).await;
         if let Ok(Some(bytes)) = l2.get(&key).await {

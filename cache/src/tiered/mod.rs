@@ -4,35 +4,39 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::clock::Clock;
 use crate::coherence::Coherence;
 use crate::entry::{Entry, EntryState};
-use crate::error::{L2Error, LoadError};
-use crate::flight::{Answer, Flights, LeaderPermit, Outcome, Role};
+use crate::error::LoadError;
+use crate::flight::{Answer, Flights, Followed, LeaderPermit, Outcome, Role, Shared};
 use crate::key::Key;
 use crate::l1::L1;
-use crate::l2::{L2, L2Write, WriteBack};
+use crate::l2::{L2, WriteBack};
 use crate::loader::{LoadMode, Loader};
 use crate::lookup::{Lookup, Source};
 use crate::stats::{Stats, bump};
 
+mod fetch;
 mod invalidate;
 mod lease;
 #[cfg(test)]
 mod tests;
 
+use fetch::Fill;
 pub use lease::LeaseConfig;
-use lease::{HeldLease, Waited};
 
 /// Settings of a [`Tiered`] cache.
 #[derive(Debug, Clone)]
 pub struct TieredConfig {
     /// L1 budget in bytes (0 disables L1).
     pub l1_max_bytes: u64,
-    /// The longest a follower waits for a leader's load before loading on its own.
+    /// How long past the time a flight should be over (the loader's time limit, twice that with the lease) a
+    /// caller keeps waiting for it before fetching on its own: a guard against a fetch that is stuck, never a limit
+    /// on a healthy one (callers stop waiting at their own deadlines).
     pub flight_wait: Duration,
     /// Capacity of the L2 write-back queue; writes beyond it are dropped and counted.
     pub write_queue: usize,
@@ -65,7 +69,7 @@ pub struct Tiered {
 
 /// Why a refresh runs without a caller waiting for it.
 #[derive(Debug, Clone, Copy)]
-enum RefreshReason {
+pub(super) enum RefreshReason {
     /// The entry is past its freshness and was served stale.
     Stale,
     /// The entry is fresh, and XFetch chose to refresh it early.
@@ -117,12 +121,18 @@ impl Tiered {
         }
     }
 
-    /// The answer for `key`: from L1, else from an in-flight load, else from L2, else from `loader`.
+    /// The answer for `key`: from L1, else from an in-flight fetch, else from L2, else from `loader`.
     ///
     /// A cached answer past its freshness is served at once (`Stale`) while one background refresh per key runs, for
     /// as long as its stale-while-revalidate window lasts; after that, only if fetching fails and its stale-if-error
     /// window lasts. L2 failures are misses (counted in [`Stats`]); a loader failure is returned only when no stale
     /// answer may stand in for it.
+    ///
+    /// A fetch runs in a task of its own under the loader's time limit: a caller that stops waiting (its deadline,
+    /// its client gone) does not stop it, and what it fetched still fills the cache for the next caller. Callers of
+    /// the same key wait for it and get what is theirs to have: a stored answer, a backend failure, a stale entry.
+    /// An answer that may not be stored, and an error that is the leader's own, go to the leader's caller only; the
+    /// others then fetch for themselves.
     pub async fn get<L: Loader>(
         self: &Arc<Self>,
         key: Key,
@@ -135,7 +145,7 @@ impl Tiered {
                 EntryState::Fresh => {
                     bump(&self.stats.l1_hits);
                     if self.should_refresh_early(&entry, policy) {
-                        self.refresh_unless_in_flight(key, loader, RefreshReason::Early);
+                        self.refresh_unless_in_flight(key, loader, RefreshReason::Early, &entry);
                     }
                     return Ok(Lookup {
                         entry,
@@ -144,7 +154,7 @@ impl Tiered {
                 }
                 EntryState::Revalidate => {
                     bump(&self.stats.stale_served);
-                    self.refresh_unless_in_flight(key, loader, RefreshReason::Stale);
+                    self.refresh_unless_in_flight(key, loader, RefreshReason::Stale, &entry);
                     return Ok(Lookup {
                         entry,
                         source: Source::Stale,
@@ -164,43 +174,52 @@ impl Tiered {
         self: &Arc<Self>,
         key: Key,
         loader: L,
-        fallback: Option<Arc<Entry>>,
+        mut fallback: Option<Arc<Entry>>,
     ) -> Result<Lookup, LoadError> {
-        let wait_until = Instant::now() + self.flight_wait;
         loop {
-            match self.flights.join(key) {
+            let mut flight = match self.flights.join(key) {
                 Role::Leader(permit) => return self.lead(key, loader, permit, fallback).await,
-                Role::Follower(mut flight) => {
-                    // Clone the outcome out of the watch guard at once: the guard must not live across an await.
-                    let started = Instant::now();
-                    let waited =
-                        tokio::time::timeout_at(wait_until, flight.wait_for(Option::is_some))
-                            .instrument(tracing::info_span!("strata.flight.wait"))
-                            .await
-                            .map(|published| published.map(|outcome| outcome.clone()));
-                    self.stats.flight_wait_seconds.observe(started.elapsed());
-                    match waited {
-                        Ok(Ok(outcome)) => {
-                            let outcome = outcome.unwrap_or_else(unreachable_outcome);
-                            bump(&self.stats.coalesced);
-                            return self.answer(outcome, fallback, Source::Coalesced);
-                        }
-                        // The leader was cancelled before it finished: join again, one of us leads now.
-                        Ok(Err(_closed)) => bump(&self.stats.leader_takeovers),
-                        Err(_elapsed) => {
-                            // The leader is taking too long: answer this caller on its own rather than hang.
-                            bump(&self.stats.flight_wait_timeouts);
-                            let (outcome, source) =
-                                self.fetch(key, loader, LoadMode::Foreground).await;
-                            return self.answer(outcome, fallback, source);
-                        }
-                    }
+                Role::Follower(flight) => flight,
+            };
+            let started = Instant::now();
+            let followed = flight
+                .follow(self.flight_wait)
+                .instrument(tracing::info_span!("strata.flight.wait"))
+                .await;
+            self.stats.flight_wait_seconds.observe(started.elapsed());
+            match followed {
+                Followed::Published(Shared::Outcome {
+                    outcome,
+                    fallback: found,
+                }) => {
+                    bump(&self.stats.coalesced);
+                    fallback = newest(fallback, found);
+                    return self.answer(outcome, fallback, Source::Coalesced);
+                }
+                Followed::Published(Shared::Stale(entry)) => {
+                    bump(&self.stats.stale_served);
+                    return Ok(Lookup {
+                        entry,
+                        source: Source::Stale,
+                    });
+                }
+                // The answer was the leader caller's alone: join again, to fetch for this caller.
+                Followed::Published(Shared::LeadersOwn) => bump(&self.stats.not_shared),
+                // The leader's task is gone: join again, one of the waiting callers leads now.
+                Followed::Abandoned => bump(&self.stats.leader_takeovers),
+                Followed::Overdue => {
+                    // The flight ran past its own time limit and the grace: answer this caller on its own rather
+                    // than hang, storing nothing.
+                    bump(&self.stats.flight_wait_timeouts);
+                    let outcome = self.load(key, loader, LoadMode::Foreground, None).await;
+                    return self.answer(outcome, fallback, Source::Miss);
                 }
             }
         }
     }
 
-    /// The leader's work: look again in L1 (a previous leader may just have filled it), then in L2, then fetch.
+    /// The leader's work: look again in L1 (a previous leader may just have filled it), then in L2, then fetch in a
+    /// task of its own and wait for it.
     async fn lead<L: Loader>(
         self: &Arc<Self>,
         key: Key,
@@ -211,26 +230,27 @@ impl Tiered {
         if let Some(entry) = self.read_l1(&key).await {
             if entry.is_fresh(self.clock.now()) {
                 bump(&self.stats.l1_hits);
-                permit.finish(Ok(Answer {
-                    entry: entry.clone(),
-                    failed: false,
-                }));
+                permit.finish(Shared::of(
+                    &Ok(Answer::for_anyone(entry.clone(), false)),
+                    None,
+                ));
                 return Ok(Lookup {
                     entry,
                     source: Source::L1,
                 });
             }
         }
-        if let Some(entry) = self.read_l2(&key).await {
+        let read = self.read_l2(&key).await;
+        if let Some(entry) = read.entry.clone() {
             match entry.state(self.clock.now()) {
                 EntryState::Fresh => {
                     bump(&self.stats.l2_hits);
                     // Fill L1 before the flight ends, so a caller arriving after it finds L1 filled.
                     self.l1.insert(key, entry.clone()).await;
-                    permit.finish(Ok(Answer {
-                        entry: entry.clone(),
-                        failed: false,
-                    }));
+                    permit.finish(Shared::of(
+                        &Ok(Answer::for_anyone(entry.clone(), false)),
+                        None,
+                    ));
                     return Ok(Lookup {
                         entry,
                         source: Source::L2,
@@ -239,173 +259,51 @@ impl Tiered {
                 EntryState::Revalidate => {
                     bump(&self.stats.stale_served);
                     self.l1.insert(key, entry.clone()).await;
-                    // This caller holds the flight: it hands it to the refresh.
-                    self.spawn_refresh(key, loader, permit, RefreshReason::Stale);
+                    // Every caller waiting, or arriving while the refresh runs, is served this entry at once.
+                    permit.publish_stale(entry.clone());
+                    self.spawn_refresh(
+                        key,
+                        loader,
+                        permit,
+                        RefreshReason::Stale,
+                        entry.clone(),
+                        Some(read),
+                    );
                     return Ok(Lookup {
                         entry,
                         source: Source::Stale,
                     });
                 }
-                EntryState::ErrorFallback => {
-                    if fallback.as_ref().is_none_or(|f| f.created < entry.created) {
-                        fallback = Some(entry);
-                    }
-                }
+                EntryState::ErrorFallback => fallback = newest(fallback, Some(entry)),
                 EntryState::Expired => {}
             }
         }
 
-        let (outcome, source) = self.fetch(key, loader, LoadMode::Foreground).await;
-        permit.finish(outcome.clone());
-        self.answer(outcome, fallback, source)
-    }
-
-    /// Fetches the key for this replica: under the cross-replica lease when one is configured (another replica's
-    /// answer, found in L2, is `Coalesced`), else straight from the loader.
-    async fn fetch<L: Loader>(&self, key: Key, loader: L, mode: LoadMode) -> (Outcome, Source) {
-        let (Some(l2), Some(config)) = (&self.l2, &self.lease) else {
-            return (self.load(key, loader, mode, None, true).await, Source::Miss);
+        let fill = Fill {
+            seen_tombstone: read.tombstone,
+            replaces: read.entry.is_some() || fallback.is_some(),
         };
-        let held = match HeldLease::try_take(l2, key, config.ttl)
-            .instrument(tracing::info_span!("strata.lease.take"))
-            .await
-        {
-            // Another replica may have stored its answer and released its lease since this one read L2 (on a busy
-            // replica that can take a while): look once more before calling the backend.
-            Ok(Some(held)) => match self.stored_meanwhile(key, held).await {
-                Ok(answered) => return answered,
-                Err(held) => held,
-            },
-            Ok(None) => {
-                let usable = |e: &Entry| e.is_fresh(self.clock.now());
-                let waited = lease::wait_for_holder(l2, key, config, usable)
-                    .instrument(tracing::info_span!("strata.lease.wait"))
+        let (answered, answer) = oneshot::channel();
+        let cache = self.clone();
+        let shared_fallback = fallback.clone();
+        tokio::spawn(
+            async move {
+                let (outcome, source) = cache
+                    .fetch(key, loader, LoadMode::Foreground, &permit, fill)
                     .await;
-                match waited {
-                    Waited::Answer(entry) => {
-                        bump(&self.stats.lease_waited_hit);
-                        return (
-                            self.adopt_other_replicas(key, entry).await,
-                            Source::Coalesced,
-                        );
-                    }
-                    // The holder may have stored its answer just before releasing: look once more.
-                    Waited::Took(held) => match self.stored_meanwhile(key, held).await {
-                        Ok(answered) => return answered,
-                        Err(held) => held,
-                    },
-                    Waited::GaveUp => {
-                        // Never an error because of the lease: answer from the backend, and store nothing.
-                        bump(&self.stats.lease_gave_up);
-                        return (
-                            self.load(key, loader, mode, None, false).await,
-                            Source::Miss,
-                        );
-                    }
-                }
+                let shared = Shared::of(&outcome, shared_fallback);
+                // This caller may have stopped waiting; the answer still fills the cache and the followers.
+                let _ = answered.send((outcome, source));
+                permit.finish(shared);
             }
-            Err(err) => {
-                bump(&self.stats.l2_errors);
-                tracing::debug!(error = %err, "lease unavailable; fetching without it");
-                return (self.load(key, loader, mode, None, true).await, Source::Miss);
-            }
-        };
-        bump(&self.stats.lease_acquired);
-        (
-            self.load(key, loader, mode, Some(held), true).await,
-            Source::Miss,
-        )
-    }
-
-    /// Just after this replica took the lease: the fresh answer another replica stored in L2 before releasing its
-    /// own lease, if there is one (then the lease is let go, and the backend is not called), else the lease back.
-    async fn stored_meanwhile(
-        &self,
-        key: Key,
-        held: HeldLease,
-    ) -> Result<(Outcome, Source), HeldLease> {
-        match self
-            .read_l2(&key)
-            .await
-            .filter(|e| e.is_fresh(self.clock.now()))
-        {
-            Some(entry) => {
-                drop(held);
-                bump(&self.stats.lease_waited_hit);
-                Ok((
-                    self.adopt_other_replicas(key, entry).await,
-                    Source::Coalesced,
-                ))
-            }
-            None => Err(held),
+            .in_current_span(),
+        );
+        match answer.await {
+            Ok((outcome, source)) => self.answer(outcome, fallback, source),
+            Err(_gone) => Err(LoadError::new(std::io::Error::other(
+                "the fetch ended without an answer",
+            ))),
         }
-    }
-
-    async fn adopt_other_replicas(&self, key: Key, entry: Arc<Entry>) -> Outcome {
-        self.l1.insert(key, entry.clone()).await;
-        Ok(Answer {
-            entry,
-            failed: false,
-        })
-    }
-
-    /// Calls the loader and, when `may_store` and the answer's lifetime allow, stores the answer: in L1 at once, in L2
-    /// through the write-back queue, or, when this replica holds the lease, directly and then releases the lease.
-    async fn load<L: Loader>(
-        &self,
-        key: Key,
-        loader: L,
-        mode: LoadMode,
-        lease: Option<HeldLease>,
-        may_store: bool,
-    ) -> Outcome {
-        bump(&self.stats.misses);
-        let started = Instant::now();
-        let fetched = loader
-            .load(mode)
-            .instrument(tracing::info_span!(
-                "strata.load",
-                background = mode == LoadMode::Background
-            ))
-            .await?;
-        let mut entry = fetched.entry;
-        entry.fetch_time = started.elapsed();
-        let now = self.clock.now();
-        let Some(lifetime) = fetched.lifetime.filter(|l| may_store && !l.fresh.is_zero()) else {
-            return Ok(Answer {
-                entry: Arc::new(entry),
-                failed: fetched.failed,
-            });
-        };
-        entry.stamp(now, &lifetime);
-        let entry = Arc::new(entry);
-        self.l1.insert(key, entry.clone()).await;
-        let write = L2Write {
-            key,
-            bytes: entry.encode(),
-            ttl: entry.remaining_life(now),
-        };
-        match (lease, &self.write_back) {
-            (Some(held), _) => {
-                let stats = self.stats.clone();
-                held.store_then_release(write, move |written| {
-                    bump(if written {
-                        &stats.l2_writes
-                    } else {
-                        &stats.l2_write_errors
-                    });
-                });
-            }
-            (None, Some(wb)) => {
-                tracing::debug!("queued for the L2 write-back");
-                wb.enqueue(write);
-            }
-            (None, None) => {}
-        }
-        Ok(Answer {
-            entry,
-            failed: fetched.failed,
-        })
     }
 
     /// The caller's answer: the outcome, unless it is a failure and a stale answer may stand in for it.
@@ -442,38 +340,6 @@ impl Tiered {
             )
     }
 
-    /// Starts a background refresh of `key`, unless a load of it is already in flight (which will refresh it).
-    fn refresh_unless_in_flight<L: Loader>(
-        self: &Arc<Self>,
-        key: Key,
-        loader: L,
-        reason: RefreshReason,
-    ) {
-        if let Role::Leader(permit) = self.flights.join(key) {
-            self.spawn_refresh(key, loader, permit, reason);
-        }
-    }
-
-    /// Refreshes `key` in a task of its own, holding the key's flight so it is the only one.
-    fn spawn_refresh<L: Loader>(
-        self: &Arc<Self>,
-        key: Key,
-        loader: L,
-        permit: LeaderPermit,
-        reason: RefreshReason,
-    ) {
-        match reason {
-            RefreshReason::Stale => bump(&self.stats.refreshes_stale),
-            RefreshReason::Early => bump(&self.stats.refreshes_early),
-        }
-        let cache = self.clone();
-        tokio::spawn(async move {
-            // A failed refresh stores nothing: the stale entry keeps being served within its windows.
-            let (outcome, _) = cache.fetch(key, loader, LoadMode::Background).await;
-            permit.finish(outcome);
-        });
-    }
-
     /// The L1 entry for `key`, unless this replica is out of step with invalidations and the entry is too old to
     /// trust.
     async fn read_l1(&self, key: &Key) -> Option<Arc<Entry>> {
@@ -482,41 +348,12 @@ impl Tiered {
             .may_serve_l1(entry.created, self.clock.now())
             .then_some(entry)
     }
-
-    async fn read_l2(&self, key: &Key) -> Option<Arc<Entry>> {
-        let l2 = self.l2.as_ref()?;
-        let started = Instant::now();
-        let read = l2
-            .get(key)
-            .instrument(tracing::info_span!("strata.l2.get"))
-            .await;
-        self.stats.l2_read_seconds.observe(started.elapsed());
-        let bytes = match read {
-            Ok(found) => found?,
-            Err(err) => {
-                match err {
-                    L2Error::Timeout { .. } => bump(&self.stats.l2_timeouts),
-                    _ => bump(&self.stats.l2_errors),
-                }
-                tracing::debug!(error = %err, "L2 read failed; treating as a miss");
-                return None;
-            }
-        };
-        match Entry::decode(bytes) {
-            Ok(entry) => Some(Arc::new(entry)),
-            Err(err) => {
-                // Counted and treated as a miss; the loader's answer overwrites it.
-                bump(&self.stats.l2_undecodable);
-                tracing::warn!(error = %err, key = ?key, "undecodable L2 entry; treating as a miss");
-                None
-            }
-        }
-    }
 }
 
-/// `wait_for(Option::is_some)` only returns once the value is `Some`.
-fn unreachable_outcome() -> Outcome {
-    Err(LoadError::new(std::io::Error::other(
-        "flight finished without an outcome",
-    )))
+/// The newer of two stale entries that may stand in for a failure.
+fn newest(a: Option<Arc<Entry>>, b: Option<Arc<Entry>>) -> Option<Arc<Entry>> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(if b.created > a.created { b } else { a }),
+        (a, b) => a.or(b),
+    }
 }

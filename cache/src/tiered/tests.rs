@@ -15,6 +15,8 @@ struct CountingLoader {
     failing: Arc<AtomicBool>,
     delay: Duration,
     lifetime: Lifetime,
+    /// What it says its time limit is (it does not keep to it when `delay` is longer: a stuck fetch).
+    limit: Duration,
 }
 
 impl CountingLoader {
@@ -24,7 +26,13 @@ impl CountingLoader {
             failing: Arc::new(AtomicBool::new(false)),
             delay,
             lifetime: Lifetime::fresh_for(Duration::from_secs(30)),
+            limit: Duration::from_secs(30),
         }
+    }
+
+    fn with_limit(mut self, limit: Duration) -> Self {
+        self.limit = limit;
+        self
     }
 
     fn with_lifetime(mut self, lifetime: Lifetime) -> Self {
@@ -42,6 +50,10 @@ impl CountingLoader {
 }
 
 impl Loader for CountingLoader {
+    fn time_limit(&self) -> Duration {
+        self.limit
+    }
+
     async fn load(self, _mode: LoadMode) -> Result<Fetched, LoadError> {
         let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
         tokio::time::sleep(self.delay).await;
@@ -147,7 +159,7 @@ async fn errors_are_shared_but_not_cached() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn cancelled_leader_hands_over_to_a_follower() {
+async fn a_fetch_outlives_its_leaders_caller_and_still_answers_the_others() {
     let cache = tiered(Duration::from_secs(5));
     let loader = CountingLoader::new(Duration::from_millis(100));
     let leader = {
@@ -162,26 +174,52 @@ async fn cancelled_leader_hands_over_to_a_follower() {
         })
         .collect();
     tokio::time::sleep(Duration::from_millis(10)).await;
+    // The leader's caller goes away (its deadline, its client): the fetch it started goes on.
     leader.abort();
     for f in followers {
         let lookup = f.await.expect("task").expect("answer");
-        assert_eq!(lookup.entry.message, Bytes::from_static(b"answer 2"));
+        assert_eq!(lookup.entry.message, Bytes::from_static(b"answer 1"));
+        assert_eq!(lookup.source, Source::Coalesced);
     }
+    assert_eq!(loader.calls(), 1, "one fetch for everyone");
+    let next = cache
+        .get(key("a"), &POLICY, loader.clone())
+        .await
+        .expect("hit");
     assert_eq!(
-        loader.calls(),
-        2,
-        "the cancelled leader's load, then one follower's"
+        next.source,
+        Source::L1,
+        "the abandoned caller's fetch filled L1"
     );
-    assert_eq!(cache.stats().snapshot().leader_takeovers, 5);
+    assert_eq!(cache.stats().snapshot().leader_takeovers, 0);
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_slow_leader_does_not_hold_followers_past_the_wait() {
+async fn a_slow_fetch_within_its_limit_is_waited_for_past_flight_wait() {
     let cache = tiered(Duration::from_millis(200));
-    let slow = CountingLoader::new(Duration::from_secs(10));
+    let slow = CountingLoader::new(Duration::from_secs(6)).with_limit(Duration::from_secs(10));
+    let callers: Vec<_> = (0..40)
+        .map(|_| {
+            let (cache, slow) = (cache.clone(), slow.clone());
+            tokio::spawn(async move { cache.get(key("a"), &POLICY, slow).await })
+        })
+        .collect();
+    for caller in callers {
+        let lookup = caller.await.expect("task").expect("answer");
+        assert_eq!(lookup.entry.message, Bytes::from_static(b"answer 1"));
+    }
+    assert_eq!(slow.calls(), 1, "no follower gave up on a healthy fetch");
+    assert_eq!(cache.stats().snapshot().flight_wait_timeouts, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_fetch_stuck_past_its_limit_does_not_hold_the_others() {
+    let cache = tiered(Duration::from_millis(200));
+    // Says it ends within 1 s, takes 10 s.
+    let stuck = CountingLoader::new(Duration::from_secs(10)).with_limit(Duration::from_secs(1));
     let leader = {
-        let (cache, slow) = (cache.clone(), slow.clone());
-        tokio::spawn(async move { cache.get(key("a"), &POLICY, slow).await })
+        let (cache, stuck) = (cache.clone(), stuck.clone());
+        tokio::spawn(async move { cache.get(key("a"), &POLICY, stuck).await })
     };
     tokio::time::sleep(Duration::from_millis(10)).await;
     let fast = CountingLoader::new(Duration::from_millis(1));
@@ -191,9 +229,108 @@ async fn a_slow_leader_does_not_hold_followers_past_the_wait() {
         .await
         .expect("answers");
     assert_eq!(lookup.source, Source::Miss);
-    assert!(started.elapsed() < Duration::from_millis(300));
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1190) && waited < Duration::from_millis(1300),
+        "waited for the limit and the grace: {waited:?}"
+    );
     assert_eq!(cache.stats().snapshot().flight_wait_timeouts, 1);
     leader.abort();
+}
+
+/// A loader whose answer may not be stored: it answers with the name it was given.
+struct Personal(&'static str);
+
+impl Loader for Personal {
+    fn time_limit(&self) -> Duration {
+        Duration::from_secs(5)
+    }
+
+    async fn load(self, _mode: LoadMode) -> Result<Fetched, LoadError> {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        Ok(Fetched::relay(Entry::unstamped(
+            Bytes::from(self.0),
+            0,
+            String::new(),
+        )))
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_answer_that_may_not_be_stored_reaches_its_own_caller_only() {
+    let cache = tiered(Duration::from_secs(5));
+    let names: [&'static str; 6] = ["t1", "t2", "t3", "t4", "t5", "t6"];
+    let calls: Vec<_> = names
+        .into_iter()
+        .map(|name| {
+            let cache = cache.clone();
+            tokio::spawn(async move { cache.get(key("a"), &POLICY, Personal(name)).await })
+        })
+        .collect();
+    for (call, name) in calls.into_iter().zip(names) {
+        let lookup = call.await.expect("task").expect("answer");
+        assert_eq!(lookup.entry.message, Bytes::from(name), "each got its own");
+        assert_eq!(lookup.source, Source::Miss);
+    }
+    assert_eq!(
+        cache.stats().snapshot().not_shared,
+        15,
+        "5 + 4 + … + 1 rejoins"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_leaders_own_error_is_not_given_to_the_others() {
+    struct Refused;
+    impl Loader for Refused {
+        fn time_limit(&self) -> Duration {
+            Duration::from_secs(5)
+        }
+        async fn load(self, _mode: LoadMode) -> Result<Fetched, LoadError> {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            Err(LoadError::callers_own(std::io::Error::other(
+                "rate limited",
+            )))
+        }
+    }
+    let cache = tiered(Duration::from_secs(5));
+    let loader = CountingLoader::new(Duration::from_millis(10));
+    let (refused, follower) = tokio::join!(cache.get(key("a"), &POLICY, Refused), async {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        cache.get(key("a"), &POLICY, loader.clone()).await
+    });
+    assert!(refused.is_err());
+    let follower = follower.expect("the follower fetched for itself");
+    assert_eq!(follower.entry.message, Bytes::from_static(b"answer 1"));
+    assert_eq!(loader.calls(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_invalidation_during_a_fetch_wins() {
+    let cache = tiered(Duration::from_secs(5));
+    let loader = CountingLoader::new(Duration::from_millis(100));
+    let fetch = {
+        let (cache, loader) = (cache.clone(), loader.clone());
+        tokio::spawn(async move { cache.get(key("a"), &POLICY, loader).await })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    cache.invalidate_key(key("a")).await.expect("L1 only");
+    let fetched = fetch.await.expect("task").expect("answer");
+    assert_eq!(
+        fetched.source,
+        Source::Miss,
+        "the caller still gets its answer"
+    );
+    let next = cache
+        .get(key("a"), &POLICY, loader.clone())
+        .await
+        .expect("answer");
+    assert_eq!(
+        next.source,
+        Source::Miss,
+        "the fetch begun before the invalidation stored nothing"
+    );
+    assert_eq!(cache.stats().snapshot().fills_overtaken, 1);
 }
 
 /// Serves every call of `count` concurrent gets and returns their sources and answers, checking none waited.
@@ -345,20 +482,44 @@ async fn a_hot_key_is_refreshed_early_and_nobody_waits() {
 #[tokio::test(start_paused = true)]
 async fn answers_to_relay_are_not_stored() {
     let cache = tiered(Duration::from_secs(5));
-    struct Relay;
-    impl Loader for Relay {
-        async fn load(self, _mode: LoadMode) -> Result<Fetched, LoadError> {
-            Ok(Fetched::relay(Entry::unstamped(
-                Bytes::from_static(b"private"),
-                0,
-                String::new(),
-            )))
-        }
-    }
     for _ in 0..2 {
-        let lookup = cache.get(key("a"), &POLICY, Relay).await.expect("relayed");
+        let lookup = cache
+            .get(key("a"), &POLICY, Personal("private"))
+            .await
+            .expect("relayed");
         assert_eq!(lookup.source, Source::Miss);
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refresh_answered_with_what_may_not_be_stored_withdraws_the_stale_entry() {
+    let cache = tiered(Duration::from_secs(5));
+    let loader = CountingLoader::new(Duration::from_millis(10)).with_lifetime(Lifetime {
+        fresh: Duration::from_secs(10),
+        stale_while_revalidate: Duration::from_secs(60),
+        stale_if_error: Duration::from_secs(60),
+    });
+    cache
+        .get(key("a"), &POLICY, loader.clone())
+        .await
+        .expect("loads");
+    tokio::time::advance(Duration::from_secs(11)).await;
+    // The item is gone: the refresh is answered with something that may not be stored.
+    let stale = cache
+        .get(key("a"), &POLICY, Personal("gone"))
+        .await
+        .expect("stale at once");
+    assert_eq!(stale.source, Source::Stale);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let next = cache
+        .get(key("a"), &POLICY, Personal("gone"))
+        .await
+        .expect("the new truth");
+    assert_eq!(
+        (next.source, next.entry.message.clone()),
+        (Source::Miss, Bytes::from_static(b"gone"))
+    );
+    assert_eq!(cache.stats().snapshot().withdrawn, 1);
 }
 
 #[tokio::test]

@@ -16,6 +16,8 @@ use strata_cache::{
 pub struct Backend {
     pub calls: Arc<AtomicUsize>,
     pub delay: Duration,
+    /// How long its answers may be used (fresh for 60 s when not set).
+    pub lifetime: Option<Lifetime>,
 }
 
 impl Backend {
@@ -23,6 +25,7 @@ impl Backend {
         Self {
             calls: Arc::default(),
             delay,
+            lifetime: None,
         }
     }
 
@@ -32,13 +35,18 @@ impl Backend {
 }
 
 impl Loader for Backend {
+    fn time_limit(&self) -> Duration {
+        Duration::from_secs(10)
+    }
+
     async fn load(self, _mode: LoadMode) -> Result<Fetched, LoadError> {
         let n = self.calls.fetch_add(1, Ordering::SeqCst);
         tokio::time::sleep(self.delay).await;
         let entry = Entry::unstamped(Bytes::from(format!("answer {n}")), 0, String::new());
         Ok(Fetched::store(
             entry,
-            Lifetime::fresh_for(Duration::from_secs(60)),
+            self.lifetime
+                .unwrap_or(Lifetime::fresh_for(Duration::from_secs(60))),
         ))
     }
 }

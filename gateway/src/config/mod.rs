@@ -142,7 +142,8 @@ pub struct CacheConfig {
     /// The shared level; `None` runs with L1 only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub l2: Option<L2Config>,
-    /// The longest a call waits for another call's in-flight backend fetch of the same key.
+    /// How long past its own time limit a fetch of a key is waited for by the other calls of that key (a guard
+    /// against a stuck fetch; a healthy one is waited for within each caller's own deadline).
     #[serde(serialize_with = "duration")]
     pub flight_wait: Duration,
     /// The cross-replica stampede guard; `None`: each replica fetches a cold key on its own.
@@ -155,12 +156,9 @@ pub struct CacheConfig {
 /// The cross-replica lease on cold keys.
 #[derive(Debug, Clone, Serialize)]
 pub struct LeaseConfig {
-    /// How long a lease lives when its holder never releases it (crashed).
+    /// How long a lease outlives its holder's last renewal (renewed every third of it while the fetch runs).
     #[serde(serialize_with = "duration")]
     pub ttl: Duration,
-    /// How long a replica waits for the holder's answer before calling the backend itself, uncached.
-    #[serde(serialize_with = "duration")]
-    pub wait: Duration,
 }
 
 /// The in-process level.

@@ -22,7 +22,6 @@ const DEFAULT_L2_TIMEOUT: Duration = Duration::from_millis(25);
 const DEFAULT_WRITE_QUEUE: u64 = 1024;
 const DEFAULT_FLIGHT_WAIT: Duration = Duration::from_secs(5);
 const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(10);
-const DEFAULT_LEASE_WAIT: Duration = Duration::from_secs(2);
 const DEFAULT_MAX_REQUEST: u64 = 4 << 20;
 const DEFAULT_MAX_RESPONSE: u64 = 16 << 20;
 const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -280,8 +279,10 @@ fn cache(e: &mut Errors, raw: RawCache) -> CacheConfig {
             e.add("cache.lease", "needs `cache.l2`: the lease lives in Redis");
         }
         let ttl = e.positive_duration("cache.lease.ttl", lease.ttl.as_ref(), DEFAULT_LEASE_TTL);
-        let wait = e.positive_duration("cache.lease.wait", lease.wait.as_ref(), DEFAULT_LEASE_WAIT);
-        LeaseConfig { ttl, wait }
+        // Still read (so old configs start, and a malformed value is reported), no longer used: a replica waits for
+        // as long as the holder keeps its lease alive.
+        let _ = e.positive_duration("cache.lease.wait", lease.wait.as_ref(), DEFAULT_LEASE_TTL);
+        LeaseConfig { ttl }
     });
     CacheConfig {
         namespace,

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 
+use tokio::time::Instant;
 use tonic::body::Body;
 
 use crate::proxy::ProxyStats;
@@ -59,9 +60,26 @@ impl Drop for InFlight {
     }
 }
 
+/// Counts a refused call (by its path, from when it arrived) like any other call, and returns the answer to send.
+pub type CountRefusal =
+    Arc<dyn Fn(&str, Instant, http::Response<Body>) -> http::Response<Body> + Send + Sync>;
+
 /// Adds [`LoadShedService`] to a stack.
-#[derive(Debug, Clone)]
-pub struct LoadShedLayer(pub Arc<Shedding>);
+#[derive(Clone)]
+pub struct LoadShedLayer {
+    /// The gateway-wide count and limit.
+    pub shedding: Arc<Shedding>,
+    /// How a refused call is counted.
+    pub count_refusal: CountRefusal,
+}
+
+impl std::fmt::Debug for LoadShedLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadShedLayer")
+            .field("shedding", &self.shedding)
+            .finish_non_exhaustive()
+    }
+}
 
 impl<S> tower::Layer<S> for LoadShedLayer {
     type Service = LoadShedService<S>;
@@ -69,16 +87,26 @@ impl<S> tower::Layer<S> for LoadShedLayer {
     fn layer(&self, inner: S) -> Self::Service {
         LoadShedService {
             inner,
-            shedding: self.0.clone(),
+            shedding: self.shedding.clone(),
+            count_refusal: self.count_refusal.clone(),
         }
     }
 }
 
 /// Refuses calls beyond the gateway-wide limit; counts a call until its response (headers) is ready.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct LoadShedService<S> {
     inner: S,
     shedding: Arc<Shedding>,
+    count_refusal: CountRefusal,
+}
+
+impl<S> std::fmt::Debug for LoadShedService<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadShedService")
+            .field("shedding", &self.shedding)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<S> tower::Service<http::Request<Body>> for LoadShedService<S>
@@ -114,6 +142,7 @@ where
             }
             Err(limit) => {
                 let response = GatewayError::Shedding { limit }.to_response(None);
+                let response = (self.count_refusal)(request.uri().path(), Instant::now(), response);
                 Box::pin(std::future::ready(Ok(response)))
             }
         }

@@ -102,6 +102,24 @@ pub(super) fn observed(
     })
 }
 
+/// Records a call that ended without an answer (`code`: why), at once.
+pub(super) fn record_unanswered(
+    metrics: &Arc<Metrics>,
+    series: Arc<RouteSeries>,
+    started: Instant,
+    code: tonic::Code,
+) {
+    let mut observation = Observation {
+        metrics: metrics.clone(),
+        series,
+        cache: "none",
+        code: None,
+        started,
+        done: false,
+    };
+    observation.record(Some(code as i32));
+}
+
 /// A call being observed; recorded once, when its body ends (or is dropped: the client went away).
 #[derive(Debug)]
 struct Observation {

@@ -211,6 +211,17 @@ impl Metrics {
         let series = route.unwrap_or(&self.unrouted).clone();
         call::observed(self, series, started, cache.unwrap_or("none"), response)
     }
+
+    /// Counts a call that ended without an answer from the gateway (`code`: why), under `route`.
+    pub fn count_unanswered(
+        self: &Arc<Self>,
+        route: Option<&Arc<RouteSeries>>,
+        started: Instant,
+        code: tonic::Code,
+    ) {
+        let series = route.unwrap_or(&self.unrouted).clone();
+        call::record_unanswered(self, series, started, code);
+    }
 }
 
 /// The encoder writes OpenMetrics, where a counter family `x` has samples `x_total`; the Prometheus text format

@@ -15,16 +15,32 @@ pub struct CacheControl {
     pub stale_while_revalidate: Option<Duration>,
     /// `stale-if-error=N`.
     pub stale_if_error: Option<Duration>,
+    /// `must-revalidate` or `proxy-revalidate`: once stale, never served (no stale serving of any kind).
+    pub must_revalidate: bool,
 }
 
 impl CacheControl {
     /// Reads every `cache-control` header in `headers` (directives are case-insensitive; unknown ones are ignored,
     /// and a malformed number makes that directive count as absent).
     pub fn from_headers(headers: &HeaderMap) -> Self {
+        Self::from_metadata(headers, None)
+    }
+
+    /// Reads every `cache-control` in an answer's headers and, if given, its trailers: gRPC servers may send
+    /// metadata in either, and a directive counts wherever it came.
+    pub fn from_metadata(headers: &HeaderMap, trailers: Option<&HeaderMap>) -> Self {
         let mut cc = Self::default();
         let mut max_age = None;
         let mut s_maxage = None;
-        for value in headers.get_all(http::header::CACHE_CONTROL) {
+        let values = headers
+            .get_all(http::header::CACHE_CONTROL)
+            .into_iter()
+            .chain(
+                trailers
+                    .into_iter()
+                    .flat_map(|t| t.get_all(http::header::CACHE_CONTROL)),
+            );
+        for value in values {
             let Ok(text) = value.to_str() else { continue };
             for directive in text.split(',') {
                 let (name, arg) = match directive.split_once('=') {
@@ -37,6 +53,7 @@ impl CacheControl {
                 };
                 match name.to_ascii_lowercase().as_str() {
                     "no-store" | "no-cache" | "private" => cc.no_store = true,
+                    "must-revalidate" | "proxy-revalidate" => cc.must_revalidate = true,
                     "max-age" => max_age = seconds().or(max_age),
                     "s-maxage" => s_maxage = seconds().or(s_maxage),
                     "stale-while-revalidate" => cc.stale_while_revalidate = seconds(),
@@ -76,6 +93,19 @@ mod tests {
         for never in ["no-store", "NO-CACHE", "private, max-age=60"] {
             assert!(parse(&[never]).no_store, "{never}");
         }
+    }
+
+    #[test]
+    fn trailers_count_and_revalidation_is_read() {
+        let mut trailers = HeaderMap::new();
+        trailers.insert(
+            http::header::CACHE_CONTROL,
+            "no-store".parse().expect("header"),
+        );
+        assert!(CacheControl::from_metadata(&HeaderMap::new(), Some(&trailers)).no_store);
+        assert!(parse(&["max-age=5, Must-Revalidate"]).must_revalidate);
+        assert!(parse(&["proxy-revalidate"]).must_revalidate);
+        assert!(!parse(&["max-age=5"]).must_revalidate);
     }
 
     #[test]

@@ -22,7 +22,6 @@ use super::storage::{Storage, is_backend_failure};
 use crate::backend::Backend;
 use crate::grpc::body::{self, ReadError};
 use crate::grpc::frame::FrameError;
-use crate::layers::deadline::Deadline;
 use crate::router::CacheRule;
 use crate::status::{GatewayError, code_for_http_status};
 
@@ -51,8 +50,6 @@ pub struct BackendLoader {
     pub headers: HeaderMap,
     /// The request message.
     pub message: Bytes,
-    /// The client's deadline (not applied to background refreshes).
-    pub deadline: Deadline,
     /// Largest answer to collect.
     pub max_response_bytes: u64,
     /// Where the private metadata of the answer goes, for this loader's own caller.
@@ -64,22 +61,29 @@ pub struct BackendLoader {
 }
 
 impl Loader for BackendLoader {
+    /// The backend's timeout: the fetch runs under it, retries included, and never under one caller's deadline (the
+    /// callers waiting for it each stop at their own).
+    fn time_limit(&self) -> Duration {
+        self.backend.timeout
+    }
+
     async fn load(self, mode: LoadMode) -> Result<Fetched, LoadError> {
-        let budget = match mode {
-            LoadMode::Foreground => self.deadline.remaining_within(self.backend.timeout),
-            // Nobody waits for a refresh: the client that triggered it may be long gone.
-            LoadMode::Background => self.backend.timeout,
-        };
+        if let Some(limit) = &self.misses_limit {
+            if let Err(refused) = limit.check(&self.headers) {
+                self.stats.count_rate_limited();
+                // This caller's own refusal: the others waiting for the same key fetch for themselves.
+                return Err(LoadError::callers_own(refused));
+            }
+        }
+        let budget = self.backend.timeout;
         let (entry, cache_control, private) = match self.fetch_with_retries(budget).await {
             Ok(answer) => answer,
-            // The channel's own deadline timer, or ours: the time ran out.
+            // The channel's own deadline timer, or ours: the backend's time ran out.
             Err(GatewayError::BackendDeadline { .. }) => {
-                return Err(LoadError::new(timed_out(
-                    &self.backend,
-                    budget,
-                    self.deadline,
-                    mode,
-                )));
+                return Err(LoadError::new(GatewayError::BackendTimeout {
+                    backend: self.backend.name().to_owned(),
+                    timeout: budget,
+                }));
             }
             Err(err) => return Err(LoadError::new(err)),
         };
@@ -95,11 +99,6 @@ impl BackendLoader {
     /// Fetches within `budget`, retrying per the backend's policy: only retryable failures, only while the budget
     /// of retries allows, and never when the pause would end past the deadline.
     async fn fetch_with_retries(&self, budget: Duration) -> Result<Answer, GatewayError> {
-        if let Some(limit) = &self.misses_limit {
-            limit
-                .check(&self.headers)
-                .inspect_err(|_| self.stats.count_rate_limited())?;
-        }
         let until = Instant::now() + budget;
         let retry = self.backend.retry.as_ref();
         if let Some(policy) = retry {
@@ -151,24 +150,6 @@ impl BackendLoader {
     }
 }
 
-fn timed_out(
-    backend: &Backend,
-    budget: Duration,
-    deadline: Deadline,
-    mode: LoadMode,
-) -> GatewayError {
-    match deadline.requested() {
-        // The client's own deadline ran out first.
-        Some(requested) if mode == LoadMode::Foreground && budget < backend.timeout => {
-            GatewayError::Deadline(requested)
-        }
-        _ => GatewayError::BackendTimeout {
-            backend: backend.name().to_owned(),
-            timeout: backend.timeout,
-        },
-    }
-}
-
 /// What the backend answered: the answer as it may be shared, its `cache-control`, and the caller's private part.
 type Answer = (Entry, CacheControl, PrivateMetadata);
 
@@ -194,6 +175,10 @@ async fn collect_answer(
     if let Some(code) = parts.headers.get(crate::grpc::code::STATUS_HEADER) {
         let code =
             parse_code(code.as_bytes()).ok_or_else(|| protocol("invalid grpc-status".into()))?;
+        if code == Code::Ok {
+            // A unary OK answer carries its message: without one it is broken, not an empty answer to store.
+            return Err(protocol("unary answer with 0 messages".into()));
+        }
         let mut entry = status_only(code, header_text(&parts.headers, "grpc-message"));
         let (shared, private) = metadata::replayable(&parts.headers, is_private);
         entry.headers = shared;
@@ -249,7 +234,8 @@ async fn collect_answer(
         }
         entry.message = message.bytes;
     }
-    Ok((entry, CacheControl::from_headers(&parts.headers), private))
+    let cache_control = CacheControl::from_metadata(&parts.headers, Some(&trailers));
+    Ok((entry, cache_control, private))
 }
 
 /// Applies the route's storage rules and the backend's `cache-control` to an answer.

@@ -104,6 +104,10 @@ impl Proxy {
 
     /// Answers one call. Never fails: every error becomes a gRPC status response. The call's deadline comes from
     /// the request's extensions (put there by [`crate::layers::deadline::DeadlineLayer`], which also enforces it).
+    ///
+    /// Every call is counted once in the metrics and the access log, whatever ends it: its answer, or — when this
+    /// future is dropped before it answers — the deadline layer (`DEADLINE_EXCEEDED`) or the client going away
+    /// (`CANCELLED`).
     pub async fn handle(&self, request: http::Request<Body>) -> http::Response<Body> {
         use tracing::Instrument;
         use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -113,6 +117,15 @@ impl Proxy {
             .get::<Deadline>()
             .copied()
             .unwrap_or_default();
+        let route = self.router.route(request.uri().path());
+        let series = route.map(|r| &r.series);
+        let mut unanswered = Unanswered {
+            metrics: &self.metrics,
+            series,
+            started,
+            deadline,
+            answered: false,
+        };
         // One span per call, child of the client's trace when it sent one; no message bytes in it.
         let span = tracing::info_span!(
             "strata.call",
@@ -126,11 +139,21 @@ impl Proxy {
         if !span.is_disabled() {
             let _ = span.set_parent(crate::telemetry::extract(request.headers()));
         }
-        let (route, (response, cache)) = self
-            .dispatch(request, deadline)
-            .instrument(span.clone())
-            .await;
-        span.record("route", route.map_or("unrouted", |r| r.route().as_str()));
+        let (response, cache) = match route {
+            Some(route) => {
+                self.dispatch_to(route, request, deadline)
+                    .instrument(span.clone())
+                    .await
+            }
+            None => {
+                let error = GatewayError::NoRoute {
+                    path: request.uri().path().to_owned(),
+                };
+                (error.to_response(None), None)
+            }
+        };
+        unanswered.answered = true;
+        span.record("route", series.map_or("unrouted", |s| s.route().as_str()));
         if let Some(cache) = cache {
             span.record("cache", cache);
         }
@@ -141,26 +164,18 @@ impl Proxy {
         {
             span.record("grpc.status", code);
         }
-        self.metrics.observe(route, started, cache, response)
+        self.metrics.observe(series, started, cache, response)
     }
 
-    /// Answers a call; returns the call series of the route that took it and the cache result, for the metrics.
-    async fn dispatch(
+    /// Counts a call refused before it reached the proxy (load shedding) under its route, and returns its answer.
+    pub fn refused(
         &self,
-        request: http::Request<Body>,
-        client_deadline: Deadline,
-    ) -> (Option<&Arc<RouteSeries>>, Answer) {
-        let path = request.uri().path();
-        let Some(route) = self.router.route(path) else {
-            let error = GatewayError::NoRoute {
-                path: path.to_owned(),
-            };
-            return (None, (error.to_response(None), None));
-        };
-        (
-            Some(&route.series),
-            self.dispatch_to(route, request, client_deadline).await,
-        )
+        path: &str,
+        started: Instant,
+        response: http::Response<Body>,
+    ) -> http::Response<Body> {
+        let series = self.router.route(path).map(|r| &r.series);
+        self.metrics.observe(series, started, None, response)
     }
 
     async fn dispatch_to(
@@ -169,10 +184,12 @@ impl Proxy {
         request: http::Request<Body>,
         client_deadline: Deadline,
     ) -> Answer {
-        // A limit on every call is checked first; one on misses only where a call reaches the backend (a passthrough
-        // call always does; on a cached route, the loader checks it).
+        // A limit on every call is checked first; one on misses only where a call reaches the backend: a call that
+        // is not looked up in the cache always does (an uncached route, or a call that is not gRPC); a looked-up call
+        // does when it bypasses the cache, or when the loader is about to call the backend for it.
+        let looked_up = route.cache.is_some() && is_grpc(&request);
         if let Some(limit) = &route.rate_limit {
-            if limit.apply_to == ApplyTo::All || route.cache.is_none() {
+            if limit.apply_to == ApplyTo::All || !looked_up {
                 if let Err(refused) = limit.check(request.headers()) {
                     self.stats.count_rate_limited();
                     return (refused.to_response(None), None);
@@ -183,7 +200,7 @@ impl Proxy {
         let deadline = route.backend.deadline_for(client_deadline);
         let call = async {
             match &route.cache {
-                Some(rule) if is_grpc(&request) => {
+                Some(rule) if looked_up => {
                     unary::answer(self, route, rule, request, deadline).await
                 }
                 _ => match &route.retry {
@@ -223,6 +240,30 @@ impl Proxy {
 
     fn cache_status(&self, value: &'static str) -> Option<&'static str> {
         self.options.expose_cache_status.then_some(value)
+    }
+}
+
+/// A call being answered; dropped before it answered (the client went away, or the deadline layer answered), it
+/// counts the call. Once the call has its answer, that answer is counted instead.
+struct Unanswered<'a> {
+    metrics: &'a Arc<Metrics>,
+    series: Option<&'a Arc<RouteSeries>>,
+    started: Instant,
+    deadline: Deadline,
+    answered: bool,
+}
+
+impl Drop for Unanswered<'_> {
+    fn drop(&mut self) {
+        if self.answered {
+            return;
+        }
+        let code = match self.deadline.at() {
+            Some(at) if Instant::now() >= at => tonic::Code::DeadlineExceeded,
+            _ => tonic::Code::Cancelled,
+        };
+        self.metrics
+            .count_unanswered(self.series, self.started, code);
     }
 }
 

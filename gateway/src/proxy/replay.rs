@@ -7,7 +7,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue};
 use http_body::{Frame, SizeHint};
-use strata_cache::Entry;
+use strata_cache::{Entry, UnixMs};
 use tonic::body::Body;
 
 use super::loader::PrivateMetadata;
@@ -75,17 +75,51 @@ impl http_body::Body for MessageBody {
     }
 }
 
-/// The response for a cached (or just fetched) answer, with `x-strata-cache: <cache_status>` when given, and the
-/// metadata only this caller may see when its own request fetched the answer.
+/// The `age` a stored answer is replayed with, `now`, when its `cache-control` carries a lifetime (`max-age`,
+/// `s-maxage`): the seconds it has been stored, plus the `age` it came with. A cache downstream then counts its
+/// lifetime from when the backend answered, not from when it received the replay.
+pub fn age(entry: &Entry, now: UnixMs) -> Option<HeaderValue> {
+    let has_lifetime = entry.headers.iter().any(|m| {
+        m.name == "cache-control"
+            && std::str::from_utf8(&m.value).is_ok_and(|v| {
+                let v = v.to_ascii_lowercase();
+                v.contains("max-age") || v.contains("s-maxage")
+            })
+    });
+    if !has_lifetime {
+        return None;
+    }
+    let came_with = entry
+        .headers
+        .iter()
+        .find(|m| m.name == "age")
+        .and_then(|m| {
+            std::str::from_utf8(&m.value)
+                .ok()?
+                .trim()
+                .parse::<u64>()
+                .ok()
+        })
+        .unwrap_or(0);
+    let stored_for = now.saturating_sub(entry.created) / 1000;
+    Some(HeaderValue::from(came_with.saturating_add(stored_for)))
+}
+
+/// The response for a cached (or just fetched) answer, with `x-strata-cache: <cache_status>` when given, the
+/// metadata only this caller may see when its own request fetched the answer, and `age` when given (see [`age`]).
 ///
 /// An OK answer is its message then trailers; any other status is a Trailers-Only response, as gRPC servers send.
 pub fn response(
     entry: &Entry,
     cache_status: Option<&'static str>,
     private: Option<&PrivateMetadata>,
+    age: Option<HeaderValue>,
 ) -> http::Response<Body> {
     let mut headers = HeaderMap::with_capacity(entry.headers.len() + 4);
     metadata::append(&mut headers, &entry.headers);
+    if let Some(age) = age {
+        headers.insert(http::header::AGE, age);
+    }
     let (private_headers, private_trailers) =
         private.map_or((&[][..], &[][..]), |p| (&p.headers[..], &p.trailers[..]));
     metadata::append(&mut headers, private_headers);
@@ -147,7 +181,7 @@ mod tests {
 
     #[tokio::test]
     async fn ok_answer_is_message_then_trailers() {
-        let resp = response(&entry(0), Some("l1"), None);
+        let resp = response(&entry(0), Some("l1"), None, None);
         assert_eq!(resp.headers()["x-strata-cache"], "l1");
         assert_eq!(resp.headers()["x-h"], "1");
         let collected = resp.into_body().collect().await.expect("infallible");
@@ -187,9 +221,36 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_replay_with_a_lifetime_says_its_age() {
+        let mut stored = entry(0);
+        stored.created = 10_000;
+        assert_eq!(age(&stored, 20_000), None, "no lifetime, no age");
+        stored.headers.push(strata_cache::Metadata {
+            name: "cache-control".into(),
+            value: Bytes::from_static(b"public, Max-Age=60"),
+        });
+        assert_eq!(age(&stored, 20_500), Some(HeaderValue::from(10)));
+        stored.headers.push(strata_cache::Metadata {
+            name: "age".into(),
+            value: Bytes::from_static(b"7"),
+        });
+        assert_eq!(
+            age(&stored, 20_500),
+            Some(HeaderValue::from(17)),
+            "plus the age it came with"
+        );
+        let resp = response(&stored, None, None, age(&stored, 20_500));
+        assert_eq!(
+            resp.headers().get_all("age").iter().collect::<Vec<_>>(),
+            ["17"],
+            "replaces the stored age"
+        );
+    }
+
     #[tokio::test]
     async fn error_answer_is_trailers_only() {
-        let resp = response(&entry(5), None, None);
+        let resp = response(&entry(5), None, None, None);
         assert_eq!(resp.headers()["grpc-status"], "5");
         assert_eq!(resp.headers()["grpc-message"], "not%20here");
         assert_eq!(resp.headers()["x-t"], "2");

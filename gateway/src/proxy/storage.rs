@@ -66,7 +66,7 @@ impl StorageRules {
             return Storage::TooLarge;
         }
         let capped = |d: Duration| d.min(self.max_ttl);
-        let lifetime = Lifetime {
+        let mut lifetime = Lifetime {
             fresh: cache_control.max_age.map_or(base.fresh, capped),
             stale_while_revalidate: cache_control
                 .stale_while_revalidate
@@ -77,6 +77,11 @@ impl StorageRules {
         };
         if lifetime.fresh.is_zero() {
             return Storage::Relay;
+        }
+        if cache_control.must_revalidate {
+            // Once stale, this answer may not be used without the backend's word: no stale serving of any kind.
+            lifetime.stale_while_revalidate = Duration::ZERO;
+            lifetime.stale_if_error = Duration::ZERO;
         }
         Storage::Store(lifetime)
     }
@@ -157,6 +162,18 @@ mod tests {
             ..CacheControl::default()
         };
         assert_eq!(rules().decide(Code::Ok, 1, &no_store), Storage::Relay);
+    }
+
+    #[test]
+    fn must_revalidate_turns_stale_serving_off() {
+        let cc = CacheControl {
+            must_revalidate: true,
+            ..CacheControl::default()
+        };
+        assert_eq!(
+            rules().decide(Code::Ok, 1, &cc),
+            Storage::Store(Lifetime::fresh_for(Duration::from_secs(30)))
+        );
     }
 
     #[test]

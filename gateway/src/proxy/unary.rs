@@ -6,6 +6,7 @@ use http::request::Parts;
 use tonic::body::Body;
 
 use super::loader::{BackendLoader, PrivateSink};
+use super::rate_limit::RateLimit;
 use super::{CACHE_STATUS, Proxy, cache_key, passthrough, replay};
 use crate::grpc::body;
 use crate::grpc::frame::{self, Message};
@@ -48,6 +49,16 @@ pub(super) async fn answer(
     // key does not vary on must not share answers with other callers. Both go to the backend without the cache.
     if message.compressed || rule.must_bypass(&parts.headers) {
         proxy.stats.count_bypass();
+        // A bypassed call reaches the backend: it counts against a limit on misses like any other.
+        if let Some(limit) = misses_limit(route) {
+            if let Err(refused) = limit.check(&parts.headers) {
+                proxy.stats.count_rate_limited();
+                return (
+                    refused.to_response(proxy.cache_status("bypass")),
+                    Some("bypass"),
+                );
+            }
+        }
         // Boxed, like every path an L1 hit does not take: it keeps the hit's future small.
         let bypassed = Box::pin(bypass(proxy, route, parts, message, deadline));
         return (bypassed.await, Some("bypass"));
@@ -74,14 +85,10 @@ pub(super) async fn answer(
             .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
         headers: parts.headers,
         message: message.bytes,
-        deadline,
         max_response_bytes: proxy.options.max_response_bytes,
         private: private.clone(),
         stats: proxy.stats.clone(),
-        misses_limit: route
-            .rate_limit
-            .clone()
-            .filter(|l| l.apply_to == crate::config::ApplyTo::Misses),
+        misses_limit: misses_limit(route).cloned(),
     };
     match proxy.cache.get(key, &rule.policy, loader).await {
         Ok(lookup) => {
@@ -91,8 +98,16 @@ pub(super) async fn answer(
                 .unwrap_or_else(PoisonError::into_inner)
                 .take();
             let source = lookup.source.as_str();
-            let response =
-                replay::response(&lookup.entry, proxy.cache_status(source), private.as_ref());
+            // A replayed answer says how long it has been stored; one fetched for this caller is as the backend sent.
+            let age = (lookup.source != strata_cache::Source::Miss)
+                .then(|| replay::age(&lookup.entry, proxy.cache.clock().now()))
+                .flatten();
+            let response = replay::response(
+                &lookup.entry,
+                proxy.cache_status(source),
+                private.as_ref(),
+                age,
+            );
             (response, Some(source))
         }
         Err(err) => (
@@ -124,4 +139,12 @@ async fn bypass(
             .insert(CACHE_STATUS, http::HeaderValue::from_static(value));
     }
     response
+}
+
+/// The route's rate limit when it counts only the calls that reach the backend.
+fn misses_limit(route: &Route) -> Option<&Arc<RateLimit>> {
+    route
+        .rate_limit
+        .as_ref()
+        .filter(|l| l.apply_to == crate::config::ApplyTo::Misses)
 }

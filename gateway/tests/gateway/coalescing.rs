@@ -45,7 +45,7 @@ async fn a_thousand_concurrent_calls_make_one_backend_call() {
 }
 
 #[tokio::test]
-async fn a_cancelled_leader_does_not_strand_its_followers() {
+async fn a_cancelled_leaders_fetch_still_answers_its_followers() {
     let (backend, gateway) = start(&config_for).await;
     let mut req = key("slow");
     req.delay_ms = 500;
@@ -82,11 +82,12 @@ async fn a_cancelled_leader_does_not_strand_its_followers() {
             .expect("task")
             .expect("followers get their answer");
         assert_eq!(answer.reply.key, "slow");
+        assert_eq!(answer.cache, "coalesced");
     }
     assert_eq!(
         backend.get_calls(),
-        2,
-        "the cancelled leader's call, then one follower's"
+        1,
+        "the fetch the cancelled caller started answered everyone"
     );
     gateway.stop().await;
 }

@@ -21,6 +21,7 @@ mod redis_faults;
 mod reload;
 mod replicas;
 mod semantics;
+mod sharing;
 mod tls;
 mod traces;
 

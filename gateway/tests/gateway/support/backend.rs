@@ -31,6 +31,8 @@ pub struct Seen {
     pub last_traceparent: Mutex<Option<String>>,
     /// Calls of `Get` per key.
     pub per_key: Mutex<std::collections::HashMap<String, u32>>,
+    /// Keys `Get` now answers NOT_FOUND for (the item was deleted).
+    pub gone: Mutex<std::collections::HashSet<String>>,
 }
 
 #[derive(Clone)]
@@ -102,6 +104,9 @@ impl Lookup for Service {
         };
         if req.fail_code != 0 {
             return Err(failure(req.fail_code));
+        }
+        if self.seen.gone.lock().expect("lock").contains(&req.key) {
+            return Err(Status::not_found(format!("{} was deleted", req.key)));
         }
         if nth <= req.fail_first {
             return Err(failure(tonic::Code::Unavailable as i32));
@@ -315,6 +320,11 @@ impl TestBackend {
             tonic_health::ServingStatus::NotServing
         };
         self.health.set_service_status("", status).await;
+    }
+
+    /// From now on, `Get` answers NOT_FOUND for `key`.
+    pub fn forget(&self, key: &str) {
+        self.seen.gone.lock().expect("lock").insert(key.to_owned());
     }
 
     /// Calls of `Get` so far.
