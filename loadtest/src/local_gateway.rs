@@ -72,7 +72,7 @@ pub fn catalog_config(
     let l2 = l2
         .map(|l2| {
             let lease = if l2.lease {
-                "  lease: { ttl: 10s, wait: 5s }\n"
+                "  lease: { ttl: 10s }\n"
             } else {
                 ""
             };

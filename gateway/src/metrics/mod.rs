@@ -300,13 +300,28 @@ impl prometheus_client::collector::Collector for Snapshots {
             ),
             (
                 "cache_flight_wait_timeouts",
-                "Callers that stopped waiting for another call's load",
+                "Callers that stopped waiting for a fetch stuck past its own time limit",
                 s.flight_wait_timeouts,
             ),
             (
                 "cache_leader_takeovers",
-                "Loads taken over after the leading call was cancelled",
+                "Fetches taken over after the leading fetch was gone",
                 s.leader_takeovers,
+            ),
+            (
+                "cache_not_shared",
+                "Callers that fetched for themselves: the answer of the fetch they waited for was its own caller's",
+                s.not_shared,
+            ),
+            (
+                "cache_withdrawn",
+                "Entries removed because the backend's latest answer for them may not be stored",
+                s.withdrawn,
+            ),
+            (
+                "cache_fills_overtaken",
+                "Fetched answers not stored because their key was invalidated while they were fetched",
+                s.fills_overtaken,
             ),
             (
                 "cache_lease_acquired",

@@ -87,7 +87,17 @@ impl Loader for BackendLoader {
             }
             Err(err) => return Err(LoadError::new(err)),
         };
-        let fetched = decide(&self.rule, entry, &cache_control, &self.stats);
+        // An answer that sets a cookie is personal (a session, say): it is relayed to its caller, never stored.
+        let sets_cookie = private
+            .headers
+            .iter()
+            .chain(&private.trailers)
+            .any(|m| m.name == "set-cookie");
+        let fetched = if sets_cookie && !is_backend_failure(Code::from(entry.status_code)) {
+            Fetched::relay(entry)
+        } else {
+            decide(&self.rule, entry, &cache_control, &self.stats)
+        };
         if mode == LoadMode::Foreground {
             *self.private.lock().unwrap_or_else(PoisonError::into_inner) = Some(private);
         }
