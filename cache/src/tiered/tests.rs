@@ -78,6 +78,15 @@ fn tiered(flight_wait: Duration) -> Arc<Tiered> {
     ))
 }
 
+/// Starts a lookup of key `a` in a task of its own.
+fn spawn_get<L: Loader>(
+    cache: &Arc<Tiered>,
+    loader: L,
+) -> tokio::task::JoinHandle<Result<Lookup, LoadError>> {
+    let cache = cache.clone();
+    tokio::spawn(async move { cache.get(key("a"), &POLICY, loader).await })
+}
+
 fn key(s: &str) -> Key {
     KeyBuilder::new("t", "/m").finish(s.as_bytes())
 }
@@ -121,10 +130,7 @@ async fn concurrent_callers_share_one_load() {
     let cache = tiered(Duration::from_secs(5));
     let loader = CountingLoader::new(Duration::from_millis(100));
     let calls: Vec<_> = (0..100)
-        .map(|_| {
-            let (cache, loader) = (cache.clone(), loader.clone());
-            tokio::spawn(async move { cache.get(key("a"), &POLICY, loader).await })
-        })
+        .map(|_| spawn_get(&cache, loader.clone()))
         .collect();
     let mut sources = Vec::new();
     for call in calls {
@@ -162,17 +168,9 @@ async fn errors_are_shared_but_not_cached() {
 async fn a_fetch_outlives_its_leaders_caller_and_still_answers_the_others() {
     let cache = tiered(Duration::from_secs(5));
     let loader = CountingLoader::new(Duration::from_millis(100));
-    let leader = {
-        let (cache, loader) = (cache.clone(), loader.clone());
-        tokio::spawn(async move { cache.get(key("a"), &POLICY, loader).await })
-    };
+    let leader = spawn_get(&cache, loader.clone());
     tokio::time::sleep(Duration::from_millis(10)).await;
-    let followers: Vec<_> = (0..5)
-        .map(|_| {
-            let (cache, loader) = (cache.clone(), loader.clone());
-            tokio::spawn(async move { cache.get(key("a"), &POLICY, loader).await })
-        })
-        .collect();
+    let followers: Vec<_> = (0..5).map(|_| spawn_get(&cache, loader.clone())).collect();
     tokio::time::sleep(Duration::from_millis(10)).await;
     // The leader's caller goes away (its deadline, its client): the fetch it started goes on.
     leader.abort();
@@ -198,12 +196,7 @@ async fn a_fetch_outlives_its_leaders_caller_and_still_answers_the_others() {
 async fn a_slow_fetch_within_its_limit_is_waited_for_past_flight_wait() {
     let cache = tiered(Duration::from_millis(200));
     let slow = CountingLoader::new(Duration::from_secs(6)).with_limit(Duration::from_secs(10));
-    let callers: Vec<_> = (0..40)
-        .map(|_| {
-            let (cache, slow) = (cache.clone(), slow.clone());
-            tokio::spawn(async move { cache.get(key("a"), &POLICY, slow).await })
-        })
-        .collect();
+    let callers: Vec<_> = (0..40).map(|_| spawn_get(&cache, slow.clone())).collect();
     for caller in callers {
         let lookup = caller.await.expect("task").expect("answer");
         assert_eq!(lookup.entry.message, Bytes::from_static(b"answer 1"));
@@ -217,10 +210,7 @@ async fn a_fetch_stuck_past_its_limit_does_not_hold_the_others() {
     let cache = tiered(Duration::from_millis(200));
     // Says it ends within 1 s, takes 10 s.
     let stuck = CountingLoader::new(Duration::from_secs(10)).with_limit(Duration::from_secs(1));
-    let leader = {
-        let (cache, stuck) = (cache.clone(), stuck.clone());
-        tokio::spawn(async move { cache.get(key("a"), &POLICY, stuck).await })
-    };
+    let leader = spawn_get(&cache, stuck.clone());
     tokio::time::sleep(Duration::from_millis(10)).await;
     let fast = CountingLoader::new(Duration::from_millis(1));
     let started = Instant::now();
@@ -309,10 +299,7 @@ async fn the_leaders_own_error_is_not_given_to_the_others() {
 async fn an_invalidation_during_a_fetch_wins() {
     let cache = tiered(Duration::from_secs(5));
     let loader = CountingLoader::new(Duration::from_millis(100));
-    let fetch = {
-        let (cache, loader) = (cache.clone(), loader.clone());
-        tokio::spawn(async move { cache.get(key("a"), &POLICY, loader).await })
-    };
+    let fetch = spawn_get(&cache, loader.clone());
     tokio::time::sleep(Duration::from_millis(50)).await;
     cache.invalidate_key(key("a")).await.expect("L1 only");
     let fetched = fetch.await.expect("task").expect("answer");
@@ -341,10 +328,7 @@ async fn concurrent_gets(
 ) -> Vec<(Source, Bytes)> {
     let started = Instant::now();
     let calls: Vec<_> = (0..count)
-        .map(|_| {
-            let (cache, loader) = (cache.clone(), loader.clone());
-            tokio::spawn(async move { cache.get(key("a"), &POLICY, loader).await })
-        })
+        .map(|_| spawn_get(cache, loader.clone()))
         .collect();
     let mut answers = Vec::new();
     for call in calls {

@@ -17,19 +17,17 @@ async fn an_answer_that_may_not_be_stored_reaches_only_the_caller_it_was_fetched
     let mut req = key("me");
     req.delay_ms = 200;
     req.cache_control = "private".into();
-    let calls: Vec<_> = (1..=6)
-        .map(|i| {
+    let mut clients = Vec::new();
+    for _ in 1..=6 {
+        clients.push(gateway.client().await);
+    }
+    let calls: Vec<_> = clients
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut client)| {
             let req = req.clone();
-            let gateway_addr = gateway.addr;
             tokio::spawn(async move {
-                let channel =
-                    tonic::transport::Channel::from_shared(format!("http://{gateway_addr}"))
-                        .expect("uri")
-                        .connect()
-                        .await
-                        .expect("connect");
-                let mut client = crate::support::pb::lookup_client::LookupClient::new(channel);
-                let tenant = format!("tenant-{i}");
+                let tenant = format!("tenant-{}", i + 1);
                 let answer = get(&mut client, req, Some(&tenant)).await;
                 (tenant, answer)
             })
