@@ -30,12 +30,18 @@ pub(crate) struct Answer {
 }
 
 impl Answer {
-    /// An answer any caller may have: stored, found in a cache level, or a backend failure.
-    pub(crate) fn for_anyone(entry: Arc<Entry>, failed: bool) -> Self {
+    /// An entry found stored (in a cache level, or another replica's): any caller may have it.
+    pub(crate) fn found(entry: Arc<Entry>) -> Self {
+        Self::fetched(entry, false, true)
+    }
+
+    /// A loader's answer. One that may not be stored (`storable` false), unless it is a backend failure, is for the
+    /// caller it was fetched for only.
+    pub(crate) fn fetched(entry: Arc<Entry>, failed: bool, storable: bool) -> Self {
         Self {
             entry,
             failed,
-            fetchers_only: false,
+            fetchers_only: !storable && !failed,
         }
     }
 }
@@ -59,6 +65,14 @@ pub(crate) enum Shared {
 }
 
 impl Shared {
+    /// An entry found stored, for every follower.
+    pub(crate) fn found(entry: Arc<Entry>) -> Self {
+        Self::Outcome {
+            outcome: Ok(Answer::found(entry)),
+            fallback: None,
+        }
+    }
+
     /// The part of `outcome` the followers may have.
     pub(crate) fn of(outcome: &Outcome, fallback: Option<Arc<Entry>>) -> Self {
         match outcome {

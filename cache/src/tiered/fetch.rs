@@ -3,6 +3,7 @@
 //! Background refreshes (stale-while-revalidate, early refresh) fetch the same way.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::time::Instant;
@@ -11,11 +12,12 @@ use tracing::Instrument;
 use super::lease::{self, HeldLease, Waited};
 use super::{RefreshReason, Tiered};
 use crate::entry::Entry;
-use crate::error::L2Error;
+use crate::entry::Lifetime;
+use crate::error::{L2Error, LoadError};
 use crate::flight::{Answer, LeaderPermit, Outcome, Role, Shared};
 use crate::key::Key;
 use crate::l2::{L2Write, is_tombstone};
-use crate::loader::{LoadMode, Loader};
+use crate::loader::{Fetched, LoadMode, Loader};
 use crate::lookup::Source;
 use crate::stats::bump;
 
@@ -52,7 +54,9 @@ impl Tiered {
         let limit = loader.time_limit();
         let (Some(l2), Some(config)) = (&self.l2, &self.lease) else {
             permit.expect_end_within(limit);
-            let outcome = self.load(key, loader, mode, Some((permit, fill))).await;
+            let outcome = self
+                .load_and_store(key, loader, mode, (permit, fill), None)
+                .await;
             return (outcome, Source::Miss);
         };
         // Waiting for another replica's fetch (as long as its own may take), then maybe fetching here.
@@ -95,20 +99,22 @@ impl Tiered {
                     Waited::GaveUp => {
                         // Never an error because of the lease: answer from the backend, and store nothing.
                         bump(&self.stats.lease_gave_up);
-                        return (self.load(key, loader, mode, None).await, Source::Miss);
+                        return (self.load_unstored(loader, mode).await, Source::Miss);
                     }
                 }
             }
             Err(err) => {
                 bump(&self.stats.l2_errors);
                 tracing::debug!(error = %err, "lease unavailable; fetching without it");
-                let outcome = self.load(key, loader, mode, Some((permit, fill))).await;
+                let outcome = self
+                    .load_and_store(key, loader, mode, (permit, fill), None)
+                    .await;
                 return (outcome, Source::Miss);
             }
         };
         bump(&self.stats.lease_acquired);
         let outcome = self
-            .load_holding(key, loader, mode, (permit, fill), Some(held))
+            .load_and_store(key, loader, mode, (permit, fill), Some(held))
             .await;
         (outcome, Source::Miss)
     }
@@ -137,38 +143,26 @@ impl Tiered {
 
     async fn adopt_other_replicas(&self, key: Key, entry: Arc<Entry>) -> Outcome {
         self.l1.insert(key, entry.clone()).await;
-        Ok(Answer::for_anyone(entry, false))
+        Ok(Answer::found(entry))
     }
 
-    /// Calls the loader; with `fill` (this caller leads the key's flight), stores what may be stored. See
-    /// [`Tiered::load_holding`].
-    pub(super) async fn load<L: Loader>(
-        &self,
-        key: Key,
-        loader: L,
-        mode: LoadMode,
-        fill: Option<(&LeaderPermit, Fill)>,
-    ) -> Outcome {
-        match fill {
-            Some(fill) => self.load_holding(key, loader, mode, fill, None).await,
-            None => {
-                bump(&self.stats.misses);
-                let (fetched, _) = self.call_loader(loader, mode).await?;
-                let fetchers_only = fetched.lifetime.is_none() && !fetched.failed;
-                Ok(Answer {
-                    entry: Arc::new(fetched.entry),
-                    failed: fetched.failed,
-                    fetchers_only,
-                })
-            }
-        }
+    /// Calls the loader and stores nothing (this call does not lead the key's flight, or the lease was given up).
+    pub(super) async fn load_unstored<L: Loader>(&self, loader: L, mode: LoadMode) -> Outcome {
+        bump(&self.stats.misses);
+        let (fetched, _) = self.call_loader(loader, mode).await?;
+        let storable = storable_lifetime(&fetched).is_some();
+        Ok(Answer::fetched(
+            Arc::new(fetched.entry),
+            fetched.failed,
+            storable,
+        ))
     }
 
     /// Calls the loader and, when the answer's lifetime allows, stores it: in L1 at once, in L2 through the
     /// write-back queue or, when this replica holds the lease, directly and then releases the lease. An answer that
     /// may not be stored withdraws what was stored under the key. An invalidation that arrived meanwhile wins: the
     /// answer goes to the callers waiting for it, but is not stored.
-    async fn load_holding<L: Loader>(
+    async fn load_and_store<L: Loader>(
         &self,
         key: Key,
         loader: L,
@@ -178,24 +172,20 @@ impl Tiered {
     ) -> Outcome {
         bump(&self.stats.misses);
         let (fetched, fetch_time) = self.call_loader(loader, mode).await?;
+        let lifetime = storable_lifetime(&fetched);
         let mut entry = fetched.entry;
         entry.fetch_time = fetch_time;
-        let Some(lifetime) = fetched.lifetime.filter(|l| !l.fresh.is_zero()) else {
-            let fetchers_only = !fetched.failed;
-            if fetchers_only && fill.replaces {
+        let Some(lifetime) = lifetime else {
+            if !fetched.failed && fill.replaces {
                 // The backend's latest answer may not be stored: nothing stored may stand for it any longer.
                 self.withdraw(key).await;
             }
-            return Ok(Answer {
-                entry: Arc::new(entry),
-                failed: fetched.failed,
-                fetchers_only,
-            });
+            return Ok(Answer::fetched(Arc::new(entry), fetched.failed, false));
         };
         let now = self.clock.now();
         entry.stamp(now, &lifetime);
         let entry = Arc::new(entry);
-        let answer = Answer::for_anyone(entry.clone(), fetched.failed);
+        let answer = Answer::fetched(entry.clone(), fetched.failed, true);
         self.l1.insert(key, entry.clone()).await;
         // Inserted first, checked second: an invalidation marks the flight before it clears L1, so either it clears
         // this insert or this check sees its mark.
@@ -234,7 +224,7 @@ impl Tiered {
         &self,
         loader: L,
         mode: LoadMode,
-    ) -> Result<(crate::loader::Fetched, std::time::Duration), crate::error::LoadError> {
+    ) -> Result<(Fetched, Duration), LoadError> {
         let started = Instant::now();
         let fetched = loader
             .load(mode)
@@ -363,4 +353,9 @@ impl Tiered {
             }
         }
     }
+}
+
+/// How long a fetched answer may be stored: its lifetime, unless there is none or it is fresh for no time at all.
+fn storable_lifetime(fetched: &Fetched) -> Option<Lifetime> {
+    fetched.lifetime.filter(|l| !l.fresh.is_zero())
 }

@@ -12,7 +12,7 @@ use crate::clock::Clock;
 use crate::coherence::Coherence;
 use crate::entry::{Entry, EntryState};
 use crate::error::LoadError;
-use crate::flight::{Answer, Flights, Followed, LeaderPermit, Outcome, Role, Shared};
+use crate::flight::{Flights, Followed, LeaderPermit, Outcome, Role, Shared};
 use crate::key::Key;
 use crate::l1::L1;
 use crate::l2::{L2, WriteBack};
@@ -211,7 +211,7 @@ impl Tiered {
                     // The flight ran past its own time limit and the grace: answer this caller on its own rather
                     // than hang, storing nothing.
                     bump(&self.stats.flight_wait_timeouts);
-                    let outcome = self.load(key, loader, LoadMode::Foreground, None).await;
+                    let outcome = self.load_unstored(loader, LoadMode::Foreground).await;
                     return self.answer(outcome, fallback, Source::Miss);
                 }
             }
@@ -230,10 +230,7 @@ impl Tiered {
         if let Some(entry) = self.read_l1(&key).await {
             if entry.is_fresh(self.clock.now()) {
                 bump(&self.stats.l1_hits);
-                permit.finish(Shared::of(
-                    &Ok(Answer::for_anyone(entry.clone(), false)),
-                    None,
-                ));
+                permit.finish(Shared::found(entry.clone()));
                 return Ok(Lookup {
                     entry,
                     source: Source::L1,
@@ -247,10 +244,7 @@ impl Tiered {
                     bump(&self.stats.l2_hits);
                     // Fill L1 before the flight ends, so a caller arriving after it finds L1 filled.
                     self.l1.insert(key, entry.clone()).await;
-                    permit.finish(Shared::of(
-                        &Ok(Answer::for_anyone(entry.clone(), false)),
-                        None,
-                    ));
+                    permit.finish(Shared::found(entry.clone()));
                     return Ok(Lookup {
                         entry,
                         source: Source::L2,

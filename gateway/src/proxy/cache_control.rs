@@ -42,11 +42,7 @@ impl CacheControl {
             );
         for value in values {
             let Ok(text) = value.to_str() else { continue };
-            for directive in text.split(',') {
-                let (name, arg) = match directive.split_once('=') {
-                    Some((n, a)) => (n.trim(), Some(a.trim().trim_matches('"'))),
-                    None => (directive.trim(), None),
-                };
+            for (name, arg) in directives(text) {
                 let seconds = || {
                     arg.and_then(|a| a.parse::<u64>().ok())
                         .map(Duration::from_secs)
@@ -65,6 +61,25 @@ impl CacheControl {
         cc.max_age = s_maxage.or(max_age);
         cc
     }
+
+    /// Whether one `cache-control` value gives the answer a lifetime (`max-age` or `s-maxage`). Allocates nothing:
+    /// it is asked of stored answers as they are replayed.
+    pub fn sets_lifetime(value: &[u8]) -> bool {
+        std::str::from_utf8(value).is_ok_and(|text| {
+            directives(text).any(|(name, _)| {
+                name.eq_ignore_ascii_case("max-age") || name.eq_ignore_ascii_case("s-maxage")
+            })
+        })
+    }
+}
+
+/// The directives of one `cache-control` value: each name, and its argument if it has one (quotes removed).
+fn directives(text: &str) -> impl Iterator<Item = (&str, Option<&str>)> {
+    text.split(',')
+        .map(|directive| match directive.split_once('=') {
+            Some((n, a)) => (n.trim(), Some(a.trim().trim_matches('"'))),
+            None => (directive.trim(), None),
+        })
 }
 
 #[cfg(test)]
@@ -106,6 +121,8 @@ mod tests {
         assert!(parse(&["max-age=5, Must-Revalidate"]).must_revalidate);
         assert!(parse(&["proxy-revalidate"]).must_revalidate);
         assert!(!parse(&["max-age=5"]).must_revalidate);
+        assert!(CacheControl::sets_lifetime(b"public, S-MaxAge=5"));
+        assert!(!CacheControl::sets_lifetime(b"no-store, x-max-age-ish"));
     }
 
     #[test]

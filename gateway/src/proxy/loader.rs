@@ -34,6 +34,16 @@ pub struct PrivateMetadata {
     pub trailers: Vec<Metadata>,
 }
 
+impl PrivateMetadata {
+    /// Whether the answer sets a cookie.
+    fn sets_cookie(&self) -> bool {
+        self.headers
+            .iter()
+            .chain(&self.trailers)
+            .any(|m| m.name == "set-cookie")
+    }
+}
+
 /// Where a loader leaves the private metadata for its own caller.
 pub type PrivateSink = Arc<Mutex<Option<PrivateMetadata>>>;
 
@@ -87,17 +97,7 @@ impl Loader for BackendLoader {
             }
             Err(err) => return Err(LoadError::new(err)),
         };
-        // An answer that sets a cookie is personal (a session, say): it is relayed to its caller, never stored.
-        let sets_cookie = private
-            .headers
-            .iter()
-            .chain(&private.trailers)
-            .any(|m| m.name == "set-cookie");
-        let fetched = if sets_cookie && !is_backend_failure(Code::from(entry.status_code)) {
-            Fetched::relay(entry)
-        } else {
-            decide(&self.rule, entry, &cache_control, &self.stats)
-        };
+        let fetched = decide(&self.rule, entry, &cache_control, &private, &self.stats);
         if mode == LoadMode::Foreground {
             *self.private.lock().unwrap_or_else(PoisonError::into_inner) = Some(private);
         }
@@ -248,16 +248,21 @@ async fn collect_answer(
     Ok((entry, cache_control, private))
 }
 
-/// Applies the route's storage rules and the backend's `cache-control` to an answer.
+/// Applies the route's storage rules, the backend's `cache-control`, and whether it sets a cookie, to an answer.
 fn decide(
     rule: &CacheRule,
     entry: Entry,
     cache_control: &CacheControl,
+    private: &PrivateMetadata,
     stats: &ProxyStats,
 ) -> Fetched {
     let code = Code::from(entry.status_code);
     if is_backend_failure(code) {
         return Fetched::failure(entry);
+    }
+    if private.sets_cookie() {
+        // A personal answer (a session, say): relayed to its caller, never stored.
+        return Fetched::relay(entry);
     }
     match rule
         .storage

@@ -10,6 +10,7 @@ use http_body::{Frame, SizeHint};
 use strata_cache::{Entry, UnixMs};
 use tonic::body::Body;
 
+use super::cache_control::CacheControl;
 use super::loader::PrivateMetadata;
 use super::{CACHE_STATUS, metadata};
 use crate::grpc::{code, frame};
@@ -79,13 +80,10 @@ impl http_body::Body for MessageBody {
 /// `s-maxage`): the seconds it has been stored, plus the `age` it came with. A cache downstream then counts its
 /// lifetime from when the backend answered, not from when it received the replay.
 pub fn age(entry: &Entry, now: UnixMs) -> Option<HeaderValue> {
-    let has_lifetime = entry.headers.iter().any(|m| {
-        m.name == "cache-control"
-            && std::str::from_utf8(&m.value).is_ok_and(|v| {
-                let v = v.to_ascii_lowercase();
-                v.contains("max-age") || v.contains("s-maxage")
-            })
-    });
+    let has_lifetime = entry
+        .headers
+        .iter()
+        .any(|m| m.name == "cache-control" && CacheControl::sets_lifetime(&m.value));
     if !has_lifetime {
         return None;
     }
