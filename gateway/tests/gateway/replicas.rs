@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use crate::support::backend::TestBackend;
 use crate::support::gateway::{TestGateway, cluster_nodes, config_with_route};
+use crate::support::lease_hold::LeaseHold;
 use crate::support::process::GatewayProcess;
 use crate::support::{RedisServer, eventually};
 use crate::{get, key};
@@ -296,4 +297,68 @@ async fn a_replica_killed_mid_load_leaves_the_others_serving_and_no_lease_past_i
     for survivor in survivors {
         survivor.stop().await;
     }
+}
+
+/// On the wire, the interleaving the lease re-read exists for: replica B has read L2 (nothing there) and its lease
+/// request is held back in front of Redis while replica A takes the lease, calls the backend, writes its answer and
+/// releases the lease. When B's request goes on, B holds a free lease — and must find A's answer rather than call the
+/// backend a second time.
+#[tokio::test]
+async fn a_lease_taken_just_after_another_replica_answered_finds_that_answer() {
+    let redis = RedisServer::start();
+    let redis_addr: std::net::SocketAddr = redis
+        .url()
+        .trim_start_matches("redis://")
+        .parse()
+        .expect("redis address");
+    let hold = LeaseHold::start(redis_addr).await;
+    let backend = TestBackend::start().await;
+    // B's Redis timeout is long enough that its held lease request is answered, not timed out (a timed-out lease
+    // request fails open: that replica would call the backend itself, by design).
+    let config = |url: &str| {
+        config_with_route(
+            &backend.url(),
+            "ttl: 30s",
+            &format!("  l2: {{ url: \"{url}\", timeout: 5s }}\n  lease: {{ ttl: 5s }}\n"),
+            "",
+        )
+    };
+    let a = TestGateway::start(&config(&redis.url())).await;
+    let b = TestGateway::start(&config(&hold.url())).await;
+    let mut req = key("raced");
+    req.delay_ms = 100;
+
+    let on_b = {
+        let mut client = b.client().await;
+        let req = req.clone();
+        tokio::spawn(async move { get(&mut client, req, None).await })
+    };
+    tokio::time::timeout(Duration::from_secs(5), hold.reached())
+        .await
+        .expect("B asks for the lease");
+    let from_a = get(&mut a.client().await, req, None)
+        .await
+        .expect("A answers");
+    assert_eq!(from_a.cache, "miss");
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            let keys = redis.keys();
+            !keys.iter().any(|k| k.contains(":lease:"))
+                && keys.iter().filter(|k| k.starts_with("strata:")).count() == 1
+        })
+        .await,
+        "A stored its answer and released its lease: {:?}",
+        redis.keys()
+    );
+    hold.release();
+    let from_b = tokio::time::timeout(Duration::from_secs(10), on_b)
+        .await
+        .expect("B answers in time")
+        .expect("task")
+        .expect("B answers");
+    assert_eq!(from_b.cache, "coalesced");
+    assert_eq!(from_b.reply.serial, 1, "A's answer");
+    assert_eq!(backend.get_calls(), 1, "B did not call the backend");
+    a.stop().await;
+    b.stop().await;
 }

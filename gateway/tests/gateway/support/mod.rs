@@ -5,6 +5,7 @@ pub mod backend;
 pub mod blackhole;
 pub mod certs;
 pub mod gateway;
+pub mod lease_hold;
 pub mod process;
 pub mod raw;
 
