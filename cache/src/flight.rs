@@ -154,13 +154,11 @@ impl Flights {
     }
 
     fn end(&self, key: &Key, flight: &Arc<Flight>, shared: Option<Shared>) {
-        {
-            let mut inflight = self.inflight.lock().unwrap_or_else(PoisonError::into_inner);
-            // Only the leader's permit removes its key, and a key has one leader at a time, so the entry is ours.
-            if inflight.get(key).is_some_and(|f| Arc::ptr_eq(f, flight)) {
-                inflight.remove(key);
-            }
-        }
+        // Only the leader's permit removes its key, and a key has one leader at a time, so the entry is ours.
+        self.inflight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(key);
         // No receivers is fine: nobody was waiting.
         flight.published.send_replace(Some(match shared {
             Some(shared) => Followed::Published(shared),
