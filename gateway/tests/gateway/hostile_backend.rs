@@ -1,5 +1,5 @@
 //! Hostile (or broken) backends on a cached route: two messages on a unary call, trailers without a `grpc-status`,
-//! no trailers at all. The client gets a clear status, and nothing is cached: the next call asks the backend again.
+//! no trailers at all, a Trailers-Only OK with no message. The client gets a clear status, and nothing is cached: the next call asks the backend again.
 //! (Answers larger than `max_entry_bytes`: `caching::answers_over_max_entry_bytes_are_relayed_not_stored`.)
 
 use std::convert::Infallible;
@@ -21,6 +21,8 @@ enum Misbehaviour {
     TwoMessages,
     TrailersWithoutStatus,
     NoTrailers,
+    /// Trailers-Only (the status in the headers, no body) with `grpc-status: 0`: an OK unary answer with no message.
+    TrailersOnlyOk,
 }
 
 /// An HTTP/2 server answering every call with `misbehaviour`; counts the calls.
@@ -56,10 +58,14 @@ async fn broken_backend(misbehaviour: Misbehaviour) -> (String, Arc<AtomicU64>) 
                             vec![Ok(Frame::data(message)), Ok(Frame::trailers(no_status))]
                         }
                         Misbehaviour::NoTrailers => vec![Ok(Frame::data(message))],
+                        Misbehaviour::TrailersOnlyOk => Vec::new(),
                     };
-                    http::Response::builder()
-                        .header("content-type", "application/grpc")
-                        .body(StreamBody::new(futures::stream::iter(frames)))
+                    let mut response =
+                        http::Response::builder().header("content-type", "application/grpc");
+                    if let Misbehaviour::TrailersOnlyOk = misbehaviour {
+                        response = response.header("grpc-status", "0");
+                    }
+                    response.body(StreamBody::new(futures::stream::iter(frames)))
                 }
             });
             tokio::spawn(async move {
@@ -78,6 +84,7 @@ async fn broken_answers_fail_cleanly_and_are_never_cached() {
         Misbehaviour::TwoMessages,
         Misbehaviour::TrailersWithoutStatus,
         Misbehaviour::NoTrailers,
+        Misbehaviour::TrailersOnlyOk,
     ] {
         let (url, calls) = broken_backend(misbehaviour).await;
         let gateway = TestGateway::start(&config(&url, "", "")).await;

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use crate::metrics::sample;
-use crate::support::backend::TestBackend;
+use crate::support::backend::{DENIED_TENANT, TestBackend};
 use crate::support::gateway::{TestGateway, config_with_route, start};
 use crate::support::{eventually, raw};
 use crate::{get, key};
@@ -43,6 +43,48 @@ async fn an_answer_that_may_not_be_stored_reaches_only_the_caller_it_was_fetched
         assert_eq!(answer.cache, "miss");
     }
     assert_eq!(backend.get_calls(), 6);
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn a_relayed_auth_failure_is_its_callers_alone_on_a_shared_route() {
+    // `shared: true`: calls with credentials share answers. The backend refuses one tenant; its refusal must not
+    // reach the callers that joined its fetch.
+    let (backend, gateway) =
+        start(&|url| config_with_route(url, "ttl: 30s, shared: true", "", "")).await;
+    let mut req = key("doc");
+    req.delay_ms = 300;
+    let call = |tenant: &'static str,
+                client: crate::support::pb::lookup_client::LookupClient<_>| {
+        let req = req.clone();
+        tokio::spawn(async move {
+            let mut client = client;
+            let mut request = tonic::Request::new(req);
+            request
+                .metadata_mut()
+                .insert("x-tenant-id", tenant.parse().expect("ascii"));
+            request
+                .metadata_mut()
+                .insert("authorization", "Bearer t".parse().expect("ascii"));
+            client.get(request).await
+        })
+    };
+    let intruder = call(DENIED_TENANT, gateway.client().await);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut others = Vec::new();
+    for _ in 0..5 {
+        others.push(call("reader", gateway.client().await));
+    }
+    let refused = intruder.await.expect("task").expect_err("refused");
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied);
+    for other in others {
+        let answer = other.await.expect("task").expect("the others are answered");
+        assert_eq!(answer.into_inner().tenant, "reader");
+    }
+    assert!(
+        backend.get_calls() >= 2,
+        "the others fetched for themselves"
+    );
     gateway.stop().await;
 }
 

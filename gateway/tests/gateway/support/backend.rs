@@ -35,6 +35,9 @@ pub struct Seen {
     pub gone: Mutex<std::collections::HashSet<String>>,
 }
 
+/// The tenant (`x-tenant-id`) every `Get` refuses with PERMISSION_DENIED.
+pub const DENIED_TENANT: &str = "intruder";
+
 #[derive(Clone)]
 struct Service {
     seen: Arc<Seen>,
@@ -104,6 +107,9 @@ impl Lookup for Service {
         };
         if req.fail_code != 0 {
             return Err(failure(req.fail_code));
+        }
+        if tenant == DENIED_TENANT {
+            return Err(Status::permission_denied("this tenant may not read it"));
         }
         if self.seen.gone.lock().expect("lock").contains(&req.key) {
             return Err(Status::not_found(format!("{} was deleted", req.key)));
