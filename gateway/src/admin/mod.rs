@@ -21,7 +21,7 @@ use tower::util::BoxCloneSyncService;
 
 pub use self::cache_admin::CacheAdminService;
 pub use self::health::Readiness;
-use crate::metrics::Metrics;
+use crate::metrics::{Exposition, Metrics};
 use crate::reload::LiveProxy;
 
 /// Serves the admin listener until `stopped` turns true.
@@ -108,15 +108,14 @@ impl AdminServices {
             return self.reflection_v1alpha.oneshot(request).await;
         }
         if path == "/metrics" && request.method() == http::Method::GET {
+            // A Prometheus server asks for OpenMetrics; curl and promtool get the text format.
+            let format = Exposition::negotiate(request.headers().get(http::header::ACCEPT));
             let mut response = http::Response::new(Body::new(http_body_util::Full::new(
-                bytes::Bytes::from(self.metrics.render()),
+                bytes::Bytes::from(self.metrics.render(format)),
             )));
-            response.headers_mut().insert(
-                http::header::CONTENT_TYPE,
-                http::HeaderValue::from_static(
-                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                ),
-            );
+            response
+                .headers_mut()
+                .insert(http::header::CONTENT_TYPE, format.content_type());
             return Ok(response);
         }
         let response = health::handle(request.uri().path(), request.method(), &readiness);

@@ -2,8 +2,10 @@
 //! explicit buckets, and the cache's and the proxy's counters read at scrape time. Labels never carry request data.
 
 mod call;
+mod exposition;
 
 pub use self::call::RouteSeries;
+pub use self::exposition::Exposition;
 
 use std::sync::Arc;
 
@@ -180,13 +182,16 @@ impl Metrics {
             .store(on, std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// The metrics in the Prometheus text format (0.0.4), which every Prometheus and `promtool` read.
-    pub fn render(&self) -> String {
+    /// The metrics page in `format`.
+    pub fn render(&self, format: Exposition) -> String {
         let mut text = String::new();
         if prometheus_client::encoding::text::encode(&mut text, &self.registry).is_err() {
             text.clear();
         }
-        openmetrics_to_prometheus(&text)
+        match format {
+            Exposition::OpenMetrics => text,
+            Exposition::Text => exposition::openmetrics_to_text(&text),
+        }
     }
 
     /// The call series of the route named `route`, for the route to hold (see [`RouteSeries`]).
@@ -222,31 +227,6 @@ impl Metrics {
         let series = route.unwrap_or(&self.unrouted).clone();
         call::record_unanswered(self, series, started, code);
     }
-}
-
-/// The encoder writes OpenMetrics, where a counter family `x` has samples `x_total`; the Prometheus text format
-/// names the family `x_total` too, and has no `# EOF`.
-fn openmetrics_to_prometheus(text: &str) -> String {
-    let counters: std::collections::HashSet<&str> = text
-        .lines()
-        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
-        .collect();
-    let mut out = String::with_capacity(text.len() + 64 * counters.len());
-    for line in text.lines() {
-        if line == "# EOF" || line.starts_with("# UNIT ") {
-            continue;
-        }
-        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|tag| {
-            let rest = line.strip_prefix(tag)?;
-            let (name, tail) = rest.split_once(' ')?;
-            counters
-                .contains(name)
-                .then(|| format!("{tag}{name}_total {tail}"))
-        });
-        out.push_str(renamed.as_deref().unwrap_or(line));
-        out.push('\n');
-    }
-    out
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]

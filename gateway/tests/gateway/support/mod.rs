@@ -7,6 +7,7 @@ pub mod certs;
 pub mod gateway;
 pub mod lease_hold;
 pub mod process;
+pub mod prometheus;
 pub mod raw;
 
 pub use strata_cache::testing::{RedisServer, free_port};
