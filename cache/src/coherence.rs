@@ -116,6 +116,11 @@ impl Coherence {
         });
     }
 
+    /// How many scopes are known here.
+    pub(crate) fn len(&self) -> usize {
+        self.known.load().len()
+    }
+
     /// Every scope known here (to re-read after a reconnect).
     pub(crate) fn scopes(&self) -> Vec<String> {
         self.known.load().keys().cloned().collect()

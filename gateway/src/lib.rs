@@ -82,6 +82,9 @@ impl Listeners {
 /// The longest a client may take to complete its TLS handshake.
 const TLS_HANDSHAKE_WITHIN: Duration = Duration::from_secs(10);
 
+/// The longest a plaintext client may take to send its first byte (the HTTP/2 preface) after connecting.
+const PREFACE_WITHIN: Duration = Duration::from_secs(10);
+
 /// How long startup waits for the first attempt to subscribe to the invalidation channel.
 const IN_STEP_WITHIN: Duration = Duration::from_secs(2);
 
@@ -187,9 +190,17 @@ pub async fn run_watching(
                 begin_shutdown,
                 config.shutdown_grace,
                 |stream| {
-                    std::future::ready(Some(
-                        h2.serve_connection(TokioIo::new(OneWrite(stream)), data_service.clone()),
-                    ))
+                    let (h2, service) = (h2.clone(), data_service.clone());
+                    async move {
+                        // A client that connects and sends nothing must not hold a task (or the shutdown) forever.
+                        let mut first = [0u8; 1];
+                        match tokio::time::timeout(PREFACE_WITHIN, stream.peek(&mut first)).await {
+                            Ok(Ok(1..)) => {
+                                Some(h2.serve_connection(TokioIo::new(OneWrite(stream)), service))
+                            }
+                            _ => None,
+                        }
+                    }
                 },
             )
             .await;

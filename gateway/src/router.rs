@@ -109,6 +109,11 @@ pub struct Route {
 }
 
 impl Route {
+    /// What its `match` accepts.
+    pub fn matcher(&self) -> &Matcher {
+        &self.matcher
+    }
+
     /// A route from its parts.
     pub fn new(
         matcher: Matcher,
@@ -144,6 +149,11 @@ impl Router {
     /// The first route matching `path`, if any.
     pub fn route(&self, path: &str) -> Option<&Route> {
         self.routes.iter().find(|r| r.matcher.matches(path))
+    }
+
+    /// Every route, in order.
+    pub fn routes(&self) -> impl Iterator<Item = &Route> {
+        self.routes.iter()
     }
 }
 

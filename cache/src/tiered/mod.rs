@@ -103,6 +103,12 @@ impl Tiered {
         &self.stats
     }
 
+    /// How many invalidation scopes this replica holds a generation of (each is kept in memory and re-read from
+    /// Redis after a reconnect, so callers must name scopes from a bounded set).
+    pub fn scopes_known(&self) -> usize {
+        self.coherence.len()
+    }
+
     /// The in-process level.
     pub fn l1(&self) -> &L1 {
         &self.l1

@@ -43,28 +43,52 @@ impl CacheAdminService {
         }
     }
 
-    async fn invalidate_scope(&self, scope: &str) -> Result<InvalidateReply, GatewayError> {
-        let generation = self
-            .proxy
-            .load()
-            .cache()
-            .invalidate_scope(scope)
-            .await
-            .map_err(|e| GatewayError::CacheUnavailable(e.to_string()))?;
+    /// Invalidates every entry of `scopes` (what an invalidation of `what` must reach) on every replica.
+    async fn invalidate_scopes(
+        &self,
+        what: &str,
+        scopes: &[&str],
+    ) -> Result<InvalidateReply, GatewayError> {
+        let proxy = self.proxy.load_full();
+        let mut generations = Vec::with_capacity(scopes.len());
+        for scope in scopes {
+            let generation = proxy
+                .cache()
+                .invalidate_scope(scope)
+                .await
+                .map_err(|e| GatewayError::CacheUnavailable(e.to_string()))?;
+            generations.push(generation);
+        }
+        let named: Vec<String> = scopes
+            .iter()
+            .zip(&generations)
+            .map(|(scope, generation)| format!("{scope} generation {generation}"))
+            .collect();
+        // A wildcard route keeps no scope per method: invalidating one of its methods invalidates the whole route.
+        let reach = if scopes == [what] {
+            String::new()
+        } else {
+            format!(
+                ", by invalidating its route's scopes: {}",
+                scopes.join(", ")
+            )
+        };
         Ok(InvalidateReply {
-            generation,
+            // The generation of the scope that was asked for, or of the route's that stands for it.
+            generation: generations.first().copied().unwrap_or_default(),
             detail: format!(
-                "every entry of {scope} invalidated on every replica (generation {generation})"
+                "every entry of {what} invalidated on every replica{reach} ({})",
+                named.join("; ")
             ),
         })
     }
 
     async fn invalidate_entry(&self, target: EntryTarget) -> Result<InvalidateReply, GatewayError> {
         let proxy = self.proxy.load_full();
-        let rule = proxy
+        let (route, rule) = proxy
             .router()
             .route(&target.method)
-            .and_then(|route| route.cache.clone())
+            .and_then(|route| Some((route, route.cache.clone()?)))
             .ok_or_else(|| GatewayError::NotCached(target.method.clone()))?;
         let mut headers = HeaderMap::new();
         for m in &target.vary {
@@ -84,6 +108,7 @@ impl CacheAdminService {
         let key = cache_key::key_for(
             cache,
             proxy.namespace(),
+            route.matcher(),
             &target.method,
             &rule.vary,
             &headers,
@@ -113,14 +138,20 @@ impl CacheAdmin for CacheAdminService {
         self.authorize(&request).map_err(|e| e.to_status())?;
         let reply = match request.into_inner().target {
             Some(Target::Method(method)) => match Matcher::parse(&method) {
-                Ok(Matcher::Exact(_)) => self.invalidate_scope(&method).await,
+                Ok(Matcher::Exact(_)) => {
+                    let proxy = self.proxy.load_full();
+                    let scope = cache_key::method_scope(proxy.router(), &method);
+                    self.invalidate_scopes(&method, &[scope]).await
+                }
                 _ => Err(GatewayError::AdminInvalid(format!(
                     "method `{method}` must look like /pkg.Service/Method"
                 ))),
             },
             Some(Target::Service(service)) => match Matcher::parse(&format!("{}*", service)) {
                 Ok(Matcher::Service(_)) if service.ends_with('/') => {
-                    self.invalidate_scope(&service).await
+                    let proxy = self.proxy.load_full();
+                    let scopes = cache_key::service_scopes(proxy.router(), &service);
+                    self.invalidate_scopes(&service, &scopes).await
                 }
                 _ => Err(GatewayError::AdminInvalid(format!(
                     "service `{service}` must look like /pkg.Service/"

@@ -16,32 +16,35 @@ pub enum ReadError {
     /// The peer's stream failed (reset, connection lost).
     #[error("stream failed: {0}")]
     Stream(String),
-    /// A unary request carried no message, or more than one.
-    #[error("expected exactly one request message, got {0}")]
-    MessageCount(usize),
+    /// A unary body carried no message.
+    #[error("expected exactly one message, got none")]
+    NoMessage,
+    /// A unary body carried a second message (refused there, without reading on).
+    #[error("expected exactly one message, got more")]
+    SecondMessage,
     /// The whole body is larger than allowed.
     #[error("body exceeds {limit} bytes")]
     TooLarge { limit: u64 },
 }
 
-/// Everything a peer sent on one stream.
+/// A unary body as the peer sent it: at most one message, and the trailers.
 #[derive(Debug, Default)]
-pub struct Collected {
-    /// The messages, in order.
-    pub messages: Vec<Message>,
+pub struct Unary {
+    /// The message, if one was sent.
+    pub message: Option<Message>,
     /// The trailers, if any were sent.
     pub trailers: Option<HeaderMap>,
 }
 
-/// Reads the whole body: its messages (each at most `limit` bytes, all together at most `limit` plus framing) and
-/// its trailers.
-pub async fn collect<B>(mut body: B, limit: u64) -> Result<Collected, ReadError>
+/// Reads a unary body (a request, or a backend's answer): its one message of at most `limit` bytes, if sent, and its
+/// trailers. A second message is refused as soon as its prefix arrives, whatever its size (empty ones included).
+pub async fn read_unary_body<B>(mut body: B, limit: u64) -> Result<Unary, ReadError>
 where
     B: Body<Data = Bytes> + Unpin,
     B::Error: std::fmt::Display,
 {
     let mut decoder = Decoder::new(limit);
-    let mut collected = Collected::default();
+    let mut unary = Unary::default();
     let mut total: u64 = 0;
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| ReadError::Stream(e.to_string()))?;
@@ -52,19 +55,25 @@ where
                     return Err(ReadError::TooLarge { limit });
                 }
                 decoder.push(data);
-                while let Some(message) = decoder.next_message()? {
-                    collected.messages.push(message);
+                if unary.message.is_some() && decoder.has_started_a_message() {
+                    return Err(ReadError::SecondMessage);
+                }
+                if let Some(message) = decoder.next_message()? {
+                    unary.message = Some(message);
+                    if decoder.has_started_a_message() {
+                        return Err(ReadError::SecondMessage);
+                    }
                 }
             }
             Err(frame) => {
                 if let Ok(trailers) = frame.into_trailers() {
-                    collected.trailers = Some(trailers);
+                    unary.trailers = Some(trailers);
                 }
             }
         }
     }
     decoder.finish()?;
-    Ok(collected)
+    Ok(unary)
 }
 
 /// Reads a unary request: exactly one message of at most `limit` bytes.
@@ -73,30 +82,10 @@ where
     B: Body<Data = Bytes> + Unpin,
     B::Error: std::fmt::Display,
 {
-    // Like `collect`, but keeping only the first message: no list to allocate on the cached path.
-    let mut body = body;
-    let mut decoder = Decoder::new(limit);
-    let (mut first, mut count, mut total) = (None, 0, 0u64);
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| ReadError::Stream(e.to_string()))?;
-        let Ok(data) = frame.into_data() else {
-            continue;
-        };
-        total += data.len() as u64;
-        if total > limit.saturating_add(1024) {
-            return Err(ReadError::TooLarge { limit });
-        }
-        decoder.push(data);
-        while let Some(message) = decoder.next_message()? {
-            count += 1;
-            first.get_or_insert(message);
-        }
-    }
-    decoder.finish()?;
-    match (first, count) {
-        (Some(message), 1) => Ok(message),
-        (_, n) => Err(ReadError::MessageCount(n)),
-    }
+    read_unary_body(body, limit)
+        .await?
+        .message
+        .ok_or(ReadError::NoMessage)
 }
 
 #[cfg(test)]
@@ -124,12 +113,12 @@ mod tests {
         let two = Full::new(Bytes::from([framed(b"a"), framed(b"b")].concat()));
         assert!(matches!(
             read_unary(two, 10).await,
-            Err(ReadError::MessageCount(2))
+            Err(ReadError::SecondMessage)
         ));
         let none = Full::new(Bytes::new());
         assert!(matches!(
             read_unary(none, 10).await,
-            Err(ReadError::MessageCount(0))
+            Err(ReadError::NoMessage)
         ));
         let big = Full::new(Bytes::from(framed(&[0; 11])));
         assert!(matches!(
@@ -147,11 +136,30 @@ mod tests {
             Ok(http_body::Frame::trailers(trailers)),
         ];
         let body = StreamBody::new(futures::stream::iter(frames)).boxed_unsync();
-        let c = collect(body, 10).await.expect("valid");
-        assert_eq!(c.messages.len(), 1);
+        let c = read_unary_body(body, 10).await.expect("valid");
+        assert!(c.message.is_some());
         assert_eq!(
             c.trailers.and_then(|t| t.get("grpc-status").cloned()),
             Some(http::HeaderValue::from_static("0"))
         );
+    }
+
+    /// A peer streaming empty messages is stopped at the second one, not read on: the stream below never ends.
+    #[tokio::test]
+    async fn stops_at_the_second_message_without_reading_on() {
+        let empties = futures::stream::repeat_with(|| {
+            Ok::<_, std::convert::Infallible>(http_body::Frame::data(Bytes::from(framed(b""))))
+        });
+        let body = StreamBody::new(empties).boxed_unsync();
+        assert!(matches!(
+            read_unary_body(body, 10).await,
+            Err(ReadError::SecondMessage)
+        ));
+        // A second message whose prefix arrives in the same chunk as the first.
+        let body = Full::new(Bytes::from([framed(b"a"), vec![0, 0]].concat()));
+        assert!(matches!(
+            read_unary_body(body, 10).await,
+            Err(ReadError::SecondMessage)
+        ));
     }
 }

@@ -103,8 +103,9 @@ impl Decoder {
         let Some((flag, len)) = prefix(&self.buf, self.limit)? else {
             return Ok(None);
         };
+        // The buffer grows with the bytes received, never ahead to the length a prefix declares: a peer announcing
+        // large messages and sending nothing more costs the gateway nothing.
         if self.buf.len() < HEADER_LEN + len {
-            self.buf.reserve(HEADER_LEN + len - self.buf.len());
             return Ok(None);
         }
         self.buf.advance(HEADER_LEN);
@@ -127,6 +128,11 @@ impl Decoder {
             compressed: flag == 1,
             bytes: self.chunk.split_to(len),
         }))
+    }
+
+    /// Whether bytes of a next message (its prefix, at least its first byte) have arrived.
+    pub fn has_started_a_message(&self) -> bool {
+        !self.chunk.is_empty() || !self.buf.is_empty()
     }
 
     /// Checks that the stream ended on a message boundary.

@@ -426,9 +426,14 @@ impl prometheus_client::collector::Collector for Snapshots {
                 .encode_histogram::<NoLabelSet>(sum, count, &buckets, None)?;
         }
         let l1 = self.cache.l1();
-        let gauges: [(&str, &str, u64); 2] = [
+        let gauges: [(&str, &str, u64); 3] = [
             ("cache_l1_entries", "Entries in L1", l1.entry_count()),
             ("cache_l1_bytes", "Bytes weighed by L1", l1.weighted_size()),
+            (
+                "cache_invalidation_scopes",
+                "Invalidation scopes (routes, services, methods named in the config) this replica holds a generation of",
+                self.cache.scopes_known() as u64,
+            ),
         ];
         for (name, help, value) in gauges {
             let metric = ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));

@@ -199,7 +199,7 @@ async fn collect_answer(
         return Ok((entry, CacheControl::from_headers(&parts.headers), private));
     }
 
-    let collected = body::collect(body, max_response_bytes)
+    let answer = body::read_unary_body(body, max_response_bytes)
         .await
         .map_err(|err| match err {
             ReadError::Stream(reason) => GatewayError::BackendUnavailable {
@@ -211,7 +211,7 @@ async fn collect_answer(
             ),
             other => protocol(other.to_string()),
         })?;
-    let trailers = collected.trailers.unwrap_or_default();
+    let trailers = answer.trailers.unwrap_or_default();
     let code = trailers
         .get(crate::grpc::code::STATUS_HEADER)
         .ok_or_else(|| protocol("answer ended without grpc-status".into()))
@@ -229,14 +229,9 @@ async fn collect_answer(
         trailers: private_trailers,
     };
     if code == Code::Ok {
-        let mut messages = collected.messages;
-        if messages.len() != 1 {
-            return Err(protocol(format!(
-                "unary answer with {} messages",
-                messages.len()
-            )));
-        }
-        let message = messages.remove(0);
+        let message = answer
+            .message
+            .ok_or_else(|| protocol("unary answer with 0 messages".into()))?;
         if message.compressed {
             return Err(protocol(
                 "compressed answer although the gateway asked for none".into(),

@@ -67,6 +67,7 @@ pub(super) async fn answer(
     let key = cache_key::key_for(
         &proxy.cache,
         &proxy.options.namespace,
+        route.matcher(),
         parts.uri.path(),
         &rule.vary,
         &parts.headers,

@@ -5,6 +5,7 @@ mod support;
 
 mod backend_faults;
 mod backends;
+mod bounds;
 mod caching;
 mod cli;
 mod coalescing;

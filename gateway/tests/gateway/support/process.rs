@@ -23,8 +23,8 @@ impl GatewayProcess {
         let yaml = yaml_without_listeners
             .replace("listen: 127.0.0.1:0\n", &format!("listen: {addr}\n"))
             .replace(
-                "admin: { listen: 127.0.0.1:0 }",
-                &format!("admin: {{ listen: {admin} }}"),
+                "admin: { listen: 127.0.0.1:0",
+                &format!("admin: {{ listen: {admin}"),
             );
         let config = std::env::temp_dir().join(format!(
             "strata-process-{}-{}.yaml",
@@ -50,6 +50,23 @@ impl GatewayProcess {
             admin,
             config,
         }
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Its resident memory (VmRSS), in bytes.
+    pub fn rss_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("/proc/PID/status");
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .expect("VmRSS");
+        kib * 1024
     }
 
     /// Kills it with SIGKILL.
