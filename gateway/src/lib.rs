@@ -11,6 +11,7 @@ pub mod config;
 mod fuzz;
 pub mod grpc;
 pub mod layers;
+pub mod log_writer;
 pub mod metrics;
 pub mod one_write;
 pub mod proxy;

@@ -1,5 +1,5 @@
-//! Logs and traces: the process-wide subscriber (text or JSON logs to stderr) and, when `telemetry.otlp_endpoint` is
-//! set, OpenTelemetry spans exported over OTLP/gRPC in batches. W3C trace context crosses the gateway: a client's
+//! Logs and traces: the process-wide subscriber (text or JSON logs to stderr, written by a thread of their own) and,
+//! when `telemetry.otlp_endpoint` is set, OpenTelemetry spans exported over OTLP/gRPC in batches. W3C trace context crosses the gateway: a client's
 //! `traceparent` is the parent of the gateway's span, and the backend receives the gateway's.
 
 use std::time::Duration;
@@ -15,6 +15,8 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::config::{LogConfig, LogFormat, TelemetryConfig};
+use crate::log_writer::LogWriter;
+use crate::metrics::AccessLine;
 
 /// Why telemetry could not start.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +43,23 @@ pub fn set_log_level(level: &str) -> bool {
         (Some(set), Ok(filter)) => set(filter).is_ok(),
         _ => false,
     }
+}
+
+/// The process's log output (set once, by [`init`]): every log line, access log included, goes through it.
+static LOGS: std::sync::OnceLock<(LogWriter, LogFormat)> = std::sync::OnceLock::new();
+
+/// Writes one call's access log line, if logging was set up by [`init`] (tests that start gateways in-process write
+/// none).
+pub fn access_log(line: &AccessLine<'_>) {
+    if let Some((writer, format)) = LOGS.get() {
+        let now = std::time::SystemTime::now();
+        writer.line(|out| line.write(*format, now, out));
+    }
+}
+
+/// Log lines dropped so far because stderr could not keep up (a metric).
+pub fn dropped_log_lines() -> u64 {
+    LOGS.get().map_or(0, |(writer, _)| writer.dropped())
 }
 
 /// The running telemetry; flush and shut it down before exiting.
@@ -95,12 +114,25 @@ pub fn init(log: &LogConfig, telemetry: &TelemetryConfig) -> Result<Telemetry, T
             .with_tracer(p.tracer("strata"))
             .with_filter(tracing_subscriber::filter::LevelFilter::INFO)
     });
+    // Log lines are written to stderr in batches by a thread of their own, so a slow stderr never holds an answer
+    // back (see log_writer).
+    let writer = LogWriter::start(std::io::stderr())
+        .map_err(|e| TelemetryError::Subscriber(format!("cannot start the log writer: {e}")))?;
+    let stderr = writer.sink();
+    // Colours for a person at a terminal, not escape codes in a log file.
+    let colours = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    if LOGS.set((writer, log.format)).is_err() {
+        return Err(TelemetryError::Subscriber(
+            "the log writer is running already".into(),
+        ));
+    }
     let registry = tracing_subscriber::registry().with(traces);
     let installed = match log.format {
         LogFormat::Text => registry
             .with(
                 tracing_subscriber::fmt::layer()
-                    .with_writer(std::io::stderr)
+                    .with_writer(stderr)
+                    .with_ansi(colours)
                     .with_filter(filter),
             )
             .try_init(),
@@ -108,7 +140,7 @@ pub fn init(log: &LogConfig, telemetry: &TelemetryConfig) -> Result<Telemetry, T
             .with(
                 tracing_subscriber::fmt::layer()
                     .json()
-                    .with_writer(std::io::stderr)
+                    .with_writer(stderr)
                     .with_filter(filter),
             )
             .try_init(),
@@ -125,10 +157,14 @@ impl Telemetry {
         }
     }
 
-    /// Flushes and stops the exporter (blocking, so off the async threads).
+    /// Flushes and stops the exporter (blocking, so off the async threads), then writes the log lines still
+    /// buffered.
     pub async fn shutdown(self) {
         if let Some(provider) = self.provider {
             let _ = tokio::task::spawn_blocking(move || provider.shutdown()).await;
+        }
+        if let Some((writer, _)) = LOGS.get() {
+            writer.stop();
         }
     }
 }

@@ -143,14 +143,12 @@ impl Observation {
             .access_log
             .load(std::sync::atomic::Ordering::Relaxed)
         {
-            tracing::info!(
-                target: "strata::access",
-                route = %self.series.route,
-                code = crate::grpc::code::name(code),
-                cache = self.cache,
-                duration_ms = elapsed.as_secs_f64() * 1000.0,
-                "call"
-            );
+            crate::telemetry::access_log(&super::AccessLine {
+                route: &self.series.route,
+                code: crate::grpc::code::name(code),
+                cache: self.cache,
+                elapsed,
+            });
         }
         self.series.count(code, self.cache);
         self.series.seconds.0.observe(elapsed);

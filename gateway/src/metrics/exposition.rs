@@ -35,7 +35,9 @@ impl Exposition {
             }
             let format = match media.as_str() {
                 // 0.0.1 is the draft of 1.0.0, which Prometheus also lists; a later major version is not ours.
-                "application/openmetrics-text" if matches!(version, None | Some("1.0.0" | "0.0.1")) => {
+                "application/openmetrics-text"
+                    if matches!(version, None | Some("1.0.0" | "0.0.1")) =>
+                {
                     Self::OpenMetrics
                 }
                 "text/plain" | "text/*" | "*/*" => Self::Text,

@@ -1,9 +1,11 @@
 //! Prometheus metrics, one registry per gateway: calls by route, code and cache result, latencies as histograms with
 //! explicit buckets, and the cache's and the proxy's counters read at scrape time. Labels never carry request data.
 
+mod access_line;
 mod call;
 mod exposition;
 
+pub use self::access_line::AccessLine;
 pub use self::call::RouteSeries;
 pub use self::exposition::Exposition;
 
@@ -375,7 +377,7 @@ impl prometheus_client::collector::Collector for Snapshots {
             let metric = ConstCounter::new(value);
             metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)?;
         }
-        let more: [(&str, &str, u64); 5] = [
+        let more: [(&str, &str, u64); 6] = [
             (
                 "rate_limited",
                 "Calls refused by a route's rate limit",
@@ -400,6 +402,11 @@ impl prometheus_client::collector::Collector for Snapshots {
                 "retry_budget_exhausted",
                 "Retries not sent because the retry budget was spent",
                 self.proxy_stats.retry_budget_exhausted(),
+            ),
+            (
+                "log_lines_dropped",
+                "Log lines (access log included) dropped because stderr could not keep up",
+                crate::telemetry::dropped_log_lines(),
             ),
         ];
         for (name, help, value) in more {

@@ -182,7 +182,11 @@ async fn scrape_accepting(gateway: &TestGateway, accept: &str) -> (String, Strin
     let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP answer");
     let content_type = head
         .lines()
-        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-type: ").map(str::to_owned))
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-type: ")
+                .map(str::to_owned)
+        })
         .unwrap_or_default();
     (content_type, body.to_owned())
 }
@@ -202,7 +206,10 @@ async fn the_format_follows_the_accept_header() {
         content_type.starts_with("application/openmetrics-text; version=1.0.0"),
         "{content_type}"
     );
-    assert!(body.ends_with("# EOF\n"), "OpenMetrics ends with # EOF:\n{body}");
+    assert!(
+        body.ends_with("# EOF\n"),
+        "OpenMetrics ends with # EOF:\n{body}"
+    );
     assert!(body.contains("# TYPE strata_calls counter\n"), "{body}");
 
     for accept in ["*/*", "text/plain;version=0.0.4"] {
@@ -212,7 +219,10 @@ async fn the_format_follows_the_accept_header() {
             "{accept}: {content_type}"
         );
         assert!(!body.contains("# EOF"), "{accept}: {body}");
-        assert!(body.contains("# TYPE strata_calls_total counter\n"), "{body}");
+        assert!(
+            body.contains("# TYPE strata_calls_total counter\n"),
+            "{body}"
+        );
     }
     gateway.stop().await;
 }

@@ -21,10 +21,29 @@ pub struct Process {
 
 impl Process {
     /// Starts `command` (which must listen on `addr`) and waits until it accepts connections.
-    pub fn start(name: &str, mut command: Command, addr: SocketAddr) -> anyhow::Result<Self> {
+    pub fn start(name: &str, command: Command, addr: SocketAddr) -> anyhow::Result<Self> {
+        Self::start_with_stderr(name, command, addr, Stdio::null())
+    }
+
+    /// [`Process::start`], its stderr written to `log`.
+    pub fn start_logging_to(
+        name: &str,
+        command: Command,
+        addr: SocketAddr,
+        log: std::fs::File,
+    ) -> anyhow::Result<Self> {
+        Self::start_with_stderr(name, command, addr, Stdio::from(log))
+    }
+
+    fn start_with_stderr(
+        name: &str,
+        mut command: Command,
+        addr: SocketAddr,
+        stderr: Stdio,
+    ) -> anyhow::Result<Self> {
         let child = command
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .with_context(|| format!("cannot start {name} ({command:?})"))?;
         let process = Self {
@@ -238,7 +257,10 @@ pub fn gateway(name: &str, yaml: &str, dir: &Path, pinning: &Pinning) -> anyhow:
     std::fs::write(&file, yaml)?;
     let mut command = pinning.server_command(strata_binary()?);
     command.arg("serve").arg("--config").arg(&file);
-    Process::start(&format!("gateway {name}"), command, addr)
+    // Its logs go to a file, as a container runtime would take them (writing to /dev/null would flatter the access
+    // log).
+    let log = std::fs::File::create(dir.join(format!("{name}.stderr.log")))?;
+    Process::start_logging_to(&format!("gateway {name}"), command, addr, log)
 }
 
 /// Starts nginx as a plain gRPC proxy (`grpc_pass`) to `backend`, as a single process; `None` if not installed.

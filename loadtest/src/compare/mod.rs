@@ -93,11 +93,22 @@ async fn benchmark(options: CompareOptions) -> anyhow::Result<()> {
     // The Zipf gateway's L1 holds 10 % of the working set: 100 000 answers of the sample backend's size, plus
     // about 100 bytes of entry and key each.
     let zipf_l1_bytes = (ZIPF_ITEMS * (crate::constant::framed_reply().len() + 100) / 10) as u64;
+    // Every gateway runs with the default log settings (access log on), as users get it; one more runs with the
+    // access log off, to show what it costs.
     let gateway = |name: &str, backend: &Process, l1: &str, l2: bool, cached: bool| {
         let yaml = gateway_yaml(name, backend, l1, l2.then_some(redis_url.as_str()), cached);
         fleet::gateway(name, &yaml, &dir.0, &pinning)
     };
     let tiered = gateway("tiered", &fast, "256MiB", true, true)?;
+    let quiet = fleet::gateway(
+        "quiet",
+        &format!(
+            "{}log: {{ access: false }}\n",
+            gateway_yaml("quiet", &fast, "256MiB", Some(&redis_url), true)
+        ),
+        &dir.0,
+        &pinning,
+    )?;
     let l2_only = gateway("l2-only", &fast, "0", true, true)?;
     let passthrough = gateway("passthrough", &fast, "0", false, false)?;
     let miss = gateway("miss", &slow, "256MiB", true, true)?;
@@ -156,6 +167,15 @@ async fn benchmark(options: CompareOptions) -> anyhow::Result<()> {
             "ceiling",
         ),
         scenario(
+            "l1-hit-quiet",
+            "Strata, answer in L1, access log off",
+            quiet.addr,
+            fixed(),
+            "l1",
+            Some(&body),
+            "l1-hit",
+        ),
+        scenario(
             "passthrough",
             "Strata, uncached route → backend",
             passthrough.addr,
@@ -207,6 +227,7 @@ async fn benchmark(options: CompareOptions) -> anyhow::Result<()> {
     // Warm the hit scenarios: item-1 in the tiered gateway's L1; 2000 ids in Redis through the L1-less gateway;
     // the Zipf gateway's L1 and L2 by a Zipf load of its own.
     warm(tiered.addr, fixed(), Duration::from_secs(1), 3).await?;
+    warm(quiet.addr, fixed(), Duration::from_secs(1), 3).await?;
     warm(
         l2_only.addr,
         Keys::Unique(Arc::new(AtomicU64::new(0))),
@@ -430,7 +451,7 @@ fn gateway_yaml(
         ""
     };
     format!(
-        "listen: 127.0.0.1:0\nadmin: {{ listen: 127.0.0.1:0 }}\nlog: {{ level: warn, access: false }}\n\
+        "listen: 127.0.0.1:0\nadmin: {{ listen: 127.0.0.1:0 }}\n\
          cache:\n  namespace: bench-{name}\n  l1: {{ max_bytes: {l1} }}\n{l2}\
          backends:\n  catalog: {{ endpoints: [\"http://{}\"], timeout: 2s }}\n\
          routes:\n  - match: /demo.v1.Catalog/GetItem\n    backend: catalog{cache}\n  - match: \"*\"\n    backend: catalog\n",

@@ -38,13 +38,21 @@ impl Prometheus {
         std::fs::write(dir.join("prometheus.yml"), config).expect("config");
         let web = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let child = Command::new("prometheus")
-            .arg(format!("--config.file={}", dir.join("prometheus.yml").display()))
-            .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+            .arg(format!(
+                "--config.file={}",
+                dir.join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
             .arg(format!("--web.listen-address={web}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("`prometheus` must be on PATH: scripts/test installs Debian's prometheus package");
+            .expect(
+                "`prometheus` must be on PATH: scripts/test installs Debian's prometheus package",
+            );
         let prometheus = Self { child, web, dir };
         // It answers 503 until its storage is open and its config loaded.
         let ready = eventually(Duration::from_secs(30), || async {
@@ -60,7 +68,10 @@ impl Prometheus {
     pub async fn api(&self, path_and_query: &str) -> Value {
         let response = http_get(self.web, path_and_query).await;
         let (head, body) = response.split_once("\r\n\r\n").unwrap_or_default();
-        let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        let body = if head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked")
+        {
             dechunk(body)
         } else {
             body.to_owned()
