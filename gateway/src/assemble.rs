@@ -1,18 +1,18 @@
 //! Turning a validated config into the running parts: backends, routes, and the tiered cache.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use strata_cache::l2::{L2, RedisL2, RedisL2Config, RedisNodes};
 use strata_cache::{Policy, Tiered, TieredConfig};
 
 use crate::backend::{Backend, RetryPolicy};
-use crate::config::Config;
+use crate::config::{BackendConfig, Config};
 use crate::grpc::code;
 use crate::metrics::Metrics;
 use crate::proxy::rate_limit::RateLimit;
 use crate::proxy::storage::StorageRules;
-use crate::proxy::{Proxy, ProxyOptions, ProxyStats, Shared};
+use crate::proxy::{Backends, Proxy, ProxyOptions, ProxyStats, RunningBackend, Shared};
 use crate::router::{CacheRule, Matcher, Route, Router};
 
 /// Why the gateway could not start with a config that passed validation.
@@ -41,31 +41,95 @@ pub fn build_shared(config: &Config) -> Result<Shared, StartError> {
     let stats = Arc::new(ProxyStats::default());
     let metrics = Metrics::new(cache.clone(), stats.clone(), config.log.access);
     Ok(Shared {
+        namespace: config.cache.namespace.clone(),
         cache,
         stats,
         metrics,
     })
 }
 
-/// Builds backends and routes from a validated config, over the long-lived parts in `shared`.
-pub fn build_proxy(config: &Config, shared: &Shared) -> Result<Proxy, StartError> {
-    let backends = config
+/// Starts the backends of a validated config (at startup: nothing runs yet).
+pub fn start_backends(config: &Config, shared: &Shared) -> Result<Backends, StartError> {
+    config
         .backends
         .iter()
-        .map(|(name, b)| {
-            Backend::start(name, b, Some(shared.metrics.backend()))
-                .map(|backend| (name.clone(), backend))
-                .map_err(|e| StartError::Backend(e.to_string()))
-        })
-        .collect::<Result<BTreeMap<_, _>, _>>()?;
+        .map(|(name, b)| start_backend(name, b, shared).map(|running| (name.clone(), running)))
+        .collect()
+}
 
+fn start_backend(
+    name: &str,
+    config: &BackendConfig,
+    shared: &Shared,
+) -> Result<RunningBackend, StartError> {
+    let backend = Backend::start(name, config, Some(shared.metrics.backend()))
+        .map_err(|e| StartError::Backend(e.to_string()))?;
+    Ok(RunningBackend {
+        config: config.clone(),
+        backend,
+    })
+}
+
+/// The backends of `config` when it replaces a running one: a backend whose config is unchanged is kept as it runs
+/// (endpoints, resolved addresses, health, ejection and breaker state, connections); a new or changed one is started
+/// and, when it resolves names, waited for (up to `resolve_within`) until it has endpoints. A changed backend with
+/// none by then is not swapped in: the running one stays, and the log says so.
+pub async fn replace_backends(
+    config: &Config,
+    shared: &Shared,
+    running: &Backends,
+    resolve_within: Duration,
+) -> Result<Backends, StartError> {
+    let mut backends = Backends::new();
+    for (name, wanted) in &config.backends {
+        let old = running.get(name);
+        if let Some(unchanged) = old.filter(|old| same_backend(&old.config, wanted)) {
+            backends.insert(name.clone(), unchanged.clone());
+            continue;
+        }
+        let started = start_backend(name, wanted, shared)?;
+        let resolved = tokio::time::timeout(resolve_within, async {
+            while started.backend.endpoints().is_empty() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .is_ok();
+        match old {
+            Some(old) if !resolved => {
+                tracing::error!(
+                    field = %format!("backends.{name}"),
+                    "the changed backend has no endpoints after {resolve_within:?} (its names did not resolve); \
+                     the running one stays until a reload that resolves"
+                );
+                backends.insert(name.clone(), old.clone());
+            }
+            _ => {
+                backends.insert(name.clone(), started);
+            }
+        }
+    }
+    Ok(backends)
+}
+
+/// Whether two backend configs describe the same backend (every field, TLS file paths included).
+fn same_backend(a: &BackendConfig, b: &BackendConfig) -> bool {
+    serde_yaml::to_string(a).ok() == serde_yaml::to_string(b).ok()
+}
+
+/// Builds the routes of a validated config over running `backends` and the long-lived parts in `shared`.
+pub fn build_proxy(
+    config: &Config,
+    shared: &Shared,
+    backends: Backends,
+) -> Result<Proxy, StartError> {
     let mut routes = Vec::with_capacity(config.routes.len());
     for (index, r) in config.routes.iter().enumerate() {
         let matcher =
             Matcher::parse(&r.matches).map_err(|reason| StartError::Route { index, reason })?;
         let backend = backends
             .get(&r.backend)
-            .cloned()
+            .map(|running| running.backend.clone())
             .ok_or_else(|| StartError::Route {
                 index,
                 reason: format!("unknown backend `{}`", r.backend),
@@ -107,9 +171,12 @@ pub fn build_proxy(config: &Config, shared: &Shared) -> Result<Proxy, StartError
 
     Ok(Proxy::new(
         Router::new(routes),
+        backends,
         shared,
         ProxyOptions {
-            namespace: config.cache.namespace.clone(),
+            // The namespace is also the Redis prefix and channel, fixed when the cache started.
+            namespace: shared.namespace.clone(),
+            admin_token: config.admin.token.clone(),
             max_request_bytes: config.max_request_bytes,
             max_response_bytes: config.max_response_bytes,
             expose_cache_status: config.expose_cache_status,
@@ -157,4 +224,69 @@ fn header_names(names: &[String]) -> Vec<http::HeaderName> {
         .iter()
         .filter_map(|name| http::HeaderName::from_bytes(name.as_bytes()).ok())
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(backend: &str, namespace: &str) -> Config {
+        Config::from_yaml(&format!(
+            "listen: 127.0.0.1:0\nadmin: {{ listen: 127.0.0.1:0 }}\ncache: {{ namespace: {namespace} }}\n\
+             backends:\n  b: {backend}\n\
+             routes:\n  - match: \"*\"\n    backend: b\n    cache: {{ ttl: 1s }}\n"
+        ))
+        .expect("valid")
+    }
+
+    const STATIC: &str = r#"{ endpoints: ["http://127.0.0.1:1"], timeout: 2s }"#;
+
+    #[tokio::test]
+    async fn a_reload_keeps_unchanged_backends_and_the_running_namespace() {
+        let first = config(STATIC, "ns");
+        let shared = build_shared(&first).expect("shared");
+        let running = start_backends(&first, &shared).expect("backends");
+
+        let same = config(STATIC, "renamed");
+        let kept = replace_backends(&same, &shared, &running, Duration::from_secs(1))
+            .await
+            .expect("backends");
+        assert!(
+            Arc::ptr_eq(&kept["b"].backend, &running["b"].backend),
+            "an unchanged backend is the running one, state and connections included"
+        );
+        let proxy = build_proxy(&same, &shared, kept).expect("proxy");
+        assert_eq!(
+            proxy.namespace(),
+            "ns",
+            "keys keep the namespace the cache (and its Redis prefix) started with"
+        );
+
+        let changed = config(
+            r#"{ endpoints: ["http://127.0.0.1:1"], timeout: 3s }"#,
+            "ns",
+        );
+        let replaced = replace_backends(&changed, &shared, &running, Duration::from_secs(1))
+            .await
+            .expect("backends");
+        assert!(!Arc::ptr_eq(&replaced["b"].backend, &running["b"].backend));
+    }
+
+    /// A changed backend whose names do not resolve is not swapped in: the running one, with its endpoints, stays.
+    #[tokio::test]
+    async fn a_changed_backend_that_does_not_resolve_keeps_the_running_one() {
+        let first = config(STATIC, "ns");
+        let shared = build_shared(&first).expect("shared");
+        let running = start_backends(&first, &shared).expect("backends");
+        // `.invalid` never resolves (RFC 2606).
+        let unresolvable = config(
+            r#"{ endpoints: ["dns:///strata-test.invalid:50051"] }"#,
+            "ns",
+        );
+        let kept = replace_backends(&unresolvable, &shared, &running, Duration::from_millis(300))
+            .await
+            .expect("backends");
+        assert!(Arc::ptr_eq(&kept["b"].backend, &running["b"].backend));
+        assert_eq!(kept["b"].backend.endpoints().len(), 1);
+    }
 }

@@ -35,7 +35,7 @@ use tonic_health::ServingStatus;
 use tonic_health::pb::health_server::HealthServer;
 use tonic_health::server::{HealthReporter, HealthService};
 
-pub use assemble::{StartError, build_proxy, build_shared};
+pub use assemble::{StartError, build_proxy, build_shared, replace_backends, start_backends};
 pub use config::Config;
 
 use hyper_util::rt::TokioIo;
@@ -110,7 +110,10 @@ pub async fn run_watching(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
     let shared = build_shared(&config)?;
-    let live: LiveProxy = Arc::new(ArcSwap::from_pointee(build_proxy(&config, &shared)?));
+    let backends = start_backends(&config, &shared)?;
+    let live: LiveProxy = Arc::new(ArcSwap::from_pointee(build_proxy(
+        &config, &shared, backends,
+    )?));
     let cache = shared.cache.clone();
     let reloading = config_file.map(|path| {
         tokio::spawn(reload::watch(
@@ -151,12 +154,8 @@ pub async fn run_watching(
 
     // The admin listener outlives the data listener's drain, so `/readyz` keeps answering 503 meanwhile.
     let (admin_stop, admin_stopped) = watch::channel(false);
-    let admin_services = admin::AdminServices::new(
-        live.clone(),
-        shared.metrics.clone(),
-        config.admin.token.clone(),
-    )
-    .map_err(|e| StartError::Admin(e.to_string()))?;
+    let admin_services = admin::AdminServices::new(live.clone(), shared.metrics.clone())
+        .map_err(|e| StartError::Admin(e.to_string()))?;
     let admin = tokio::spawn(admin::serve(
         listeners.admin,
         admin_services,

@@ -1,5 +1,7 @@
-//! Hot reload: the config file is watched (and SIGHUP re-reads it); routes, TTLs, backends, limits and the access log
-//! change without a restart and without failing calls in flight, which keep the routes they started with.
+//! Hot reload: the config file is watched (and SIGHUP re-reads it); routes, TTLs, backends, limits, the admin token
+//! and the access log change without a restart and without failing calls in flight, which keep the routes they
+//! started with. A backend whose config did not change is kept as it runs; every change that needs a restart is
+//! logged with its field.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -7,7 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 
-use crate::assemble::build_proxy;
+use crate::assemble::{build_proxy, replace_backends};
 use crate::config::Config;
 use crate::proxy::{Proxy, Shared};
 
@@ -16,6 +18,9 @@ pub type LiveProxy = Arc<ArcSwap<Proxy>>;
 
 /// How often the config file's modification time is checked.
 const POLL: Duration = Duration::from_millis(250);
+
+/// How long a changed backend that resolves names may take to find its endpoints before the running one is kept.
+const RESOLVE_WITHIN: Duration = Duration::from_secs(5);
 
 /// Watches `path` until aborted; on a change (or SIGHUP) re-reads it and swaps in a proxy built from it. An invalid
 /// file is logged with every bad field, and the running config stays.
@@ -44,7 +49,14 @@ pub async fn watch(path: PathBuf, mut running: Config, live: LiveProxy, shared: 
                         "changed in the config file, but takes effect only after a restart"
                     );
                 }
-                match build_proxy(&next, &shared) {
+                let running_backends = live.load().backends().clone();
+                let built =
+                    match replace_backends(&next, &shared, &running_backends, RESOLVE_WITHIN).await
+                    {
+                        Ok(backends) => build_proxy(&next, &shared, backends),
+                        Err(err) => Err(err),
+                    };
+                match built {
                     Ok(proxy) => {
                         live.store(Arc::new(proxy));
                         shared.metrics.set_access_log(next.log.access);
@@ -65,39 +77,52 @@ pub async fn watch(path: PathBuf, mut running: Config, live: LiveProxy, shared: 
     }
 }
 
-/// The fields a reload cannot change: listeners, TLS, the cache levels, global limits, log format, telemetry.
+/// The fields a reload cannot change (listeners, TLS, the cache levels and namespace, global limits, log format,
+/// telemetry) that differ between `running` and `next`. Secrets are compared as written, not as printed (redacted).
 fn needs_restart(running: &Config, next: &Config) -> Vec<&'static str> {
-    let pairs: [(&'static str, String, String); 9] = [
-        ("listen", yaml(&running.listen), yaml(&next.listen)),
-        ("tls", yaml(&running.tls), yaml(&next.tls)),
-        ("admin", yaml(&running.admin), yaml(&next.admin)),
-        ("cache", yaml(&running.cache), yaml(&next.cache)),
+    let l2 = |c: &Config| {
+        c.cache
+            .l2
+            .as_ref()
+            .map(|l2| (yaml(l2), l2.url.clone(), l2.cluster.clone()))
+    };
+    let pairs: [(&'static str, bool); 13] = [
+        ("listen", yaml(&running.listen) == yaml(&next.listen)),
+        ("tls", yaml(&running.tls) == yaml(&next.tls)),
+        ("admin.listen", running.admin.listen == next.admin.listen),
+        (
+            "cache.namespace",
+            running.cache.namespace == next.cache.namespace,
+        ),
+        ("cache.l1", yaml(&running.cache.l1) == yaml(&next.cache.l1)),
+        ("cache.l2", l2(running) == l2(next)),
+        (
+            "cache.flight_wait",
+            running.cache.flight_wait == next.cache.flight_wait,
+        ),
+        (
+            "cache.lease",
+            yaml(&running.cache.lease) == yaml(&next.cache.lease),
+        ),
         (
             "max_concurrent_requests",
-            yaml(&running.max_concurrent_requests),
-            yaml(&next.max_concurrent_requests),
+            running.max_concurrent_requests == next.max_concurrent_requests,
         ),
         (
             "shutdown_grace",
-            yaml(&running.shutdown_grace.as_millis()),
-            yaml(&next.shutdown_grace.as_millis()),
+            running.shutdown_grace == next.shutdown_grace,
         ),
+        ("drain_delay", running.drain_delay == next.drain_delay),
+        ("log.format", running.log.format == next.log.format),
         (
-            "drain_delay",
-            yaml(&running.drain_delay.as_millis()),
-            yaml(&next.drain_delay.as_millis()),
+            "telemetry",
+            yaml(&running.telemetry) == yaml(&next.telemetry),
         ),
-        (
-            "log.format",
-            yaml(&running.log.format),
-            yaml(&next.log.format),
-        ),
-        ("telemetry", yaml(&running.telemetry), yaml(&next.telemetry)),
     ];
     pairs
         .into_iter()
-        .filter(|(_, a, b)| a != b)
-        .map(|(field, ..)| field)
+        .filter(|(_, same)| !same)
+        .map(|(field, _)| field)
         .collect()
 }
 
@@ -133,4 +158,38 @@ async fn recv(signal: &mut Option<tokio::signal::unix::Signal>) {
 #[cfg(not(unix))]
 async fn recv(_: &mut Option<()>) {
     std::future::pending().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(namespace: &str, token: &str, redis_password: &str, ttl: &str) -> Config {
+        Config::from_yaml(&format!(
+            "listen: 127.0.0.1:0\nadmin: {{ listen: 127.0.0.1:0, token: {token} }}\n\
+             cache:\n  namespace: {namespace}\n  l2: {{ url: \"redis://:{redis_password}@127.0.0.1:1\" }}\n\
+             backends:\n  b: {{ endpoints: [\"http://127.0.0.1:1\"] }}\n\
+             routes:\n  - match: \"*\"\n    backend: b\n    cache: {{ ttl: {ttl} }}\n"
+        ))
+        .expect("valid")
+    }
+
+    #[test]
+    fn every_change_a_reload_cannot_apply_is_named() {
+        let running = config("ns", "t1", "p1", "1s");
+        assert!(needs_restart(&running, &config("ns", "t1", "p1", "5s")).is_empty());
+        assert!(
+            needs_restart(&running, &config("ns", "t2", "p1", "1s")).is_empty(),
+            "the admin token is applied by a reload"
+        );
+        assert_eq!(
+            needs_restart(&running, &config("ns", "t1", "p2", "1s")),
+            ["cache.l2"],
+            "a Redis password is compared as written, not as printed (redacted)"
+        );
+        assert_eq!(
+            needs_restart(&running, &config("other", "t1", "p1", "1s")),
+            ["cache.namespace"]
+        );
+    }
 }

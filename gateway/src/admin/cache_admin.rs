@@ -15,17 +15,18 @@ use crate::status::GatewayError;
 #[derive(Debug)]
 pub struct CacheAdminService {
     proxy: LiveProxy,
-    token: Option<String>,
 }
 
 impl CacheAdminService {
-    /// Admin over `proxy`; `token` `None` refuses every mutation.
-    pub fn new(proxy: LiveProxy, token: Option<String>) -> Self {
-        Self { proxy, token }
+    /// Admin over `proxy`, behind the `admin.token` of its config (none refuses every mutation; a reload that
+    /// changes it applies at once).
+    pub fn new(proxy: LiveProxy) -> Self {
+        Self { proxy }
     }
 
     fn authorize<T>(&self, request: &Request<T>) -> Result<(), GatewayError> {
-        let Some(expected) = &self.token else {
+        let proxy = self.proxy.load();
+        let Some(expected) = proxy.admin_token() else {
             return Err(GatewayError::AdminDisabled);
         };
         let presented = request

@@ -69,11 +69,10 @@ impl std::fmt::Debug for AdminServices {
 }
 
 impl AdminServices {
-    /// Cache administration over `proxy` (mutations need `token`), and reflection for it.
+    /// Cache administration over `proxy` (mutations need the token of its config), and reflection for it.
     pub fn new(
         proxy: LiveProxy,
         metrics: Arc<Metrics>,
-        token: Option<String>,
     ) -> Result<Self, tonic_reflection::server::Error> {
         let reflection = || {
             tonic_reflection::server::Builder::configure()
@@ -83,7 +82,7 @@ impl AdminServices {
         Ok(Self {
             metrics,
             cache_admin: BoxCloneSyncService::new(CacheAdminServer::new(CacheAdminService::new(
-                proxy, token,
+                proxy,
             ))),
             reflection_v1: BoxCloneSyncService::new(reflection().build_v1()?),
             reflection_v1alpha: BoxCloneSyncService::new(reflection().build_v1alpha()?),

@@ -34,8 +34,10 @@ const CACHE_STATUS: http::HeaderName = http::HeaderName::from_static(CACHE_STATU
 /// Limits and switches of the data path.
 #[derive(Debug, Clone)]
 pub struct ProxyOptions {
-    /// Namespace mixed into every cache key.
+    /// Namespace mixed into every cache key (the one the cache was started with: it is also the Redis prefix).
     pub namespace: String,
+    /// Bearer token admin mutations need; `None` refuses them (a reload changes it).
+    pub admin_token: Option<String>,
     /// Largest request message accepted on a cached route.
     pub max_request_bytes: u64,
     /// Largest backend answer collected on a cached route.
@@ -44,9 +46,11 @@ pub struct ProxyOptions {
     pub expose_cache_status: bool,
 }
 
-/// What outlives a config reload: the cache, the counters and the metrics registry.
+/// What outlives a config reload: the cache (and its namespace), the counters and the metrics registry.
 #[derive(Debug, Clone)]
 pub struct Shared {
+    /// The namespace the cache was started with: key prefix and channel in Redis, part of every key.
+    pub namespace: String,
     /// The tiered cache.
     pub cache: Arc<Tiered>,
     /// Counters of the data path.
@@ -55,10 +59,23 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
 }
 
+/// A running backend and the config it was started from (a reload keeps it when that is unchanged).
+#[derive(Debug, Clone)]
+pub struct RunningBackend {
+    /// Its config, as validated.
+    pub config: crate::config::BackendConfig,
+    /// The backend, with its endpoints, health, ejection and breaker state, and connections.
+    pub backend: Arc<crate::backend::Backend>,
+}
+
+/// The running backends by name.
+pub type Backends = std::collections::BTreeMap<String, RunningBackend>;
+
 /// Everything a call needs: the routes, the cache, the limits.
 #[derive(Debug)]
 pub struct Proxy {
     router: Router,
+    backends: Backends,
     cache: Arc<Tiered>,
     options: ProxyOptions,
     stats: Arc<ProxyStats>,
@@ -66,10 +83,11 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    /// A data path over `router` and the long-lived parts in `shared`.
-    pub fn new(router: Router, shared: &Shared, options: ProxyOptions) -> Self {
+    /// A data path over `router` (whose routes use `backends`) and the long-lived parts in `shared`.
+    pub fn new(router: Router, backends: Backends, shared: &Shared, options: ProxyOptions) -> Self {
         Self {
             router,
+            backends,
             cache: shared.cache.clone(),
             options,
             stats: shared.stats.clone(),
@@ -90,6 +108,16 @@ impl Proxy {
     /// The namespace mixed into every cache key.
     pub fn namespace(&self) -> &str {
         &self.options.namespace
+    }
+
+    /// The backends, by name.
+    pub fn backends(&self) -> &Backends {
+        &self.backends
+    }
+
+    /// The token admin mutations need, if any.
+    pub fn admin_token(&self) -> Option<&str> {
+        self.options.admin_token.as_deref()
     }
 
     /// The counters of the data path.

@@ -137,3 +137,50 @@ async fn edits_take_effect_within_seconds_without_failing_calls_and_broken_edits
     );
     gateway.stop().await;
 }
+
+/// Whether an invalidation through `gateway`'s admin listener with `token` is accepted.
+async fn admin_accepts(gateway: &TestGateway, token: &str) -> bool {
+    use strata_proto::admin::v1::InvalidateRequest;
+    use strata_proto::admin::v1::cache_admin_client::CacheAdminClient;
+    use strata_proto::admin::v1::invalidate_request::Target;
+    let Ok(mut admin) = CacheAdminClient::connect(format!("http://{}", gateway.admin)).await else {
+        return false;
+    };
+    let mut request = tonic::Request::new(InvalidateRequest {
+        target: Some(Target::Method("/testing.v1.Lookup/Get".into())),
+    });
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("ascii"),
+    );
+    admin.invalidate(request).await.is_ok()
+}
+
+/// A reload applies a changed `admin.token` at once (it used to keep the old one, silently, as the token is printed
+/// redacted and the comparison saw no change).
+#[tokio::test]
+async fn a_changed_admin_token_is_applied_by_a_reload() {
+    let backend = TestBackend::start().await;
+    let dir = PemDir::new("reload-token");
+    let with_token = |token: &str, ttl: &str| {
+        config(&backend.url(), ttl, "").replace(
+            "admin: { listen: 127.0.0.1:0 }",
+            &format!("admin: {{ listen: 127.0.0.1:0, token: {token} }}"),
+        )
+    };
+    let path = dir.write("strata.yaml", &with_token("first-token", "30s"));
+    let gateway = TestGateway::start_watching(&path).await;
+    assert!(admin_accepts(&gateway, "first-token").await);
+
+    dir.write("strata.yaml", &with_token("second-token", "31s"));
+    let applied = eventually(Duration::from_secs(10), || async {
+        admin_accepts(&gateway, "second-token").await
+    })
+    .await;
+    assert!(applied, "the new token is accepted after the reload");
+    assert!(
+        !admin_accepts(&gateway, "first-token").await,
+        "the old token is refused after the reload"
+    );
+    gateway.stop().await;
+}
