@@ -47,6 +47,7 @@ fn a_quick_compare_prints_the_tables_and_writes_the_raw_figures() {
         ("ceiling", "-"),
         ("ceiling-hyper", "-"),
         ("l1-hit", "l1"),
+        ("l1-hit-quiet", "l1"),
         ("passthrough", "-"),
         ("l2-hit", "l2"),
         ("direct-2ms", "-"),
@@ -114,6 +115,7 @@ fn a_quick_compare_prints_the_tables_and_writes_the_raw_figures() {
                 "ceiling",
                 "ceiling-hyper",
                 "l1-hit",
+                "l1-hit-quiet",
                 "passthrough",
             ]
             .contains(&name)

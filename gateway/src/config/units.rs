@@ -2,7 +2,12 @@
 
 use std::time::Duration;
 
-/// Parses a duration: one or more `<integer><unit>` parts, units `ms`, `s`, `m`, `h`, `d` (e.g. `1m30s`).
+/// The longest duration the config accepts: ten years. Longer ones mean "forever" and would overflow the clock
+/// arithmetic of deadlines and expiry times.
+pub const MAX_DURATION: Duration = Duration::from_secs(3650 * 86_400);
+
+/// Parses a duration: one or more `<integer><unit>` parts, units `ms`, `s`, `m`, `h`, `d` (e.g. `1m30s`), at most
+/// [`MAX_DURATION`].
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     if text.is_empty() {
@@ -46,6 +51,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             }
         };
         total = total.saturating_add(part);
+    }
+    if total > MAX_DURATION {
+        return Err(format!(
+            "`{text}` is longer than the longest duration accepted (3650d)"
+        ));
     }
     Ok(total)
 }
@@ -120,7 +130,17 @@ mod tests {
         assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
         assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
         assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
-        for bad in ["", "30", "s", "3x", "-1s", "1.5s", "99999999999999999999s"] {
+        for bad in [
+            "",
+            "30",
+            "s",
+            "3x",
+            "-1s",
+            "1.5s",
+            "99999999999999999999s",
+            "9999999999999999d",
+            "3651d",
+        ] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
         for d in [

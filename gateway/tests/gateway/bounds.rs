@@ -146,3 +146,24 @@ async fn made_up_method_names_on_a_wildcard_route_grow_no_state() {
     .await;
     assert!(reached, "the invalidation reached the flooded replica");
 }
+
+/// A client that connects and sends nothing (not even the HTTP/2 preface) is disconnected, not kept forever.
+#[tokio::test]
+async fn a_connection_that_sends_nothing_is_closed() {
+    use tokio::io::AsyncReadExt;
+    let backend = TestBackend::start().await;
+    let gateway = crate::support::gateway::TestGateway::start(
+        &crate::support::gateway::config_for(&backend.url()),
+    )
+    .await;
+    let mut silent = tokio::net::TcpStream::connect(gateway.addr)
+        .await
+        .expect("connect");
+    let mut byte = [0u8; 1];
+    let read = tokio::time::timeout(Duration::from_secs(30), silent.read(&mut byte)).await;
+    assert!(
+        matches!(read, Ok(Ok(0) | Err(_))),
+        "closed by the gateway (the preface timeout is 10 s): {read:?}"
+    );
+    gateway.stop().await;
+}

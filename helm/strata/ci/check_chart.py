@@ -179,6 +179,7 @@ def check_dashboard(strata, grpcurl):
                 capture_output=True, timeout=30,
             )
             text = urllib.request.urlopen(metrics, timeout=5).read().decode()
+            check_service_monitor_scrape(admin_port)
         finally:
             gateway.terminate()
             gateway.wait(timeout=20)
@@ -187,6 +188,56 @@ def check_dashboard(strata, grpcurl):
     queried = set(re.findall(r"\b(strata_[a-z0-9_]+)", dashboard))
     unknown = sorted(m for m in queried if re.sub(r"_(bucket|sum|count)$", "", m) not in exported)
     check(bool(exported) and not unknown, f"every metric the dashboard queries is exported: {unknown or 'yes'}")
+
+
+def check_service_monitor_scrape(admin_port):
+    """A real Prometheus scrapes the gateway the way the rendered ServiceMonitor describes it (the Service port it names,
+    its path and interval): the target must be up and `strata_calls_total` queryable."""
+    rendered = render({"serviceMonitor": {"enabled": True, "interval": "1s"}})
+    [monitor] = of_kind(rendered, "ServiceMonitor")
+    [endpoint] = monitor["spec"]["endpoints"]
+    [service] = [s for s in of_kind(rendered, "Service") if any(p["name"] == endpoint["port"] for p in s["spec"]["ports"])]
+    [port] = [p for p in service["spec"]["ports"] if p["name"] == endpoint["port"]]
+    [deployment] = of_kind(rendered, "Deployment")
+    container_ports = {p["name"] for p in deployment["spec"]["template"]["spec"]["containers"][0]["ports"]}
+    check(port["targetPort"] in container_ports and port["targetPort"] == "admin",
+          f"the ServiceMonitor's port `{endpoint['port']}` reaches the container's admin port")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        web = sock.getsockname()[1]
+    with tempfile.TemporaryDirectory() as tmp:
+        config = {
+            "global": {"scrape_interval": endpoint["interval"], "scrape_timeout": "900ms"},
+            "scrape_configs": [{"job_name": "strata", "metrics_path": endpoint["path"],
+                                "static_configs": [{"targets": [f"127.0.0.1:{admin_port}"]}]}],
+        }
+        (pathlib.Path(tmp) / "prometheus.yml").write_text(yaml.safe_dump(config))
+        prometheus = subprocess.Popen(
+            ["prometheus", f"--config.file={tmp}/prometheus.yml", f"--storage.tsdb.path={tmp}/data",
+             f"--web.listen-address=127.0.0.1:{web}"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            api = f"http://127.0.0.1:{web}/api/v1"
+            health, error, samples = "unknown", "", []
+            deadline = time.time() + 30
+            while time.time() < deadline:
+                try:
+                    targets = json.load(urllib.request.urlopen(f"{api}/targets", timeout=2))["data"]["activeTargets"]
+                    if targets and targets[0]["health"] != "unknown":
+                        health, error = targets[0]["health"], targets[0]["lastError"]
+                        samples = json.load(urllib.request.urlopen(
+                            f"{api}/query?query=strata_calls_total", timeout=2))["data"]["result"]
+                        if health != "up" or samples:
+                            break
+                except OSError:
+                    pass
+                time.sleep(0.2)
+        finally:
+            prometheus.terminate()
+            prometheus.wait(timeout=20)
+    check(health == "up" and bool(samples),
+          f"a Prometheus scraping as the ServiceMonitor says finds the target up with strata_calls_total: "
+          f"{health} {error!r}, {len(samples)} series")
 
 
 def main():
