@@ -27,6 +27,26 @@ struct Pending {
     dropped: AtomicU64,
 }
 
+impl Pending {
+    /// Appends one line written by `write`, or drops and counts it when [`MAX_PENDING`] bytes wait already; wakes
+    /// the writer when the line makes a batch worth writing.
+    fn append(&self, write: impl FnOnce(&mut Vec<u8>)) {
+        let mut lines = self.lines.lock().unwrap_or_else(PoisonError::into_inner);
+        if lines.len() >= MAX_PENDING {
+            drop(lines);
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let before = lines.len();
+        write(&mut lines);
+        let crossed = before < FLUSH_AT && lines.len() >= FLUSH_AT;
+        drop(lines);
+        if crossed {
+            self.wake.notify_one();
+        }
+    }
+}
+
 /// A running log writer; [`LogWriter::stop`] writes what is pending and ends its thread.
 #[derive(Debug)]
 pub struct LogWriter {
@@ -53,23 +73,7 @@ impl LogWriter {
     /// Appends one line, written by `write` (which must end it with `\n`); drops and counts it when the writer is
     /// [`MAX_PENDING`] bytes behind.
     pub fn line(&self, write: impl FnOnce(&mut Vec<u8>)) {
-        let mut lines = self
-            .pending
-            .lines
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if lines.len() >= MAX_PENDING {
-            drop(lines);
-            self.pending.dropped.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
-        let before = lines.len();
-        write(&mut lines);
-        let crossed = before < FLUSH_AT && lines.len() >= FLUSH_AT;
-        drop(lines);
-        if crossed {
-            self.pending.wake.notify_one();
-        }
+        self.pending.append(write);
     }
 
     /// Lines dropped so far because the writer was behind.
@@ -141,12 +145,7 @@ pub struct SinkWriter<'a>(&'a Pending);
 
 impl Write for SinkWriter<'_> {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        let mut lines = self.0.lines.lock().unwrap_or_else(PoisonError::into_inner);
-        if lines.len() >= MAX_PENDING {
-            self.0.dropped.fetch_add(1, Ordering::Relaxed);
-        } else {
-            lines.extend_from_slice(bytes);
-        }
+        self.0.append(|lines| lines.extend_from_slice(bytes));
         Ok(bytes.len())
     }
 
