@@ -82,6 +82,13 @@ impl KeyBuilder {
         self
     }
 
+    /// Adds how the request and answer messages are encoded (a codec name), where that is not the default one:
+    /// the same request bytes in another encoding ask for an answer in that encoding.
+    pub fn encoding(mut self, codec: &str) -> Self {
+        self.field(b'e', codec.as_bytes());
+        self
+    }
+
     /// Adds the request message bytes and returns the key.
     pub fn finish(mut self, request: &[u8]) -> Key {
         self.field(b'r', request);
@@ -148,6 +155,17 @@ mod tests {
         assert_ne!(
             key("n", "/m", &[("h", &[b"x"])], b""),
             key("n", "/m", &[("h", &[])], b"x")
+        );
+    }
+
+    #[test]
+    fn the_encoding_is_part_of_the_key() {
+        let plain = KeyBuilder::new("n", "/m").finish(b"{}");
+        let json = KeyBuilder::new("n", "/m").encoding("json").finish(b"{}");
+        assert_ne!(plain, json);
+        assert_ne!(
+            json,
+            KeyBuilder::new("n", "/m").encoding("jso").finish(b"n{}")
         );
     }
 

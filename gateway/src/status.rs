@@ -24,9 +24,12 @@ pub enum GatewayError {
     /// The client's stream failed while the gateway read it.
     #[error("client stream failed: {0}")]
     ClientStream(String),
-    /// The client's deadline passed.
+    /// The call's deadline passed: the client's, or the one the gateway set (`default_timeout`, `max_timeout`).
     #[error("deadline of {0:?} exceeded at the gateway")]
     Deadline(Duration),
+    /// A client without a deadline did not finish sending its request within the backend's `timeout`.
+    #[error("request not received within {0:?} (the backend's timeout)")]
+    RequestTimeout(Duration),
     /// The backend could not be reached or its connection failed.
     #[error("backend {backend} unavailable: {reason}")]
     BackendUnavailable { backend: String, reason: String },
@@ -82,9 +85,10 @@ impl GatewayError {
             }
             Self::MalformedRequest(_) => Code::Internal,
             Self::ClientStream(_) => Code::Cancelled,
-            Self::Deadline(_) | Self::BackendDeadline { .. } | Self::BackendTimeout { .. } => {
-                Code::DeadlineExceeded
-            }
+            Self::Deadline(_)
+            | Self::RequestTimeout(_)
+            | Self::BackendDeadline { .. }
+            | Self::BackendTimeout { .. } => Code::DeadlineExceeded,
             Self::BackendUnavailable { .. } | Self::BackendOverloaded { .. } => Code::Unavailable,
             Self::BackendProtocol { .. } | Self::Internal(_) => Code::Internal,
             Self::AdminUnauthenticated(_) => Code::Unauthenticated,

@@ -113,6 +113,8 @@ impl CacheAdminService {
             &target.method,
             &rule.vary,
             &headers,
+            // The admin API names the request in protobuf, as `application/grpc` calls send it.
+            &cache_key::Codec::Proto,
             &target.request,
         )
         .await;

@@ -72,6 +72,21 @@ pub enum CallError {
     Request(String),
 }
 
+impl CallError {
+    /// What the calling client is told: the kind of failure, never the endpoint's address (that goes to the log).
+    pub fn for_client(&self) -> String {
+        match self {
+            Self::Connect { source, .. } => format!("connect failed: {}", source.kind()),
+            Self::ConnectTimeout { after, .. } => format!("connect timed out after {after:?}"),
+            Self::Request(_) => "request not sendable to the endpoint".into(),
+            // Their text names no address (the meanwhile-failure carries the client's text of the original).
+            Self::ConnectFailedMeanwhile(_) | Self::Http2(_) | Self::DeadlineExpired(_) => {
+                self.to_string()
+            }
+        }
+    }
+}
+
 /// A lazily made HTTP/2 connection to one endpoint; its clones share it.
 #[derive(Clone)]
 pub struct Connection {
@@ -194,7 +209,8 @@ impl Connection {
         *shared
             .last_failure
             .lock()
-            .unwrap_or_else(PoisonError::into_inner) = made.as_ref().err().map(ToString::to_string);
+            .unwrap_or_else(PoisonError::into_inner) =
+            made.as_ref().err().map(CallError::for_client);
         // Counted once it ended, so that the calls which waited for it see that it did.
         shared.attempts.fetch_add(1, Ordering::AcqRel);
         made

@@ -140,12 +140,13 @@ impl Backend {
         self.pool.current()
     }
 
-    /// The deadline a call to this backend runs under: the client's, clamped to `max_timeout`, or `default_timeout`
-    /// when the client sent none.
+    /// The deadline a call to this backend runs under: the client's, clamped to `max_timeout`; when the client sent
+    /// none, `default_timeout`, else `max_timeout` (a call without a deadline is still bounded by the maximum).
     pub fn deadline_for(&self, client: Deadline) -> Deadline {
         match (client.requested(), self.max_timeout, self.default_timeout) {
             (Some(requested), Some(max), _) if requested > max => client.clamped_to(max),
             (None, _, Some(default)) => Deadline::after(default),
+            (None, Some(max), None) => Deadline::after(max),
             _ => client,
         }
     }
@@ -203,9 +204,15 @@ impl Backend {
                     backend: self.name.clone(),
                 }
             } else {
+                tracing::warn!(
+                    backend = %self.name,
+                    endpoint = %endpoint.url,
+                    error = %error_chain(err.as_ref()),
+                    "call to the backend failed"
+                );
                 GatewayError::BackendUnavailable {
                     backend: self.name.clone(),
-                    reason: error_chain(err.as_ref()),
+                    reason: reason_for_client(err.as_ref()),
                 }
             }
         })
@@ -286,6 +293,21 @@ fn is_timeout(err: &(dyn std::error::Error + 'static)) -> bool {
         current = e.source();
     }
     false
+}
+
+/// What a client is told of a failed call to an endpoint: the kind of failure, never the endpoint's address.
+fn reason_for_client(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut current = Some(err);
+    while let Some(e) = current {
+        if let Some(call) = e.downcast_ref::<connection::CallError>() {
+            return call.for_client();
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            return format!("connection failed: {}", io.kind());
+        }
+        current = e.source();
+    }
+    "connection failed".into()
 }
 
 /// An error and its sources, `: `-separated (transport errors hide the useful part in their sources).

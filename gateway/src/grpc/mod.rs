@@ -1,7 +1,8 @@
-//! The parts of the gRPC wire protocol the gateway handles itself: message framing, `grpc-timeout`, and reading a
-//! bounded unary body.
+//! The parts of the gRPC wire protocol the gateway handles itself: message framing, `grpc-timeout`, reading a
+//! bounded unary body, and decoding a compressed answer.
 
 pub mod body;
 pub mod code;
+pub mod compression;
 pub mod frame;
 pub mod timeout;

@@ -55,8 +55,19 @@ pub fn service_scopes<'a>(router: &Router, service: &'a str) -> Vec<&'a str> {
     scopes
 }
 
-/// The key of a call to `path` (on a route matching with `matcher`) with `headers` and `message`, on a route varying
-/// on `vary`.
+/// How a call's messages are encoded, per its content type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Codec {
+    /// Protobuf: `application/grpc` and `application/grpc+proto`. Its keys carry no encoding field, as before
+    /// codecs were keyed, so an upgrade finds what the running replicas stored.
+    Proto,
+    /// Another codec, by the subtype of `application/grpc+<subtype>` (`json`, say).
+    Other(String),
+}
+
+/// The key of a call to `path` (on a route matching with `matcher`) with `headers` and a `message` encoded with
+/// `codec`, on a route varying on `vary`.
+#[allow(clippy::too_many_arguments)]
 pub async fn key_for(
     cache: &Tiered,
     namespace: &str,
@@ -64,6 +75,7 @@ pub async fn key_for(
     path: &str,
     vary: &[HeaderName],
     headers: &HeaderMap,
+    codec: &Codec,
     message: &[u8],
 ) -> Key {
     let scopes = scopes(matcher);
@@ -71,6 +83,9 @@ pub async fn key_for(
     let mut key = KeyBuilder::new(namespace, path);
     for (scope, generation) in scopes.iter().zip(generations) {
         key = key.generation(scope, generation);
+    }
+    if let Codec::Other(name) = codec {
+        key = key.encoding(name);
     }
     for name in vary {
         key = key.vary(

@@ -21,6 +21,7 @@ use super::stats::ProxyStats;
 use super::storage::{Storage, is_backend_failure};
 use crate::backend::Backend;
 use crate::grpc::body::{self, ReadError};
+use crate::grpc::compression;
 use crate::grpc::frame::FrameError;
 use crate::router::CacheRule;
 use crate::status::{GatewayError, code_for_http_status};
@@ -232,12 +233,14 @@ async fn collect_answer(
         let message = answer
             .message
             .ok_or_else(|| protocol("unary answer with 0 messages".into()))?;
-        if message.compressed {
-            return Err(protocol(
-                "compressed answer although the gateway asked for none".into(),
-            ));
-        }
-        entry.message = message.bytes;
+        entry.message = if message.compressed {
+            // Asked for no encoding, the backend used one anyway: stored decoded, replayed uncompressed.
+            let encoding = parts.headers.get("grpc-encoding").map(|v| v.as_bytes());
+            compression::decode(encoding, &message.bytes, max_response_bytes)
+                .map_err(|err| protocol(err.to_string()))?
+        } else {
+            message.bytes
+        };
     }
     let cache_control = CacheControl::from_metadata(&parts.headers, Some(&trailers));
     Ok((entry, cache_control, private))

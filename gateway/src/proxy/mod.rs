@@ -10,6 +10,7 @@ pub mod rate_limit;
 mod replay;
 mod stats;
 pub mod storage;
+mod stream_deadline;
 mod unary;
 
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use strata_cache::Tiered;
 use tokio::time::Instant;
 use tonic::body::Body;
 
+use self::cache_key::Codec;
 pub use self::stats::ProxyStats;
 use crate::config::ApplyTo;
 use crate::layers::deadline::Deadline;
@@ -215,7 +217,8 @@ impl Proxy {
         // A limit on every call is checked first; one on misses only where a call reaches the backend: a call that
         // is not looked up in the cache always does (an uncached route, or a call that is not gRPC); a looked-up call
         // does when it bypasses the cache, or when the loader is about to call the backend for it.
-        let looked_up = route.cache.is_some() && is_grpc(&request);
+        let codec = route.cache.as_ref().and(cacheable_codec(&request));
+        let looked_up = codec.is_some();
         if let Some(limit) = &route.rate_limit {
             if limit.apply_to == ApplyTo::All || !looked_up {
                 if let Err(refused) = limit.check(request.headers()) {
@@ -227,9 +230,9 @@ impl Proxy {
         // The backend may allow less time than the client asked for, or give calls without a deadline one.
         let deadline = route.backend.deadline_for(client_deadline);
         let call = async {
-            match &route.cache {
-                Some(rule) if looked_up => {
-                    unary::answer(self, route, rule, request, deadline).await
+            match (&route.cache, codec) {
+                (Some(rule), Some(codec)) => {
+                    unary::answer(self, route, rule, request, &codec, deadline).await
                 }
                 _ => match &route.retry {
                     Some(policy) => {
@@ -252,14 +255,20 @@ impl Proxy {
             }
         };
         match deadline.at() {
+            // A deadline the gateway set (the client's clamped, or one for a client that sent none): the client's
+            // own timer will not fire first, so the gateway answers for it, with DEADLINE_EXCEEDED.
             Some(at) if deadline.at() != client_deadline.at() => {
+                let requested = deadline.requested().unwrap_or_default();
+                let exceeded = || GatewayError::Deadline(requested).to_response(None);
                 match tokio::time::timeout_at(at, call).await {
-                    Ok(answer) => answer,
-                    Err(_) => {
-                        let error =
-                            GatewayError::Deadline(deadline.requested().unwrap_or_default());
-                        (error.to_response(None), None)
+                    // The backend, told the same deadline, gave up on its own a moment before our timer (tonic
+                    // answers CANCELLED): the call still ended by the deadline.
+                    Ok((response, cache)) if Instant::now() >= at && is_cancelled(&response) => {
+                        (exceeded(), cache)
                     }
+                    Ok((response, None)) => (stream_deadline::bound(response, at, requested), None),
+                    Ok(answer) => answer,
+                    Err(_) => (exceeded(), None),
                 }
             }
             _ => call.await,
@@ -298,11 +307,75 @@ impl Drop for Unanswered<'_> {
 /// A call's response and, on a cached route, where its answer came from (`l1`, `miss`, `bypass`, …).
 type Answer = (http::Response<Body>, Option<&'static str>);
 
-/// Whether the request is a gRPC call (only those are cached; anything else is forwarded as it came).
-fn is_grpc(request: &http::Request<Body>) -> bool {
-    request.method() == http::Method::POST
-        && request
-            .headers()
-            .get(http::header::CONTENT_TYPE)
-            .is_some_and(|ct| ct.as_bytes().starts_with(b"application/grpc"))
+/// Whether an answer is a Trailers-Only CANCELLED.
+fn is_cancelled(response: &http::Response<Body>) -> bool {
+    crate::grpc::code::status_in(response.headers()) == Some(tonic::Code::Cancelled as i32)
+}
+
+/// The message codec of a call the cache may answer: `application/grpc`, `application/grpc+proto` or
+/// `application/grpc+<subtype>` (`json`, say). `None` for anything else — gRPC-Web (`application/grpc-web…`), content
+/// types with parameters, or no gRPC at all — which is forwarded as it came.
+fn cacheable_codec(request: &http::Request<Body>) -> Option<Codec> {
+    if request.method() != http::Method::POST {
+        return None;
+    }
+    let content_type = request
+        .headers()
+        .get(http::header::CONTENT_TYPE)?
+        .as_bytes();
+    let rest = content_type.strip_prefix(b"application/grpc")?;
+    match rest.strip_prefix(b"+") {
+        None if rest.is_empty() => Some(Codec::Proto),
+        Some(b"proto") => Some(Codec::Proto),
+        Some(subtype) => {
+            let token = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(b);
+            let name = std::str::from_utf8(subtype).ok()?;
+            (!subtype.is_empty() && subtype.iter().all(token))
+                .then(|| Codec::Other(name.to_owned()))
+        }
+        None => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(method: http::Method, content_type: Option<&str>) -> http::Request<Body> {
+        let mut request = http::Request::new(Body::empty());
+        *request.method_mut() = method;
+        if let Some(value) = content_type {
+            let value = http::HeaderValue::from_str(value).expect("valid");
+            request
+                .headers_mut()
+                .insert(http::header::CONTENT_TYPE, value);
+        }
+        request
+    }
+
+    #[test]
+    fn only_grpc_calls_with_a_known_codec_are_looked_up() {
+        let codec = |ct| cacheable_codec(&request(http::Method::POST, Some(ct)));
+        assert_eq!(codec("application/grpc"), Some(Codec::Proto));
+        assert_eq!(codec("application/grpc+proto"), Some(Codec::Proto));
+        assert_eq!(
+            codec("application/grpc+json"),
+            Some(Codec::Other("json".into()))
+        );
+        for refused in [
+            "application/grpc-web",
+            "application/grpc-web+proto",
+            "application/grpc-web-text",
+            "application/grpcx",
+            "application/grpc+",
+            "application/grpc; charset=utf-8",
+            "application/grpc+JSON",
+            "application/json",
+        ] {
+            assert_eq!(codec(refused), None, "{refused}");
+        }
+        assert_eq!(cacheable_codec(&request(http::Method::POST, None)), None);
+        let get = request(http::Method::GET, Some("application/grpc"));
+        assert_eq!(cacheable_codec(&get), None);
+    }
 }

@@ -45,10 +45,11 @@ pub(super) async fn forward_with_retries(
             .to_response(None);
         }
         Ok(Err(err)) => return GatewayError::ClientStream(err.to_string()).to_response(None),
-        Err(_) => {
-            return GatewayError::ClientStream(format!("request not received within {budget:?}"))
+        Err(_) if deadline.at().is_some_and(|at| Instant::now() >= at) => {
+            return GatewayError::Deadline(deadline.requested().unwrap_or_default())
                 .to_response(None);
         }
+        Err(_) => return GatewayError::RequestTimeout(budget).to_response(None),
     };
     policy.record_call();
     let mut attempt = 1;

@@ -14,12 +14,13 @@ use crate::layers::deadline::Deadline;
 use crate::router::{CacheRule, Route};
 use crate::status::GatewayError;
 
-/// Answers a call on a cached route; says where the answer came from (`l1`, `miss`, `bypass`, …), for the metrics.
+/// Answers a call on a cached route, its messages encoded with `codec`; says where the answer came from (`l1`, `miss`, `bypass`, …), for the metrics.
 pub(super) async fn answer(
     proxy: &Proxy,
     route: &Route,
     rule: &Arc<CacheRule>,
     request: http::Request<Body>,
+    codec: &cache_key::Codec,
     deadline: Deadline,
 ) -> (http::Response<Body>, Option<&'static str>) {
     let limit = proxy.options.max_request_bytes;
@@ -37,10 +38,7 @@ pub(super) async fn answer(
             );
         }
         Err(_) => {
-            let error = GatewayError::ClientStream(format!(
-                "request not received within {:?}",
-                route.backend.timeout
-            ));
+            let error = GatewayError::RequestTimeout(route.backend.timeout);
             return (error.to_response(None), None);
         }
     };
@@ -71,6 +69,7 @@ pub(super) async fn answer(
         parts.uri.path(),
         &rule.vary,
         &parts.headers,
+        codec,
         &message.bytes,
     )
     .await;

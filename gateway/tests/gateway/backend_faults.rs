@@ -160,3 +160,46 @@ async fn a_blackholed_endpoint_ends_calls_at_their_deadline_leaves_the_rotation_
     );
     gateway.stop().await;
 }
+
+#[tokio::test]
+async fn a_down_backend_is_named_by_its_name_and_its_address_goes_only_to_the_log() {
+    // A port nothing listens on any more.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port");
+    let gateway = TestGateway::start(&config_with_route(
+        &format!("http://{closed}"),
+        "ttl: 30s",
+        "",
+        "",
+    ))
+    .await;
+    let mut client = gateway.client().await;
+    for path in ["cached", "passthrough"] {
+        let status = if path == "cached" {
+            get(&mut client, key("down"), None).await.expect_err("down")
+        } else {
+            let requests = futures::stream::iter(vec![key("down")]);
+            client
+                .collect(requests)
+                .await
+                .map(|_| ())
+                .expect_err("down")
+        };
+        assert_eq!(
+            status.code(),
+            tonic::Code::Unavailable,
+            "{path}: {status:?}"
+        );
+        assert!(
+            status.message().contains("backend lookup unavailable"),
+            "{path}: names the backend: {status:?}"
+        );
+        assert!(
+            !status.message().contains("127.0.0.1")
+                && !status.message().contains(&closed.port().to_string()),
+            "{path}: no internal address reaches the client: {status:?}"
+        );
+    }
+    gateway.stop().await;
+}

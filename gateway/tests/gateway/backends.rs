@@ -268,8 +268,9 @@ async fn expect_exceeded_after(
     headers: &[(&str, &str)],
     at_least: Duration,
 ) {
+    // Far slower than any deadline here: an answer before it came from the gateway.
     let mut slow = key("slow");
-    slow.delay_ms = 2000;
+    slow.delay_ms = 5000;
     let started = Instant::now();
     let answer = raw::call(
         gateway.addr,
@@ -285,7 +286,7 @@ async fn expect_exceeded_after(
         "{answer:?}"
     );
     assert!(
-        took >= at_least && took < Duration::from_millis(1000),
+        took >= at_least && took < Duration::from_millis(4000),
         "took {took:?}"
     );
 }
@@ -309,6 +310,36 @@ async fn the_backend_sets_and_clamps_deadlines() {
         .expect("a grpc-timeout reached the backend");
     let forwarded = strata_gateway::grpc::timeout::parse(seen.as_bytes()).expect("valid");
     assert!(forwarded <= Duration::from_millis(300), "{seen}");
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn max_timeout_bounds_calls_without_a_deadline_streams_included() {
+    let backend = TestBackend::start().await;
+    let gateway =
+        TestGateway::start(&proxy_config(&[&backend], "    max_timeout: 300ms", "")).await;
+    // A unary call that sent no deadline gets the maximum, and DEADLINE_EXCEEDED when it passes.
+    expect_exceeded_after(&gateway, &[], Duration::from_millis(290)).await;
+    // A stream that sent none is ended by the gateway when the maximum passes: the backend (tonic) enforces its
+    // `grpc-timeout` only until its answer's headers, so without the gateway this stream would stay open.
+    let mut client = gateway.client().await;
+    let (sender, requests) = tokio::sync::mpsc::channel(4);
+    sender.send(key("first")).await.expect("open");
+    let mut replies = client
+        .chat(tokio_stream::wrappers::ReceiverStream::new(requests))
+        .await
+        .expect("a stream")
+        .into_inner();
+    let echo = replies.message().await.expect("the echo");
+    assert!(echo.is_some(), "the stream works until the deadline");
+    let end = tokio::time::timeout(Duration::from_secs(10), replies.message())
+        .await
+        .expect("the gateway ended the stream");
+    assert_eq!(
+        end.expect_err("ended by the deadline").code(),
+        tonic::Code::DeadlineExceeded
+    );
+    drop(sender);
     gateway.stop().await;
 }
 

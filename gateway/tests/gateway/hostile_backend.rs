@@ -23,6 +23,10 @@ enum Misbehaviour {
     NoTrailers,
     /// Trailers-Only (the status in the headers, no body) with `grpc-status: 0`: an OK unary answer with no message.
     TrailersOnlyOk,
+    /// Compresses its answer with gzip although the gateway accepted no encoding (decodable: cached decoded).
+    GzipUnasked,
+    /// Compresses its answer with an encoding the gateway does not decode.
+    ZstdUnasked,
 }
 
 /// An HTTP/2 server answering every call with `misbehaviour`; counts the calls.
@@ -59,9 +63,24 @@ async fn broken_backend(misbehaviour: Misbehaviour) -> (String, Arc<AtomicU64>) 
                         }
                         Misbehaviour::NoTrailers => vec![Ok(Frame::data(message))],
                         Misbehaviour::TrailersOnlyOk => Vec::new(),
+                        Misbehaviour::GzipUnasked | Misbehaviour::ZstdUnasked => {
+                            vec![
+                                Ok(Frame::data(gzipped(&message[5..]))),
+                                Ok(Frame::trailers(ok)),
+                            ]
+                        }
                     };
                     let mut response =
                         http::Response::builder().header("content-type", "application/grpc");
+                    match misbehaviour {
+                        Misbehaviour::GzipUnasked => {
+                            response = response.header("grpc-encoding", "gzip")
+                        }
+                        Misbehaviour::ZstdUnasked => {
+                            response = response.header("grpc-encoding", "zstd")
+                        }
+                        _ => {}
+                    }
                     if let Misbehaviour::TrailersOnlyOk = misbehaviour {
                         response = response.header("grpc-status", "0");
                     }
@@ -78,6 +97,38 @@ async fn broken_backend(misbehaviour: Misbehaviour) -> (String, Arc<AtomicU64>) 
     (url, calls)
 }
 
+/// `message` gzipped, framed with the compressed flag set.
+fn gzipped(message: &[u8]) -> Bytes {
+    use std::io::Write;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(message).expect("in memory");
+    let compressed = encoder.finish().expect("in memory");
+    let mut framed = vec![1];
+    framed.extend_from_slice(
+        &u32::try_from(compressed.len())
+            .expect("small")
+            .to_be_bytes(),
+    );
+    framed.extend_from_slice(&compressed);
+    Bytes::from(framed)
+}
+
+#[tokio::test]
+async fn an_answer_gzipped_unasked_is_stored_and_replayed_decoded() {
+    let (url, calls) = broken_backend(Misbehaviour::GzipUnasked).await;
+    let gateway = TestGateway::start(&config(&url, "", "")).await;
+    let mut client = gateway.client().await;
+    for expected in ["miss", "l1"] {
+        let answer = crate::get(&mut client, key("k"), None)
+            .await
+            .expect("the decoded answer");
+        assert_eq!(answer.cache, expected);
+        assert_eq!(answer.reply.key, "from-a-broken-backend");
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "the second call was a hit");
+    gateway.stop().await;
+}
+
 #[tokio::test]
 async fn broken_answers_fail_cleanly_and_are_never_cached() {
     for misbehaviour in [
@@ -85,6 +136,7 @@ async fn broken_answers_fail_cleanly_and_are_never_cached() {
         Misbehaviour::TrailersWithoutStatus,
         Misbehaviour::NoTrailers,
         Misbehaviour::TrailersOnlyOk,
+        Misbehaviour::ZstdUnasked,
     ] {
         let (url, calls) = broken_backend(misbehaviour).await;
         let gateway = TestGateway::start(&config(&url, "", "")).await;

@@ -9,6 +9,7 @@ mod bounds;
 mod caching;
 mod cli;
 mod coalescing;
+mod content_types;
 mod deadlines;
 mod health;
 mod hostile;

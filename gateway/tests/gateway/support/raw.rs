@@ -17,7 +17,8 @@ pub struct RawAnswer {
     pub grpc_message: String,
 }
 
-/// Sends `body` as-is to `path` with `headers` and waits for the whole answer.
+/// Sends `body` as-is to `path` with `headers` (`content-type: application/grpc` unless they name one) and waits for
+/// the whole answer.
 pub async fn call(
     addr: SocketAddr,
     path: &str,
@@ -33,8 +34,10 @@ pub async fn call(
     let mut request = http::Request::builder()
         .method("POST")
         .uri(format!("http://{addr}{path}"))
-        .header("content-type", "application/grpc")
         .header("te", "trailers");
+    if !headers.iter().any(|(name, _)| *name == "content-type") {
+        request = request.header("content-type", "application/grpc");
+    }
     for (name, value) in headers {
         request = request.header(*name, *value);
     }
