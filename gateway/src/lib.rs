@@ -40,6 +40,7 @@ pub use config::Config;
 
 use hyper_util::rt::TokioIo;
 use one_write::OneWrite;
+use server::MarksCalls;
 
 use arc_swap::ArcSwap;
 
@@ -183,14 +184,19 @@ pub async fn run_watching(
     let data_service = data_service(live.clone(), health, shedding);
     let mut h2 = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new());
     h2.timer(hyper_util::rt::TokioTimer::new());
+    let limits = server::Limits {
+        grace: config.shutdown_grace,
+        idle: Some(config.idle_timeout),
+    };
     match &tls {
         None => {
             server::serve(
                 listeners.data,
                 begin_shutdown,
-                config.shutdown_grace,
-                |stream| {
-                    let (h2, service) = (h2.clone(), data_service.clone());
+                limits,
+                |stream, activity| {
+                    let (h2, service) =
+                        (h2.clone(), MarksCalls::new(data_service.clone(), activity));
                     async move {
                         // A client that connects and sends nothing must not hold a task (or the shutdown) forever.
                         let mut first = [0u8; 1];
@@ -209,10 +215,13 @@ pub async fn run_watching(
             server::serve(
                 listeners.data,
                 begin_shutdown,
-                config.shutdown_grace,
-                |stream| {
-                    let (acceptor, h2, service) =
-                        (tls.acceptor(), h2.clone(), data_service.clone());
+                limits,
+                |stream, activity| {
+                    let (acceptor, h2, service) = (
+                        tls.acceptor(),
+                        h2.clone(),
+                        MarksCalls::new(data_service.clone(), activity),
+                    );
                     async move {
                         // A client that never finishes its handshake must not hold a task (or the shutdown) forever.
                         match tokio::time::timeout(TLS_HANDSHAKE_WITHIN, acceptor.accept(stream))

@@ -86,7 +86,7 @@ fn needs_restart(running: &Config, next: &Config) -> Vec<&'static str> {
             .as_ref()
             .map(|l2| (yaml(l2), l2.url.clone(), l2.cluster.clone()))
     };
-    let pairs: [(&'static str, bool); 13] = [
+    let pairs: [(&'static str, bool); 14] = [
         ("listen", yaml(&running.listen) == yaml(&next.listen)),
         ("tls", yaml(&running.tls) == yaml(&next.tls)),
         ("admin.listen", running.admin.listen == next.admin.listen),
@@ -113,6 +113,7 @@ fn needs_restart(running: &Config, next: &Config) -> Vec<&'static str> {
             running.shutdown_grace == next.shutdown_grace,
         ),
         ("drain_delay", running.drain_delay == next.drain_delay),
+        ("idle_timeout", running.idle_timeout == next.idle_timeout),
         ("log.format", running.log.format == next.log.format),
         (
             "telemetry",

@@ -1,40 +1,160 @@
-//! Accepting connections on a bound listener until shutdown, then letting in-flight calls finish within a grace.
+//! Accepting connections on a bound listener until shutdown, closing those on which no call starts for a while, and
+//! at shutdown letting in-flight calls finish within a grace.
 
 use std::future::Future;
+use std::pin::{Pin, pin};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use hyper_util::server::graceful::{GracefulConnection, GracefulShutdown};
+use hyper::body::Incoming;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+/// A served connection that can be asked to finish: it takes no new calls (HTTP/2 GOAWAY) and ends once the calls
+/// in flight have.
+pub trait Served: Future<Output = Result<(), Self::Error>> {
+    /// Why the connection ended badly.
+    type Error: std::fmt::Display;
+
+    /// Takes no new calls; the connection ends when those in flight do.
+    fn finish(self: Pin<&mut Self>);
+}
+
+impl<I, S, E, B> Served for hyper::server::conn::http2::Connection<I, S, E>
+where
+    S: hyper::service::HttpService<Incoming, ResBody = B>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + 'static,
+    B: hyper::body::Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    E: hyper::rt::bounds::Http2ServerConnExec<S::Future, B>,
+{
+    type Error = hyper::Error;
+
+    fn finish(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+impl<I, S, E, B> Served for hyper_util::server::conn::auto::Connection<'static, I, S, E>
+where
+    S: hyper::service::Service<http::Request<Incoming>, Response = http::Response<B>>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::Future: 'static,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + 'static,
+    B: hyper::body::Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    E: hyper::rt::bounds::Http2ServerConnExec<S::Future, B>,
+{
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn finish(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+/// When a call last started on a connection: its service marks each call, the connection's task reads it.
+#[derive(Debug, Clone)]
+pub struct Activity(Arc<ActivityInner>);
+
+#[derive(Debug)]
+struct ActivityInner {
+    since: Instant,
+    /// Milliseconds from `since` to the last call's start.
+    last_call_ms: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self(Arc::new(ActivityInner {
+            since: Instant::now(),
+            last_call_ms: AtomicU64::new(0),
+        }))
+    }
+
+    /// Notes that a call starts now.
+    pub fn call_started(&self) {
+        let ms = u64::try_from(self.0.since.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.0.last_call_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// When the last call started (or the connection was accepted, before any).
+    fn last_call(&self) -> Instant {
+        self.0.since + Duration::from_millis(self.0.last_call_ms.load(Ordering::Relaxed))
+    }
+}
+
+/// A connection's service that marks the start of each call on the connection's [`Activity`].
+#[derive(Debug, Clone)]
+pub struct MarksCalls<S> {
+    inner: S,
+    activity: Activity,
+}
+
+impl<S> MarksCalls<S> {
+    /// `inner`, marking calls on `activity`.
+    pub fn new(inner: S, activity: Activity) -> Self {
+        Self { inner, activity }
+    }
+}
+
+impl<S, R> hyper::service::Service<R> for MarksCalls<S>
+where
+    S: hyper::service::Service<R>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn call(&self, request: R) -> Self::Future {
+        self.activity.call_started();
+        self.inner.call(request)
+    }
+}
+
+/// How a listener serves its connections.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// At shutdown, how long in-flight calls may take to finish.
+    pub grace: Duration,
+    /// A connection on which no call started for this long is asked to finish (`None`: never).
+    pub idle: Option<Duration>,
+}
 
 /// Serves every connection accepted on `listener` until `shutdown` completes; then stops accepting, asks each
-/// connection to finish its in-flight calls, and waits up to `grace` for them.
+/// connection to finish its in-flight calls, and waits up to `limits.grace` for them. A connection on which no call
+/// started for `limits.idle` is asked to finish meanwhile.
 ///
 /// `connect` turns an accepted TCP stream into a connection to serve (after a TLS handshake, say), or `None` to drop
-/// it; it runs in the connection's own task, so a slow handshake holds up no one else.
+/// it; it runs in the connection's own task, so a slow handshake holds up no one else. Its [`Activity`] is the one
+/// the connection's service marks calls on.
 pub async fn serve<F, Fut, C>(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
-    grace: Duration,
+    limits: Limits,
     connect: F,
 ) where
-    F: Fn(TcpStream) -> Fut,
+    F: Fn(TcpStream, Activity) -> Fut,
     Fut: Future<Output = Option<C>> + Send + 'static,
-    C: GracefulConnection + Send + 'static,
-    C::Error: std::fmt::Display,
+    C: Served + Send + 'static,
 {
-    let graceful = GracefulShutdown::new();
-    tokio::pin!(shutdown);
+    // Each connection's task holds a receiver: shutdown sends `true`, then waits until every receiver is gone.
+    let (stop, _) = watch::channel(false);
+    let mut shutdown = pin!(shutdown);
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     // Small gRPC answers should leave at once, not wait for Nagle.
                     let _ = stream.set_nodelay(true);
-                    let watcher = graceful.watcher();
-                    let connecting = connect(stream);
+                    let activity = Activity::new();
+                    let connecting = connect(stream, activity.clone());
+                    let stopped = stop.subscribe();
                     tokio::spawn(async move {
                         let Some(connection) = connecting.await else { return };
-                        if let Err(err) = watcher.watch(connection).await {
+                        if let Err(err) = run(connection, activity, limits.idle, stopped).await {
                             tracing::debug!(%peer, error = %err, "connection ended with an error");
                         }
                     });
@@ -49,13 +169,46 @@ pub async fn serve<F, Fut, C>(
         }
     }
     drop(listener);
-    if tokio::time::timeout(grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    let _ = stop.send(true);
+    let grace = limits.grace;
+    if tokio::time::timeout(grace, stop.closed()).await.is_err() {
         tracing::warn!(
             ?grace,
             "in-flight calls still running after the shutdown grace; closing them"
         );
+    }
+}
+
+/// Drives one connection to its end, asking it to finish at shutdown or once it has been idle for `idle`.
+async fn run<C: Served>(
+    connection: C,
+    activity: Activity,
+    idle: Option<Duration>,
+    mut stopped: watch::Receiver<bool>,
+) -> Result<(), C::Error> {
+    let mut connection = pin!(connection);
+    let far = Duration::from_secs(86_400 * 365);
+    let idle_check = tokio::time::sleep(idle.unwrap_or(far));
+    let mut idle_check = pin!(idle_check);
+    let mut finishing = false;
+    loop {
+        tokio::select! {
+            ended = connection.as_mut() => return ended,
+            _ = stopped.changed(), if !finishing => {
+                connection.as_mut().finish();
+                finishing = true;
+            }
+            () = &mut idle_check, if !finishing && idle.is_some() => {
+                let idle = idle.unwrap_or(far);
+                let quiet_until = activity.last_call() + idle;
+                if Instant::now() >= quiet_until {
+                    tracing::debug!(?idle, "closing an idle connection");
+                    connection.as_mut().finish();
+                    finishing = true;
+                } else {
+                    idle_check.as_mut().reset(quiet_until);
+                }
+            }
+        }
     }
 }

@@ -35,7 +35,12 @@ pub async fn serve(
     let stop = async move {
         let _ = stopped.wait_for(|s| *s).await;
     };
-    crate::server::serve(listener, stop, Duration::from_secs(1), |stream| {
+    // Scrapers and probes keep their connections open between requests: no idle limit here.
+    let limits = crate::server::Limits {
+        grace: Duration::from_secs(1),
+        idle: None,
+    };
+    crate::server::serve(listener, stop, limits, |stream, _activity| {
         let (services, readiness) = (services.clone(), readiness.clone());
         let connection = builder
             .serve_connection(

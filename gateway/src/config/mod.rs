@@ -52,6 +52,9 @@ pub struct Config {
     /// After a shutdown signal, how long the listener keeps accepting (while readiness already says no).
     #[serde(serialize_with = "duration")]
     pub drain_delay: Duration,
+    /// A client connection on which no call started for this long is closed gracefully (GOAWAY).
+    #[serde(serialize_with = "duration")]
+    pub idle_timeout: Duration,
     /// Calls in flight in the whole gateway beyond which new ones are refused at once (`None`: no limit).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_concurrent_requests: Option<usize>,

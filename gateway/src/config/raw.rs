@@ -15,7 +15,7 @@ pub(super) enum Scalar {
 }
 
 /// The top-level keys of the config (also what `STRATA_…` environment variables may set).
-pub(super) const TOP_LEVEL_KEYS: [&str; 14] = [
+pub(super) const TOP_LEVEL_KEYS: [&str; 15] = [
     "listen",
     "telemetry",
     "tls",
@@ -29,6 +29,7 @@ pub(super) const TOP_LEVEL_KEYS: [&str; 14] = [
     "expose_cache_status",
     "shutdown_grace",
     "drain_delay",
+    "idle_timeout",
     "max_concurrent_requests",
 ];
 
@@ -52,6 +53,7 @@ pub(super) struct RawConfig {
     pub expose_cache_status: Option<bool>,
     pub shutdown_grace: Option<Scalar>,
     pub drain_delay: Option<Scalar>,
+    pub idle_timeout: Option<Scalar>,
     pub max_concurrent_requests: Option<usize>,
     #[serde(flatten)]
     pub unknown: Unknown,

@@ -25,6 +25,8 @@ const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(10);
 const DEFAULT_MAX_REQUEST: u64 = 4 << 20;
 const DEFAULT_MAX_RESPONSE: u64 = 16 << 20;
 const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// The idle limit of a client connection: as long as a client may pause between bursts and keep its connection.
+const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 
 pub(super) fn validate(raw: RawConfig) -> Result<Config, Vec<FieldError>> {
     let mut e = Errors::default();
@@ -176,6 +178,11 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, Vec<FieldError>> {
             DEFAULT_SHUTDOWN_GRACE,
         ),
         drain_delay: e.duration("drain_delay", raw.drain_delay.as_ref(), Duration::ZERO),
+        idle_timeout: e.positive_duration(
+            "idle_timeout",
+            raw.idle_timeout.as_ref(),
+            DEFAULT_IDLE_TIMEOUT,
+        ),
         max_concurrent_requests: raw.max_concurrent_requests.filter(|n| *n > 0),
     };
     if raw.max_concurrent_requests == Some(0) {

@@ -167,3 +167,38 @@ async fn a_connection_that_sends_nothing_is_closed() {
     );
     gateway.stop().await;
 }
+
+/// A client that opens an HTTP/2 connection and then starts no call is asked to go (GOAWAY) after `idle_timeout`; a
+/// call still running then is not cut: the connection ends once it has.
+#[tokio::test]
+async fn a_connection_without_calls_is_closed_after_idle_timeout_and_in_flight_calls_finish() {
+    let backend = TestBackend::start().await;
+    let config = crate::support::gateway::config(&backend.url(), "", "idle_timeout: 200ms");
+    let gateway = crate::support::gateway::TestGateway::start(&config).await;
+
+    // Preface and settings, then nothing.
+    let tcp = tokio::net::TcpStream::connect(gateway.addr)
+        .await
+        .expect("connect");
+    let (_sender, connection) = hyper::client::conn::http2::handshake::<_, _, Full<Bytes>>(
+        TokioExecutor::new(),
+        TokioIo::new(tcp),
+    )
+    .await
+    .expect("h2 handshake");
+    let ended = tokio::time::timeout(Duration::from_secs(30), connection).await;
+    assert!(
+        ended.is_ok(),
+        "the idle connection was closed by the gateway"
+    );
+
+    // A call far longer than the idle limit: answered in full, then the connection goes.
+    let mut client = gateway.client().await;
+    let mut slow = key("slow");
+    slow.delay_ms = 1000;
+    let answer = get(&mut client, slow, None)
+        .await
+        .expect("a call in flight is not cut by the idle limit");
+    assert_eq!(answer.reply.key, "slow");
+    gateway.stop().await;
+}

@@ -146,6 +146,7 @@ CONFIG = obj({
     "expose_cache_status": BOOL,
     "max_concurrent_requests": integer(1),
     "drain_delay": DURATION,
+    "idle_timeout": DURATION,
     "shutdown_grace": DURATION,
     "cache": obj({
         "namespace": string(pattern=r"^[A-Za-z0-9._-]+$"),
