@@ -6,7 +6,7 @@ use std::time::Duration;
 use strata_cache::l2::{L2, RedisL2, RedisL2Config, RedisNodes};
 use strata_cache::{Policy, Tiered, TieredConfig};
 
-use crate::backend::{Backend, RetryPolicy};
+use crate::backend::{Backend, Resolver, RetryPolicy};
 use crate::config::{BackendConfig, Config};
 use crate::grpc::code;
 use crate::metrics::Metrics;
@@ -45,6 +45,7 @@ pub fn build_shared(config: &Config) -> Result<Shared, StartError> {
         cache,
         stats,
         metrics,
+        resolver: Resolver::System,
     })
 }
 
@@ -62,8 +63,13 @@ fn start_backend(
     config: &BackendConfig,
     shared: &Shared,
 ) -> Result<RunningBackend, StartError> {
-    let backend = Backend::start(name, config, Some(shared.metrics.backend()))
-        .map_err(|e| StartError::Backend(e.to_string()))?;
+    let backend = Backend::start(
+        name,
+        config,
+        &shared.resolver,
+        Some(shared.metrics.backend()),
+    )
+    .map_err(|e| StartError::Backend(e.to_string()))?;
     Ok(RunningBackend {
         config: config.clone(),
         backend,
@@ -288,5 +294,83 @@ mod tests {
             .expect("backends");
         assert!(Arc::ptr_eq(&kept["b"].backend, &running["b"].backend));
         assert_eq!(kept["b"].backend.endpoints().len(), 1);
+    }
+
+    /// A hosts file the test rewrites: what `dns:///` names resolve to.
+    struct Hosts(std::path::PathBuf);
+
+    impl Hosts {
+        fn new(text: &str) -> Self {
+            static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let path =
+                std::env::temp_dir().join(format!("strata-hosts-{}-{n}", std::process::id()));
+            let hosts = Self(path);
+            hosts.set(text);
+            hosts
+        }
+
+        fn set(&self, text: &str) {
+            std::fs::write(&self.0, text).expect("write the hosts file");
+        }
+    }
+
+    impl Drop for Hosts {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    fn urls(backend: &Backend) -> Vec<String> {
+        backend.endpoints().iter().map(|e| e.url.clone()).collect()
+    }
+
+    /// Waits (at most 10 s) until `backend`'s endpoints are `want`.
+    async fn endpoints_become(backend: &Backend, want: &[&str]) -> bool {
+        for _ in 0..500 {
+            if urls(backend) == want {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
+    }
+
+    const DNS: &str = r#"{ endpoints: ["dns:///svc.strata.test:50051"], resolve_interval: 50ms }"#;
+
+    #[tokio::test]
+    async fn a_dns_backend_follows_its_name_and_a_reload_resolves_before_it_swaps() {
+        let hosts = Hosts::new("127.0.0.2 svc.strata.test\n");
+        let first = config(DNS, "ns");
+        let mut shared = build_shared(&first).expect("shared");
+        shared.resolver = Resolver::HostsFile(hosts.0.clone());
+        let running = start_backends(&first, &shared).expect("backends");
+        let backend = &running["b"].backend;
+        assert!(endpoints_become(backend, &["http://127.0.0.2:50051"]).await);
+
+        // The name moves: the running backend follows at its next resolution.
+        hosts.set("127.0.0.3 svc.strata.test\n");
+        assert!(endpoints_become(backend, &["http://127.0.0.3:50051"]).await);
+        // The name stops resolving: the endpoints known so far stay.
+        hosts.set("127.0.0.9 another.name\n");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        assert_eq!(urls(backend), ["http://127.0.0.3:50051"]);
+
+        // A reload that keeps the backend's config keeps the backend and what it resolved.
+        hosts.set("127.0.0.4 svc.strata.test\n");
+        let kept = replace_backends(&first, &shared, &running, Duration::from_secs(5))
+            .await
+            .expect("backends");
+        assert!(Arc::ptr_eq(&kept["b"].backend, backend));
+        // A reload that changes it: the new backend has resolved the name before it replaces the running one.
+        let changed = config(
+            r#"{ endpoints: ["dns:///svc.strata.test:50051"], resolve_interval: 50ms, timeout: 3s }"#,
+            "ns",
+        );
+        let replaced = replace_backends(&changed, &shared, &running, Duration::from_secs(10))
+            .await
+            .expect("backends");
+        assert!(!Arc::ptr_eq(&replaced["b"].backend, backend));
+        assert_eq!(urls(&replaced["b"].backend), ["http://127.0.0.4:50051"]);
     }
 }

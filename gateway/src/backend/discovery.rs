@@ -1,6 +1,8 @@
 //! DNS discovery: a `dns:///name:port` endpoint is re-resolved every `resolve_interval` (a Kubernetes headless
 //! service: pods come and go without a restart).
 
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::Weak;
 use std::time::Duration;
 
@@ -32,18 +34,70 @@ impl Target {
     }
 }
 
-/// Resolves `name:port` now and every `interval`, until the pool is gone. A failed resolution keeps the endpoints
-/// known so far (a DNS hiccup must not empty the backend).
-pub async fn resolve_forever(pool: Weak<Pool>, name: String, port: u16, interval: Duration) {
+/// Where names are resolved.
+#[derive(Debug, Clone, Default)]
+pub enum Resolver {
+    /// The system's resolver (`getaddrinfo`: `/etc/hosts`, then DNS).
+    #[default]
+    System,
+    /// A hosts-format file (`ADDRESS NAME...` per line, `#` comments), read afresh at every resolution: lets a test
+    /// change what a name resolves to while the gateway runs.
+    HostsFile(PathBuf),
+}
+
+impl Resolver {
+    /// The addresses `name` resolves to, each with `port`.
+    pub async fn resolve(&self, name: &str, port: u16) -> std::io::Result<Vec<SocketAddr>> {
+        match self {
+            Self::System => Ok(tokio::net::lookup_host((name, port)).await?.collect()),
+            Self::HostsFile(path) => {
+                let file = path.clone();
+                let text = tokio::task::spawn_blocking(move || std::fs::read_to_string(file))
+                    .await
+                    .map_err(std::io::Error::other)??;
+                let addrs: Vec<SocketAddr> = hosts_entries(&text)
+                    .filter(|(_, names)| names.contains(&name))
+                    .map(|(ip, _)| SocketAddr::new(ip, port))
+                    .collect();
+                if addrs.is_empty() {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::NotFound,
+                        format!("`{name}` is not in {}", path.display()),
+                    ));
+                }
+                Ok(addrs)
+            }
+        }
+    }
+}
+
+/// The well-formed lines of a hosts file: an address and its names.
+fn hosts_entries(text: &str) -> impl Iterator<Item = (IpAddr, Vec<&str>)> {
+    text.lines().filter_map(|line| {
+        let line = line.split('#').next().unwrap_or_default();
+        let mut fields = line.split_whitespace();
+        let ip = fields.next()?.parse().ok()?;
+        Some((ip, fields.collect()))
+    })
+}
+
+/// Resolves `name:port` with `resolver` now and every `interval`, until the pool is gone. A failed resolution keeps
+/// the endpoints known so far (a DNS hiccup must not empty the backend).
+pub async fn resolve_forever(
+    pool: Weak<Pool>,
+    resolver: Resolver,
+    name: String,
+    port: u16,
+    interval: Duration,
+) {
     let mut ticks = tokio::time::interval(interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
-        let resolved = tokio::net::lookup_host((name.as_str(), port)).await;
+        let resolved = resolver.resolve(&name, port).await;
         let Some(pool) = pool.upgrade() else { return };
         match resolved {
-            Ok(addrs) => {
-                let mut addrs: Vec<_> = addrs.collect();
+            Ok(mut addrs) => {
                 addrs.sort();
                 addrs.dedup();
                 if addrs.is_empty() {
@@ -78,5 +132,15 @@ mod tests {
         );
         assert_eq!(Target::parse("dns:///svc"), None);
         assert_eq!(Target::parse("dns:///:80"), None);
+    }
+
+    #[test]
+    fn hosts_files_are_read_line_by_line() {
+        let text =
+            "# comment\n127.0.0.2 svc.test other # trailing\nnot-an-ip svc.test\n\n::1 svc.test\n";
+        let entries: Vec<_> = hosts_entries(text).collect();
+        assert_eq!(entries.len(), 2);
+        assert_eq!(entries[0].1, ["svc.test", "other"]);
+        assert_eq!(entries[1].0, "::1".parse::<IpAddr>().expect("valid"));
     }
 }

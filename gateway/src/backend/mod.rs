@@ -20,6 +20,7 @@ use tower::ServiceExt;
 use tracing::Instrument;
 
 use self::balance::Balancer;
+pub use self::discovery::Resolver;
 use self::discovery::Target;
 pub use self::endpoint::Endpoint;
 use self::pool::Pool;
@@ -82,6 +83,7 @@ impl Backend {
     pub fn start(
         name: &str,
         config: &BackendConfig,
+        resolver: &Resolver,
         metrics: Option<BackendMetrics>,
     ) -> Result<Arc<Self>, GatewayError> {
         let targets: Vec<Target> = config
@@ -106,6 +108,7 @@ impl Backend {
             .filter_map(|t| match t {
                 Target::Dns { name, port } => Some(tokio::spawn(discovery::resolve_forever(
                     Arc::downgrade(&pool),
+                    resolver.clone(),
                     name,
                     port,
                     config.resolve_interval,

@@ -59,6 +59,8 @@ pub struct Shared {
     pub stats: Arc<ProxyStats>,
     /// The metrics registry.
     pub metrics: Arc<Metrics>,
+    /// Where backends resolve their `dns:///` names.
+    pub resolver: crate::backend::Resolver,
 }
 
 /// A running backend and the config it was started from (a reload keeps it when that is unchanged).
