@@ -90,7 +90,8 @@ enum Command {
         /// Calls in flight at once.
         #[arg(long, default_value_t = 16)]
         concurrency: usize,
-        /// A smoke run (3 rounds of 0.5 s): checks the suite works; its figures are too short to quote.
+        /// A smoke run (1 round of 0.3 s, one run of each side measurement): checks that every scenario runs and
+        /// answers from its level; its figures are too short to quote.
         #[arg(long, conflicts_with_all = ["rounds", "round_duration"])]
         quick: bool,
         /// Also write every round's raw figures, the medians, their ratios and the targets as JSON to this file.
@@ -205,14 +206,16 @@ fn main() -> anyhow::Result<()> {
                 markdown,
                 no_pin,
             } => {
-                let (rounds, round_duration, zipf_warmup_calls) = if quick {
-                    (3, Duration::from_millis(500), 20_000)
+                // Quick: a smoke test (every scenario runs and answers from its level), not a measurement.
+                let (rounds, round_duration, side_runs, zipf_warmup_calls) = if quick {
+                    (1, Duration::from_millis(300), 1, 20_000)
                 } else {
-                    (rounds.max(1), round_duration, 1_000_000)
+                    (rounds.max(1), round_duration, compare::RUNS, 1_000_000)
                 };
                 compare::run(compare::CompareOptions {
                     rounds,
                     round_duration,
+                    side_runs,
                     concurrency: concurrency.max(1),
                     json,
                     markdown,

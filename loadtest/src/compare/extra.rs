@@ -1,4 +1,4 @@
-//! The figures measured beside the rotated rounds, each from [`RUNS`] runs alternated between the things compared
+//! The figures measured beside the rotated rounds, each from [`Setup::runs`] runs alternated between the things compared
 //! (so that a slow minute of the box falls on all of them), in an order rotated from run to run, reported as medians
 //! with every run kept: the L2-hit p50 against Redis GET, the proxies' p50s, the open-loop p99s at half the L1-hit
 //! rate, and the Zipf load's open-loop mean latency.
@@ -15,8 +15,8 @@ use super::targets::{Extra, ProxyP50};
 use super::{ZIPF_ITEMS, h2load, scenario};
 use crate::load::{Keys, LoadSpec};
 
-/// Runs of each side measurement: the issue asks for medians of at least five. With five, "lower in every run" is a
-/// verdict a tie reaches one time in 32.
+/// Runs of each side measurement by default: the issue asks for medians of at least five. With five, "lower in every
+/// run" is a verdict a tie reaches one time in 32.
 pub const RUNS: usize = 5;
 
 /// Calls per h2load p50 with the default 3 s rounds, for each call in flight (up to 8 in flight: more calls, not
@@ -58,6 +58,8 @@ pub struct Setup<'a> {
     pub pinning: &'a Pinning,
     /// The rounds' length: one strata-load L2 run lasts this long, an open-loop run twice as long.
     pub round_duration: Duration,
+    /// Runs of each side measurement ([`RUNS`], fewer for a smoke test).
+    pub runs: usize,
     /// The rounds' calls in flight (the loaded proxy p50s use as many).
     pub concurrency: usize,
 }
@@ -89,7 +91,7 @@ pub async fn measure(setup: &Setup<'_>, l1_rps: f64, extra: &mut Extra) -> anyho
 async fn l2_p50s(setup: &Setup<'_>, extra: &mut Extra) -> anyhow::Result<()> {
     let mut runs: [Vec<f64>; 3] = Default::default();
     let mut redis_missing = false;
-    for _ in 0..RUNS {
+    for _ in 0..setup.runs {
         let report = crate::load::run(&LoadSpec {
             target: setup.l2_only,
             concurrency: 1,
@@ -179,7 +181,7 @@ async fn redis_get_p50(port: u16, requests: u64, pinning: &Pinning) -> Option<f6
 }
 
 /// The p50 of the backend, nginx and Strata's passthrough with `in_flight` calls in flight (h2load; over two
-/// connections like strata-load's rounds when more than one), alternated over [`RUNS`] rounds in a rotated order;
+/// connections like strata-load's rounds when more than one), alternated over [`Setup::runs`] rounds in a rotated order;
 /// medians, and every round kept.
 async fn proxy_p50(
     in_flight: usize,
@@ -193,9 +195,9 @@ async fn proxy_p50(
         (1, 1)
     };
     let calls = setup.scaled(P50_CALLS) * in_flight.min(8) as u64;
-    let mut rounds = Vec::with_capacity(RUNS);
+    let mut rounds = Vec::with_capacity(setup.runs);
     let targets = [direct, nginx, passthrough];
-    for run in 0..RUNS {
+    for run in 0..setup.runs {
         let mut round = [0.0; 3];
         for i in rotated(run, targets.len()) {
             round[i] = h2load::p50_ms(targets[i], body, calls, load, setup.pinning).await?;
@@ -215,7 +217,7 @@ async fn paced_p99s(setup: &Setup<'_>, rate: f64, extra: &mut Extra) -> anyhow::
     let [tonic, hyper] = setup.ceilings;
     let targets = [setup.l1, tonic, hyper];
     let mut p99s: [Vec<f64>; 3] = Default::default();
-    for run in 0..RUNS {
+    for run in 0..setup.runs {
         for i in rotated(run, targets.len()) {
             let report = paced(targets[i], rate, setup, false).await?;
             p99s[i].push(millis(report.percentile(99.0)));
@@ -240,7 +242,7 @@ async fn zipf_means(setup: &Setup<'_>, extra: &mut Extra) -> anyhow::Result<()> 
     extra.zipf_paced_rps = ZIPF_PACED_RPS;
     let targets = [setup.zipf, setup.direct_2ms];
     let mut means: [Vec<f64>; 2] = Default::default();
-    for run in 0..RUNS {
+    for run in 0..setup.runs {
         for i in rotated(run, targets.len()) {
             let report = paced(targets[i], ZIPF_PACED_RPS, setup, true).await?;
             means[i].push(millis(report.average()));

@@ -18,6 +18,7 @@ use std::time::Duration;
 use anyhow::Context;
 use serde_json::json;
 
+pub use self::extra::RUNS;
 pub use self::fleet::Pinning;
 use self::fleet::Process;
 use self::scenario::{Drive, Medians, Round, Scenario};
@@ -33,6 +34,8 @@ pub struct CompareOptions {
     pub rounds: usize,
     /// Length of one driver's run of one scenario in one round.
     pub round_duration: Duration,
+    /// Runs of each measurement beside the rounds (p50s, open-loop p99s, Zipf means).
+    pub side_runs: usize,
     /// strata-load's calls in flight.
     pub concurrency: usize,
     /// Where to write every round's raw figures, the medians and the targets as JSON, if anywhere.
@@ -306,6 +309,7 @@ async fn benchmark(options: CompareOptions) -> anyhow::Result<()> {
         protoset: &protoset,
         pinning: &pinning,
         round_duration: options.round_duration,
+        runs: options.side_runs,
         concurrency: options.concurrency,
     };
     let l1_rps = medians.get("l1-hit").map_or(0.0, Medians::best_rps);
