@@ -57,8 +57,9 @@ async fn a_killed_backend_leaves_cached_keys_answered_and_the_rest_failing_fast_
                 (false, Err(code)) => assert_eq!(code, tonic::Code::Unavailable),
                 (cached, other) => panic!("cached {cached}: {other:?}"),
             }
+            // Failing fast, not at the backend's 5 s timeout.
             assert!(
-                took < Duration::from_millis(500),
+                took < Duration::from_secs(2),
                 "a call took {took:?} with the backend down"
             );
         }
