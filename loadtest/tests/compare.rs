@@ -86,14 +86,15 @@ fn a_quick_compare_prints_the_tables_and_writes_the_raw_figures() {
         serde_json::from_str(&std::fs::read_to_string(&json).expect("the JSON file"))
             .expect("valid JSON");
     std::fs::remove_dir_all(&dir).expect("clean up");
-    assert_eq!(figures["rounds"], 3);
+    // `--quick`: one round per scenario.
+    assert_eq!(figures["rounds"], 1);
     let scenarios = figures["scenarios"].as_array().expect("scenarios");
     assert_eq!(scenarios.len(), names.len());
     for (scenario, (name, level)) in scenarios.iter().zip(names) {
         assert_eq!(scenario["name"], name);
         assert_eq!(scenario["errors"], 0, "{scenario}");
         let rounds = scenario["rounds"].as_array().expect("rounds");
-        assert_eq!(rounds.len(), 3);
+        assert_eq!(rounds.len(), 1);
         for round in rounds {
             let requests = round["requests"].as_u64().unwrap_or(0);
             let answered = |level: &str| round["by_cache"][level].as_u64().unwrap_or(0);
@@ -156,9 +157,10 @@ fn a_quick_compare_prints_the_tables_and_writes_the_raw_figures() {
                 "{proxy}: {extra}"
             );
         }
-        assert_eq!(point["rounds"].as_array().map(Vec::len), Some(5), "{extra}");
+        assert_eq!(point["rounds"].as_array().map(Vec::len), Some(1), "{extra}");
     }
-    // Every figure measured beside the rounds is a median of five alternated runs, each kept.
+    // Every figure measured beside the rounds is a median of its alternated runs (one with `--quick`), each kept.
+    assert_eq!(figures["side_runs"], 1);
     for key in [
         "l2_p50_ms",
         "l2_p50_ms_h2load",
@@ -170,7 +172,7 @@ fn a_quick_compare_prints_the_tables_and_writes_the_raw_figures() {
         "direct_2ms_paced_mean_ms",
     ] {
         let runs = extra["runs"][key].as_array().map(Vec::len);
-        assert_eq!(runs, Some(5), "{key}: {extra}");
+        assert_eq!(runs, Some(1), "{key}: {extra}");
     }
     assert_eq!(figures["stampede"]["backend_calls"], 1);
     assert_eq!(figures["stampede"]["calls"], 3000);

@@ -362,6 +362,7 @@ async fn benchmark(options: CompareOptions) -> anyhow::Result<()> {
             "pinning": pinning.describe(),
             "rounds": options.rounds,
             "round_seconds": options.round_duration.as_secs_f64(),
+            "side_runs": options.side_runs,
             "concurrency": options.concurrency,
             "scenarios": scenarios.iter().zip(&rounds).map(|(s, r)| {
                 let m = &medians[s.name];
