@@ -11,7 +11,7 @@ use proptest::sample::Index;
 
 use crate::config::Config;
 use crate::grpc::frame::{Decoder, FrameError, HEADER_LEN, Message};
-use crate::proxy::cache_control::CacheControl;
+use crate::route::cache_control::CacheControl;
 
 fn cases() -> u32 {
     std::env::var("STRATA_FUZZ_CASES")

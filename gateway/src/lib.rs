@@ -2,11 +2,37 @@
 //! and proxies everything else untouched.
 //!
 //! [`run`] takes bound listeners, so tests (and `strata serve`) start the real gateway on any port.
+//!
+//! # Layout
+//!
+//! One call, top-down: [`server::accept`] takes the connection, [`server::stack`] runs it through the [`layers`]
+//! (load shedding, the deadline) to [`proxy::Proxy::handle`], which finds its [`route`] and either answers it through
+//! the cache ([`proxy`]'s `unary` and `loader`, over `strata_cache::Tiered`) or forwards it to its [`backend`]
+//! untouched.
+//!
+//! The modules form layers. A module may use the modules on the lines above its own, never those on its line or
+//! below (a parent and its children may use each other); this crate root, which puts everything together in
+//! [`run`], may use any. `tests/layering.rs` reads this block and fails on an import that points down the list.
+//!
+//! ```text
+//! test_io                       test doubles for IO (tests only)
+//! grpc, one_write, log_writer   the gRPC wire (framing, bodies, deadlines, codes, names); one write per flush; the log buffer
+//! error                         GatewayError and the one table mapping it to gRPC codes
+//! config                        the config file: parsed and validated into typed values (route matchers included)
+//! telemetry                     logs (the access log's lines included) and traces
+//! metrics, tls                  the Prometheus registry and the data path's counters; certificates
+//! backend                       endpoints, discovery, connections, balancing, health, retries, limits
+//! route                         routes: matching, cache rules, storage rules, cache-control, rate limits
+//! layers                        the tower layers every call passes (load shedding, the deadline)
+//! proxy                         answering one call: the cached path and the passthrough
+//! server                        the accept loop, the data listener's stack, assembling a config, reloads
+//! admin                         the admin listener: metrics, health, invalidation, reflection
+//! ```
 
 pub mod admin;
-mod assemble;
 pub mod backend;
 pub mod config;
+pub mod error;
 #[cfg(test)]
 mod fuzz;
 pub mod grpc;
@@ -15,11 +41,8 @@ pub mod log_writer;
 pub mod metrics;
 pub mod one_write;
 pub mod proxy;
-pub mod reload;
-pub mod router;
+pub mod route;
 pub mod server;
-pub mod service;
-pub mod status;
 pub mod telemetry;
 #[cfg(test)]
 mod test_io;
@@ -35,19 +58,22 @@ use tonic_health::ServingStatus;
 use tonic_health::pb::health_server::HealthServer;
 use tonic_health::server::{HealthReporter, HealthService};
 
-pub use assemble::{StartError, build_proxy, build_shared, replace_backends, start_backends};
 pub use config::Config;
+pub use server::assemble::{
+    StartError, build_proxy, build_shared, replace_backends, start_backends,
+};
 
 use hyper_util::rt::TokioIo;
 use one_write::OneWrite;
-use server::MarksCalls;
+use server::accept::{self, MarksCalls};
 
 use arc_swap::ArcSwap;
 
 use crate::admin::Readiness;
 use crate::layers::load_shed::Shedding;
-use crate::reload::LiveProxy;
-use crate::service::data_service;
+use crate::proxy::LiveProxy;
+use crate::server::reload;
+use crate::server::stack::data_service;
 use crate::tls::ServerTls;
 
 /// The two bound sockets the gateway serves.
@@ -184,13 +210,13 @@ pub async fn run_watching(
     let data_service = data_service(live.clone(), health, shedding);
     let mut h2 = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new());
     h2.timer(hyper_util::rt::TokioTimer::new());
-    let limits = server::Limits {
+    let limits = accept::Limits {
         grace: config.shutdown_grace,
         idle: Some(config.idle_timeout),
     };
     match &tls {
         None => {
-            server::serve(
+            accept::serve(
                 listeners.data,
                 begin_shutdown,
                 limits,
@@ -212,7 +238,7 @@ pub async fn run_watching(
             .await;
         }
         Some(tls) => {
-            server::serve(
+            accept::serve(
                 listeners.data,
                 begin_shutdown,
                 limits,

@@ -6,10 +6,10 @@ use strata_proto::admin::v1::invalidate_request::Target;
 use strata_proto::admin::v1::{EntryTarget, InvalidateReply, InvalidateRequest};
 use tonic::{Request, Response, Status};
 
+use crate::config::Matcher;
+use crate::error::GatewayError;
+use crate::proxy::LiveProxy;
 use crate::proxy::cache_key;
-use crate::reload::LiveProxy;
-use crate::router::Matcher;
-use crate::status::GatewayError;
 
 /// The admin service over a running proxy.
 #[derive(Debug)]

@@ -22,7 +22,7 @@ use tower::util::BoxCloneSyncService;
 pub use self::cache_admin::CacheAdminService;
 pub use self::health::Readiness;
 use crate::metrics::{Exposition, Metrics};
-use crate::reload::LiveProxy;
+use crate::proxy::LiveProxy;
 
 /// Serves the admin listener until `stopped` turns true.
 pub async fn serve(
@@ -36,11 +36,11 @@ pub async fn serve(
         let _ = stopped.wait_for(|s| *s).await;
     };
     // Scrapers and probes keep their connections open between requests: no idle limit here.
-    let limits = crate::server::Limits {
+    let limits = crate::server::accept::Limits {
         grace: Duration::from_secs(1),
         idle: None,
     };
-    crate::server::serve(listener, stop, limits, |stream, _activity| {
+    crate::server::accept::serve(listener, stop, limits, |stream, _activity| {
         let (services, readiness) = (services.clone(), readiness.clone());
         let connection = builder
             .serve_connection(

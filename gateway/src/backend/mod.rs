@@ -26,9 +26,9 @@ pub use self::endpoint::Endpoint;
 use self::pool::Pool;
 pub use self::retry::RetryPolicy;
 use crate::config::{BackendConfig, OutlierConfig};
-use crate::layers::deadline::Deadline;
+use crate::error::GatewayError;
+use crate::grpc::deadline::Deadline;
 use crate::metrics::{BackendLabels, BackendMetrics, BackendSeconds};
-use crate::status::GatewayError;
 
 /// A backend service and its endpoints.
 #[derive(Debug)]

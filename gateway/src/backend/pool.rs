@@ -12,8 +12,8 @@ use super::connection::{Connection, ConnectionConfig};
 use super::endpoint::{Endpoint, Transport};
 use super::health;
 use crate::config::BackendConfig;
+use crate::error::GatewayError;
 use crate::metrics::BackendMetrics;
-use crate::status::GatewayError;
 
 /// The endpoints of one backend.
 #[derive(Debug)]

@@ -5,6 +5,7 @@
 mod backend;
 mod errors;
 mod load;
+mod matcher;
 mod raw;
 mod route;
 pub mod units;
@@ -17,6 +18,7 @@ use std::time::Duration;
 use serde::{Serialize, Serializer};
 
 pub use load::{ConfigError, FieldError};
+pub use matcher::Matcher;
 
 /// The validated gateway configuration.
 #[derive(Debug, Clone, Serialize)]

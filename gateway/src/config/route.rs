@@ -25,7 +25,7 @@ pub(super) fn route(
         &["match", "backend", "cache", "rate_limit"],
     );
     let matches = raw.matches.unwrap_or_default();
-    if let Err(reason) = crate::router::Matcher::parse(&matches) {
+    if let Err(reason) = super::Matcher::parse(&matches) {
         e.add(format!("{path}.match"), reason);
     }
     let backend = raw.backend.unwrap_or_default();

@@ -1,79 +1,15 @@
-//! The client's deadline: read from `grpc-timeout` once, handed to the rest of the stack in the request's
-//! extensions, and enforced around everything the gateway does for the call.
+//! The client's deadline, enforced: read from `grpc-timeout` once, handed to the rest of the stack in the request's
+//! extensions ([`Deadline`]), and enforced around everything the gateway does for the call.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
-use http::HeaderMap;
-use tokio::time::Instant;
 use tonic::body::Body;
 
-use crate::grpc::timeout;
-use crate::status::GatewayError;
-
-/// When the client stops waiting, if it said.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Deadline {
-    at: Option<Instant>,
-    requested: Option<Duration>,
-}
-
-impl Deadline {
-    /// The deadline a request's `grpc-timeout` asks for (none when absent or malformed).
-    pub fn from_headers(headers: &HeaderMap) -> Self {
-        let requested = headers
-            .get(timeout::HEADER)
-            .and_then(|v| timeout::parse(v.as_bytes()));
-        Self {
-            at: requested.map(|d| Instant::now() + d),
-            requested,
-        }
-    }
-
-    /// A deadline `timeout` from now, as if the client had asked for it.
-    pub fn after(timeout: Duration) -> Self {
-        Self {
-            at: Some(Instant::now() + timeout),
-            requested: Some(timeout),
-        }
-    }
-
-    /// This deadline, but no later than `max` after the call began.
-    pub fn clamped_to(self, max: Duration) -> Self {
-        let started = self
-            .at
-            .zip(self.requested)
-            .map(|(at, requested)| at - requested);
-        Self {
-            at: started.map(|s| s + max),
-            requested: Some(max),
-        }
-    }
-
-    /// The instant the deadline passes.
-    pub fn at(&self) -> Option<Instant> {
-        self.at
-    }
-
-    /// The timeout the client asked for.
-    pub fn requested(&self) -> Option<Duration> {
-        self.requested
-    }
-
-    /// Time left, if there is a deadline.
-    pub fn remaining(&self) -> Option<Duration> {
-        self.at
-            .map(|at| at.saturating_duration_since(Instant::now()))
-    }
-
-    /// Time left, capped at `cap` (the backend's own timeout).
-    pub fn remaining_within(&self, cap: Duration) -> Duration {
-        self.remaining().map_or(cap, |left| left.min(cap))
-    }
-}
+use crate::error::GatewayError;
+use crate::grpc::deadline::Deadline;
 
 /// Adds [`DeadlineService`] to a stack.
 #[derive(Debug, Clone, Copy, Default)]

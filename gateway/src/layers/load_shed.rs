@@ -11,8 +11,8 @@ use std::task::{Context, Poll};
 use tokio::time::Instant;
 use tonic::body::Body;
 
-use crate::proxy::ProxyStats;
-use crate::status::GatewayError;
+use crate::error::GatewayError;
+use crate::metrics::ProxyStats;
 
 /// The gateway-wide count of calls in flight and its limit.
 #[derive(Debug, Default)]
@@ -124,11 +124,7 @@ where
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
         // Health checks are never shed: they must be able to say that the gateway is overloaded.
-        if request
-            .uri()
-            .path()
-            .starts_with(crate::service::HEALTH_PREFIX)
-        {
+        if request.uri().path().starts_with(crate::grpc::HEALTH_PREFIX) {
             return Box::pin(self.inner.call(request));
         }
         match self.shedding.admit() {

@@ -143,7 +143,7 @@ impl Observation {
             .access_log
             .load(std::sync::atomic::Ordering::Relaxed)
         {
-            crate::telemetry::access_log(&super::AccessLine {
+            crate::telemetry::access_log(&crate::telemetry::AccessLine {
                 route: &self.series.route,
                 code: crate::grpc::code::name(code),
                 cache: self.cache,

@@ -1,13 +1,13 @@
 //! Prometheus metrics, one registry per gateway: calls by route, code and cache result, latencies as histograms with
 //! explicit buckets, and the cache's and the proxy's counters read at scrape time. Labels never carry request data.
 
-mod access_line;
 mod call;
 mod exposition;
+mod proxy_stats;
 
-pub use self::access_line::AccessLine;
 pub use self::call::RouteSeries;
 pub use self::exposition::Exposition;
+pub use self::proxy_stats::ProxyStats;
 
 use std::sync::Arc;
 
@@ -21,8 +21,6 @@ use prometheus_client::registry::Registry;
 use strata_cache::Tiered;
 use tokio::time::Instant;
 use tonic::body::Body;
-
-use crate::proxy::ProxyStats;
 
 /// What a call's metrics are labelled with.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]

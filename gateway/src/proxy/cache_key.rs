@@ -8,7 +8,8 @@
 use http::{HeaderMap, HeaderName};
 use strata_cache::{Key, KeyBuilder, Tiered};
 
-use crate::router::{Matcher, Router};
+use crate::config::Matcher;
+use crate::route::Router;
 
 /// The scope `*` routes keep for every call they cache (no method or service path looks like it).
 const CATCH_ALL_SCOPE: &str = "*";

@@ -1,7 +1,7 @@
 //! The cache's [`Loader`] for a gRPC call: send the one request message to the backend, collect its whole answer,
 //! and decide whether and how long it may be stored.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -9,44 +9,22 @@ use tokio::time::Instant;
 use bytes::Bytes;
 use http::HeaderMap;
 use http::uri::PathAndQuery;
-use strata_cache::{Entry, Fetched, LoadError, LoadMode, Loader, Metadata};
+use strata_cache::{Entry, Fetched, LoadError, LoadMode, Loader};
 use tonic::Code;
 use tonic::body::Body;
 
-use super::cache_control::CacheControl;
-use super::metadata;
-use super::rate_limit::RateLimit;
-use super::replay::MessageBody;
-use super::stats::ProxyStats;
-use super::storage::{Storage, is_backend_failure};
+use super::metadata::{self, PrivateMetadata, PrivateSink};
 use crate::backend::Backend;
+use crate::error::{GatewayError, code_for_http_status};
 use crate::grpc::body::{self, ReadError};
 use crate::grpc::compression;
 use crate::grpc::frame::FrameError;
-use crate::router::CacheRule;
-use crate::status::{GatewayError, code_for_http_status};
-
-/// Metadata only the caller whose own request fetched the answer may see (never stored, never shared).
-#[derive(Debug, Default)]
-pub struct PrivateMetadata {
-    /// Private response headers.
-    pub headers: Vec<Metadata>,
-    /// Private response trailers.
-    pub trailers: Vec<Metadata>,
-}
-
-impl PrivateMetadata {
-    /// Whether the answer sets a cookie.
-    fn sets_cookie(&self) -> bool {
-        self.headers
-            .iter()
-            .chain(&self.trailers)
-            .any(|m| m.name == "set-cookie")
-    }
-}
-
-/// Where a loader leaves the private metadata for its own caller.
-pub type PrivateSink = Arc<Mutex<Option<PrivateMetadata>>>;
+use crate::grpc::message_body::MessageBody;
+use crate::metrics::ProxyStats;
+use crate::route::CacheRule;
+use crate::route::cache_control::CacheControl;
+use crate::route::rate_limit::RateLimit;
+use crate::route::storage::{Storage, is_backend_failure};
 
 /// Fetches one unary answer from a backend on behalf of the cache.
 #[derive(Debug)]

@@ -1,5 +1,7 @@
 //! Which metadata crosses the gateway on the cached path, in each direction.
 
+use std::sync::{Arc, Mutex};
+
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use strata_cache::Metadata;
@@ -20,8 +22,30 @@ const NOT_REPLAYED: &[&str] = &[
     "trailer",
     "transfer-encoding",
     "upgrade",
-    super::CACHE_STATUS_HEADER,
+    crate::grpc::CACHE_STATUS_HEADER,
 ];
+
+/// Metadata only the caller whose own request fetched the answer may see (never stored, never shared).
+#[derive(Debug, Default)]
+pub struct PrivateMetadata {
+    /// Private response headers.
+    pub headers: Vec<Metadata>,
+    /// Private response trailers.
+    pub trailers: Vec<Metadata>,
+}
+
+impl PrivateMetadata {
+    /// Whether the answer sets a cookie.
+    pub fn sets_cookie(&self) -> bool {
+        self.headers
+            .iter()
+            .chain(&self.trailers)
+            .any(|m| m.name == "set-cookie")
+    }
+}
+
+/// Where a loader leaves the private metadata for its own caller.
+pub type PrivateSink = Arc<Mutex<Option<PrivateMetadata>>>;
 
 /// The metadata of a backend answer worth relaying, split into what may be stored and replayed to any caller, and
 /// what only the caller whose request fetched it may see (`is_private`: `set-cookie` and the configured list).

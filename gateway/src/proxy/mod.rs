@@ -1,15 +1,11 @@
 //! The data path: route a call, then either answer it through the cache (cached unary routes) or forward it
 //! untouched (everything else).
 
-pub(crate) mod cache_control;
 pub mod cache_key;
 mod loader;
 mod metadata;
 mod passthrough;
-pub mod rate_limit;
 mod replay;
-mod stats;
-pub mod storage;
 mod stream_deadline;
 mod unary;
 
@@ -20,18 +16,11 @@ use tokio::time::Instant;
 use tonic::body::Body;
 
 use self::cache_key::Codec;
-pub use self::stats::ProxyStats;
 use crate::config::ApplyTo;
-use crate::layers::deadline::Deadline;
-use crate::metrics::{Metrics, RouteSeries};
-use crate::router::{Route, Router};
-use crate::status::GatewayError;
-
-/// Response metadata saying which level answered: `l1`, `l2`, `miss`, `coalesced`, `bypass`.
-pub const CACHE_STATUS_HEADER: &str = "x-strata-cache";
-
-/// [`CACHE_STATUS_HEADER`] as a header name (a name given as a string is copied on every use).
-const CACHE_STATUS: http::HeaderName = http::HeaderName::from_static(CACHE_STATUS_HEADER);
+use crate::error::GatewayError;
+use crate::grpc::deadline::Deadline;
+use crate::metrics::{Metrics, ProxyStats, RouteSeries};
+use crate::route::{Route, Router};
 
 /// Limits and switches of the data path.
 #[derive(Debug, Clone)]
@@ -74,6 +63,9 @@ pub struct RunningBackend {
 
 /// The running backends by name.
 pub type Backends = std::collections::BTreeMap<String, RunningBackend>;
+
+/// The proxy serving new calls, replaced whole on a reload.
+pub type LiveProxy = Arc<arc_swap::ArcSwap<Proxy>>;
 
 /// Everything a call needs: the routes, the cache, the limits.
 #[derive(Debug)]

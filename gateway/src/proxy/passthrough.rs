@@ -6,9 +6,9 @@ use tokio::time::Instant;
 use tonic::body::Body;
 
 use crate::backend::{Backend, RetryPolicy};
+use crate::error::GatewayError;
+use crate::grpc::deadline::Deadline;
 use crate::grpc::timeout;
-use crate::layers::deadline::Deadline;
-use crate::status::GatewayError;
 
 /// Forwards a call untouched except for its deadline, which is replaced by the time the client has left.
 pub(super) async fn forward(

@@ -1,80 +1,14 @@
 //! Turning a cached answer back into a gRPC response: the stored message, status, headers and trailers.
 
-use std::convert::Infallible;
-use std::pin::Pin;
-use std::task::{Context, Poll};
-
-use bytes::Bytes;
 use http::{HeaderMap, HeaderValue};
-use http_body::{Frame, SizeHint};
 use strata_cache::{Entry, UnixMs};
 use tonic::body::Body;
 
-use super::cache_control::CacheControl;
-use super::loader::PrivateMetadata;
-use super::{CACHE_STATUS, metadata};
-use crate::grpc::{code, frame};
-
-/// Messages shorter than this go out as one DATA frame with their prefix, as gRPC servers send them: one frame
-/// less for both ends to handle, and h2 copies frames this small into its write buffer anyway.
-const ONE_FRAME_BELOW: usize = 1024;
-
-/// A response body of at most one message followed by optional trailers. A message of 1 KiB or more goes out as the
-/// shared bytes it is stored in (no copy); a smaller one is copied once behind its prefix, into one DATA frame.
-#[derive(Debug)]
-pub struct MessageBody {
-    prefix: Option<Bytes>,
-    message: Option<Bytes>,
-    trailers: Option<HeaderMap>,
-}
-
-impl MessageBody {
-    /// One framed message, then `trailers` if given.
-    pub fn new(message: Bytes, trailers: Option<HeaderMap>) -> Self {
-        if message.len() < ONE_FRAME_BELOW {
-            return Self {
-                prefix: None,
-                message: Some(frame::framed(&message)),
-                trailers,
-            };
-        }
-        Self {
-            prefix: Some(frame::header(message.len())),
-            message: Some(message),
-            trailers,
-        }
-    }
-}
-
-impl http_body::Body for MessageBody {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        let this = &mut *self;
-        let next = if let Some(prefix) = this.prefix.take() {
-            Some(Frame::data(prefix))
-        } else if let Some(message) = this.message.take() {
-            Some(Frame::data(message))
-        } else {
-            this.trailers.take().map(Frame::trailers)
-        };
-        Poll::Ready(next.map(Ok))
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.prefix.is_none() && self.message.is_none() && self.trailers.is_none()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        let len = self.prefix.as_ref().map_or(0, Bytes::len)
-            + self.message.as_ref().map_or(0, Bytes::len);
-        SizeHint::with_exact(len as u64)
-    }
-}
+use super::metadata::{self, PrivateMetadata};
+use crate::grpc::CACHE_STATUS;
+use crate::grpc::code;
+use crate::grpc::message_body::MessageBody;
+use crate::route::cache_control::CacheControl;
 
 /// The `age` a stored answer is replayed with, `now`, when its `cache-control` carries a lifetime (`max-age`,
 /// `s-maxage`): the seconds it has been stored, plus the `age` it came with. A cache downstream then counts its
@@ -159,6 +93,7 @@ fn put_status(target: &mut HeaderMap, entry: &Entry) {
 
 #[cfg(test)]
 mod tests {
+    use bytes::Bytes;
     use http_body_util::BodyExt;
 
     use super::*;
@@ -187,36 +122,6 @@ mod tests {
         assert_eq!(trailers["grpc-status"], "0");
         assert_eq!(trailers["x-t"], "2");
         assert_eq!(&collected.to_bytes()[..], b"\0\0\0\0\x03msg");
-    }
-
-    /// The DATA frames of `body`, in order.
-    async fn data_frames(mut body: MessageBody) -> Vec<Bytes> {
-        let mut frames = Vec::new();
-        while let Some(frame) = body.frame().await {
-            if let Ok(data) = frame.expect("infallible").into_data() {
-                frames.push(data);
-            }
-        }
-        frames
-    }
-
-    #[tokio::test]
-    async fn a_small_message_is_one_data_frame_a_large_one_is_shared_not_copied() {
-        let small = Bytes::from(vec![7; 545]);
-        let frames = data_frames(MessageBody::new(small.clone(), None)).await;
-        assert_eq!(frames.len(), 1, "prefix and message in one frame");
-        assert_eq!(&frames[0][..5], &[0, 0, 0, 2, 33]);
-        assert_eq!(frames[0][5..], small[..]);
-
-        let large = Bytes::from(vec![7; 4096]);
-        let frames = data_frames(MessageBody::new(large.clone(), None)).await;
-        assert_eq!(frames.len(), 2, "prefix, then the message itself");
-        assert_eq!(&frames[0][..], &[0, 0, 0, 16, 0]);
-        assert_eq!(
-            frames[1].as_ptr(),
-            large.as_ptr(),
-            "the cached bytes, not a copy"
-        );
     }
 
     #[test]

@@ -12,7 +12,7 @@ use http_body::{Body as _, Frame, SizeHint};
 use tokio::time::{Instant, Sleep};
 use tonic::body::Body;
 
-use crate::status::GatewayError;
+use crate::error::GatewayError;
 
 /// Bounds `response`'s body by `at` (a deadline of `requested`), unless the answer is already complete
 /// (Trailers-Only).

@@ -5,14 +5,16 @@ use std::sync::{Arc, PoisonError};
 use http::request::Parts;
 use tonic::body::Body;
 
-use super::loader::{BackendLoader, PrivateSink};
-use super::rate_limit::RateLimit;
-use super::{CACHE_STATUS, Proxy, cache_key, passthrough, replay};
+use super::loader::BackendLoader;
+use super::metadata::PrivateSink;
+use super::{Proxy, cache_key, passthrough, replay};
+use crate::error::GatewayError;
+use crate::grpc::CACHE_STATUS;
 use crate::grpc::body;
+use crate::grpc::deadline::Deadline;
 use crate::grpc::frame::{self, Message};
-use crate::layers::deadline::Deadline;
-use crate::router::{CacheRule, Route};
-use crate::status::GatewayError;
+use crate::route::rate_limit::RateLimit;
+use crate::route::{CacheRule, Route};
 
 /// Answers a call on a cached route, its messages encoded with `codec`; says where the answer came from (`l1`, `miss`, `bypass`, …), for the metrics.
 pub(super) async fn answer(

@@ -8,7 +8,7 @@ use governor::{DefaultKeyedRateLimiter, Quota};
 use http::{HeaderMap, HeaderName};
 
 use crate::config::{ApplyTo, RateLimitConfig};
-use crate::status::GatewayError;
+use crate::error::GatewayError;
 
 /// Buckets not touched for a while are dropped every this many checks (clients choose the keys: without this, the
 /// limiter would keep every key it ever saw).

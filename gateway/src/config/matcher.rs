@@ -1,14 +1,4 @@
-//! Routing: a call's path (`/pkg.Service/Method`) → the first route whose `match` fits.
-
-use std::sync::Arc;
-
-use http::HeaderName;
-use strata_cache::Policy;
-
-use crate::backend::{Backend, RetryPolicy};
-use crate::metrics::RouteSeries;
-use crate::proxy::rate_limit::RateLimit;
-use crate::proxy::storage::StorageRules;
+//! A route's `match`: one method, every method of a service, or every call.
 
 /// What a route's `match` accepts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,98 +52,6 @@ impl Matcher {
             }
             Self::Any => true,
         }
-    }
-}
-
-/// How a cached route builds keys, stores answers and serves them.
-#[derive(Debug)]
-pub struct CacheRule {
-    /// How lookups behave (early refresh).
-    pub policy: Policy,
-    /// Whether and how long answers are stored.
-    pub storage: StorageRules,
-    /// Request metadata whose values are part of the key.
-    pub vary: Vec<HeaderName>,
-    /// Cache calls carrying credentials even when the key does not vary on them.
-    pub shared: bool,
-}
-
-/// Request metadata that identifies a caller: a call carrying it is not answered from a cache shared with others,
-/// unless the route varies on it or is explicitly `shared`.
-const CREDENTIALS: [http::HeaderName; 2] = [http::header::AUTHORIZATION, http::header::COOKIE];
-
-impl CacheRule {
-    /// Whether a call with `headers` must bypass the cache: it carries credentials the key does not vary on.
-    pub fn must_bypass(&self, headers: &http::HeaderMap) -> bool {
-        !self.shared
-            && CREDENTIALS
-                .iter()
-                .any(|c| headers.contains_key(c) && !self.vary.contains(c))
-    }
-}
-
-/// One route, ready to serve.
-#[derive(Debug)]
-pub struct Route {
-    /// Its call metrics, looked up once; their route label is the route's `match` as configured, its name.
-    pub series: Arc<RouteSeries>,
-    matcher: Matcher,
-    /// Where its calls go.
-    pub backend: Arc<Backend>,
-    /// `Some` for cached routes.
-    pub cache: Option<Arc<CacheRule>>,
-    /// `Some` for rate-limited routes.
-    pub rate_limit: Option<Arc<RateLimit>>,
-    /// `Some` for passthrough routes whose calls are buffered and retried.
-    pub retry: Option<RetryPolicy>,
-}
-
-impl Route {
-    /// What its `match` accepts.
-    pub fn matcher(&self) -> &Matcher {
-        &self.matcher
-    }
-
-    /// A route from its parts.
-    pub fn new(
-        matcher: Matcher,
-        backend: Arc<Backend>,
-        cache: Option<Arc<CacheRule>>,
-        rate_limit: Option<Arc<RateLimit>>,
-        retry: Option<RetryPolicy>,
-        series: Arc<RouteSeries>,
-    ) -> Self {
-        Self {
-            series,
-            matcher,
-            backend,
-            cache,
-            rate_limit,
-            retry,
-        }
-    }
-}
-
-/// The routes in configured order.
-#[derive(Debug)]
-pub struct Router {
-    routes: Vec<Route>,
-}
-
-impl Router {
-    /// A router trying `routes` in order.
-    pub fn new(routes: Vec<Route>) -> Self {
-        Self { routes }
-    }
-
-    /// The first route matching `path`, if any.
-    pub fn route(&self, path: &str) -> Option<&Route> {
-        self.routes.iter().find(|r| r.matcher.matches(path))
-    }
-
-    /// Every route, in order.
-    pub fn routes(&self) -> impl Iterator<Item = &Route> {
-        self.routes.iter()
     }
 }
 

@@ -7,13 +7,15 @@ use strata_cache::l2::{L2, RedisL2, RedisL2Config, RedisNodes};
 use strata_cache::{Policy, Tiered, TieredConfig};
 
 use crate::backend::{Backend, Resolver, RetryPolicy};
+use crate::config::Matcher;
 use crate::config::{BackendConfig, Config};
 use crate::grpc::code;
 use crate::metrics::Metrics;
-use crate::proxy::rate_limit::RateLimit;
-use crate::proxy::storage::StorageRules;
-use crate::proxy::{Backends, Proxy, ProxyOptions, ProxyStats, RunningBackend, Shared};
-use crate::router::{CacheRule, Matcher, Route, Router};
+use crate::metrics::ProxyStats;
+use crate::proxy::{Backends, Proxy, ProxyOptions, RunningBackend, Shared};
+use crate::route::rate_limit::RateLimit;
+use crate::route::storage::StorageRules;
+use crate::route::{CacheRule, Route, Router};
 
 /// Why the gateway could not start with a config that passed validation.
 #[derive(Debug, thiserror::Error)]

@@ -109,7 +109,7 @@ impl GatewayError {
         let mut response = self.to_status().into_http::<Body>();
         if let Some(value) = cache_status {
             response.headers_mut().insert(
-                crate::proxy::CACHE_STATUS_HEADER,
+                crate::grpc::CACHE_STATUS_HEADER,
                 HeaderValue::from_static(value),
             );
         }

@@ -7,14 +7,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use arc_swap::ArcSwap;
-
-use crate::assemble::{build_proxy, replace_backends};
+use super::assemble::{build_proxy, replace_backends};
 use crate::config::Config;
-use crate::proxy::{Proxy, Shared};
-
-/// The proxy serving new calls, replaced whole on a reload.
-pub type LiveProxy = Arc<ArcSwap<Proxy>>;
+use crate::proxy::{LiveProxy, Shared};
 
 /// How often the config file's modification time is checked.
 const POLL: Duration = Duration::from_millis(250);

@@ -15,12 +15,10 @@ use tonic_health::server::HealthService;
 use tower::util::MapRequest;
 use tower::{ServiceBuilder, ServiceExt};
 
+use crate::grpc::HEALTH_PREFIX;
 use crate::layers::deadline::{DeadlineLayer, DeadlineService};
 use crate::layers::load_shed::{LoadShedLayer, LoadShedService, Shedding};
-use crate::reload::LiveProxy;
-
-/// Path prefix of the gRPC health service, served by the gateway itself.
-pub const HEALTH_PREFIX: &str = "/grpc.health.v1.Health/";
+use crate::proxy::LiveProxy;
 
 /// The stack serving one HTTP/2 connection of the data listener. Named, not boxed: hyper clones it for every call,
 /// and a boxed stack would cost an allocation and a virtual call per call for nothing.

@@ -2,6 +2,10 @@
 //! when `telemetry.otlp_endpoint` is set, OpenTelemetry spans exported over OTLP/gRPC in batches. W3C trace context crosses the gateway: a client's
 //! `traceparent` is the parent of the gateway's span, and the backend receives the gateway's.
 
+mod access_line;
+
+pub use self::access_line::AccessLine;
+
 use std::time::Duration;
 
 use http::HeaderMap;
@@ -16,7 +20,6 @@ use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::config::{LogConfig, LogFormat, TelemetryConfig};
 use crate::log_writer::LogWriter;
-use crate::metrics::AccessLine;
 
 /// Why telemetry could not start.
 #[derive(Debug, thiserror::Error)]

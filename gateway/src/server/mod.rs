@@ -1,0 +1,7 @@
+//! Serving: the accept loop and its connections, the data listener's stack, turning a config into running parts,
+//! and replacing them on a reload. ([`crate::run`] puts them together with the admin listener.)
+
+pub mod accept;
+pub mod assemble;
+pub mod reload;
+pub mod stack;
