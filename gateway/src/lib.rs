@@ -29,24 +29,24 @@
 //! admin                         the admin listener: metrics, health, invalidation, reflection
 //! ```
 
-pub mod admin;
-pub mod backend;
+pub(crate) mod admin;
+pub(crate) mod backend;
 pub mod config;
-pub mod error;
+pub(crate) mod error;
 #[cfg(test)]
 mod fuzz;
 pub mod grpc;
-pub mod layers;
-pub mod log_writer;
-pub mod metrics;
+pub(crate) mod layers;
+pub(crate) mod log_writer;
+pub(crate) mod metrics;
 pub mod one_write;
-pub mod proxy;
-pub mod route;
-pub mod server;
+pub(crate) mod proxy;
+pub(crate) mod route;
+pub(crate) mod server;
 pub mod telemetry;
 #[cfg(test)]
 mod test_io;
-pub mod tls;
+pub(crate) mod tls;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -59,9 +59,8 @@ use tonic_health::pb::health_server::HealthServer;
 use tonic_health::server::{HealthReporter, HealthService};
 
 pub use config::Config;
-pub use server::assemble::{
-    StartError, build_proxy, build_shared, replace_backends, start_backends,
-};
+pub use server::assemble::StartError;
+use server::assemble::{build_proxy, build_shared, start_backends};
 
 use hyper_util::rt::TokioIo;
 use one_write::OneWrite;

@@ -1,8 +1,7 @@
 //! DNS discovery: a `dns:///name:port` endpoint is re-resolved every `resolve_interval` (a Kubernetes headless
 //! service: pods come and go without a restart).
 
-use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::net::SocketAddr;
 use std::sync::Weak;
 use std::time::Duration;
 
@@ -42,7 +41,8 @@ pub enum Resolver {
     System,
     /// A hosts-format file (`ADDRESS NAME...` per line, `#` comments), read afresh at every resolution: lets a test
     /// change what a name resolves to while the gateway runs.
-    HostsFile(PathBuf),
+    #[cfg(test)]
+    HostsFile(std::path::PathBuf),
 }
 
 impl Resolver {
@@ -50,6 +50,7 @@ impl Resolver {
     pub async fn resolve(&self, name: &str, port: u16) -> std::io::Result<Vec<SocketAddr>> {
         match self {
             Self::System => Ok(tokio::net::lookup_host((name, port)).await?.collect()),
+            #[cfg(test)]
             Self::HostsFile(path) => {
                 let file = path.clone();
                 let text = tokio::task::spawn_blocking(move || std::fs::read_to_string(file))
@@ -72,7 +73,8 @@ impl Resolver {
 }
 
 /// The well-formed lines of a hosts file: an address and its names.
-fn hosts_entries(text: &str) -> impl Iterator<Item = (IpAddr, Vec<&str>)> {
+#[cfg(test)]
+fn hosts_entries(text: &str) -> impl Iterator<Item = (std::net::IpAddr, Vec<&str>)> {
     text.lines().filter_map(|line| {
         let line = line.split('#').next().unwrap_or_default();
         let mut fields = line.split_whitespace();
@@ -141,6 +143,9 @@ mod tests {
         let entries: Vec<_> = hosts_entries(text).collect();
         assert_eq!(entries.len(), 2);
         assert_eq!(entries[0].1, ["svc.test", "other"]);
-        assert_eq!(entries[1].0, "::1".parse::<IpAddr>().expect("valid"));
+        assert_eq!(
+            entries[1].0,
+            "::1".parse::<std::net::IpAddr>().expect("valid")
+        );
     }
 }

@@ -116,16 +116,6 @@ impl Proxy {
         self.options.admin_token.as_deref()
     }
 
-    /// The counters of the data path.
-    pub fn stats(&self) -> &ProxyStats {
-        &self.stats
-    }
-
-    /// The gateway's metrics.
-    pub fn metrics(&self) -> &Arc<Metrics> {
-        &self.metrics
-    }
-
     /// Answers one call. Never fails: every error becomes a gRPC status response. The call's deadline comes from
     /// the request's extensions (put there by [`crate::layers::deadline::DeadlineLayer`], which also enforces it).
     ///
