@@ -7,32 +7,6 @@ use std::time::Duration;
 
 use super::pool::Pool;
 
-/// A configured endpoint: a fixed URL, or a DNS name to resolve.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Target {
-    /// `http://host:port`.
-    Static(String),
-    /// `dns:///name:port`.
-    Dns { name: String, port: u16 },
-}
-
-impl Target {
-    /// Reads an endpoint as configured (validated by the config already).
-    pub fn parse(endpoint: &str) -> Option<Self> {
-        match endpoint.strip_prefix("dns:///") {
-            Some(rest) => {
-                let (name, port) = rest.rsplit_once(':')?;
-                let port = port.parse().ok()?;
-                (!name.is_empty()).then(|| Self::Dns {
-                    name: name.to_owned(),
-                    port,
-                })
-            }
-            None => Some(Self::Static(endpoint.to_owned())),
-        }
-    }
-}
-
 /// Where names are resolved.
 #[derive(Debug, Clone, Default)]
 pub enum Resolver {
@@ -118,23 +92,6 @@ pub async fn resolve_forever(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_targets() {
-        assert_eq!(
-            Target::parse("dns:///svc.ns.svc.cluster.local:50051"),
-            Some(Target::Dns {
-                name: "svc.ns.svc.cluster.local".into(),
-                port: 50051
-            })
-        );
-        assert_eq!(
-            Target::parse("http://1.2.3.4:5"),
-            Some(Target::Static("http://1.2.3.4:5".into()))
-        );
-        assert_eq!(Target::parse("dns:///svc"), None);
-        assert_eq!(Target::parse("dns:///:80"), None);
-    }
 
     #[test]
     fn hosts_files_are_read_line_by_line() {

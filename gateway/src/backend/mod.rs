@@ -21,10 +21,10 @@ use tracing::Instrument;
 
 use self::balance::Balancer;
 pub use self::discovery::Resolver;
-use self::discovery::Target;
 pub use self::endpoint::Endpoint;
 use self::pool::Pool;
 pub use self::retry::RetryPolicy;
+use crate::config::Target;
 use crate::config::{BackendConfig, OutlierConfig};
 use crate::error::GatewayError;
 use crate::grpc::deadline::Deadline;
@@ -86,16 +86,8 @@ impl Backend {
         resolver: &Resolver,
         metrics: Option<BackendMetrics>,
     ) -> Result<Arc<Self>, GatewayError> {
-        let targets: Vec<Target> = config
+        let static_urls: Vec<String> = config
             .endpoints
-            .iter()
-            .map(|e| {
-                Target::parse(e).ok_or_else(|| {
-                    GatewayError::Internal(format!("backends.{name}: endpoint `{e}` rejected"))
-                })
-            })
-            .collect::<Result<_, _>>()?;
-        let static_urls: Vec<String> = targets
             .iter()
             .filter_map(|t| match t {
                 Target::Static(url) => Some(url.clone()),
@@ -103,14 +95,15 @@ impl Backend {
             })
             .collect();
         let pool = Arc::new(Pool::new(name, config, &static_urls, metrics.clone())?);
-        let resolvers = targets
-            .into_iter()
+        let resolvers = config
+            .endpoints
+            .iter()
             .filter_map(|t| match t {
                 Target::Dns { name, port } => Some(tokio::spawn(discovery::resolve_forever(
                     Arc::downgrade(&pool),
                     resolver.clone(),
-                    name,
-                    port,
+                    name.clone(),
+                    *port,
                     config.resolve_interval,
                 ))),
                 Target::Static(_) => None,

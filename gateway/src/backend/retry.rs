@@ -9,7 +9,6 @@ use tokio::time::Instant;
 use tonic::Code;
 
 use crate::config::RetryConfig;
-use crate::grpc::code;
 
 /// How a backend's calls are retried.
 #[derive(Debug)]
@@ -29,11 +28,7 @@ impl RetryPolicy {
         Self {
             attempts: config.attempts,
             per_try_timeout: config.per_try_timeout,
-            on: config
-                .on
-                .iter()
-                .filter_map(|n| code::from_name(n))
-                .collect(),
+            on: config.on.clone(),
             backoff: config.backoff,
             budget: RetryBudget::new(config.budget_percent, config.min_retries_per_second),
         }
@@ -146,7 +141,7 @@ mod tests {
         let policy = RetryPolicy::new(&RetryConfig {
             attempts: 3,
             per_try_timeout: Duration::from_secs(1),
-            on: vec!["UNAVAILABLE".into()],
+            on: vec![tonic::Code::Unavailable],
             backoff: Duration::from_millis(100),
             budget_percent: 20,
             min_retries_per_second: 10,

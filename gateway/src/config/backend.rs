@@ -4,7 +4,9 @@ use std::time::Duration;
 
 use super::errors::Errors;
 use super::raw::{RawBackend, RawRetry};
-use super::{BackendConfig, BackendTlsConfig, HealthCheckConfig, Lb, OutlierConfig, RetryConfig};
+use super::{
+    BackendConfig, BackendTlsConfig, HealthCheckConfig, Lb, OutlierConfig, RetryConfig, Target,
+};
 use crate::grpc::code;
 
 /// Defaults of a backend, shared with docs/CONFIG.md.
@@ -50,14 +52,15 @@ pub(super) fn backend(e: &mut Errors, name: &str, raw: RawBackend) -> BackendCon
             "at least one endpoint is needed (e.g. `http://127.0.0.1:50052`)",
         );
     }
+    let mut endpoints = Vec::with_capacity(raw.endpoints.len());
     for (i, endpoint) in raw.endpoints.iter().enumerate() {
-        if let Err(reason) = endpoint_ok(endpoint) {
-            e.add(format!("{path}.endpoints[{i}]"), reason);
-        } else if raw.tls.is_some() && endpoint.starts_with("http://") {
-            e.add(
+        match Target::parse(endpoint) {
+            Err(reason) => e.add(format!("{path}.endpoints[{i}]"), reason),
+            Ok(target) if raw.tls.is_some() && target.is_plaintext() => e.add(
                 format!("{path}.endpoints[{i}]"),
                 "`tls` is set: use https:// (or dns:///, which then connects with TLS)",
-            );
+            ),
+            Ok(target) => endpoints.push(target),
         }
     }
     let tls = raw.tls.map(|t| {
@@ -185,7 +188,7 @@ pub(super) fn backend(e: &mut Errors, name: &str, raw: RawBackend) -> BackendCon
         }
     }
     BackendConfig {
-        endpoints: raw.endpoints,
+        endpoints,
         timeout,
         retry,
         tls,
@@ -239,10 +242,10 @@ pub(super) fn retry(e: &mut Errors, path: &str, r: RawRetry, timeout: Duration) 
         );
     }
     let on = r.on.unwrap_or_else(|| vec!["UNAVAILABLE".to_owned()]);
-    let mut names = Vec::with_capacity(on.len());
+    let mut codes = Vec::with_capacity(on.len());
     for (i, name) in on.iter().enumerate() {
         match code::from_name(name) {
-            Some(c) if c != tonic::Code::Ok => names.push(code::name(c).to_owned()),
+            Some(c) if c != tonic::Code::Ok => codes.push(c),
             _ => e.add(
                 format!("{path}.on[{i}]"),
                 format!("`{name}` is not an error status code name (e.g. UNAVAILABLE)"),
@@ -263,7 +266,7 @@ pub(super) fn retry(e: &mut Errors, path: &str, r: RawRetry, timeout: Duration) 
             r.per_try_timeout.as_ref(),
             timeout,
         ),
-        on: names,
+        on: codes,
         backoff: e.duration(
             &format!("{path}.backoff"),
             r.backoff.as_ref(),
@@ -283,36 +286,4 @@ fn at_least_one(e: &mut Errors, path: &str, value: Option<u32>, default: u32) ->
         Some(n) => n,
         None => default,
     }
-}
-
-fn endpoint_ok(endpoint: &str) -> Result<(), String> {
-    if let Some(rest) = endpoint.strip_prefix("dns:///") {
-        let ok = rest.rsplit_once(':').is_some_and(|(name, port)| {
-            !name.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
-        });
-        return if ok {
-            Ok(())
-        } else {
-            Err(format!(
-                "`{endpoint}`: write `dns:///name:port`, e.g. `dns:///catalog.shop.svc.cluster.local:50051`"
-            ))
-        };
-    }
-    let uri: http::Uri = endpoint
-        .parse()
-        .map_err(|err| format!("`{endpoint}` is not a URL: {err}"))?;
-    if !matches!(uri.scheme_str(), Some("http" | "https")) {
-        return Err(format!(
-            "`{endpoint}` must start with http://, https:// or dns:///"
-        ));
-    }
-    if uri.host().is_none_or(str::is_empty) || uri.port_u16().is_none() {
-        return Err(format!(
-            "`{endpoint}` needs a host and a port, e.g. `http://127.0.0.1:50052`"
-        ));
-    }
-    if uri.path_and_query().is_some_and(|p| p.as_str() != "/") {
-        return Err(format!("`{endpoint}` must not have a path"));
-    }
-    Ok(())
 }

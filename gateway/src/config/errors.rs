@@ -117,21 +117,32 @@ impl Errors {
     }
 
     /// Metadata names (lowercased), each valid and listed once.
-    pub(super) fn metadata_names(&mut self, path: &str, names: Vec<String>) -> Vec<String> {
+    pub(super) fn metadata_names(
+        &mut self,
+        path: &str,
+        names: Vec<String>,
+    ) -> Vec<http::HeaderName> {
         let mut out = Vec::with_capacity(names.len());
         for (j, name) in names.into_iter().enumerate() {
-            let lower = name.to_ascii_lowercase();
-            if http::HeaderName::from_bytes(lower.as_bytes()).is_err() || lower.starts_with(':') {
-                self.add(
-                    format!("{path}[{j}]"),
-                    format!("`{name}` is not a valid metadata name"),
-                );
-            } else if out.contains(&lower) {
-                self.add(format!("{path}[{j}]"), format!("`{name}` is listed twice"));
-            } else {
-                out.push(lower);
+            match self.metadata_name(&format!("{path}[{j}]"), &name) {
+                Some(header) if out.contains(&header) => {
+                    self.add(format!("{path}[{j}]"), format!("`{name}` is listed twice"));
+                }
+                Some(header) => out.push(header),
+                None => {}
             }
         }
         out
+    }
+
+    /// A metadata name, case-insensitively (stored lowercase, as HTTP/2 sends it).
+    pub(super) fn metadata_name(&mut self, path: &str, name: &str) -> Option<http::HeaderName> {
+        let header = http::HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes())
+            .ok()
+            .filter(|h| !h.as_str().starts_with(':'));
+        if header.is_none() {
+            self.add(path, format!("`{name}` is not a valid metadata name"));
+        }
+        header
     }
 }

@@ -1,5 +1,7 @@
 //! A route's `match`: one method, every method of a service, or every call.
 
+use serde::{Serialize, Serializer};
+
 /// What a route's `match` accepts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Matcher {
@@ -55,6 +57,23 @@ impl Matcher {
     }
 }
 
+impl std::fmt::Display for Matcher {
+    /// The `match` as written in the config.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Exact(method) => f.write_str(method),
+            Self::Service(prefix) => write!(f, "{prefix}*"),
+            Self::Any => f.write_str("*"),
+        }
+    }
+}
+
+impl Serialize for Matcher {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -93,5 +112,12 @@ mod tests {
         assert!(!service.matches("/demo.v1.CatalogX/ListItems"));
         assert!(!service.matches("/demo.v1.Catalog/a/b"));
         assert!(Matcher::Any.matches("/anything/At"));
+    }
+
+    #[test]
+    fn prints_as_written() {
+        for text in ["*", "/demo.v1.Catalog/*", "/demo.v1.Catalog/GetItem"] {
+            assert_eq!(Matcher::parse(text).expect("valid").to_string(), text);
+        }
     }
 }

@@ -3,6 +3,7 @@
 //! Every key is documented in docs/CONFIG.md, with its unit and default.
 
 mod backend;
+mod endpoint;
 mod errors;
 mod load;
 mod matcher;
@@ -15,13 +16,16 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use http::HeaderName;
 use serde::{Serialize, Serializer};
+use tonic::Code;
 
+pub use endpoint::Target;
 pub use load::{ConfigError, FieldError};
 pub use matcher::Matcher;
 
 /// The validated gateway configuration.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Config {
     /// Address of the data listener (the proxied gRPC services).
     pub listen: SocketAddr,
@@ -63,7 +67,7 @@ pub struct Config {
 }
 
 /// TLS on the data listener.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ServerTlsConfig {
     /// PEM certificate chain.
     pub cert: std::path::PathBuf,
@@ -78,7 +82,7 @@ pub struct ServerTlsConfig {
 }
 
 /// TLS to a backend.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct BackendTlsConfig {
     /// PEM CA certificates the backend's certificate must chain to (absent: the system's roots).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -95,7 +99,7 @@ pub struct BackendTlsConfig {
 }
 
 /// OpenTelemetry traces.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TelemetryConfig {
     /// OTLP/gRPC collector, e.g. `http://otel-collector:4317`; `None`: no traces.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -107,7 +111,7 @@ pub struct TelemetryConfig {
 }
 
 /// Logs (to stderr).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct LogConfig {
     /// A tracing filter: `info`, `debug`, `strata_gateway=debug,info`… (`RUST_LOG` wins when set).
     pub level: String,
@@ -128,7 +132,7 @@ pub enum LogFormat {
 }
 
 /// The admin listener (health, readiness).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AdminConfig {
     /// Address of the admin listener (HTTP health and readiness, gRPC cache administration).
     pub listen: SocketAddr,
@@ -138,7 +142,7 @@ pub struct AdminConfig {
 }
 
 /// The cache levels.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CacheConfig {
     /// Separates this deployment's keys from others sharing a Redis.
     pub namespace: String,
@@ -155,11 +159,12 @@ pub struct CacheConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lease: Option<LeaseConfig>,
     /// Response metadata never stored or replayed (besides `set-cookie`), lowercase names.
-    pub private_metadata: Vec<String>,
+    #[serde(serialize_with = "header_names")]
+    pub private_metadata: Vec<HeaderName>,
 }
 
 /// The cross-replica lease on cold keys.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct LeaseConfig {
     /// How long a lease outlives its holder's last renewal (renewed every third of it while the fetch runs).
     #[serde(serialize_with = "duration")]
@@ -167,7 +172,7 @@ pub struct LeaseConfig {
 }
 
 /// The in-process level.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct L1Config {
     /// Budget in bytes; 0 disables L1.
     #[serde(serialize_with = "size")]
@@ -178,7 +183,7 @@ pub struct L1Config {
 }
 
 /// The shared Redis level.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct L2Config {
     /// One Redis server: `redis://[user:password@]host:port[/db]` (printed with the password redacted).
     #[serde(
@@ -200,10 +205,10 @@ pub struct L2Config {
 }
 
 /// One backend service.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct BackendConfig {
     /// `http://host:port` addresses, or `dns:///name:port` names resolved to one endpoint per address.
-    pub endpoints: Vec<String>,
+    pub endpoints: Vec<Target>,
     /// The longest the gateway waits for the backend's answer on a cached route.
     #[serde(serialize_with = "duration")]
     pub timeout: Duration,
@@ -261,7 +266,7 @@ pub enum Lb {
 }
 
 /// Active health checks of a backend's endpoints.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct HealthCheckConfig {
     /// Time between checks of an endpoint.
     #[serde(serialize_with = "duration")]
@@ -278,15 +283,18 @@ pub struct HealthCheckConfig {
 }
 
 /// A route's rate limit.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RateLimitConfig {
     /// Calls per second allowed (per bucket).
     pub rps: u32,
     /// Calls allowed at once after a quiet period.
     pub burst: u32,
     /// Metadata whose value picks the bucket (one per tenant, say); `None`: one bucket for the route.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub key: Option<String>,
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "optional_header_name"
+    )]
+    pub key: Option<HeaderName>,
     /// Which calls count.
     pub apply_to: ApplyTo,
 }
@@ -302,15 +310,16 @@ pub enum ApplyTo {
 }
 
 /// Retries of a backend's calls on cached routes.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RetryConfig {
     /// Attempts in all, the first included.
     pub attempts: u32,
     /// The longest one attempt may take.
     #[serde(serialize_with = "duration")]
     pub per_try_timeout: Duration,
-    /// Status codes retried (canonical names).
-    pub on: Vec<String>,
+    /// Status codes retried.
+    #[serde(serialize_with = "code_names")]
+    pub on: Vec<Code>,
     /// Pause before the first retry; doubled for each further one, with full jitter, at most 1 s.
     #[serde(serialize_with = "duration")]
     pub backoff: Duration,
@@ -321,7 +330,7 @@ pub struct RetryConfig {
 }
 
 /// Ejection of endpoints that keep failing.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct OutlierConfig {
     /// Failures in a row (UNAVAILABLE, connection errors) that eject an endpoint.
     pub consecutive_failures: u32,
@@ -333,11 +342,11 @@ pub struct OutlierConfig {
 }
 
 /// One route: which calls, which backend, and whether and how they are cached.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RouteConfig {
     /// `/pkg.Service/Method`, `/pkg.Service/*` or `*`.
     #[serde(rename = "match")]
-    pub matches: String,
+    pub matcher: Matcher,
     /// The backend's name (a key of `backends`).
     pub backend: String,
     /// Present: unary calls are cached. Absent: calls are proxied untouched.
@@ -352,7 +361,7 @@ pub struct RouteConfig {
 }
 
 /// How a route caches.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RouteCacheConfig {
     /// How long an OK answer is fresh.
     #[serde(serialize_with = "duration")]
@@ -360,8 +369,9 @@ pub struct RouteCacheConfig {
     /// How long an answer with one of `negative_codes` is cached (0: not at all).
     #[serde(serialize_with = "duration")]
     pub negative_ttl: Duration,
-    /// Status codes cached for `negative_ttl` (canonical names).
-    pub negative_codes: Vec<String>,
+    /// Status codes cached for `negative_ttl`.
+    #[serde(serialize_with = "code_names")]
+    pub negative_codes: Vec<Code>,
     /// After `ttl`, how long an answer is served stale while one background refresh runs.
     #[serde(serialize_with = "duration")]
     pub stale_while_revalidate: Duration,
@@ -376,8 +386,9 @@ pub struct RouteCacheConfig {
     /// Larger answers are relayed but not stored.
     #[serde(serialize_with = "size")]
     pub max_entry_bytes: u64,
-    /// Request metadata whose values are part of the key (lowercase names).
-    pub vary: Vec<String>,
+    /// Request metadata whose values are part of the key.
+    #[serde(serialize_with = "header_names")]
+    pub vary: Vec<HeaderName>,
     /// Cache calls carrying `authorization` or `cookie` even when the key does not vary on them.
     pub shared: bool,
 }
@@ -391,6 +402,21 @@ fn optional_duration<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok,
         Some(d) => s.serialize_str(&units::format_duration(*d)),
         None => s.serialize_none(),
     }
+}
+
+fn header_names<S: Serializer>(names: &[HeaderName], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(names.iter().map(HeaderName::as_str))
+}
+
+fn optional_header_name<S: Serializer>(name: &Option<HeaderName>, s: S) -> Result<S::Ok, S::Error> {
+    match name {
+        Some(name) => s.serialize_str(name.as_str()),
+        None => s.serialize_none(),
+    }
+}
+
+fn code_names<S: Serializer>(codes: &[Code], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(codes.iter().map(|c| crate::grpc::code::name(*c)))
 }
 
 fn size<S: Serializer>(bytes: &u64, s: S) -> Result<S::Ok, S::Error> {

@@ -10,7 +10,7 @@ use crate::grpc::code;
 
 /// Defaults of a route's `cache:` block, shared with docs/CONFIG.md.
 const DEFAULT_MAX_ENTRY_BYTES: u64 = 1 << 20;
-const DEFAULT_NEGATIVE_CODES: [&str; 1] = ["NOT_FOUND"];
+const DEFAULT_NEGATIVE_CODES: [tonic::Code; 1] = [tonic::Code::NotFound];
 
 pub(super) fn route(
     e: &mut Errors,
@@ -24,10 +24,12 @@ pub(super) fn route(
         &raw.unknown,
         &["match", "backend", "cache", "rate_limit"],
     );
-    let matches = raw.matches.unwrap_or_default();
-    if let Err(reason) = super::Matcher::parse(&matches) {
-        e.add(format!("{path}.match"), reason);
-    }
+    let matcher = super::Matcher::parse(raw.matches.as_deref().unwrap_or_default()).unwrap_or_else(
+        |reason| {
+            e.add(format!("{path}.match"), reason);
+            super::Matcher::Any
+        },
+    );
     let backend = raw.backend.unwrap_or_default();
     if backend.is_empty() {
         e.add(
@@ -60,7 +62,7 @@ pub(super) fn route(
         super::backend::retry(e, &format!("{path}.retry"), r, timeout)
     });
     RouteConfig {
-        matches,
+        matcher,
         backend,
         cache,
         rate_limit,
@@ -86,16 +88,9 @@ fn rate_limit(e: &mut Errors, path: &str, r: RawRateLimit) -> RateLimitConfig {
             "must be at least 1 (leave it out for `rps`)",
         );
     }
-    let key = r.key.map(|k| {
-        let lower = k.to_ascii_lowercase();
-        if http::HeaderName::from_bytes(lower.as_bytes()).is_err() {
-            e.add(
-                format!("{path}.key"),
-                format!("`{k}` is not a valid metadata name"),
-            );
-        }
-        lower
-    });
+    let key = r
+        .key
+        .and_then(|k| e.metadata_name(&format!("{path}.key"), &k));
     let apply_to = match r.apply_to.as_deref() {
         None | Some("all") => ApplyTo::All,
         Some("misses") => ApplyTo::Misses,
@@ -186,10 +181,10 @@ fn route_cache(e: &mut Errors, path: &str, c: RawRouteCache) -> RouteCacheConfig
     }
 }
 
-/// The negative codes as canonical names; never one that must not be cached.
-fn negative_codes(e: &mut Errors, path: &str, names: Option<Vec<String>>) -> Vec<String> {
+/// The negative codes; never one that must not be cached.
+fn negative_codes(e: &mut Errors, path: &str, names: Option<Vec<String>>) -> Vec<tonic::Code> {
     let Some(names) = names else {
-        return DEFAULT_NEGATIVE_CODES.map(str::to_owned).to_vec();
+        return DEFAULT_NEGATIVE_CODES.to_vec();
     };
     let mut out = Vec::with_capacity(names.len());
     for (j, name) in names.iter().enumerate() {
@@ -209,7 +204,7 @@ fn negative_codes(e: &mut Errors, path: &str, names: Option<Vec<String>>) -> Vec
                     code::name(c)
                 ),
             ),
-            Some(c) => out.push(code::name(c).to_owned()),
+            Some(c) => out.push(c),
         }
     }
     out

@@ -346,7 +346,7 @@ routes:
         );
         assert_eq!(
             c.routes[0].cache.as_ref().map(|p| p.vary.clone()),
-            Some(vec!["x-tenant-id".to_owned()])
+            Some(vec![http::HeaderName::from_static("x-tenant-id")])
         );
         assert_eq!(c.max_request_bytes, 4 << 20);
         let printed = c.to_yaml();
@@ -414,7 +414,7 @@ routes:
     fn route_cache_defaults() {
         let c = Config::from_yaml(GOOD).expect("valid");
         let rule = c.routes[0].cache.as_ref().expect("cached route");
-        assert_eq!(rule.negative_codes, ["NOT_FOUND"]);
+        assert_eq!(rule.negative_codes, [tonic::Code::NotFound]);
         assert!(rule.negative_ttl.is_zero(), "negative caching is opt-in");
         assert_eq!(
             rule.max_ttl, rule.ttl,

@@ -49,10 +49,7 @@ impl RateLimit {
         Self {
             limiter: DefaultKeyedRateLimiter::keyed(Quota::per_second(rps).allow_burst(burst)),
             hasher: std::collections::hash_map::RandomState::new(),
-            key: config
-                .key
-                .as_deref()
-                .and_then(|k| HeaderName::from_bytes(k.as_bytes()).ok()),
+            key: config.key.clone(),
             apply_to: config.apply_to,
             rps: config.rps,
             checks: AtomicU64::new(0),
@@ -101,7 +98,7 @@ mod tests {
         let limit = RateLimit::new(&RateLimitConfig {
             rps: 2,
             burst: 2,
-            key: Some("x-tenant-id".into()),
+            key: Some(HeaderName::from_static("x-tenant-id")),
             apply_to: ApplyTo::All,
         });
         let tenant = |t: &str| {
@@ -125,7 +122,7 @@ mod tests {
             &RateLimitConfig {
                 rps: 1,
                 burst: 1,
-                key: Some("x-tenant-id".into()),
+                key: Some(HeaderName::from_static("x-tenant-id")),
                 apply_to: ApplyTo::All,
             },
             500,

@@ -7,9 +7,7 @@ use strata_cache::l2::{L2, RedisL2, RedisL2Config, RedisNodes};
 use strata_cache::{Policy, Tiered, TieredConfig};
 
 use crate::backend::{Backend, Resolver, RetryPolicy};
-use crate::config::Matcher;
 use crate::config::{BackendConfig, Config};
-use crate::grpc::code;
 use crate::metrics::Metrics;
 use crate::metrics::ProxyStats;
 use crate::proxy::{Backends, Proxy, ProxyOptions, RunningBackend, Shared};
@@ -91,7 +89,7 @@ pub async fn replace_backends(
     let mut backends = Backends::new();
     for (name, wanted) in &config.backends {
         let old = running.get(name);
-        if let Some(unchanged) = old.filter(|old| same_backend(&old.config, wanted)) {
+        if let Some(unchanged) = old.filter(|old| old.config == *wanted) {
             backends.insert(name.clone(), unchanged.clone());
             continue;
         }
@@ -120,11 +118,6 @@ pub async fn replace_backends(
     Ok(backends)
 }
 
-/// Whether two backend configs describe the same backend (every field, TLS file paths included).
-fn same_backend(a: &BackendConfig, b: &BackendConfig) -> bool {
-    serde_yaml::to_string(a).ok() == serde_yaml::to_string(b).ok()
-}
-
 /// Builds the routes of a validated config over running `backends` and the long-lived parts in `shared`.
 pub fn build_proxy(
     config: &Config,
@@ -133,8 +126,6 @@ pub fn build_proxy(
 ) -> Result<Proxy, StartError> {
     let mut routes = Vec::with_capacity(config.routes.len());
     for (index, r) in config.routes.iter().enumerate() {
-        let matcher =
-            Matcher::parse(&r.matches).map_err(|reason| StartError::Route { index, reason })?;
         let backend = backends
             .get(&r.backend)
             .map(|running| running.backend.clone())
@@ -150,30 +141,26 @@ pub fn build_proxy(
                 storage: StorageRules {
                     ttl: c.ttl,
                     negative_ttl: c.negative_ttl,
-                    negative_codes: c
-                        .negative_codes
-                        .iter()
-                        .filter_map(|n| code::from_name(n))
-                        .collect(),
+                    negative_codes: c.negative_codes.clone(),
                     stale_while_revalidate: c.stale_while_revalidate,
                     stale_if_error: c.stale_if_error,
                     max_ttl: c.max_ttl,
                     max_entry_bytes: c.max_entry_bytes,
-                    private_metadata: header_names(&config.cache.private_metadata),
+                    private_metadata: config.cache.private_metadata.clone(),
                 },
-                vary: header_names(&c.vary),
+                vary: c.vary.clone(),
                 shared: c.shared,
             })
         });
         let rate_limit = r.rate_limit.as_ref().map(|l| Arc::new(RateLimit::new(l)));
         let retry = r.retry.as_ref().map(RetryPolicy::new);
         routes.push(Route::new(
-            matcher,
+            r.matcher.clone(),
             backend,
             cache,
             rate_limit,
             retry,
-            shared.metrics.route_series(&r.matches),
+            shared.metrics.route_series(&r.matcher.to_string()),
         ));
     }
 
@@ -224,14 +211,6 @@ fn build_cache(config: &Config) -> Result<Tiered, StartError> {
         l2,
     );
     Ok(cache)
-}
-
-/// Metadata names (validated by the config) as header names.
-fn header_names(names: &[String]) -> Vec<http::HeaderName> {
-    names
-        .iter()
-        .filter_map(|name| http::HeaderName::from_bytes(name.as_bytes()).ok())
-        .collect()
 }
 
 #[cfg(test)]

@@ -73,58 +73,36 @@ pub async fn watch(path: PathBuf, mut running: Config, live: LiveProxy, shared: 
 }
 
 /// The fields a reload cannot change (listeners, TLS, the cache levels and namespace, global limits, log format,
-/// telemetry) that differ between `running` and `next`. Secrets are compared as written, not as printed (redacted).
+/// telemetry) that differ between `running` and `next` (secrets compared as written, not as printed).
 fn needs_restart(running: &Config, next: &Config) -> Vec<&'static str> {
-    let l2 = |c: &Config| {
-        c.cache
-            .l2
-            .as_ref()
-            .map(|l2| (yaml(l2), l2.url.clone(), l2.cluster.clone()))
-    };
+    let (a, b) = (running, next);
     let pairs: [(&'static str, bool); 14] = [
-        ("listen", yaml(&running.listen) == yaml(&next.listen)),
-        ("tls", yaml(&running.tls) == yaml(&next.tls)),
-        ("admin.listen", running.admin.listen == next.admin.listen),
-        (
-            "cache.namespace",
-            running.cache.namespace == next.cache.namespace,
-        ),
-        ("cache.l1", yaml(&running.cache.l1) == yaml(&next.cache.l1)),
-        ("cache.l2", l2(running) == l2(next)),
+        ("listen", a.listen == b.listen),
+        ("tls", a.tls == b.tls),
+        ("admin.listen", a.admin.listen == b.admin.listen),
+        ("cache.namespace", a.cache.namespace == b.cache.namespace),
+        ("cache.l1", a.cache.l1 == b.cache.l1),
+        ("cache.l2", a.cache.l2 == b.cache.l2),
         (
             "cache.flight_wait",
-            running.cache.flight_wait == next.cache.flight_wait,
+            a.cache.flight_wait == b.cache.flight_wait,
         ),
-        (
-            "cache.lease",
-            yaml(&running.cache.lease) == yaml(&next.cache.lease),
-        ),
+        ("cache.lease", a.cache.lease == b.cache.lease),
         (
             "max_concurrent_requests",
-            running.max_concurrent_requests == next.max_concurrent_requests,
+            a.max_concurrent_requests == b.max_concurrent_requests,
         ),
-        (
-            "shutdown_grace",
-            running.shutdown_grace == next.shutdown_grace,
-        ),
-        ("drain_delay", running.drain_delay == next.drain_delay),
-        ("idle_timeout", running.idle_timeout == next.idle_timeout),
-        ("log.format", running.log.format == next.log.format),
-        (
-            "telemetry",
-            yaml(&running.telemetry) == yaml(&next.telemetry),
-        ),
+        ("shutdown_grace", a.shutdown_grace == b.shutdown_grace),
+        ("drain_delay", a.drain_delay == b.drain_delay),
+        ("idle_timeout", a.idle_timeout == b.idle_timeout),
+        ("log.format", a.log.format == b.log.format),
+        ("telemetry", a.telemetry == b.telemetry),
     ];
     pairs
         .into_iter()
         .filter(|(_, same)| !same)
         .map(|(field, _)| field)
         .collect()
-}
-
-/// A value as YAML, to compare two configs field by field.
-fn yaml<T: serde::Serialize>(value: &T) -> String {
-    serde_yaml::to_string(value).unwrap_or_default()
 }
 
 fn modified(path: &PathBuf) -> Option<SystemTime> {
