@@ -7,7 +7,7 @@ mod discovery;
 mod endpoint;
 mod health;
 mod pool;
-mod retry;
+pub(crate) mod retry;
 mod stream_body;
 
 use std::sync::Arc;

@@ -1,7 +1,8 @@
-//! Retries on cached (idempotent) routes: which answers are retried, how long to pause, and a budget that keeps
-//! retries a small share of the calls, so they can never multiply the load on a backend in trouble.
+//! Retries, the one loop for cached and passthrough routes: which answers are retried, how long to pause, and a
+//! budget that keeps retries a small share of the calls, so they can never multiply the load on a backend in trouble.
 
-use std::sync::Mutex;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use rand::Rng;
@@ -9,8 +10,10 @@ use tokio::time::Instant;
 use tonic::Code;
 
 use crate::config::RetryConfig;
+use crate::error::GatewayError;
+use crate::metrics::ProxyStats;
 
-/// How a backend's calls are retried.
+/// How a backend's (or a passthrough route's) calls are retried.
 #[derive(Debug)]
 pub struct RetryPolicy {
     /// Attempts in all, the first included.
@@ -23,7 +26,7 @@ pub struct RetryPolicy {
 }
 
 impl RetryPolicy {
-    /// The policy a backend's `retry` block describes.
+    /// The policy a `retry` block describes.
     pub fn new(config: &RetryConfig) -> Self {
         Self {
             attempts: config.attempts,
@@ -47,74 +50,116 @@ impl RetryPolicy {
             .min(Duration::from_secs(1));
         ceiling.mul_f64(rand::rng().random::<f64>())
     }
+}
 
-    /// Counts a call (each call earns the budget a share of a retry).
-    pub fn record_call(&self) {
-        self.budget.deposit();
+/// Runs one call to `backend` within `time`: `attempt` (given the time the attempt may take) once, and again while
+/// `policy` allows — an attempt that could not reach the backend, ran out of its time, or answered with a retried
+/// code (`code_of`), while attempts, the budget and the time left allow the pause. Retries, and retries the budget
+/// refused, are counted in `stats`.
+pub async fn with_retries<T, F, Fut>(
+    backend: &str,
+    policy: Option<&RetryPolicy>,
+    time: Duration,
+    stats: &ProxyStats,
+    code_of: impl Fn(&T) -> Option<Code>,
+    mut attempt: F,
+) -> Result<T, GatewayError>
+where
+    F: FnMut(Duration) -> Fut,
+    Fut: Future<Output = Result<T, GatewayError>>,
+{
+    let until = Instant::now() + time;
+    if let Some(policy) = policy {
+        policy.budget.deposit();
     }
-
-    /// Takes a retry from the budget; `false` when it is spent.
-    pub fn try_retry(&self) -> bool {
-        self.budget.try_withdraw()
+    let mut attempts = 1;
+    loop {
+        let left = until.saturating_duration_since(Instant::now());
+        let per_try = policy.map_or(left, |p| p.per_try_timeout.min(left));
+        let result = match tokio::time::timeout(per_try, attempt(per_try)).await {
+            Ok(result) => result,
+            Err(_) => Err(GatewayError::BackendDeadline {
+                backend: backend.to_owned(),
+            }),
+        };
+        let Some(policy) = policy else { return result };
+        let retryable = match &result {
+            Ok(answer) => code_of(answer).is_some_and(|code| policy.retries_code(code)),
+            Err(GatewayError::BackendUnavailable { .. } | GatewayError::BackendDeadline { .. }) => {
+                true
+            }
+            Err(_) => false,
+        };
+        if !retryable || attempts >= policy.attempts {
+            return result;
+        }
+        let pause = policy.pause_after(attempts);
+        if Instant::now() + pause >= until {
+            return result;
+        }
+        if !policy.budget.try_withdraw() {
+            stats.count_retry_budget_exhausted();
+            return result;
+        }
+        stats.count_retry();
+        tokio::time::sleep(pause).await;
+        attempts += 1;
     }
 }
 
-/// Retries allowed per second: `percent` of the calls of the current second, and at least `floor`.
+/// Retries allowed per second: `percent` of the calls of the current second, and at least `floor`. Lock-free: a
+/// call at a second's turn may be counted in either second.
 #[derive(Debug)]
 struct RetryBudget {
-    percent: u32,
-    floor: u32,
-    window: Mutex<Window>,
-}
-
-#[derive(Debug)]
-struct Window {
-    started: Instant,
-    calls: u64,
-    retries: u64,
+    percent: u64,
+    floor: u64,
+    since: Instant,
+    /// The second (since `since`) the counts are for.
+    second: AtomicU64,
+    calls: AtomicU64,
+    retries: AtomicU64,
 }
 
 impl RetryBudget {
     fn new(percent: u32, floor: u32) -> Self {
         Self {
-            percent,
-            floor,
-            window: Mutex::new(Window {
-                started: Instant::now(),
-                calls: 0,
-                retries: 0,
-            }),
+            percent: u64::from(percent),
+            floor: u64::from(floor),
+            since: Instant::now(),
+            second: AtomicU64::new(0),
+            calls: AtomicU64::new(0),
+            retries: AtomicU64::new(0),
         }
     }
 
-    fn current(&self) -> std::sync::MutexGuard<'_, Window> {
-        let mut window = self
-            .window
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if window.started.elapsed() >= Duration::from_secs(1) {
-            *window = Window {
-                started: Instant::now(),
-                calls: 0,
-                retries: 0,
-            };
+    /// Starts a new second's counts when the second has turned.
+    fn roll(&self) {
+        let now = self.since.elapsed().as_secs();
+        let counted = self.second.load(Ordering::Acquire);
+        if now != counted
+            && self
+                .second
+                .compare_exchange(counted, now, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        {
+            self.calls.store(0, Ordering::Release);
+            self.retries.store(0, Ordering::Release);
         }
-        window
     }
 
     fn deposit(&self) {
-        self.current().calls += 1;
+        self.roll();
+        self.calls.fetch_add(1, Ordering::AcqRel);
     }
 
     fn try_withdraw(&self) -> bool {
-        let mut window = self.current();
-        let allowed = (window.calls * u64::from(self.percent) / 100).max(u64::from(self.floor));
-        if window.retries < allowed {
-            window.retries += 1;
-            true
-        } else {
-            false
-        }
+        self.roll();
+        let allowed = (self.calls.load(Ordering::Acquire) * self.percent / 100).max(self.floor);
+        self.retries
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                (used < allowed).then_some(used + 1)
+            })
+            .is_ok()
     }
 }
 

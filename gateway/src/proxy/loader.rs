@@ -4,8 +4,6 @@
 use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
-use tokio::time::Instant;
-
 use bytes::Bytes;
 use http::HeaderMap;
 use http::uri::PathAndQuery;
@@ -14,7 +12,7 @@ use tonic::Code;
 use tonic::body::Body;
 
 use super::metadata::{self, PrivateMetadata, PrivateSink};
-use crate::backend::Backend;
+use crate::backend::{Backend, retry};
 use crate::error::{GatewayError, code_for_http_status};
 use crate::grpc::body::{self, ReadError};
 use crate::grpc::compression;
@@ -85,46 +83,17 @@ impl Loader for BackendLoader {
 }
 
 impl BackendLoader {
-    /// Fetches within `budget`, retrying per the backend's policy: only retryable failures, only while the budget
-    /// of retries allows, and never when the pause would end past the deadline.
+    /// Fetches within `budget`, retrying per the backend's policy.
     async fn fetch_with_retries(&self, budget: Duration) -> Result<Answer, GatewayError> {
-        let until = Instant::now() + budget;
-        let retry = self.backend.retry.as_ref();
-        if let Some(policy) = retry {
-            policy.record_call();
-        }
-        let mut attempt = 1;
-        loop {
-            let left = until.saturating_duration_since(Instant::now());
-            let per_try = retry.map_or(left, |p| p.per_try_timeout.min(left));
-            let result = match tokio::time::timeout(per_try, self.fetch_once(per_try)).await {
-                Ok(result) => result,
-                Err(_) => Err(GatewayError::BackendDeadline {
-                    backend: self.backend.name().to_owned(),
-                }),
-            };
-            let Some(policy) = retry else { return result };
-            let retryable = match &result {
-                Ok((entry, ..)) => policy.retries_code(Code::from(entry.status_code)),
-                Err(
-                    GatewayError::BackendUnavailable { .. } | GatewayError::BackendDeadline { .. },
-                ) => true,
-                Err(_) => false,
-            };
-            if !retryable || attempt >= policy.attempts {
-                return result;
-            }
-            let pause = policy.pause_after(attempt);
-            if Instant::now() + pause >= until || !policy.try_retry() {
-                if Instant::now() + pause < until {
-                    self.stats.count_retry_budget_exhausted();
-                }
-                return result;
-            }
-            self.stats.count_retry();
-            tokio::time::sleep(pause).await;
-            attempt += 1;
-        }
+        retry::with_retries(
+            self.backend.name(),
+            self.backend.retry.as_ref(),
+            budget,
+            &self.stats,
+            |(entry, ..): &Answer| Some(Code::from(entry.status_code)),
+            |time_left| self.fetch_once(time_left),
+        )
+        .await
     }
 
     /// One attempt: the request to an endpoint, and its whole answer.

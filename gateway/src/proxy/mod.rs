@@ -228,6 +228,7 @@ impl Proxy {
                             request,
                             deadline,
                             limit,
+                            &self.stats,
                         ));
                         (forwarded.await, None)
                     }

@@ -2,13 +2,16 @@
 
 use http::HeaderValue;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use std::time::Duration;
+
 use tokio::time::Instant;
 use tonic::body::Body;
 
-use crate::backend::{Backend, RetryPolicy};
+use crate::backend::{Backend, RetryPolicy, retry};
 use crate::error::GatewayError;
 use crate::grpc::deadline::Deadline;
 use crate::grpc::timeout;
+use crate::metrics::ProxyStats;
 
 /// Forwards a call untouched except for its deadline, which is replaced by the time the client has left.
 pub(super) async fn forward(
@@ -30,6 +33,7 @@ pub(super) async fn forward_with_retries(
     request: http::Request<Body>,
     deadline: Deadline,
     max_request_bytes: u64,
+    stats: &ProxyStats,
 ) -> http::Response<Body> {
     let budget = deadline.remaining_within(backend.timeout);
     let until = Instant::now() + budget;
@@ -51,46 +55,25 @@ pub(super) async fn forward_with_retries(
         }
         Err(_) => return GatewayError::RequestTimeout(budget).to_response(None),
     };
-    policy.record_call();
-    let mut attempt = 1;
-    loop {
-        let left = until.saturating_duration_since(Instant::now());
+    let attempt = |time_left: Duration| {
         let mut request = http::Request::new(Body::new(Full::new(bytes.clone())));
         *request.method_mut() = parts.method.clone();
         *request.uri_mut() = parts.uri.clone();
         *request.version_mut() = parts.version;
         *request.headers_mut() = parts.headers.clone();
-        let attempt_deadline = Deadline::after(policy.per_try_timeout.min(left));
-        let per_try = attempt_deadline.requested().unwrap_or(left);
-        let result =
-            match tokio::time::timeout(per_try, forward_raw(backend, request, attempt_deadline))
-                .await
-            {
-                Ok(result) => result,
-                Err(_) => Err(GatewayError::BackendDeadline {
-                    backend: backend.name().to_owned(),
-                }),
-            };
-        let retryable = match &result {
-            Ok(response) => {
-                trailers_only_code(response).is_some_and(|code| policy.retries_code(code))
-            }
-            Err(GatewayError::BackendUnavailable { .. } | GatewayError::BackendDeadline { .. }) => {
-                true
-            }
-            Err(_) => false,
-        };
-        let pause = policy.pause_after(attempt);
-        if !retryable
-            || attempt >= policy.attempts
-            || Instant::now() + pause >= until
-            || !policy.try_retry()
-        {
-            return result.unwrap_or_else(|err| err.to_response(None));
-        }
-        tokio::time::sleep(pause).await;
-        attempt += 1;
-    }
+        forward_raw(backend, request, Deadline::after(time_left))
+    };
+    let left = until.saturating_duration_since(Instant::now());
+    retry::with_retries(
+        backend.name(),
+        Some(policy),
+        left,
+        stats,
+        trailers_only_code,
+        attempt,
+    )
+    .await
+    .unwrap_or_else(|err| err.to_response(None))
 }
 
 /// Sends `request` with the time left as its `grpc-timeout`.

@@ -549,6 +549,13 @@ async fn a_passthrough_route_is_retried_only_when_it_asks_for_it() {
         .await
         .expect("the third attempt succeeds");
     assert_eq!(answer.reply.key, "flaky-retried");
+    // The passthrough's retries are counted like the cached routes'.
+    let metrics = crate::health::http_get(gateway.admin, "/metrics").await;
+    assert_eq!(
+        crate::metrics::sample(&metrics, "strata_retries_total", ""),
+        Some(2.0),
+        "{metrics}"
+    );
     // A streaming answer still streams through a retried route.
     let mut stream = client.watch(key("w")).await.expect("watch").into_inner();
     let mut n = 0;
