@@ -16,9 +16,15 @@ pub struct RedisServer {
 }
 
 impl RedisServer {
-    /// Starts redis-server on a free port and waits until it answers.
+    /// Starts redis-server on a free port and waits until it answers. A port another process took between being
+    /// chosen and being bound (tests run in parallel) makes the server exit: another port is tried.
     pub fn start() -> Self {
-        Self::start_on(free_port())
+        for _ in 0..5 {
+            if let Some(server) = Self::try_start_with(free_port(), Vec::new()) {
+                return server;
+            }
+        }
+        panic!("redis-server did not start on any of 5 free ports");
     }
 
     /// Starts redis-server on `port` (e.g. the port of a server this test killed) and waits until it answers.
@@ -27,6 +33,11 @@ impl RedisServer {
     }
 
     fn start_with(port: u16, extra_args: Vec<String>) -> Self {
+        Self::try_start_with(port, extra_args)
+            .unwrap_or_else(|| panic!("redis-server on port {port} did not start (port taken?)"))
+    }
+
+    fn try_start_with(port: u16, extra_args: Vec<String>) -> Option<Self> {
         let dir =
             std::env::temp_dir().join(format!("strata-test-redis-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("redis dir");
@@ -36,11 +47,11 @@ impl RedisServer {
             dir,
             extra_args,
         };
-        server.spawn();
-        server
+        server.spawn().then_some(server)
     }
 
-    fn spawn(&mut self) {
+    /// Starts the child and waits until it answers; `false` if it exited first (its port was taken).
+    fn spawn(&mut self) -> bool {
         let child = Command::new("redis-server")
             .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
             .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
@@ -55,8 +66,16 @@ impl RedisServer {
         self.child = Some(child);
         let until = Instant::now() + Duration::from_secs(10);
         while Instant::now() < until {
-            if self.ping() {
-                return;
+            if self
+                .child
+                .as_mut()
+                .is_none_or(|c| c.try_wait().ok().flatten().is_some())
+            {
+                self.child = None;
+                return false;
+            }
+            if self.is_ours() {
+                return true;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -64,6 +83,20 @@ impl RedisServer {
             "redis-server on port {} did not answer within 10 s",
             self.port
         );
+    }
+
+    /// Whether the server answering on the port is this one (by its directory), not another test's.
+    fn is_ours(&self) -> bool {
+        let ours = std::fs::canonicalize(&self.dir).unwrap_or_else(|_| self.dir.clone());
+        redis::Client::open(self.url())
+            .and_then(|c| c.get_connection_with_timeout(Duration::from_millis(200)))
+            .and_then(|mut c| {
+                redis::cmd("CONFIG")
+                    .arg("GET")
+                    .arg("dir")
+                    .query::<Vec<String>>(&mut c)
+            })
+            .is_ok_and(|reply| reply.get(1).map(std::path::PathBuf::from) == Some(ours.clone()))
     }
 
     /// The URL the gateway connects to.
@@ -82,7 +115,11 @@ impl RedisServer {
     /// Starts the server again on the same port (empty: nothing is persisted).
     pub fn restart(&mut self) {
         self.kill();
-        self.spawn();
+        assert!(
+            self.spawn(),
+            "redis-server could not restart on port {} (taken meanwhile?)",
+            self.port
+        );
     }
 
     /// A synchronous client connection.
@@ -103,13 +140,6 @@ impl RedisServer {
             .arg("*")
             .query(&mut self.client())
             .unwrap_or_default()
-    }
-
-    fn ping(&self) -> bool {
-        redis::Client::open(self.url())
-            .and_then(|c| c.get_connection_with_timeout(Duration::from_millis(200)))
-            .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
-            .is_ok()
     }
 }
 

@@ -163,7 +163,9 @@ fn main() -> anyhow::Result<()> {
                 let listener = tokio::net::TcpListener::bind(listen)
                     .await
                     .with_context(|| format!("cannot listen on {listen}"))?;
-                eprintln!("sample backend demo.v1.Catalog listening on {listen}");
+                // The bound address, so that `--listen 127.0.0.1:0` says which port it got.
+                let bound = listener.local_addr().unwrap_or(listen);
+                eprintln!("sample backend demo.v1.Catalog listening on {bound}");
                 let options = backend::BackendOptions {
                     size,
                     latency,

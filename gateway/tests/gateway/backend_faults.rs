@@ -164,10 +164,11 @@ async fn a_blackholed_endpoint_ends_calls_at_their_deadline_leaves_the_rotation_
 
 #[tokio::test]
 async fn a_down_backend_is_named_by_its_name_and_its_address_goes_only_to_the_log() {
-    // A port nothing listens on any more.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port");
+    // A port bound but never listened on: connections are refused, and no other test can take the port meanwhile.
+    let held = tokio::net::TcpSocket::new_v4().expect("socket");
+    held.bind("127.0.0.1:0".parse().expect("addr"))
+        .expect("bind");
+    let closed = held.local_addr().expect("a port");
     let gateway = TestGateway::start(&config_with_route(
         &format!("http://{closed}"),
         "ttl: 30s",
@@ -203,4 +204,5 @@ async fn a_down_backend_is_named_by_its_name_and_its_address_goes_only_to_the_lo
         );
     }
     gateway.stop().await;
+    drop(held);
 }

@@ -5,7 +5,6 @@
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use strata_gateway::{Config, Listeners};
 
@@ -22,13 +21,6 @@ pub fn venv_tool(env_var: &str, name: &str) -> PathBuf {
     )
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
 /// `strata-load backend` on a random port, killed when dropped.
 pub struct SampleBackend {
     child: Child,
@@ -37,28 +29,29 @@ pub struct SampleBackend {
 }
 
 impl SampleBackend {
-    /// Starts it with no lookup latency and waits until it accepts connections.
+    /// Starts it on a port of its own choosing (no other process can take the port between choosing and binding it)
+    /// with no lookup latency; returns once it listens.
     pub fn start() -> Self {
-        let port = free_port();
-        let child = Command::new(env!("CARGO_BIN_EXE_strata-load"))
-            .args([
-                "backend",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--latency",
-                "0ms",
-            ])
+        let mut child = Command::new(env!("CARGO_BIN_EXE_strata-load"))
+            .args(["backend", "--listen", "127.0.0.1:0", "--latency", "0ms"])
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("start the sample backend");
-        let backend = Self { child, port };
-        let until = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < until, "the sample backend did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        backend
+        // Its first line says where it listens: `… listening on 127.0.0.1:PORT`.
+        let mut stderr = std::io::BufReader::new(child.stderr.take().expect("piped"));
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut stderr, &mut line)
+            .expect("the sample backend's first line");
+        // The rest is drained, so that the backend never writes into a closed pipe.
+        std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+        let port = line
+            .trim()
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("no port in the sample backend's line: {line:?}"));
+        Self { child, port }
     }
 }
 

@@ -3,7 +3,7 @@
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use super::{eventually, free_port};
+use super::free_port;
 
 /// A `strata serve` process (so the test can kill it with SIGKILL), killed when dropped.
 pub struct GatewayProcess {
@@ -16,8 +16,19 @@ pub struct GatewayProcess {
 }
 
 impl GatewayProcess {
-    /// Writes the config with fresh ports for both listeners, starts `strata serve`, and waits until it listens.
+    /// Writes the config with fresh ports for both listeners, starts `strata serve`, and waits until it says it
+    /// serves. Ports another process took between being chosen and being bound (tests run in parallel) make the
+    /// gateway exit: fresh ones are tried.
     pub async fn start(yaml_without_listeners: &str) -> Self {
+        for _ in 0..5 {
+            if let Some(process) = Self::try_start(yaml_without_listeners).await {
+                return process;
+            }
+        }
+        panic!("strata serve did not start on any of 5 pairs of free ports");
+    }
+
+    async fn try_start(yaml_without_listeners: &str) -> Option<Self> {
         let addr = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
         let admin = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
         let yaml = yaml_without_listeners
@@ -32,24 +43,39 @@ impl GatewayProcess {
             addr.port()
         ));
         std::fs::write(&config, yaml).expect("write config");
-        let child = Command::new(env!("CARGO_BIN_EXE_strata"))
+        let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
             .args(["serve", "--config"])
             .arg(&config)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("start strata");
-        let up = eventually(Duration::from_secs(10), || async {
-            tokio::net::TcpStream::connect(addr).await.is_ok()
-        })
-        .await;
-        assert!(up, "strata serve did not start listening on {addr}");
-        Self {
+        // It logs `strata gateway serving` once both listeners are its own; it exits if a port was taken.
+        let stderr = child.stderr.take().expect("piped");
+        let (serving, said) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = std::io::BufReader::new(stderr);
+            let mut line = String::new();
+            let mut told = false;
+            while std::io::BufRead::read_line(&mut lines, &mut line).is_ok_and(|n| n > 0) {
+                if !told && line.contains("strata gateway serving") {
+                    let _ = serving.send(());
+                    told = true;
+                }
+                line.clear();
+            }
+        });
+        let up = tokio::task::spawn_blocking(move || said.recv_timeout(Duration::from_secs(10)))
+            .await
+            .is_ok_and(|r| r.is_ok());
+        let process = Self {
             child,
             addr,
             admin,
             config,
-        }
+        };
+        // Dropped when it did not start: killed, its config removed.
+        up.then_some(process)
     }
 
     /// Its process id.
