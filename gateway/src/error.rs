@@ -6,6 +6,7 @@ use http::HeaderValue;
 use tonic::Code;
 use tonic::body::Body;
 
+use crate::grpc::CacheResult;
 use crate::grpc::body::ReadError;
 use crate::grpc::frame::FrameError;
 
@@ -105,12 +106,12 @@ impl GatewayError {
     }
 
     /// The error as a complete HTTP/2 response (Trailers-Only), with `x-strata-cache` when given.
-    pub fn to_response(&self, cache_status: Option<&'static str>) -> http::Response<Body> {
+    pub fn to_response(&self, cache_status: Option<CacheResult>) -> http::Response<Body> {
         let mut response = self.to_status().into_http::<Body>();
-        if let Some(value) = cache_status {
+        if let Some(result) = cache_status {
             response.headers_mut().insert(
-                crate::grpc::CACHE_STATUS_HEADER,
-                HeaderValue::from_static(value),
+                crate::grpc::CACHE_STATUS,
+                HeaderValue::from_static(result.as_str()),
             );
         }
         response
@@ -160,7 +161,7 @@ mod tests {
     #[test]
     fn responses_carry_code_and_message() {
         let err = GatewayError::RequestTooLarge { len: 10, limit: 4 };
-        let resp = err.to_response(Some("bypass"));
+        let resp = err.to_response(Some(CacheResult::Bypass));
         assert_eq!(
             resp.headers().get("grpc-status").map(|v| v.as_bytes()),
             Some(&b"8"[..])

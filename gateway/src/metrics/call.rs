@@ -13,9 +13,10 @@ use tokio::time::Instant;
 use tonic::body::Body;
 
 use super::{AtomicHistogram, CallLabels, Metrics, RouteLabel};
+use crate::grpc::CacheResult;
 
 /// The cache results a call is counted under (`none`: not a cached call).
-const CACHE_RESULTS: [&str; 7] = ["none", "l1", "l2", "miss", "coalesced", "stale", "bypass"];
+const CACHE_RESULTS: usize = CacheResult::ALL.len() + 1;
 
 /// gRPC status codes: 0 (OK) to 16 (UNAUTHENTICATED).
 const CODES: usize = 17;
@@ -47,7 +48,7 @@ impl RouteSeries {
         Self {
             route,
             seconds,
-            calls: (0..CODES * CACHE_RESULTS.len())
+            calls: (0..CODES * CACHE_RESULTS)
                 .map(|_| OnceLock::new())
                 .collect(),
             family: calls.clone(),
@@ -60,16 +61,17 @@ impl RouteSeries {
     }
 
     /// Counts one call ending with `code`, answered as `cache` says.
-    fn count(&self, code: tonic::Code, cache: &'static str) {
+    fn count(&self, code: tonic::Code, cache: Option<CacheResult>) {
         let labels = || CallLabels {
             route: self.route.clone(),
             code: crate::grpc::code::name(code),
-            cache,
+            cache: CacheResult::name_of(cache),
         };
         let code_index = usize::try_from(i32::from(code)).ok().filter(|&c| c < CODES);
-        let cache_index = CACHE_RESULTS.iter().position(|&c| c == cache);
-        match code_index.zip(cache_index) {
-            Some((c, r)) => self.calls[c * CACHE_RESULTS.len() + r]
+        // 0 for calls off the cached path, then the results in their order.
+        let cache_index = cache.map_or(0, |c| c as usize + 1);
+        match code_index {
+            Some(c) => self.calls[c * CACHE_RESULTS + cache_index]
                 .get_or_init(|| self.family.get_or_create(&labels()).clone())
                 .inc(),
             None => self.family.get_or_create(&labels()).inc(),
@@ -82,7 +84,7 @@ pub(super) fn observed(
     metrics: &Arc<Metrics>,
     series: Arc<RouteSeries>,
     started: Instant,
-    cache: &'static str,
+    cache: Option<CacheResult>,
     response: http::Response<Body>,
 ) -> http::Response<Body> {
     let code = crate::grpc::code::status_in(response.headers());
@@ -112,7 +114,7 @@ pub(super) fn record_unanswered(
     let mut observation = Observation {
         metrics: metrics.clone(),
         series,
-        cache: "none",
+        cache: None,
         code: None,
         started,
         done: false,
@@ -125,7 +127,7 @@ pub(super) fn record_unanswered(
 struct Observation {
     metrics: Arc<Metrics>,
     series: Arc<RouteSeries>,
-    cache: &'static str,
+    cache: Option<CacheResult>,
     code: Option<i32>,
     started: Instant,
     done: bool,
@@ -146,7 +148,7 @@ impl Observation {
             crate::telemetry::access_log(&crate::telemetry::AccessLine {
                 route: &self.series.route,
                 code: crate::grpc::code::name(code),
-                cache: self.cache,
+                cache: CacheResult::name_of(self.cache),
                 elapsed,
             });
         }
@@ -244,17 +246,16 @@ mod tests {
         let seconds = Family::<RouteLabel, AtomicHistogram>::default();
         let route = || Arc::new("/demo.v1.Catalog/GetItem".to_owned());
         let series = RouteSeries::new(route(), &calls, &seconds);
-        series.count(tonic::Code::Ok, "l1");
-        series.count(tonic::Code::Ok, "l1");
-        series.count(tonic::Code::NotFound, "miss");
-        // A cache result outside the known set is still counted, through the family.
-        series.count(tonic::Code::Ok, "elsewhere");
+        series.count(tonic::Code::Ok, Some(CacheResult::L1));
+        series.count(tonic::Code::Ok, Some(CacheResult::L1));
+        series.count(tonic::Code::NotFound, Some(CacheResult::Miss));
+        series.count(tonic::Code::Ok, None);
         // A config reload builds the route again: same labels, same series.
         let rebuilt = RouteSeries::new(route(), &calls, &seconds);
-        rebuilt.count(tonic::Code::Ok, "l1");
+        rebuilt.count(tonic::Code::Ok, Some(CacheResult::L1));
         assert_eq!(count_of(&calls, "OK", "l1"), 3);
         assert_eq!(count_of(&calls, "NOT_FOUND", "miss"), 1);
-        assert_eq!(count_of(&calls, "OK", "elsewhere"), 1);
+        assert_eq!(count_of(&calls, "OK", "none"), 1);
         assert_eq!(count_of(&calls, "OK", "l2"), 0);
         rebuilt
             .seconds

@@ -19,6 +19,8 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use strata_cache::Tiered;
+
+use crate::grpc::CacheResult;
 use tokio::time::Instant;
 use tonic::body::Body;
 
@@ -210,11 +212,11 @@ impl Metrics {
         self: &Arc<Self>,
         route: Option<&Arc<RouteSeries>>,
         started: Instant,
-        cache: Option<&'static str>,
+        cache: Option<CacheResult>,
         response: http::Response<Body>,
     ) -> http::Response<Body> {
         let series = route.unwrap_or(&self.unrouted).clone();
-        call::observed(self, series, started, cache.unwrap_or("none"), response)
+        call::observed(self, series, started, cache, response)
     }
 
     /// Counts a call that ended without an answer from the gateway (`code`: why), under `route`.

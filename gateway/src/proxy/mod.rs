@@ -18,6 +18,7 @@ use tonic::body::Body;
 use self::cache_key::Codec;
 use crate::config::ApplyTo;
 use crate::error::GatewayError;
+use crate::grpc::CacheResult;
 use crate::grpc::deadline::Deadline;
 use crate::metrics::{Metrics, ProxyStats, RouteSeries};
 use crate::route::{Route, Router};
@@ -169,7 +170,7 @@ impl Proxy {
         unanswered.answered = true;
         span.record("route", series.map_or("unrouted", |s| s.route().as_str()));
         if let Some(cache) = cache {
-            span.record("cache", cache);
+            span.record("cache", cache.as_str());
         }
         if let Some(code) = response
             .headers()
@@ -260,8 +261,9 @@ impl Proxy {
         }
     }
 
-    fn cache_status(&self, value: &'static str) -> Option<&'static str> {
-        self.options.expose_cache_status.then_some(value)
+    /// `result`, when answers say where they came from (`expose_cache_status`).
+    fn cache_status(&self, result: CacheResult) -> Option<CacheResult> {
+        self.options.expose_cache_status.then_some(result)
     }
 }
 
@@ -290,7 +292,7 @@ impl Drop for Unanswered<'_> {
 }
 
 /// A call's response and, on a cached route, where its answer came from (`l1`, `miss`, `bypass`, …).
-type Answer = (http::Response<Body>, Option<&'static str>);
+type Answer = (http::Response<Body>, Option<CacheResult>);
 
 /// Whether an answer is a Trailers-Only CANCELLED.
 fn is_cancelled(response: &http::Response<Body>) -> bool {

@@ -5,9 +5,9 @@ use strata_cache::{Entry, UnixMs};
 use tonic::body::Body;
 
 use super::metadata::{self, PrivateMetadata};
-use crate::grpc::CACHE_STATUS;
 use crate::grpc::code;
 use crate::grpc::message_body::MessageBody;
+use crate::grpc::{CACHE_STATUS, CacheResult};
 use crate::route::cache_control::CacheControl;
 
 /// The `age` a stored answer is replayed with, `now`, when its `cache-control` carries a lifetime (`max-age`,
@@ -43,7 +43,7 @@ pub fn age(entry: &Entry, now: UnixMs) -> Option<HeaderValue> {
 /// An OK answer is its message then trailers; any other status is a Trailers-Only response, as gRPC servers send.
 pub fn response(
     entry: &Entry,
-    cache_status: Option<&'static str>,
+    cache_status: Option<CacheResult>,
     private: Option<&PrivateMetadata>,
     age: Option<HeaderValue>,
 ) -> http::Response<Body> {
@@ -61,8 +61,8 @@ pub fn response(
             HeaderValue::from_static("application/grpc"),
         );
     }
-    if let Some(value) = cache_status {
-        headers.insert(CACHE_STATUS, HeaderValue::from_static(value));
+    if let Some(result) = cache_status {
+        headers.insert(CACHE_STATUS, HeaderValue::from_static(result.as_str()));
     }
 
     let body = if entry.status_code == 0 {
@@ -114,7 +114,7 @@ mod tests {
 
     #[tokio::test]
     async fn ok_answer_is_message_then_trailers() {
-        let resp = response(&entry(0), Some("l1"), None, None);
+        let resp = response(&entry(0), Some(CacheResult::L1), None, None);
         assert_eq!(resp.headers()["x-strata-cache"], "l1");
         assert_eq!(resp.headers()["x-h"], "1");
         let collected = resp.into_body().collect().await.expect("infallible");

@@ -9,14 +9,15 @@ use super::loader::BackendLoader;
 use super::metadata::PrivateSink;
 use super::{Proxy, cache_key, passthrough, replay};
 use crate::error::GatewayError;
-use crate::grpc::CACHE_STATUS;
 use crate::grpc::body;
 use crate::grpc::deadline::Deadline;
 use crate::grpc::frame::{self, Message};
+use crate::grpc::{CACHE_STATUS, CacheResult};
 use crate::route::rate_limit::RateLimit;
 use crate::route::{CacheRule, Route};
 
-/// Answers a call on a cached route, its messages encoded with `codec`; says where the answer came from (`l1`, `miss`, `bypass`, …), for the metrics.
+/// Answers a call on a cached route, its messages encoded with `codec`; says where the answer came from, for the
+/// metrics.
 pub(super) async fn answer(
     proxy: &Proxy,
     route: &Route,
@@ -24,7 +25,7 @@ pub(super) async fn answer(
     request: http::Request<Body>,
     codec: &cache_key::Codec,
     deadline: Deadline,
-) -> (http::Response<Body>, Option<&'static str>) {
+) -> (http::Response<Body>, Option<CacheResult>) {
     let limit = proxy.options.max_request_bytes;
     let (parts, request_body) = request.into_parts();
     // Bounded by the client's deadline (the deadline layer) and, for clients that send none, by the backend timeout:
@@ -54,14 +55,14 @@ pub(super) async fn answer(
             if let Err(refused) = limit.check(&parts.headers) {
                 proxy.stats.count_rate_limited();
                 return (
-                    refused.to_response(proxy.cache_status("bypass")),
-                    Some("bypass"),
+                    refused.to_response(proxy.cache_status(CacheResult::Bypass)),
+                    Some(CacheResult::Bypass),
                 );
             }
         }
         // Boxed, like every path an L1 hit does not take: it keeps the hit's future small.
         let bypassed = Box::pin(bypass(proxy, route, parts, message, deadline));
-        return (bypassed.await, Some("bypass"));
+        return (bypassed.await, Some(CacheResult::Bypass));
     }
 
     let key = cache_key::key_for(
@@ -99,7 +100,7 @@ pub(super) async fn answer(
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .take();
-            let source = lookup.source.as_str();
+            let source = CacheResult::from(lookup.source);
             // A replayed answer says how long it has been stored; one fetched for this caller is as the backend sent.
             let age = (lookup.source != strata_cache::Source::Miss)
                 .then(|| replay::age(&lookup.entry, proxy.cache.clock().now()))
@@ -113,8 +114,8 @@ pub(super) async fn answer(
             (response, Some(source))
         }
         Err(err) => (
-            GatewayError::from(&err).to_response(proxy.cache_status("miss")),
-            Some("miss"),
+            GatewayError::from(&err).to_response(proxy.cache_status(CacheResult::Miss)),
+            Some(CacheResult::Miss),
         ),
     }
 }
@@ -135,10 +136,11 @@ async fn bypass(
     let request =
         http::Request::from_parts(parts, Body::new(http_body_util::StreamBody::new(body)));
     let mut response = passthrough::forward(&route.backend, request, deadline).await;
-    if let Some(value) = proxy.cache_status("bypass") {
-        response
-            .headers_mut()
-            .insert(CACHE_STATUS, http::HeaderValue::from_static(value));
+    if let Some(result) = proxy.cache_status(CacheResult::Bypass) {
+        response.headers_mut().insert(
+            CACHE_STATUS,
+            http::HeaderValue::from_static(result.as_str()),
+        );
     }
     response
 }
