@@ -17,6 +17,7 @@
 //! ```text
 //! test_io                       test doubles for IO (tests only)
 //! grpc, one_write, log_writer   the gRPC wire (framing, bodies, deadlines, codes, names); one write per flush; the log buffer
+//! in_flight                     counting calls in flight, with a guard
 //! error                         GatewayError and the one table mapping it to gRPC codes
 //! config                        the config file: parsed and validated into typed values (route matchers included)
 //! telemetry                     logs (the access log's lines included) and traces
@@ -36,6 +37,7 @@ pub(crate) mod error;
 #[cfg(test)]
 mod fuzz;
 pub mod grpc;
+mod in_flight;
 pub(crate) mod layers;
 pub(crate) mod log_writer;
 pub(crate) mod metrics;

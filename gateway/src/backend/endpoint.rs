@@ -3,8 +3,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use tokio::time::Instant;
@@ -12,6 +11,7 @@ use tonic::body::Body;
 use tonic::transport::Channel;
 
 use super::connection::Connection;
+use crate::in_flight;
 
 /// Any error of a call to an endpoint.
 pub type CallFailure = Box<dyn std::error::Error + Send + Sync>;
@@ -63,7 +63,7 @@ pub struct Endpoint {
     pub addr: Option<std::net::SocketAddr>,
     /// The multiplexed HTTP/2 connection to it.
     pub channel: Transport,
-    outstanding: AtomicUsize,
+    outstanding: in_flight::Counter,
     healthy: AtomicBool,
     consecutive_failures: AtomicU32,
     ejections: AtomicU32,
@@ -80,7 +80,7 @@ impl Endpoint {
             source: None,
             addr: None,
             channel,
-            outstanding: AtomicUsize::new(0),
+            outstanding: in_flight::Counter::default(),
             healthy: AtomicBool::new(true),
             consecutive_failures: AtomicU32::new(0),
             ejections: AtomicU32::new(0),
@@ -91,13 +91,12 @@ impl Endpoint {
 
     /// Calls in flight to this endpoint.
     pub fn outstanding(&self) -> usize {
-        self.outstanding.load(Ordering::Relaxed)
+        self.outstanding.now()
     }
 
     /// Counts a call in flight until the returned guard is dropped.
-    pub fn start_call(self: &Arc<Self>) -> InFlight {
-        self.outstanding.fetch_add(1, Ordering::Relaxed);
-        InFlight(self.clone())
+    pub fn start_call(&self) -> in_flight::Guard {
+        self.outstanding.enter().0
     }
 
     /// Whether the last health checks said it serves.
@@ -142,15 +141,5 @@ impl Endpoint {
 
     fn now_ms(&self) -> u64 {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX / 2)
-    }
-}
-
-/// A call in flight to an endpoint; dropping it ends the count.
-#[derive(Debug)]
-pub struct InFlight(Arc<Endpoint>);
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.outstanding.fetch_sub(1, Ordering::Relaxed);
     }
 }

@@ -11,7 +11,6 @@ pub(crate) mod retry;
 mod stream_body;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use prometheus_client::metrics::histogram::Histogram;
@@ -28,6 +27,7 @@ use crate::config::Target;
 use crate::config::{BackendConfig, OutlierConfig};
 use crate::error::GatewayError;
 use crate::grpc::deadline::Deadline;
+use crate::in_flight;
 use crate::metrics::{BackendLabels, BackendMetrics, BackendSeconds};
 
 /// A backend service and its endpoints.
@@ -39,7 +39,7 @@ pub struct Backend {
     balancer: Balancer,
     outlier: Option<OutlierConfig>,
     max_concurrent_requests: Option<usize>,
-    in_flight: AtomicUsize,
+    in_flight: in_flight::Counter,
     default_timeout: Option<Duration>,
     max_timeout: Option<Duration>,
     /// The longest the gateway waits for an answer on a cached route.
@@ -116,7 +116,7 @@ impl Backend {
             balancer: Balancer::new(config.lb),
             outlier: config.outlier.clone(),
             max_concurrent_requests: config.max_concurrent_requests,
-            in_flight: AtomicUsize::new(0),
+            in_flight: in_flight::Counter::default(),
             default_timeout: config.default_timeout,
             max_timeout: config.max_timeout,
             timeout: config.timeout,
@@ -215,9 +215,8 @@ impl Backend {
     }
 
     /// Counts a call against `max_concurrent_requests`, or refuses it at once.
-    fn admit(&self) -> Result<Admitted<'_>, GatewayError> {
-        let now = self.in_flight.fetch_add(1, Ordering::AcqRel) + 1;
-        let admitted = Admitted(&self.in_flight);
+    fn admit(&self) -> Result<in_flight::Guard, GatewayError> {
+        let (admitted, now) = self.in_flight.enter();
         match self.max_concurrent_requests {
             Some(max) if now > max => Err(GatewayError::BackendOverloaded {
                 backend: self.name.clone(),
@@ -253,15 +252,6 @@ impl Drop for Backend {
         for task in &self.resolvers {
             task.abort();
         }
-    }
-}
-
-/// A call counted against the backend's limit until dropped.
-struct Admitted<'a>(&'a AtomicUsize);
-
-impl Drop for Admitted<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

@@ -5,19 +5,19 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 
 use tokio::time::Instant;
 use tonic::body::Body;
 
 use crate::error::GatewayError;
+use crate::in_flight;
 use crate::metrics::ProxyStats;
 
 /// The gateway-wide count of calls in flight and its limit.
 #[derive(Debug, Default)]
 pub struct Shedding {
-    in_flight: AtomicUsize,
+    in_flight: in_flight::Counter,
     limit: Option<usize>,
     stats: Arc<ProxyStats>,
 }
@@ -26,7 +26,7 @@ impl Shedding {
     /// A counter refusing calls beyond `limit` (`None`: never).
     pub fn new(limit: Option<usize>, stats: Arc<ProxyStats>) -> Arc<Self> {
         Arc::new(Self {
-            in_flight: AtomicUsize::new(0),
+            in_flight: in_flight::Counter::default(),
             limit,
             stats,
         })
@@ -35,12 +35,11 @@ impl Shedding {
     /// Whether the gateway is at its limit now (readiness reports not ready meanwhile).
     pub fn is_shedding(&self) -> bool {
         self.limit
-            .is_some_and(|limit| self.in_flight.load(Ordering::Acquire) >= limit)
+            .is_some_and(|limit| self.in_flight.now() >= limit)
     }
 
-    fn admit(self: &Arc<Self>) -> Result<InFlight, usize> {
-        let now = self.in_flight.fetch_add(1, Ordering::AcqRel) + 1;
-        let guard = InFlight(self.clone());
+    fn admit(&self) -> Result<in_flight::Guard, usize> {
+        let (guard, now) = self.in_flight.enter();
         match self.limit {
             Some(limit) if now > limit => {
                 self.stats.count_shed();
@@ -48,15 +47,6 @@ impl Shedding {
             }
             _ => Ok(guard),
         }
-    }
-}
-
-/// A call counted as in flight until dropped.
-struct InFlight(Arc<Shedding>);
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
