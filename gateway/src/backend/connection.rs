@@ -22,7 +22,7 @@ use tokio::net::TcpStream;
 use tonic::body::Body;
 
 use super::stream_body::{ResponseBody, send_body};
-use crate::grpc::timeout;
+use crate::grpc::deadline::Deadline;
 use crate::one_write::OneWrite;
 
 /// HTTP/2 flow-control windows offered to the backend, per stream and per connection: room for large answers
@@ -64,8 +64,8 @@ pub enum CallError {
     /// The HTTP/2 connection or stream failed.
     #[error("HTTP/2: {0}")]
     Http2(#[from] h2::Error),
-    /// No response headers within the request's `grpc-timeout`.
-    #[error("no answer within the call's grpc-timeout of {0:?}")]
+    /// No response headers before the call's deadline.
+    #[error("no answer within the call's deadline of {0:?}")]
     DeadlineExpired(Duration),
     /// The request cannot be sent to this endpoint.
     #[error("request not sendable: {0}")]
@@ -136,19 +136,17 @@ impl Connection {
         })
     }
 
-    /// Sends `request` (its URI needs only a path) and waits for the response's headers; the body streams after.
+    /// Sends `request` (its URI needs only a path) and waits for the response's headers, at most until the
+    /// [`Deadline`] in its extensions; the body streams after.
     pub async fn send(
         self,
         request: http::Request<Body>,
     ) -> Result<http::Response<Body>, CallError> {
-        let limit = request
-            .headers()
-            .get(timeout::HEADER)
-            .and_then(|v| timeout::parse(v.as_bytes()));
-        match limit {
-            Some(limit) => tokio::time::timeout(limit, self.exchange(request))
+        let deadline = request.extensions().get::<Deadline>().copied();
+        match deadline.and_then(|d| d.at().zip(d.requested())) {
+            Some((at, requested)) => tokio::time::timeout_at(at, self.exchange(request))
                 .await
-                .map_err(|_| CallError::DeadlineExpired(limit))?,
+                .map_err(|_| CallError::DeadlineExpired(requested))?,
             None => self.exchange(request).await,
         }
     }

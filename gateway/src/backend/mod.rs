@@ -27,6 +27,7 @@ use crate::config::Target;
 use crate::config::{BackendConfig, OutlierConfig};
 use crate::error::GatewayError;
 use crate::grpc::deadline::Deadline;
+use crate::grpc::timeout;
 use crate::in_flight;
 use crate::metrics::{BackendLabels, BackendMetrics, BackendSeconds};
 
@@ -147,11 +148,24 @@ impl Backend {
         }
     }
 
-    /// Sends one call to an available endpoint. The request URI needs only its path: the channel sets the origin.
+    /// Sends one call to an available endpoint under `deadline`: the backend is told the time left
+    /// (`grpc-timeout`), and the connection stops waiting for the answer's headers when it passes. The request URI
+    /// needs only its path: the channel sets the origin.
     pub async fn call(
         &self,
-        request: http::Request<Body>,
+        mut request: http::Request<Body>,
+        deadline: Deadline,
     ) -> Result<http::Response<Body>, GatewayError> {
+        if let Some(left) = deadline.remaining() {
+            if let Ok(value) = http::HeaderValue::from_str(&timeout::format(left)) {
+                request.headers_mut().insert(timeout::HEADER, value);
+            }
+            // The client's deadline is in the extensions already (the deadline layer put it there); one the
+            // gateway set replaces it.
+            if request.extensions().get::<Deadline>().map(Deadline::at) != Some(deadline.at()) {
+                request.extensions_mut().insert(deadline);
+            }
+        }
         let started = tokio::time::Instant::now();
         let result = self.call_endpoint(request).await;
         if let Some(seconds) = &self.call_seconds {
@@ -194,8 +208,8 @@ impl Backend {
         }
         result.map_err(|err| {
             if is_timeout(err.as_ref()) {
-                // The connection (tonic's channel, for TLS) enforces the `grpc-timeout` the request carries: the
-                // deadline passed.
+                // The connection (tonic's channel, for TLS, by the `grpc-timeout` header) enforces the deadline: it
+                // passed.
                 GatewayError::BackendDeadline {
                     backend: self.name.clone(),
                 }

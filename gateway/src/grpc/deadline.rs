@@ -1,5 +1,21 @@
 //! A call's deadline: when the client stops waiting, read once from its `grpc-timeout`, or set by the gateway
 //! (`default_timeout`, `max_timeout`).
+//!
+//! # Where deadlines are enforced, and why
+//!
+//! - `layers::deadline`: the client's deadline, read here once and put in the request's extensions, bounds
+//!   everything the gateway does for the call — all of a unary call; a streaming call until its answer's headers.
+//!   It answers DEADLINE_EXCEEDED itself, so a client gets a status even from a stuck backend.
+//! - `proxy` (`dispatch_to`): a deadline the gateway sets (`Backend::deadline_for` clamps to `max_timeout`, or gives a call
+//!   without one `default_timeout`/`max_timeout`) is the gateway's to enforce: around the whole call, and on a
+//!   streamed answer until its end (`proxy::stream_deadline`), since the client's own timer will not fire first.
+//! - `backend::Backend::call`: tells the backend the time left (`grpc-timeout`) and hands the deadline to the
+//!   connection, which stops waiting for the answer's headers when it passes (tonic's channel does so for TLS).
+//! - `proxy::unary` and `proxy::passthrough`: reading a request bounded by the backend's `timeout` when the client
+//!   set no deadline, so a client that never finishes its request cannot hold a call open.
+//! - `proxy::loader` and `backend::retry`: a cache fetch runs under the backend's `timeout`, never one caller's
+//!   deadline (the fetch belongs to every caller of the key; each waits for it until its own deadline), and each
+//!   retried attempt under `per_try_timeout`.
 
 use std::time::Duration;
 

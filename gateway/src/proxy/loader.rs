@@ -16,6 +16,7 @@ use crate::backend::{Backend, retry};
 use crate::error::{GatewayError, code_for_http_status};
 use crate::grpc::body::{self, ReadError};
 use crate::grpc::compression;
+use crate::grpc::deadline::Deadline;
 use crate::grpc::frame::FrameError;
 use crate::grpc::message_body::MessageBody;
 use crate::metrics::ProxyStats;
@@ -102,8 +103,11 @@ impl BackendLoader {
             http::Request::new(Body::new(MessageBody::new(self.message.clone(), None)));
         *request.method_mut() = http::Method::POST;
         *request.uri_mut() = http::Uri::from(self.path.clone());
-        *request.headers_mut() = metadata::for_backend(self.headers.clone(), time_left);
-        let response = self.backend.call(request).await?;
+        *request.headers_mut() = metadata::for_backend(self.headers.clone());
+        let response = self
+            .backend
+            .call(request, Deadline::after(time_left))
+            .await?;
         collect_answer(&self.backend, response, self.max_response_bytes, &self.rule).await
     }
 }

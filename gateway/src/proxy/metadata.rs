@@ -6,8 +6,6 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use strata_cache::Metadata;
 
-use crate::grpc::timeout;
-
 /// Headers that describe a single HTTP/2 exchange or its encoding, never replayed from the cache.
 const NOT_REPLAYED: &[&str] = &[
     "content-length",
@@ -84,14 +82,11 @@ pub fn append(target: &mut HeaderMap, metadata: &[Metadata]) {
     }
 }
 
-/// The client's request headers, prepared for the backend call on the cached path: the remaining deadline instead
-/// of the client's, and no compression negotiation (answers are stored uncompressed).
-pub fn for_backend(mut headers: HeaderMap, remaining: std::time::Duration) -> HeaderMap {
+/// The client's request headers, prepared for the backend call on the cached path: no compression negotiation
+/// (answers are stored uncompressed). The fetch's own deadline replaces the client's (`Backend::call`).
+pub fn for_backend(mut headers: HeaderMap) -> HeaderMap {
     headers.remove("grpc-accept-encoding");
     headers.remove("grpc-encoding");
     headers.remove(http::header::CONTENT_LENGTH);
-    if let Ok(value) = HeaderValue::from_str(&timeout::format(remaining)) {
-        headers.insert(timeout::HEADER, value);
-    }
     headers
 }

@@ -1,6 +1,5 @@
 //! The passthrough path: the call goes to the backend as it came, body streaming both ways, trailers intact.
 
-use http::HeaderValue;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use std::time::Duration;
 
@@ -10,7 +9,6 @@ use tonic::body::Body;
 use crate::backend::{Backend, RetryPolicy, retry};
 use crate::error::GatewayError;
 use crate::grpc::deadline::Deadline;
-use crate::grpc::timeout;
 use crate::metrics::ProxyStats;
 
 /// Forwards a call untouched except for its deadline, which is replaced by the time the client has left.
@@ -76,18 +74,13 @@ pub(super) async fn forward_with_retries(
     .unwrap_or_else(|err| err.to_response(None))
 }
 
-/// Sends `request` with the time left as its `grpc-timeout`.
+/// Sends `request` under `deadline`.
 async fn forward_raw(
     backend: &Backend,
-    mut request: http::Request<Body>,
+    request: http::Request<Body>,
     deadline: Deadline,
 ) -> Result<http::Response<Body>, GatewayError> {
-    if let Some(left) = deadline.remaining() {
-        if let Ok(value) = HeaderValue::from_str(&timeout::format(left)) {
-            request.headers_mut().insert(timeout::HEADER, value);
-        }
-    }
-    backend.call(request).await
+    backend.call(request, deadline).await
 }
 
 /// The status of a Trailers-Only answer (no message sent yet), if the answer is one.
