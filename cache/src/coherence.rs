@@ -1,5 +1,10 @@
 //! What every replica must agree on for invalidation to reach all of them: the generation of each scope (part of
 //! every key), and whether this replica's L1 is still in step with the invalidation channel.
+//!
+//! *In step* means: subscribed to the invalidation channel, with the generations re-read from Redis and L1 cleared
+//! since the subscription began — so every invalidation made through any replica has reached this one. Out of step
+//! (the channel down, or not yet subscribed), an invalidation may have been missed: L1 serves only entries younger
+//! than `l1_max_age_out_of_step`, and generations are read from Redis.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

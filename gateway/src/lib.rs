@@ -62,7 +62,7 @@ use tonic_health::server::{HealthReporter, HealthService};
 
 pub use config::Config;
 pub use server::assemble::StartError;
-use server::assemble::{build_proxy, build_shared, start_backends};
+use server::assemble::{build_long_lived, build_proxy, start_backends};
 
 use hyper_util::rt::TokioIo;
 use one_write::OneWrite;
@@ -137,18 +137,20 @@ pub async fn run_watching(
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
-    let shared = build_shared(&config)?;
-    let backends = start_backends(&config, &shared)?;
+    let long_lived = build_long_lived(&config)?;
+    let backends = start_backends(&config, &long_lived)?;
     let live: LiveProxy = Arc::new(ArcSwap::from_pointee(build_proxy(
-        &config, &shared, backends,
+        &config,
+        &long_lived,
+        backends,
     )?));
-    let cache = shared.cache.clone();
+    let cache = long_lived.cache.clone();
     let reloading = config_file.map(|path| {
         tokio::spawn(reload::watch(
             path,
             config.clone(),
             live.clone(),
-            shared.clone(),
+            long_lived.clone(),
         ))
     });
     let tls = match &config.tls {
@@ -162,7 +164,7 @@ pub async fn run_watching(
         .map(|(tls, c)| tokio::spawn(tls.clone().reload_forever(c.reload_interval)));
     let health_reporter = HealthReporter::new();
     let health = HealthServer::new(HealthService::from_health_reporter(health_reporter.clone()));
-    let shedding = Shedding::new(config.max_concurrent_requests, shared.stats.clone());
+    let shedding = Shedding::new(config.max_concurrent_requests, long_lived.stats.clone());
     let readiness = Readiness::new(shedding.clone());
 
     // Shutdown begins: stop reporting ready at once, so load balancers drain this replica while calls finish.
@@ -182,7 +184,7 @@ pub async fn run_watching(
 
     // The admin listener outlives the data listener's drain, so `/readyz` keeps answering 503 meanwhile.
     let (admin_stop, admin_stopped) = watch::channel(false);
-    let admin_services = admin::AdminServices::new(live.clone(), shared.metrics.clone())
+    let admin_services = admin::AdminServices::new(live.clone(), long_lived.metrics.clone())
         .map_err(|e| StartError::Admin(e.to_string()))?;
     let admin = tokio::spawn(admin::serve(
         listeners.admin,
@@ -190,8 +192,9 @@ pub async fn run_watching(
         readiness.clone(),
         admin_stopped,
     ));
-    // Keeps this replica's L1 and generations in step with invalidations made through any replica. The first
-    // attempt is awaited (briefly) so that L1 is not filled before it and cleared by it.
+    // Keeps this replica in step (see strata_cache's `coherence`): subscribed to the invalidation channel, so its L1
+    // and generations reflect the invalidations made through any replica. The first attempt is awaited (briefly) so
+    // that L1 is not filled before it and cleared by it.
     let in_step = cache.keep_in_step();
     if in_step.is_some() && !cache.wait_in_step(IN_STEP_WITHIN).await {
         tracing::warn!(

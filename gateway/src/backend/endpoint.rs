@@ -1,5 +1,5 @@
-//! One backend endpoint: its HTTP/2 channel and what the balancer, the health checker and outlier detection know of
-//! it.
+//! One backend endpoint: its transport (an HTTP/2 connection) and what the balancer, the health checker and outlier
+//! detection know of it.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -61,8 +61,8 @@ pub struct Endpoint {
     pub source: Option<String>,
     /// The address it was resolved to, if any.
     pub addr: Option<std::net::SocketAddr>,
-    /// The multiplexed HTTP/2 connection to it.
-    pub channel: Transport,
+    /// How calls reach it: the multiplexed HTTP/2 connection (or tonic's channel, for TLS).
+    pub transport: Transport,
     outstanding: in_flight::Counter,
     healthy: AtomicBool,
     consecutive_failures: AtomicU32,
@@ -74,12 +74,12 @@ pub struct Endpoint {
 
 impl Endpoint {
     /// A healthy, idle endpoint.
-    pub fn new(url: String, channel: Transport) -> Self {
+    pub fn new(url: String, transport: Transport) -> Self {
         Self {
             url,
             source: None,
             addr: None,
-            channel,
+            transport,
             outstanding: in_flight::Counter::default(),
             healthy: AtomicBool::new(true),
             consecutive_failures: AtomicU32::new(0),

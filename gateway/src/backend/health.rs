@@ -48,7 +48,7 @@ pub async fn check_forever(
 }
 
 async fn check_once(endpoint: &Endpoint, config: &HealthCheckConfig) -> bool {
-    let mut client = HealthClient::new(endpoint.channel.clone());
+    let mut client = HealthClient::new(endpoint.transport.clone());
     let request = HealthCheckRequest {
         service: config.service.clone(),
     };

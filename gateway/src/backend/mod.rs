@@ -196,7 +196,7 @@ impl Backend {
             tracing::info_span!("strata.backend", backend = %self.name, endpoint = %endpoint.url);
         span.in_scope(|| crate::telemetry::inject_current(request.headers_mut()));
         let result = endpoint
-            .channel
+            .transport
             .clone()
             .oneshot(request)
             .instrument(span)

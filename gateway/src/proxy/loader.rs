@@ -85,20 +85,20 @@ impl Loader for BackendLoader {
 
 impl BackendLoader {
     /// Fetches within `budget`, retrying per the backend's policy.
-    async fn fetch_with_retries(&self, budget: Duration) -> Result<Answer, GatewayError> {
+    async fn fetch_with_retries(&self, budget: Duration) -> Result<BackendAnswer, GatewayError> {
         retry::with_retries(
             self.backend.name(),
             self.backend.retry.as_ref(),
             budget,
             &self.stats,
-            |(entry, ..): &Answer| Some(Code::from(entry.status_code)),
+            |(entry, ..): &BackendAnswer| Some(Code::from(entry.status_code)),
             |time_left| self.fetch_once(time_left),
         )
         .await
     }
 
     /// One attempt: the request to an endpoint, and its whole answer.
-    async fn fetch_once(&self, time_left: Duration) -> Result<Answer, GatewayError> {
+    async fn fetch_once(&self, time_left: Duration) -> Result<BackendAnswer, GatewayError> {
         let mut request =
             http::Request::new(Body::new(MessageBody::new(self.message.clone(), None)));
         *request.method_mut() = http::Method::POST;
@@ -113,7 +113,7 @@ impl BackendLoader {
 }
 
 /// What the backend answered: the answer as it may be shared, its `cache-control`, and the caller's private part.
-type Answer = (Entry, CacheControl, PrivateMetadata);
+type BackendAnswer = (Entry, CacheControl, PrivateMetadata);
 
 /// Reads the backend's whole answer. A broken answer is an error.
 async fn collect_answer(
@@ -121,7 +121,7 @@ async fn collect_answer(
     response: http::Response<Body>,
     max_response_bytes: u64,
     rule: &CacheRule,
-) -> Result<Answer, GatewayError> {
+) -> Result<BackendAnswer, GatewayError> {
     let protocol = |reason: String| GatewayError::BackendProtocol {
         backend: backend.name().to_owned(),
         reason,

@@ -40,7 +40,7 @@ pub struct ProxyOptions {
 
 /// What outlives a config reload: the cache (and its namespace), the counters and the metrics registry.
 #[derive(Debug, Clone)]
-pub struct Shared {
+pub struct LongLived {
     /// The namespace the cache was started with: key prefix and channel in Redis, part of every key.
     pub namespace: String,
     /// The tiered cache.
@@ -80,15 +80,20 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    /// A data path over `router` (whose routes use `backends`) and the long-lived parts in `shared`.
-    pub fn new(router: Router, backends: Backends, shared: &Shared, options: ProxyOptions) -> Self {
+    /// A data path over `router` (whose routes use `backends`) and the long-lived parts in `long_lived`.
+    pub fn new(
+        router: Router,
+        backends: Backends,
+        long_lived: &LongLived,
+        options: ProxyOptions,
+    ) -> Self {
         Self {
             router,
             backends,
-            cache: shared.cache.clone(),
+            cache: long_lived.cache.clone(),
             options,
-            stats: shared.stats.clone(),
-            metrics: shared.metrics.clone(),
+            stats: long_lived.stats.clone(),
+            metrics: long_lived.metrics.clone(),
         }
     }
 
@@ -198,7 +203,7 @@ impl Proxy {
         route: &Route,
         request: http::Request<Body>,
         client_deadline: Deadline,
-    ) -> Answer {
+    ) -> Outcome {
         // A limit on every call is checked first; one on misses only where a call reaches the backend: a call that
         // is not looked up in the cache always does (an uncached route, or a call that is not gRPC); a looked-up call
         // does when it bypasses the cache, or when the loader is about to call the backend for it.
@@ -292,7 +297,7 @@ impl Drop for Unanswered<'_> {
 }
 
 /// A call's response and, on a cached route, where its answer came from (`l1`, `miss`, `bypass`, …).
-type Answer = (http::Response<Body>, Option<CacheResult>);
+type Outcome = (http::Response<Body>, Option<CacheResult>);
 
 /// Whether an answer is a Trailers-Only CANCELLED.
 fn is_cancelled(response: &http::Response<Body>) -> bool {

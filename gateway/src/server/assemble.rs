@@ -10,7 +10,7 @@ use crate::backend::{Backend, Resolver, RetryPolicy};
 use crate::config::{BackendConfig, Config};
 use crate::metrics::Metrics;
 use crate::metrics::ProxyStats;
-use crate::proxy::{Backends, Proxy, ProxyOptions, RunningBackend, Shared};
+use crate::proxy::{Backends, LongLived, Proxy, ProxyOptions, RunningBackend};
 use crate::route::rate_limit::RateLimit;
 use crate::route::storage::StorageRules;
 use crate::route::{CacheRule, Route, Router};
@@ -36,11 +36,11 @@ pub enum StartError {
 }
 
 /// Builds what outlives a config reload: the cache (with its L2), the counters, the metrics registry.
-pub fn build_shared(config: &Config) -> Result<Shared, StartError> {
+pub fn build_long_lived(config: &Config) -> Result<LongLived, StartError> {
     let cache = Arc::new(build_cache(config)?);
     let stats = Arc::new(ProxyStats::default());
     let metrics = Metrics::new(cache.clone(), stats.clone(), config.log.access);
-    Ok(Shared {
+    Ok(LongLived {
         namespace: config.cache.namespace.clone(),
         cache,
         stats,
@@ -50,24 +50,24 @@ pub fn build_shared(config: &Config) -> Result<Shared, StartError> {
 }
 
 /// Starts the backends of a validated config (at startup: nothing runs yet).
-pub fn start_backends(config: &Config, shared: &Shared) -> Result<Backends, StartError> {
+pub fn start_backends(config: &Config, long_lived: &LongLived) -> Result<Backends, StartError> {
     config
         .backends
         .iter()
-        .map(|(name, b)| start_backend(name, b, shared).map(|running| (name.clone(), running)))
+        .map(|(name, b)| start_backend(name, b, long_lived).map(|running| (name.clone(), running)))
         .collect()
 }
 
 fn start_backend(
     name: &str,
     config: &BackendConfig,
-    shared: &Shared,
+    long_lived: &LongLived,
 ) -> Result<RunningBackend, StartError> {
     let backend = Backend::start(
         name,
         config,
-        &shared.resolver,
-        Some(shared.metrics.backend()),
+        &long_lived.resolver,
+        Some(long_lived.metrics.backend()),
     )
     .map_err(|e| StartError::Backend(e.to_string()))?;
     Ok(RunningBackend {
@@ -82,7 +82,7 @@ fn start_backend(
 /// none by then is not swapped in: the running one stays, and the log says so.
 pub async fn replace_backends(
     config: &Config,
-    shared: &Shared,
+    long_lived: &LongLived,
     running: &Backends,
     resolve_within: Duration,
 ) -> Result<Backends, StartError> {
@@ -93,7 +93,7 @@ pub async fn replace_backends(
             backends.insert(name.clone(), unchanged.clone());
             continue;
         }
-        let started = start_backend(name, wanted, shared)?;
+        let started = start_backend(name, wanted, long_lived)?;
         let resolved = tokio::time::timeout(resolve_within, async {
             while started.backend.endpoints().is_empty() {
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -118,10 +118,10 @@ pub async fn replace_backends(
     Ok(backends)
 }
 
-/// Builds the routes of a validated config over running `backends` and the long-lived parts in `shared`.
+/// Builds the routes of a validated config over running `backends` and the long-lived parts in `long_lived`.
 pub fn build_proxy(
     config: &Config,
-    shared: &Shared,
+    long_lived: &LongLived,
     backends: Backends,
 ) -> Result<Proxy, StartError> {
     let mut routes = Vec::with_capacity(config.routes.len());
@@ -160,17 +160,17 @@ pub fn build_proxy(
             cache,
             rate_limit,
             retry,
-            shared.metrics.route_series(&r.matcher.to_string()),
+            long_lived.metrics.route_series(&r.matcher.to_string()),
         ));
     }
 
     Ok(Proxy::new(
         Router::new(routes),
         backends,
-        shared,
+        long_lived,
         ProxyOptions {
             // The namespace is also the Redis prefix and channel, fixed when the cache started.
-            namespace: shared.namespace.clone(),
+            namespace: long_lived.namespace.clone(),
             admin_token: config.admin.token.clone(),
             max_request_bytes: config.max_request_bytes,
             max_response_bytes: config.max_response_bytes,
@@ -231,18 +231,18 @@ mod tests {
     #[tokio::test]
     async fn a_reload_keeps_unchanged_backends_and_the_running_namespace() {
         let first = config(STATIC, "ns");
-        let shared = build_shared(&first).expect("shared");
-        let running = start_backends(&first, &shared).expect("backends");
+        let long_lived = build_long_lived(&first).expect("shared");
+        let running = start_backends(&first, &long_lived).expect("backends");
 
         let same = config(STATIC, "renamed");
-        let kept = replace_backends(&same, &shared, &running, Duration::from_secs(1))
+        let kept = replace_backends(&same, &long_lived, &running, Duration::from_secs(1))
             .await
             .expect("backends");
         assert!(
             Arc::ptr_eq(&kept["b"].backend, &running["b"].backend),
             "an unchanged backend is the running one, state and connections included"
         );
-        let proxy = build_proxy(&same, &shared, kept).expect("proxy");
+        let proxy = build_proxy(&same, &long_lived, kept).expect("proxy");
         assert_eq!(
             proxy.namespace(),
             "ns",
@@ -253,7 +253,7 @@ mod tests {
             r#"{ endpoints: ["http://127.0.0.1:1"], timeout: 3s }"#,
             "ns",
         );
-        let replaced = replace_backends(&changed, &shared, &running, Duration::from_secs(1))
+        let replaced = replace_backends(&changed, &long_lived, &running, Duration::from_secs(1))
             .await
             .expect("backends");
         assert!(!Arc::ptr_eq(&replaced["b"].backend, &running["b"].backend));
@@ -263,16 +263,21 @@ mod tests {
     #[tokio::test]
     async fn a_changed_backend_that_does_not_resolve_keeps_the_running_one() {
         let first = config(STATIC, "ns");
-        let shared = build_shared(&first).expect("shared");
-        let running = start_backends(&first, &shared).expect("backends");
+        let long_lived = build_long_lived(&first).expect("shared");
+        let running = start_backends(&first, &long_lived).expect("backends");
         // `.invalid` never resolves (RFC 2606).
         let unresolvable = config(
             r#"{ endpoints: ["dns:///strata-test.invalid:50051"] }"#,
             "ns",
         );
-        let kept = replace_backends(&unresolvable, &shared, &running, Duration::from_millis(300))
-            .await
-            .expect("backends");
+        let kept = replace_backends(
+            &unresolvable,
+            &long_lived,
+            &running,
+            Duration::from_millis(300),
+        )
+        .await
+        .expect("backends");
         assert!(Arc::ptr_eq(&kept["b"].backend, &running["b"].backend));
         assert_eq!(kept["b"].backend.endpoints().len(), 1);
     }
@@ -323,9 +328,9 @@ mod tests {
     async fn a_dns_backend_follows_its_name_and_a_reload_resolves_before_it_swaps() {
         let hosts = Hosts::new("127.0.0.2 svc.strata.test\n");
         let first = config(DNS, "ns");
-        let mut shared = build_shared(&first).expect("shared");
-        shared.resolver = Resolver::HostsFile(hosts.0.clone());
-        let running = start_backends(&first, &shared).expect("backends");
+        let mut long_lived = build_long_lived(&first).expect("shared");
+        long_lived.resolver = Resolver::HostsFile(hosts.0.clone());
+        let running = start_backends(&first, &long_lived).expect("backends");
         let backend = &running["b"].backend;
         assert!(endpoints_become(backend, &["http://127.0.0.2:50051"]).await);
 
@@ -339,7 +344,7 @@ mod tests {
 
         // A reload that keeps the backend's config keeps the backend and what it resolved.
         hosts.set("127.0.0.4 svc.strata.test\n");
-        let kept = replace_backends(&first, &shared, &running, Duration::from_secs(5))
+        let kept = replace_backends(&first, &long_lived, &running, Duration::from_secs(5))
             .await
             .expect("backends");
         assert!(Arc::ptr_eq(&kept["b"].backend, backend));
@@ -348,7 +353,7 @@ mod tests {
             r#"{ endpoints: ["dns:///svc.strata.test:50051"], resolve_interval: 50ms, timeout: 3s }"#,
             "ns",
         );
-        let replaced = replace_backends(&changed, &shared, &running, Duration::from_secs(10))
+        let replaced = replace_backends(&changed, &long_lived, &running, Duration::from_secs(10))
             .await
             .expect("backends");
         assert!(!Arc::ptr_eq(&replaced["b"].backend, backend));

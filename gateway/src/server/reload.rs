@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use super::assemble::{build_proxy, replace_backends};
 use crate::config::Config;
-use crate::proxy::{LiveProxy, Shared};
+use crate::proxy::{LiveProxy, LongLived};
 
 /// How often the config file's modification time is checked.
 const POLL: Duration = Duration::from_millis(250);
@@ -19,7 +19,7 @@ const RESOLVE_WITHIN: Duration = Duration::from_secs(5);
 
 /// Watches `path` until aborted; on a change (or SIGHUP) re-reads it and swaps in a proxy built from it. An invalid
 /// file is logged with every bad field, and the running config stays.
-pub async fn watch(path: PathBuf, mut running: Config, live: LiveProxy, shared: Shared) {
+pub async fn watch(path: PathBuf, mut running: Config, live: LiveProxy, long_lived: LongLived) {
     let mut stamp = modified(&path);
     let mut hangup = hangup_signals();
     loop {
@@ -46,15 +46,16 @@ pub async fn watch(path: PathBuf, mut running: Config, live: LiveProxy, shared: 
                 }
                 let running_backends = live.load().backends().clone();
                 let built =
-                    match replace_backends(&next, &shared, &running_backends, RESOLVE_WITHIN).await
+                    match replace_backends(&next, &long_lived, &running_backends, RESOLVE_WITHIN)
+                        .await
                     {
-                        Ok(backends) => build_proxy(&next, &shared, backends),
+                        Ok(backends) => build_proxy(&next, &long_lived, backends),
                         Err(err) => Err(err),
                     };
                 match built {
                     Ok(proxy) => {
                         live.store(Arc::new(proxy));
-                        shared.metrics.set_access_log(next.log.access);
+                        long_lived.metrics.set_access_log(next.log.access);
                         if next.log.level != running.log.level
                             && crate::telemetry::set_log_level(&next.log.level)
                         {
