@@ -64,9 +64,7 @@ pub use config::Config;
 pub use server::assemble::StartError;
 use server::assemble::{build_long_lived, build_proxy, start_backends};
 
-use hyper_util::rt::TokioIo;
-use one_write::OneWrite;
-use server::accept::{self, MarksCalls};
+use server::accept;
 
 use arc_swap::ArcSwap;
 
@@ -108,12 +106,6 @@ impl Listeners {
     }
 }
 
-/// The longest a client may take to complete its TLS handshake.
-const TLS_HANDSHAKE_WITHIN: Duration = Duration::from_secs(10);
-
-/// The longest a plaintext client may take to send its first byte (the HTTP/2 preface) after connecting.
-const PREFACE_WITHIN: Duration = Duration::from_secs(10);
-
 /// How long startup waits for the first attempt to subscribe to the invalidation channel.
 const IN_STEP_WITHIN: Duration = Duration::from_secs(2);
 
@@ -145,23 +137,26 @@ pub async fn run_watching(
         backends,
     )?));
     let cache = long_lived.cache.clone();
-    let reloading = config_file.map(|path| {
+    // Tasks that run as long as the gateway serves, ended when it stops.
+    let mut background = Vec::new();
+    background.extend(config_file.map(|path| {
         tokio::spawn(reload::watch(
             path,
             config.clone(),
             live.clone(),
             long_lived.clone(),
         ))
-    });
+    }));
     let tls = match &config.tls {
         Some(tls) => Some(ServerTls::load(tls).map_err(|e| StartError::Tls(e.to_string()))?),
         None => None,
     };
     // Certificates rotated in place (a Kubernetes secret) are picked up without a restart.
-    let tls_reload = tls
-        .as_ref()
-        .zip(config.tls.as_ref())
-        .map(|(tls, c)| tokio::spawn(tls.clone().reload_forever(c.reload_interval)));
+    background.extend(
+        tls.as_ref()
+            .zip(config.tls.as_ref())
+            .map(|(tls, c)| tokio::spawn(tls.clone().reload_forever(c.reload_interval))),
+    );
     let health_reporter = HealthReporter::new();
     let health = HealthServer::new(HealthService::from_health_reporter(health_reporter.clone()));
     let shedding = Shedding::new(config.max_concurrent_requests, long_lived.stats.clone());
@@ -196,7 +191,9 @@ pub async fn run_watching(
     // and generations reflect the invalidations made through any replica. The first attempt is awaited (briefly) so
     // that L1 is not filled before it and cleared by it.
     let in_step = cache.keep_in_step();
-    if in_step.is_some() && !cache.wait_in_step(IN_STEP_WITHIN).await {
+    let subscribing = in_step.is_some();
+    background.extend(in_step);
+    if subscribing && !cache.wait_in_step(IN_STEP_WITHIN).await {
         tracing::warn!(
             "invalidation channel not available yet; L1 trusted only for young entries until it is"
         );
@@ -210,80 +207,28 @@ pub async fn run_watching(
     );
     readiness.set(true);
     // gRPC health on the data listener says what /readyz says: not serving while shedding or shutting down.
-    let health_follows = tokio::spawn(follow_readiness(health_reporter.clone(), readiness.clone()));
-    let data_service = data_service(live.clone(), health, shedding);
-    let mut h2 = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new());
-    h2.timer(hyper_util::rt::TokioTimer::new());
+    background.push(tokio::spawn(follow_readiness(
+        health_reporter.clone(),
+        readiness.clone(),
+    )));
     let limits = accept::Limits {
         grace: config.shutdown_grace,
         idle: Some(config.idle_timeout),
     };
-    match &tls {
-        None => {
-            accept::serve(
-                listeners.data,
-                begin_shutdown,
-                limits,
-                |stream, activity| {
-                    let (h2, service) =
-                        (h2.clone(), MarksCalls::new(data_service.clone(), activity));
-                    async move {
-                        // A client that connects and sends nothing must not hold a task (or the shutdown) forever.
-                        let mut first = [0u8; 1];
-                        match tokio::time::timeout(PREFACE_WITHIN, stream.peek(&mut first)).await {
-                            Ok(Ok(1..)) => {
-                                Some(h2.serve_connection(TokioIo::new(OneWrite(stream)), service))
-                            }
-                            _ => None,
-                        }
-                    }
-                },
-            )
-            .await;
-        }
-        Some(tls) => {
-            accept::serve(
-                listeners.data,
-                begin_shutdown,
-                limits,
-                |stream, activity| {
-                    let (acceptor, h2, service) = (
-                        tls.acceptor(),
-                        h2.clone(),
-                        MarksCalls::new(data_service.clone(), activity),
-                    );
-                    async move {
-                        // A client that never finishes its handshake must not hold a task (or the shutdown) forever.
-                        match tokio::time::timeout(TLS_HANDSHAKE_WITHIN, acceptor.accept(stream))
-                            .await
-                        {
-                            Ok(Ok(stream)) => {
-                                Some(h2.serve_connection(TokioIo::new(OneWrite(stream)), service))
-                            }
-                            Ok(Err(err)) => {
-                                tracing::debug!(error = %err, "TLS handshake failed");
-                                None
-                            }
-                            Err(_) => None,
-                        }
-                    }
-                },
-            )
-            .await;
-        }
-    }
-    if let Some(task) = tls_reload {
-        task.abort();
-    }
+    let service = data_service(live.clone(), health, shedding);
+    server::data::serve(
+        listeners.data,
+        tls.as_deref(),
+        begin_shutdown,
+        limits,
+        service,
+    )
+    .await;
 
-    if let Some(task) = reloading {
-        task.abort();
-    }
     if !cache.flush_writes(FLUSH_WRITES_WITHIN).await {
         tracing::warn!("queued L2 writes not flushed before shutdown; they are dropped");
     }
-    health_follows.abort();
-    if let Some(task) = in_step {
+    for task in background {
         task.abort();
     }
     let _ = admin_stop.send(true);

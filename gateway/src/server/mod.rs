@@ -3,5 +3,6 @@
 
 pub mod accept;
 pub mod assemble;
+pub mod data;
 pub mod reload;
 pub mod stack;
