@@ -1,11 +1,14 @@
 //! Turns the raw config into a [`Config`], collecting every invalid field with its path.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::backend::backend;
 use super::errors::Errors;
-use super::raw::{RawCache, RawConfig, TOP_LEVEL_KEYS};
+use super::raw::{
+    RawAdmin, RawCache, RawConfig, RawLog, RawServerTls, RawTelemetry, TOP_LEVEL_KEYS,
+};
 use super::route::route;
 use super::{
     AdminConfig, CacheConfig, Config, FieldError, L1Config, L2Config, LeaseConfig, LogConfig,
@@ -25,6 +28,7 @@ const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(10);
 const DEFAULT_MAX_REQUEST: u64 = 4 << 20;
 const DEFAULT_MAX_RESPONSE: u64 = 16 << 20;
 const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+const DEFAULT_TLS_RELOAD_INTERVAL: Duration = Duration::from_secs(10);
 /// The idle limit of a client connection: as long as a client may pause between bursts and keep its connection.
 const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 
@@ -33,41 +37,8 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, Vec<FieldError>> {
     e.unknown("", &raw.unknown, &TOP_LEVEL_KEYS);
 
     let listen = e.addr("listen", raw.listen.as_deref(), DEFAULT_LISTEN);
-    let tls = raw.tls.map(|t| {
-        e.unknown(
-            "tls",
-            &t.unknown,
-            &["cert", "key", "client_ca", "reload_interval"],
-        );
-        let cert = e.file("tls.cert", t.cert, true);
-        let key = e.file("tls.key", t.key, true);
-        ServerTlsConfig {
-            cert: cert.unwrap_or_default(),
-            key: key.unwrap_or_default(),
-            client_ca: e.file("tls.client_ca", t.client_ca, false),
-            reload_interval: e.positive_duration(
-                "tls.reload_interval",
-                t.reload_interval.as_ref(),
-                Duration::from_secs(10),
-            ),
-        }
-    });
-    let admin = raw.admin.unwrap_or_default();
-    e.unknown("admin", &admin.unknown, &["listen", "token"]);
-    let admin = AdminConfig {
-        listen: e.addr(
-            "admin.listen",
-            admin.listen.as_deref(),
-            DEFAULT_ADMIN_LISTEN,
-        ),
-        token: admin.token.filter(|t| !t.is_empty()),
-    };
-    if listen == admin.listen && listen.port() != 0 {
-        e.add(
-            "admin.listen",
-            format!("must differ from `listen` ({listen})"),
-        );
-    }
+    let tls = raw.tls.map(|t| server_tls(&mut e, t));
+    let admin = admin(&mut e, raw.admin.unwrap_or_default(), listen);
 
     let cache = cache(&mut e, raw.cache.unwrap_or_default());
     let backends: BTreeMap<_, _> = raw
@@ -107,59 +78,8 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, Vec<FieldError>> {
     if max_response_bytes == 0 {
         e.add("max_response_bytes", "must be greater than 0");
     }
-    let log = raw.log.unwrap_or_default();
-    e.unknown("log", &log.unknown, &["level", "format", "access"]);
-    let level = log.level.unwrap_or_else(|| "info".to_owned());
-    if tracing_subscriber::EnvFilter::try_new(&level).is_err() {
-        e.add(
-            "log.level",
-            format!("`{level}` is not a log filter (e.g. `info`, `strata_gateway=debug,info`)"),
-        );
-    }
-    let format = match log.format.as_deref() {
-        None | Some("text") => LogFormat::Text,
-        Some("json") => LogFormat::Json,
-        Some(other) => {
-            e.add("log.format", format!("`{other}`: use `text` or `json`"));
-            LogFormat::Text
-        }
-    };
-    let log = LogConfig {
-        level,
-        format,
-        access: log.access.unwrap_or(true),
-    };
-    let telemetry = raw.telemetry.unwrap_or_default();
-    e.unknown(
-        "telemetry",
-        &telemetry.unknown,
-        &["otlp_endpoint", "sample_ratio", "service_name"],
-    );
-    let sample_ratio = telemetry.sample_ratio.unwrap_or(1.0);
-    if !(0.0..=1.0).contains(&sample_ratio) {
-        e.add(
-            "telemetry.sample_ratio",
-            format!("{sample_ratio} must be between 0 and 1"),
-        );
-    }
-    let otlp_endpoint = telemetry.otlp_endpoint.filter(|u| !u.is_empty());
-    if let Some(url) = &otlp_endpoint {
-        if !(url.starts_with("http://") || url.starts_with("https://"))
-            || url.parse::<http::Uri>().is_err()
-        {
-            e.add(
-                "telemetry.otlp_endpoint",
-                format!("`{url}` is not an http(s):// URL of an OTLP/gRPC collector"),
-            );
-        }
-    }
-    let telemetry = TelemetryConfig {
-        otlp_endpoint,
-        sample_ratio: sample_ratio.clamp(0.0, 1.0),
-        service_name: telemetry
-            .service_name
-            .unwrap_or_else(|| "strata".to_owned()),
-    };
+    let log = log(&mut e, raw.log.unwrap_or_default());
+    let telemetry = telemetry(&mut e, raw.telemetry.unwrap_or_default());
     let config = Config {
         listen,
         tls,
@@ -192,6 +112,102 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, Vec<FieldError>> {
         );
     }
     if e.0.is_empty() { Ok(config) } else { Err(e.0) }
+}
+
+fn server_tls(e: &mut Errors, t: RawServerTls) -> ServerTlsConfig {
+    e.unknown(
+        "tls",
+        &t.unknown,
+        &["cert", "key", "client_ca", "reload_interval"],
+    );
+    let cert = e.file("tls.cert", t.cert, true);
+    let key = e.file("tls.key", t.key, true);
+    ServerTlsConfig {
+        cert: cert.unwrap_or_default(),
+        key: key.unwrap_or_default(),
+        client_ca: e.file("tls.client_ca", t.client_ca, false),
+        reload_interval: e.positive_duration(
+            "tls.reload_interval",
+            t.reload_interval.as_ref(),
+            DEFAULT_TLS_RELOAD_INTERVAL,
+        ),
+    }
+}
+
+/// The admin listener; its address must differ from the data listener's (`listen`).
+fn admin(e: &mut Errors, admin: RawAdmin, listen: SocketAddr) -> AdminConfig {
+    e.unknown("admin", &admin.unknown, &["listen", "token"]);
+    let admin = AdminConfig {
+        listen: e.addr(
+            "admin.listen",
+            admin.listen.as_deref(),
+            DEFAULT_ADMIN_LISTEN,
+        ),
+        token: admin.token.filter(|t| !t.is_empty()),
+    };
+    if listen == admin.listen && listen.port() != 0 {
+        e.add(
+            "admin.listen",
+            format!("must differ from `listen` ({listen})"),
+        );
+    }
+    admin
+}
+fn log(e: &mut Errors, log: RawLog) -> LogConfig {
+    e.unknown("log", &log.unknown, &["level", "format", "access"]);
+    let level = log.level.unwrap_or_else(|| "info".to_owned());
+    if tracing_subscriber::EnvFilter::try_new(&level).is_err() {
+        e.add(
+            "log.level",
+            format!("`{level}` is not a log filter (e.g. `info`, `strata_gateway=debug,info`)"),
+        );
+    }
+    let format = match log.format.as_deref() {
+        None | Some("text") => LogFormat::Text,
+        Some("json") => LogFormat::Json,
+        Some(other) => {
+            e.add("log.format", format!("`{other}`: use `text` or `json`"));
+            LogFormat::Text
+        }
+    };
+    LogConfig {
+        level,
+        format,
+        access: log.access.unwrap_or(true),
+    }
+}
+
+fn telemetry(e: &mut Errors, telemetry: RawTelemetry) -> TelemetryConfig {
+    e.unknown(
+        "telemetry",
+        &telemetry.unknown,
+        &["otlp_endpoint", "sample_ratio", "service_name"],
+    );
+    let sample_ratio = telemetry.sample_ratio.unwrap_or(1.0);
+    if !(0.0..=1.0).contains(&sample_ratio) {
+        e.add(
+            "telemetry.sample_ratio",
+            format!("{sample_ratio} must be between 0 and 1"),
+        );
+    }
+    let otlp_endpoint = telemetry.otlp_endpoint.filter(|u| !u.is_empty());
+    if let Some(url) = &otlp_endpoint {
+        if !(url.starts_with("http://") || url.starts_with("https://"))
+            || url.parse::<http::Uri>().is_err()
+        {
+            e.add(
+                "telemetry.otlp_endpoint",
+                format!("`{url}` is not an http(s):// URL of an OTLP/gRPC collector"),
+            );
+        }
+    }
+    TelemetryConfig {
+        otlp_endpoint,
+        sample_ratio: sample_ratio.clamp(0.0, 1.0),
+        service_name: telemetry
+            .service_name
+            .unwrap_or_else(|| "strata".to_owned()),
+    }
 }
 
 fn cache(e: &mut Errors, raw: RawCache) -> CacheConfig {
