@@ -11,7 +11,6 @@ use crate::{get, key};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_backend_leaves_cached_keys_answered_and_the_rest_failing_fast_until_it_returns() {
     let backend = TestBackend::start().await;
-    let addr = backend.addr;
     let gateway = TestGateway::start(&config_with_route(&backend.url(), "ttl: 30s", "", "")).await;
     let mut client = gateway.client().await;
     for i in 0..10 {
@@ -20,7 +19,7 @@ async fn a_killed_backend_leaves_cached_keys_answered_and_the_rest_failing_fast_
             .expect("warm");
     }
 
-    backend.stop().await;
+    let hold = backend.stop().await;
     // Under load for a second: 4 workers, cached and uncached keys alternating.
     let until = Instant::now() + Duration::from_secs(1);
     let workers: Vec<_> = (0..4)
@@ -69,7 +68,7 @@ async fn a_killed_backend_leaves_cached_keys_answered_and_the_rest_failing_fast_
     );
     assert!(calls > 20, "the load ran: {calls} calls");
 
-    let _back = TestBackend::start_on(addr).await;
+    let _back = TestBackend::restart(hold).await;
     assert!(
         eventually(Duration::from_secs(10), || {
             let mut client = client.clone();

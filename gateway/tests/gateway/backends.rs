@@ -138,10 +138,9 @@ async fn an_endpoint_failing_health_checks_leaves_the_rotation_until_it_recovers
 #[tokio::test]
 async fn a_killed_endpoint_is_ejected_and_returns_after_recovering() {
     let [dead, b, c] = three_backends().await;
-    let dead_addr = dead.addr;
     let outlier = "    outlier: { consecutive_failures: 3, base_ejection_time: 500ms, max_ejection_percent: 50 }";
     let gateway = TestGateway::start(&proxy_config(&[&dead, &b, &c], outlier, "")).await;
-    dead.stop().await;
+    let hold = dead.stop().await;
 
     // Until it is ejected, calls sent its way fail: at most `consecutive_failures` of them.
     let failed = load(&gateway, 30, 1).await;
@@ -158,7 +157,7 @@ async fn a_killed_endpoint_is_ejected_and_returns_after_recovering() {
         Some(1.0)
     );
 
-    let back = TestBackend::start_on(dead_addr).await;
+    let back = TestBackend::restart(hold).await;
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(load(&gateway, 60, 6).await, 0);
     assert!(

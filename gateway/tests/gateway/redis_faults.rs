@@ -7,9 +7,9 @@ use crate::support::RedisServer;
 use tonic::transport::Channel;
 
 use crate::support::backend::TestBackend;
+use crate::support::eventually;
 use crate::support::gateway::{TestGateway, cluster_nodes, config, l2_block};
 use crate::support::pb::lookup_client::LookupClient;
-use crate::support::{eventually, free_port};
 use crate::{get, key};
 
 /// Whether a call for `name` is answered from L2 within `within` (polling; each call may also fill L2).
@@ -31,7 +31,9 @@ async fn answered_from_l2_within(
 
 #[tokio::test]
 async fn redis_absent_at_startup_then_used_once_it_appears() {
-    let port = free_port();
+    // Held (bound, not listening) until Redis listens on it: refused meanwhile, and given to no other test.
+    let hold = crate::support::backend::PortHold::any();
+    let port = hold.port();
     let backend = TestBackend::start().await;
     // L1 off, so every second call shows whether L2 answered.
     let yaml = config(
@@ -51,6 +53,7 @@ async fn redis_absent_at_startup_then_used_once_it_appears() {
     assert_eq!(backend.get_calls(), 3);
 
     let _redis = RedisServer::start_on(port);
+    drop(hold);
     let l2_back = answered_from_l2_within(&client, "a", Duration::from_secs(10)).await;
     assert!(
         l2_back,

@@ -339,7 +339,7 @@ impl TestBackend {
     }
 
     /// Stops the backend and waits until its port is closed.
-    pub async fn stop(mut self) {
+    pub async fn stop(mut self) -> PortHold {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -347,6 +347,14 @@ impl TestBackend {
             task.abort();
             let _ = task.await;
         }
+        PortHold::new(self.addr)
+    }
+
+    /// Starts the backend again on the port `hold` kept for it.
+    pub async fn restart(hold: PortHold) -> Self {
+        let backend = Self::start_on(hold.addr).await;
+        drop(hold);
+        backend
     }
 }
 
@@ -354,6 +362,42 @@ impl Drop for TestBackend {
     fn drop(&mut self) {
         if let Some(task) = self.task.take() {
             task.abort();
+        }
+    }
+}
+
+/// A stopped backend's port, bound but not listening: calls to it are refused, and no other test's listener can be
+/// given it (the kernel never hands out a port someone holds) until [`TestBackend::restart`] listens on it again.
+pub struct PortHold {
+    _socket: tokio::net::TcpSocket,
+    addr: SocketAddr,
+}
+
+impl PortHold {
+    /// A free loopback port, held until dropped (for a server the test starts on it later).
+    pub fn any() -> Self {
+        Self::new(SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    /// The port held.
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    fn new(addr: SocketAddr) -> Self {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()
+        } else {
+            tokio::net::TcpSocket::new_v6()
+        }
+        .expect("socket");
+        // Connections the backend closed may still linger on the port (TIME_WAIT): binding beside them is fine.
+        socket.set_reuseaddr(true).expect("SO_REUSEADDR");
+        socket.bind(addr).expect("hold the port");
+        let addr = socket.local_addr().expect("the held address");
+        Self {
+            _socket: socket,
+            addr,
         }
     }
 }

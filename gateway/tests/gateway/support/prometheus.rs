@@ -36,7 +36,9 @@ impl Prometheus {
             targets.join(", ")
         );
         std::fs::write(dir.join("prometheus.yml"), config).expect("config");
-        let web = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        // Held (bound, not listening) until Prometheus listens on it: no other test is given the port meanwhile.
+        let hold = super::backend::PortHold::any();
+        let web = SocketAddr::from(([127, 0, 0, 1], hold.port()));
         let child = Command::new("prometheus")
             .arg(format!(
                 "--config.file={}",
@@ -61,6 +63,7 @@ impl Prometheus {
         })
         .await;
         assert!(ready, "prometheus was not ready on {web} within 30 s");
+        drop(hold);
         prometheus
     }
 
