@@ -81,165 +81,26 @@ async fn benchmark(options: CompareOptions) -> anyhow::Result<()> {
     let dir = WorkDir(std::env::temp_dir().join(format!("strata-compare-{}", std::process::id())));
     std::fs::create_dir_all(&dir.0)?;
 
-    let Some(redis) = RedisChild::start_if_installed()? else {
-        anyhow::bail!(
-            "redis-server is not on PATH; the L2 scenarios need it (apt install redis-server)"
-        );
-    };
-    pinning.pin_server(redis.pid())?;
-    let redis_url = redis.url();
-    let fast = fleet::backend("0ms", &pinning)?;
-    let slow = fleet::backend("2ms", &pinning)?;
-    let ceiling = fleet::constant(fleet::Constant::Tonic, &pinning)?;
-    let ceiling_hyper = fleet::constant(fleet::Constant::Hyper, &pinning)?;
-    let nginx = fleet::nginx(fast.addr, &dir.0, &pinning)?;
-    // The Zipf gateway's L1 holds 10 % of the working set: 100 000 answers of the sample backend's size, plus
-    // about 100 bytes of entry and key each.
-    let zipf_l1_bytes = (ZIPF_ITEMS * (crate::constant::framed_reply().len() + 100) / 10) as u64;
-    // Every gateway runs with the default log settings (access log on), as users get it; one more runs with the
-    // access log off, to show what it costs.
-    let gateway = |name: &str, backend: &Process, l1: &str, l2: bool, cached: bool| {
-        let yaml = gateway_yaml(name, backend, l1, l2.then_some(redis_url.as_str()), cached);
-        fleet::gateway(name, &yaml, &dir.0, &pinning)
-    };
-    let tiered = gateway("tiered", &fast, "256MiB", true, true)?;
-    let quiet = fleet::gateway(
-        "quiet",
-        &format!(
-            "{}log: {{ access: false }}\n",
-            gateway_yaml("quiet", &fast, "256MiB", Some(&redis_url), true)
-        ),
-        &dir.0,
-        &pinning,
-    )?;
-    let l2_only = gateway("l2-only", &fast, "0", true, true)?;
-    let passthrough = gateway("passthrough", &fast, "0", false, false)?;
-    let miss = gateway("miss", &slow, "256MiB", true, true)?;
-    let zipf_gateway = gateway("zipf", &slow, &format!("{zipf_l1_bytes}"), true, true)?;
-
+    let fleet = start_fleet(&dir.0, &pinning)?;
     let h2load = h2load::installed();
     let body = h2load::request_file(&dir.0, "item-1")?;
     let zipf = Keys::Zipf(Arc::new(Zipf::new(ZIPF_ITEMS, 1.0)));
     let fixed = || Keys::Fixed("item-1".into());
-    let mut scenarios = vec![scenario(
-        "direct",
-        "sample backend, no gateway",
-        fast.addr,
-        fixed(),
-        "-",
-        Some(&body),
-        "direct",
-    )];
-    if let Some(nginx) = &nginx {
-        scenarios.push(scenario(
-            "nginx",
-            "nginx grpc_pass → backend",
-            nginx.addr,
-            fixed(),
-            "-",
-            Some(&body),
-            "direct",
-        ));
-    }
-    scenarios.extend([
-        scenario(
-            "ceiling",
-            "constant answer: the leanest tonic handler (pre-built message)",
-            ceiling.addr,
-            fixed(),
-            "-",
-            Some(&body),
-            "ceiling",
-        ),
-        scenario(
-            "ceiling-hyper",
-            "constant answer: bare hyper, pre-encoded reply (stricter)",
-            ceiling_hyper.addr,
-            fixed(),
-            "-",
-            Some(&body),
-            "ceiling",
-        ),
-        scenario(
-            "l1-hit",
-            "Strata, answer in L1",
-            tiered.addr,
-            fixed(),
-            "l1",
-            Some(&body),
-            "ceiling",
-        ),
-        scenario(
-            "l1-hit-quiet",
-            "Strata, answer in L1, access log off",
-            quiet.addr,
-            fixed(),
-            "l1",
-            Some(&body),
-            "l1-hit",
-        ),
-        scenario(
-            "passthrough",
-            "Strata, uncached route → backend",
-            passthrough.addr,
-            fixed(),
-            "-",
-            Some(&body),
-            if nginx.is_some() { "nginx" } else { "direct" },
-        ),
-        scenario(
-            "l2-hit",
-            "Strata with L1 off, answer in Redis (uniform over 2000 keys)",
-            l2_only.addr,
-            Keys::Uniform(L2_KEYS),
-            "l2",
-            None,
-            "direct",
-        ),
-        scenario(
-            "direct-2ms",
-            "sample backend with 2 ms lookups, no gateway",
-            slow.addr,
-            Keys::Unique(Arc::new(AtomicU64::new(0))),
-            "-",
-            None,
-            "direct-2ms",
-        ),
-        scenario(
-            "miss",
-            "Strata, new key every call (2 ms backend, write-back to L1 and L2)",
-            miss.addr,
-            Keys::Unique(Arc::new(AtomicU64::new(1_000_000))),
-            "miss",
-            None,
-            "direct-2ms",
-        ),
-    ]);
-    let mut zipf_scenario = scenario(
-        "zipf",
-        "Strata, Zipf(1.0) over 100 000 ids, L1 = 10 % of them, Redis L2, 2 ms backend",
-        zipf_gateway.addr,
-        zipf.clone(),
-        "l1",
-        None,
-        "direct-2ms",
-    );
-    zipf_scenario.backend_counted = Some(slow.addr);
-    scenarios.push(zipf_scenario);
+    let scenarios = scenarios(&fleet, &body, &zipf);
 
     // Warm the hit scenarios: item-1 in the tiered gateway's L1; 2000 ids in Redis through the L1-less gateway;
     // the Zipf gateway's L1 and L2 by a Zipf load of its own.
-    warm(tiered.addr, fixed(), Duration::from_secs(1), 3).await?;
-    warm(quiet.addr, fixed(), Duration::from_secs(1), 3).await?;
+    warm(fleet.tiered.addr, fixed(), Duration::from_secs(1), 3).await?;
+    warm(fleet.quiet.addr, fixed(), Duration::from_secs(1), 3).await?;
     warm(
-        l2_only.addr,
+        fleet.l2_only.addr,
         Keys::Unique(Arc::new(AtomicU64::new(0))),
         Duration::from_secs(60),
         L2_KEYS,
     )
     .await?;
     warm(
-        zipf_gateway.addr,
+        fleet.zipf_gateway.addr,
         zipf.clone(),
         Duration::from_secs(180),
         options.zipf_warmup_calls,
@@ -288,23 +149,23 @@ async fn benchmark(options: CompareOptions) -> anyhow::Result<()> {
         .collect();
 
     let mut extra = Extra {
-        zipf_rss_bytes: zipf_gateway.rss_bytes(),
-        zipf_l1_bytes,
+        zipf_rss_bytes: fleet.zipf_gateway.rss_bytes(),
+        zipf_l1_bytes: fleet.zipf_l1_bytes,
         concurrency: options.concurrency,
         ..Extra::default()
     };
     let protoset = dir.0.join("catalog.protoset");
     std::fs::write(&protoset, strata_proto::FILE_DESCRIPTOR_SET)?;
     let side = extra::Setup {
-        l2_only: l2_only.addr,
-        redis_port: redis.port(),
-        direct: fast.addr,
-        nginx: nginx.as_ref().map(|n| n.addr),
-        passthrough: passthrough.addr,
-        l1: tiered.addr,
-        ceilings: [ceiling.addr, ceiling_hyper.addr],
-        zipf: zipf_gateway.addr,
-        direct_2ms: slow.addr,
+        l2_only: fleet.l2_only.addr,
+        redis_port: fleet.redis.port(),
+        direct: fleet.fast.addr,
+        nginx: fleet.nginx.as_ref().map(|n| n.addr),
+        passthrough: fleet.passthrough.addr,
+        l1: fleet.tiered.addr,
+        ceilings: [fleet.ceiling.addr, fleet.ceiling_hyper.addr],
+        zipf: fleet.zipf_gateway.addr,
+        direct_2ms: fleet.slow.addr,
         h2load_body: h2load.then_some(body.as_path()),
         protoset: &protoset,
         pinning: &pinning,
@@ -314,7 +175,7 @@ async fn benchmark(options: CompareOptions) -> anyhow::Result<()> {
     };
     let l1_rps = medians.get("l1-hit").map_or(0.0, Medians::best_rps);
     extra::measure(&side, l1_rps, &mut extra).await?;
-    let stampede = crate::stampede::run(&redis_url).await?;
+    let stampede = crate::stampede::run(&fleet.redis_url).await?;
     extra.stampede_backend_calls = stampede.backend_calls;
 
     let targets = targets::check(&medians, &extra);
@@ -368,6 +229,197 @@ async fn benchmark(options: CompareOptions) -> anyhow::Result<()> {
 }
 
 #[allow(clippy::too_many_arguments)]
+/// Everything the suite starts and measures; each process is stopped when the fleet is dropped.
+struct Fleet {
+    redis: RedisChild,
+    redis_url: String,
+    /// The sample backend, answering at once.
+    fast: Process,
+    /// The sample backend with 2 ms lookups.
+    slow: Process,
+    ceiling: Process,
+    ceiling_hyper: Process,
+    nginx: Option<Process>,
+    /// Gateways: L1 and L2; the same with the access log off; L2 only; uncached; misses; Zipf.
+    tiered: Process,
+    quiet: Process,
+    l2_only: Process,
+    passthrough: Process,
+    miss: Process,
+    zipf_gateway: Process,
+    zipf_l1_bytes: u64,
+}
+
+/// Starts Redis, the backends, the references and the gateways the scenarios drive.
+fn start_fleet(dir: &std::path::Path, pinning: &Pinning) -> anyhow::Result<Fleet> {
+    let Some(redis) = RedisChild::start_if_installed()? else {
+        anyhow::bail!(
+            "redis-server is not on PATH; the L2 scenarios need it (apt install redis-server)"
+        );
+    };
+    pinning.pin_server(redis.pid())?;
+    let redis_url = redis.url();
+    let fast = fleet::backend("0ms", pinning)?;
+    let slow = fleet::backend("2ms", pinning)?;
+    let ceiling = fleet::constant(fleet::Constant::Tonic, pinning)?;
+    let ceiling_hyper = fleet::constant(fleet::Constant::Hyper, pinning)?;
+    let nginx = fleet::nginx(fast.addr, dir, pinning)?;
+    // The Zipf gateway's L1 holds 10 % of the working set: 100 000 answers of the sample backend's size, plus
+    // about 100 bytes of entry and key each.
+    let zipf_l1_bytes = (ZIPF_ITEMS * (crate::constant::framed_reply().len() + 100) / 10) as u64;
+    // Every gateway runs with the default log settings (access log on), as users get it; one more runs with the
+    // access log off, to show what it costs.
+    let gateway = |name: &str, backend: &Process, l1: &str, l2: bool, cached: bool| {
+        let yaml = gateway_yaml(name, backend, l1, l2.then_some(redis_url.as_str()), cached);
+        fleet::gateway(name, &yaml, dir, pinning)
+    };
+    let tiered = gateway("tiered", &fast, "256MiB", true, true)?;
+    let quiet = fleet::gateway(
+        "quiet",
+        &format!(
+            "{}log: {{ access: false }}\n",
+            gateway_yaml("quiet", &fast, "256MiB", Some(&redis_url), true)
+        ),
+        dir,
+        pinning,
+    )?;
+    let l2_only = gateway("l2-only", &fast, "0", true, true)?;
+    let passthrough = gateway("passthrough", &fast, "0", false, false)?;
+    let miss = gateway("miss", &slow, "256MiB", true, true)?;
+    let zipf_gateway = gateway("zipf", &slow, &format!("{zipf_l1_bytes}"), true, true)?;
+    Ok(Fleet {
+        redis,
+        redis_url,
+        fast,
+        slow,
+        ceiling,
+        ceiling_hyper,
+        nginx,
+        tiered,
+        quiet,
+        l2_only,
+        passthrough,
+        miss,
+        zipf_gateway,
+        zipf_l1_bytes,
+    })
+}
+
+/// The scenarios, in the order the tables list them.
+fn scenarios(fleet: &Fleet, body: &PathBuf, zipf: &Keys) -> Vec<Scenario> {
+    let fixed = || Keys::Fixed("item-1".into());
+    let mut scenarios = vec![scenario(
+        "direct",
+        "sample backend, no gateway",
+        fleet.fast.addr,
+        fixed(),
+        "-",
+        Some(body),
+        "direct",
+    )];
+    if let Some(nginx) = &fleet.nginx {
+        scenarios.push(scenario(
+            "nginx",
+            "nginx grpc_pass → backend",
+            nginx.addr,
+            fixed(),
+            "-",
+            Some(body),
+            "direct",
+        ));
+    }
+    scenarios.extend([
+        scenario(
+            "ceiling",
+            "constant answer: the leanest tonic handler (pre-built message)",
+            fleet.ceiling.addr,
+            fixed(),
+            "-",
+            Some(body),
+            "ceiling",
+        ),
+        scenario(
+            "ceiling-hyper",
+            "constant answer: bare hyper, pre-encoded reply (stricter)",
+            fleet.ceiling_hyper.addr,
+            fixed(),
+            "-",
+            Some(body),
+            "ceiling",
+        ),
+        scenario(
+            "l1-hit",
+            "Strata, answer in L1",
+            fleet.tiered.addr,
+            fixed(),
+            "l1",
+            Some(body),
+            "ceiling",
+        ),
+        scenario(
+            "l1-hit-quiet",
+            "Strata, answer in L1, access log off",
+            fleet.quiet.addr,
+            fixed(),
+            "l1",
+            Some(body),
+            "l1-hit",
+        ),
+        scenario(
+            "passthrough",
+            "Strata, uncached route → backend",
+            fleet.passthrough.addr,
+            fixed(),
+            "-",
+            Some(body),
+            if fleet.nginx.is_some() {
+                "nginx"
+            } else {
+                "direct"
+            },
+        ),
+        scenario(
+            "l2-hit",
+            "Strata with L1 off, answer in Redis (uniform over 2000 keys)",
+            fleet.l2_only.addr,
+            Keys::Uniform(L2_KEYS),
+            "l2",
+            None,
+            "direct",
+        ),
+        scenario(
+            "direct-2ms",
+            "sample backend with 2 ms lookups, no gateway",
+            fleet.slow.addr,
+            Keys::Unique(Arc::new(AtomicU64::new(0))),
+            "-",
+            None,
+            "direct-2ms",
+        ),
+        scenario(
+            "miss",
+            "Strata, new key every call (2 ms backend, write-back to L1 and L2)",
+            fleet.miss.addr,
+            Keys::Unique(Arc::new(AtomicU64::new(1_000_000))),
+            "miss",
+            None,
+            "direct-2ms",
+        ),
+    ]);
+    let mut zipf_scenario = scenario(
+        "zipf",
+        "Strata, Zipf(1.0) over 100 000 ids, L1 = 10 % of them, Redis L2, 2 ms backend",
+        fleet.zipf_gateway.addr,
+        zipf.clone(),
+        "l1",
+        None,
+        "direct-2ms",
+    );
+    zipf_scenario.backend_counted = Some(fleet.slow.addr);
+    scenarios.push(zipf_scenario);
+    scenarios
+}
+
 fn scenario(
     name: &'static str,
     what: &str,
