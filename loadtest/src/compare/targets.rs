@@ -117,6 +117,15 @@ fn rounds_lower(point: &ProxyP50) -> String {
     )
 }
 
+/// Adds one target's verdict (`met`: `None` when it could not be measured).
+fn push(targets: &mut Vec<Target>, promise: &'static str, measured: String, met: Option<bool>) {
+    targets.push(Target {
+        promise,
+        measured,
+        met,
+    });
+}
+
 /// Checks every target.
 pub fn check(medians: &BTreeMap<&str, Medians>, extra: &Extra) -> Vec<Target> {
     let mut targets = Vec::new();
@@ -129,13 +138,6 @@ pub fn check(medians: &BTreeMap<&str, Medians>, extra: &Extra) -> Vec<Target> {
 /// The L1 hit: throughput against the ceiling, and p99 at half of it.
 fn l1_hit(medians: &BTreeMap<&str, Medians>, extra: &Extra, targets: &mut Vec<Target>) {
     let get = |name: &str| medians.get(name);
-    let mut push = |promise, measured: String, met: Option<bool>| {
-        targets.push(Target {
-            promise,
-            measured,
-            met,
-        })
-    };
     // The ceiling is the faster of nginx serving a static reply and the leanest tonic handler: the tonic
     // handler, by far, here (docs/BENCHMARKS.md). Bare hyper, faster still, is shown beside as a stricter reference.
     match (get("l1-hit"), get("ceiling")) {
@@ -146,12 +148,13 @@ fn l1_hit(medians: &BTreeMap<&str, Medians>, extra: &Extra, targets: &mut Vec<Ta
                 let strict = l1.best_rps() / bare.best_rps().max(1e-9);
                 let _ = write!(measured, " (bare hyper: {strict:.2} ×)");
             }
-            push(L1_THROUGHPUT, measured, Some(ratio >= 0.8));
+            push(targets, L1_THROUGHPUT, measured, Some(ratio >= 0.8));
         }
-        _ => push(L1_THROUGHPUT, "-".into(), None),
+        _ => push(targets, L1_THROUGHPUT, "-".into(), None),
     }
     let p99_ratio = extra.l1_paced_p99_ms / extra.ceiling_paced_p99_ms.max(1e-9);
     push(
+        targets,
         "L1-hit p99 at 50 % of its throughput ≤ 2 × the ceiling's p99 at that rate",
         format!(
             "{p99_ratio:.2} × ({:.3} vs {:.3} ms at {:.0} calls/s, open loop; bare hyper {:.3} ms)",
@@ -167,17 +170,11 @@ fn l1_hit(medians: &BTreeMap<&str, Medians>, extra: &Extra, targets: &mut Vec<Ta
 /// The passthrough against nginx `grpc_pass`: throughput, and the p50 each adds under load and with one call in flight.
 fn passthrough(medians: &BTreeMap<&str, Medians>, extra: &Extra, targets: &mut Vec<Target>) {
     let get = |name: &str| medians.get(name);
-    let mut push = |promise, measured: String, met: Option<bool>| {
-        targets.push(Target {
-            promise,
-            measured,
-            met,
-        })
-    };
     match (get("passthrough"), get("nginx"), get("direct")) {
         (Some(pass), Some(nginx), Some(direct)) => {
             let ratio = pass.best_rps() / nginx.best_rps().max(1e-9);
             push(
+                targets,
                 "Passthrough throughput ≥ 1.2 × nginx grpc_pass",
                 format!("{ratio:.2} ×"),
                 Some(ratio >= 1.2),
@@ -215,11 +212,12 @@ fn passthrough(medians: &BTreeMap<&str, Medians>, extra: &Extra, targets: &mut V
                 None => ours < theirs,
             };
             measured.push(')');
-            push(PASSTHROUGH_P50_LOADED, measured, Some(met));
+            push(targets, PASSTHROUGH_P50_LOADED, measured, Some(met));
             match extra.proxy_p50.iter().find(|p| p.in_flight == 1) {
                 Some(idle) => {
                     let (ours, theirs) = added(idle);
                     push(
+                        targets,
                         PASSTHROUGH_P50_IDLE,
                         format!(
                             "{ours:+.3} vs {theirs:+.3} ms (h2load{})",
@@ -228,30 +226,39 @@ fn passthrough(medians: &BTreeMap<&str, Medians>, extra: &Extra, targets: &mut V
                         Some(idle.passthrough_lower()),
                     );
                 }
-                None => push(PASSTHROUGH_P50_IDLE, "h2load not installed".into(), None),
+                None => push(
+                    targets,
+                    PASSTHROUGH_P50_IDLE,
+                    "h2load not installed".into(),
+                    None,
+                ),
             }
         }
         _ => {
             push(
+                targets,
                 "Passthrough throughput ≥ 1.2 × nginx grpc_pass",
                 "nginx not installed".into(),
                 None,
             );
-            push(PASSTHROUGH_P50_LOADED, "nginx not installed".into(), None);
-            push(PASSTHROUGH_P50_IDLE, "nginx not installed".into(), None);
+            push(
+                targets,
+                PASSTHROUGH_P50_LOADED,
+                "nginx not installed".into(),
+                None,
+            );
+            push(
+                targets,
+                PASSTHROUGH_P50_IDLE,
+                "nginx not installed".into(),
+                None,
+            );
         }
     }
 }
 
 /// The L2 hit's p50 against Redis GET's.
 fn l2_hit(_medians: &BTreeMap<&str, Medians>, extra: &Extra, targets: &mut Vec<Target>) {
-    let mut push = |promise, measured: String, met: Option<bool>| {
-        targets.push(Target {
-            promise,
-            measured,
-            met,
-        })
-    };
     match extra.redis_get_p50_ms {
         // Judged on h2load's figure where there is one: a C client like redis-benchmark, so the comparison is
         // between the two servers, not between the two clients. strata-load's figure is shown beside it.
@@ -270,12 +277,14 @@ fn l2_hit(_medians: &BTreeMap<&str, Medians>, extra: &Extra, targets: &mut Vec<T
                 ),
             };
             push(
+                targets,
                 "L2-hit p50 ≤ Redis GET p50 + 150 µs (1 call in flight)",
                 measured,
                 Some(p50 <= redis + 0.150),
             )
         }
         None => push(
+            targets,
             "L2-hit p50 ≤ Redis GET p50 + 150 µs",
             "redis-benchmark missing".into(),
             None,
@@ -286,17 +295,11 @@ fn l2_hit(_medians: &BTreeMap<&str, Medians>, extra: &Extra, targets: &mut Vec<T
 /// The Zipf load: mean latency against the backend's, and the share of calls reaching the backend.
 fn zipf(medians: &BTreeMap<&str, Medians>, extra: &Extra, targets: &mut Vec<Target>) {
     let get = |name: &str| medians.get(name);
-    let mut push = |promise, measured: String, met: Option<bool>| {
-        targets.push(Target {
-            promise,
-            measured,
-            met,
-        })
-    };
     match get("zipf") {
         Some(zipf) => {
             let lower = 1.0 - extra.zipf_paced_mean_ms / extra.direct_paced_mean_ms.max(1e-9);
             push(
+                targets,
                 "Zipf(1.0): mean latency ≥ 90 % lower than the backend called directly",
                 format!(
                     "{:.1} % lower ({:.3} vs {:.3} ms, open loop at {:.0} calls/s)",
@@ -309,12 +312,13 @@ fn zipf(medians: &BTreeMap<&str, Medians>, extra: &Extra, targets: &mut Vec<Targ
             );
             let share = zipf.backend_share.unwrap_or(1.0);
             push(
+                targets,
                 "Zipf(1.0): backend calls ≤ 5 % of requests after warm-up",
                 format!("{:.2} %", share * 100.0),
                 Some(share <= 0.05),
             );
         }
-        _ => push("Zipf(1.0) targets", "-".into(), None),
+        _ => push(targets, "Zipf(1.0) targets", "-".into(), None),
     }
 }
 
@@ -324,14 +328,8 @@ fn stampede_and_memory(
     extra: &Extra,
     targets: &mut Vec<Target>,
 ) {
-    let mut push = |promise, measured: String, met: Option<bool>| {
-        targets.push(Target {
-            promise,
-            measured,
-            met,
-        })
-    };
     push(
+        targets,
         "Stampede: exactly 1 backend call",
         extra.stampede_backend_calls.to_string(),
         Some(extra.stampede_backend_calls == 1),
@@ -339,6 +337,7 @@ fn stampede_and_memory(
     let limit = 1.25 * extra.zipf_l1_bytes as f64 + 64.0 * 1024.0 * 1024.0;
     match extra.zipf_rss_bytes {
         Some(rss) => push(
+            targets,
             "Memory: RSS ≤ 1.25 × L1 budget + 64 MiB after the Zipf run",
             format!(
                 "{:.1} MiB (limit {:.1} MiB)",
@@ -348,6 +347,7 @@ fn stampede_and_memory(
             Some(rss as f64 <= limit),
         ),
         None => push(
+            targets,
             "Memory: RSS ≤ 1.25 × L1 budget + 64 MiB",
             "no /proc".into(),
             None,
