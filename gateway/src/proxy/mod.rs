@@ -38,7 +38,7 @@ pub struct ProxyOptions {
     pub expose_cache_status: bool,
 }
 
-/// What outlives a config reload: the cache (and its namespace), the counters and the metrics registry.
+/// What outlives a config reload: the cache (and its namespace), the counters, the metrics registry and the resolver.
 #[derive(Debug, Clone)]
 pub struct LongLived {
     /// The namespace the cache was started with: key prefix and channel in Redis, part of every key.
@@ -207,7 +207,7 @@ impl Proxy {
         // A limit on every call is checked first; one on misses only where a call reaches the backend: a call that
         // is not looked up in the cache always does (an uncached route, or a call that is not gRPC); a looked-up call
         // does when it bypasses the cache, or when the loader is about to call the backend for it.
-        let codec = route.cache.as_ref().and(cacheable_codec(&request));
+        let codec = route.cache.as_ref().and_then(|_| cacheable_codec(&request));
         let looked_up = codec.is_some();
         if let Some(limit) = &route.rate_limit {
             if limit.apply_to == ApplyTo::All || !looked_up {
