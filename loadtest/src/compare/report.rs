@@ -5,12 +5,13 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::Context;
-use serde_json::json;
+use serde::Serialize;
 
 use super::CompareOptions;
+use super::extra;
 use super::fleet::Pinning;
-use super::scenario::{self, Medians, Round, Scenario};
-use super::targets::{self, Extra, Target};
+use super::scenario::{Medians, Round, Scenario};
+use super::targets::{self, Extra, ProxyP50, Target};
 use crate::stampede::StampedeReport;
 
 /// Everything one run of the suite measured.
@@ -45,61 +46,244 @@ pub(super) fn write_markdown(
     Ok(())
 }
 
-/// Writes every figure of `r` to `path` as JSON.
+/// Writes every figure of `r` to `path` as JSON (the shape of [`Figures`]).
 pub(super) fn write_json(path: &Path, r: &Results<'_>) -> anyhow::Result<()> {
-    let figures = json!({
-        "machine": r.machine,
-        "pinning": r.pinning.describe(),
-        "rounds": r.options.rounds,
-        "round_seconds": r.options.round_duration.as_secs_f64(),
-        "side_runs": r.options.side_runs,
-        "concurrency": r.options.concurrency,
-        "scenarios": r.scenarios.iter().zip(r.rounds).map(|(s, rounds)| {
-            let m = &r.medians[s.name];
-            json!({
-                "name": s.name, "what": s.what, "reference": s.reference, "level": s.level,
-                "median": {
-                    "rps": m.rps, "h2load_rps": m.h2load_rps, "p50_ms": m.p50_ms, "p99_ms": m.p99_ms,
-                    "mean_ms": m.mean_ms, "backend_share": m.backend_share,
-                    "best_rps_ratio_to_reference": m.best_rps() / r.medians[s.reference].best_rps().max(1e-9),
-                },
-                "errors": m.errors,
-                "rounds": rounds.iter().map(scenario::round_json).collect::<Vec<_>>(),
-            })
-        }).collect::<Vec<_>>(),
-        "extra": {
-            "l2_p50_ms_one_in_flight": r.extra.l2_p50_ms,
-            "l2_p50_ms_one_in_flight_h2load": r.extra.l2_p50_h2load_ms,
-            "proxy_p50_ms_h2load": r.extra.proxy_p50.iter().map(|p| json!({
-                "in_flight": p.in_flight,
-                "direct": p.direct_ms(), "nginx": p.nginx_ms(), "passthrough": p.passthrough_ms(),
-                "rounds": p.rounds.iter().map(|[d, n, s]| json!({
-                    "direct": d, "nginx": n, "passthrough": s,
-                })).collect::<Vec<_>>(),
-            })).collect::<Vec<_>>(),
-            "redis_get_p50_ms": r.extra.redis_get_p50_ms,
-            "paced_rps": r.extra.paced_rps,
-            "l1_paced_p99_ms": r.extra.l1_paced_p99_ms,
-            "ceiling_paced_p99_ms": r.extra.ceiling_paced_p99_ms,
-            "ceiling_hyper_paced_p99_ms": r.extra.ceiling_hyper_paced_p99_ms,
-            "zipf_paced_rps": r.extra.zipf_paced_rps,
-            "zipf_paced_mean_ms": r.extra.zipf_paced_mean_ms,
-            "direct_2ms_paced_mean_ms": r.extra.direct_paced_mean_ms,
-            "zipf_rss_bytes": r.extra.zipf_rss_bytes,
-            "zipf_l1_bytes": r.extra.zipf_l1_bytes,
-            "runs": r.extra.runs,
-        },
-        "targets": targets::targets_json(r.targets),
-        "stampede": {
-            "replicas": crate::stampede::REPLICAS,
-            "calls": r.stampede.calls,
-            "errors": r.stampede.errors,
-            "backend_calls": r.stampede.backend_calls,
-            "p50_ms": r.stampede.p50_ms,
-            "max_ms": r.stampede.max_ms,
-            "by_cache": r.stampede.by_cache,
-        },
-    });
-    std::fs::write(path, serde_json::to_string_pretty(&figures)?)
+    std::fs::write(path, serde_json::to_string_pretty(&Figures::of(r))?)
         .with_context(|| format!("writing {}", path.display()))
+}
+
+/// The JSON figures of one run of the suite.
+#[derive(Debug, Serialize)]
+struct Figures<'a> {
+    machine: &'a str,
+    pinning: String,
+    rounds: usize,
+    round_seconds: f64,
+    side_runs: usize,
+    concurrency: usize,
+    scenarios: Vec<ScenarioFigures<'a>>,
+    extra: ExtraFigures<'a>,
+    targets: Vec<TargetFigure<'a>>,
+    stampede: StampedeFigures<'a>,
+}
+
+/// A scenario: what it is, its medians, and every round.
+#[derive(Debug, Serialize)]
+struct ScenarioFigures<'a> {
+    name: &'a str,
+    what: &'a str,
+    reference: &'a str,
+    level: &'a str,
+    median: MedianFigures,
+    errors: u64,
+    rounds: Vec<RoundFigures<'a>>,
+}
+
+#[derive(Debug, Serialize)]
+struct MedianFigures {
+    rps: f64,
+    h2load_rps: Option<f64>,
+    p50_ms: f64,
+    p99_ms: f64,
+    mean_ms: f64,
+    backend_share: Option<f64>,
+    best_rps_ratio_to_reference: f64,
+}
+
+/// One round of a scenario: strata-load's figures, and h2load's when it ran.
+#[derive(Debug, Serialize)]
+struct RoundFigures<'a> {
+    requests: u64,
+    seconds: f64,
+    rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    mean_ms: f64,
+    errors: u64,
+    by_status: &'a BTreeMap<String, u64>,
+    by_cache: &'a BTreeMap<String, u64>,
+    backend_calls: Option<u64>,
+    h2load: Option<H2loadFigures>,
+}
+
+#[derive(Debug, Serialize)]
+struct H2loadFigures {
+    rps: f64,
+    mean_ms: f64,
+    failed: u64,
+}
+
+/// The measurements beside the rounds.
+#[derive(Debug, Serialize)]
+struct ExtraFigures<'a> {
+    l2_p50_ms_one_in_flight: f64,
+    l2_p50_ms_one_in_flight_h2load: Option<f64>,
+    proxy_p50_ms_h2load: Vec<ProxyP50Figures>,
+    redis_get_p50_ms: Option<f64>,
+    paced_rps: f64,
+    l1_paced_p99_ms: f64,
+    ceiling_paced_p99_ms: f64,
+    ceiling_hyper_paced_p99_ms: f64,
+    zipf_paced_rps: f64,
+    zipf_paced_mean_ms: f64,
+    direct_2ms_paced_mean_ms: f64,
+    zipf_rss_bytes: Option<u64>,
+    zipf_l1_bytes: u64,
+    runs: &'a extra::Runs,
+}
+
+/// The p50s (ms) at one load point: the medians, and each round.
+#[derive(Debug, Serialize)]
+struct ProxyP50Figures {
+    in_flight: usize,
+    direct: f64,
+    nginx: f64,
+    passthrough: f64,
+    rounds: Vec<ProxyP50Round>,
+}
+
+#[derive(Debug, Serialize)]
+struct ProxyP50Round {
+    direct: f64,
+    nginx: f64,
+    passthrough: f64,
+}
+
+#[derive(Debug, Serialize)]
+struct TargetFigure<'a> {
+    target: &'a str,
+    measured: &'a str,
+    met: Option<bool>,
+}
+
+#[derive(Debug, Serialize)]
+struct StampedeFigures<'a> {
+    replicas: usize,
+    calls: u64,
+    errors: u64,
+    backend_calls: u64,
+    p50_ms: f64,
+    max_ms: f64,
+    by_cache: &'a BTreeMap<String, u64>,
+}
+
+impl<'a> Figures<'a> {
+    fn of(r: &'a Results<'a>) -> Self {
+        let e = r.extra;
+        Self {
+            machine: r.machine,
+            pinning: r.pinning.describe(),
+            rounds: r.options.rounds,
+            round_seconds: r.options.round_duration.as_secs_f64(),
+            side_runs: r.options.side_runs,
+            concurrency: r.options.concurrency,
+            scenarios: r
+                .scenarios
+                .iter()
+                .zip(r.rounds)
+                .map(|(s, rounds)| ScenarioFigures::of(s, rounds, r.medians))
+                .collect(),
+            extra: ExtraFigures {
+                l2_p50_ms_one_in_flight: e.l2_p50_ms,
+                l2_p50_ms_one_in_flight_h2load: e.l2_p50_h2load_ms,
+                proxy_p50_ms_h2load: e.proxy_p50.iter().map(ProxyP50Figures::of).collect(),
+                redis_get_p50_ms: e.redis_get_p50_ms,
+                paced_rps: e.paced_rps,
+                l1_paced_p99_ms: e.l1_paced_p99_ms,
+                ceiling_paced_p99_ms: e.ceiling_paced_p99_ms,
+                ceiling_hyper_paced_p99_ms: e.ceiling_hyper_paced_p99_ms,
+                zipf_paced_rps: e.zipf_paced_rps,
+                zipf_paced_mean_ms: e.zipf_paced_mean_ms,
+                direct_2ms_paced_mean_ms: e.direct_paced_mean_ms,
+                zipf_rss_bytes: e.zipf_rss_bytes,
+                zipf_l1_bytes: e.zipf_l1_bytes,
+                runs: &e.runs,
+            },
+            targets: r
+                .targets
+                .iter()
+                .map(|t| TargetFigure {
+                    target: t.promise,
+                    measured: &t.measured,
+                    met: t.met,
+                })
+                .collect(),
+            stampede: StampedeFigures {
+                replicas: crate::stampede::REPLICAS,
+                calls: r.stampede.calls,
+                errors: r.stampede.errors,
+                backend_calls: r.stampede.backend_calls,
+                p50_ms: r.stampede.p50_ms,
+                max_ms: r.stampede.max_ms,
+                by_cache: &r.stampede.by_cache,
+            },
+        }
+    }
+}
+
+impl<'a> ScenarioFigures<'a> {
+    fn of(s: &'a Scenario, rounds: &'a [Round], medians: &BTreeMap<&str, Medians>) -> Self {
+        let m = &medians[s.name];
+        let reference = medians[s.reference].best_rps().max(1e-9);
+        Self {
+            name: s.name,
+            what: &s.what,
+            reference: s.reference,
+            level: s.level,
+            median: MedianFigures {
+                rps: m.rps,
+                h2load_rps: m.h2load_rps,
+                p50_ms: m.p50_ms,
+                p99_ms: m.p99_ms,
+                mean_ms: m.mean_ms,
+                backend_share: m.backend_share,
+                best_rps_ratio_to_reference: m.best_rps() / reference,
+            },
+            errors: m.errors,
+            rounds: rounds.iter().map(RoundFigures::of).collect(),
+        }
+    }
+}
+
+impl<'a> RoundFigures<'a> {
+    fn of(round: &'a Round) -> Self {
+        let r = &round.load;
+        Self {
+            requests: r.requests,
+            seconds: r.elapsed.as_secs_f64(),
+            rps: r.rps(),
+            p50_ms: r.percentile_ms(0.5),
+            p99_ms: r.percentile_ms(0.99),
+            mean_ms: r.latency_us.mean() / 1000.0,
+            errors: r.errors(),
+            by_status: &r.by_status,
+            by_cache: &r.by_cache,
+            backend_calls: round.backend_calls,
+            h2load: round.h2load.as_ref().map(|h| H2loadFigures {
+                rps: h.rps,
+                mean_ms: h.mean_ms,
+                failed: h.failed,
+            }),
+        }
+    }
+}
+
+impl ProxyP50Figures {
+    fn of(p: &ProxyP50) -> Self {
+        Self {
+            in_flight: p.in_flight,
+            direct: p.direct_ms(),
+            nginx: p.nginx_ms(),
+            passthrough: p.passthrough_ms(),
+            rounds: p
+                .rounds
+                .iter()
+                .map(|&[direct, nginx, passthrough]| ProxyP50Round {
+                    direct,
+                    nginx,
+                    passthrough,
+                })
+                .collect(),
+        }
+    }
 }

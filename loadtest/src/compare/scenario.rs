@@ -5,8 +5,6 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde_json::{Value, json};
-
 use super::fleet::Pinning;
 use super::h2load::{self, H2loadReport};
 use crate::load::{Keys, LoadReport, LoadSpec};
@@ -159,22 +157,4 @@ pub fn median(values: impl Iterator<Item = f64>) -> f64 {
     let mut v: Vec<f64> = values.collect();
     v.sort_by(f64::total_cmp);
     v.get(v.len() / 2).copied().unwrap_or(0.0)
-}
-
-/// A round's raw figures, for the JSON file.
-pub fn round_json(round: &Round) -> Value {
-    let r = &round.load;
-    json!({
-        "requests": r.requests,
-        "seconds": r.elapsed.as_secs_f64(),
-        "rps": r.rps(),
-        "p50_ms": r.percentile_ms(0.5),
-        "p99_ms": r.percentile_ms(0.99),
-        "mean_ms": r.latency_us.mean() / 1000.0,
-        "errors": r.errors(),
-        "by_status": r.by_status,
-        "by_cache": r.by_cache,
-        "backend_calls": round.backend_calls,
-        "h2load": round.h2load.map(|h| json!({"rps": h.rps, "mean_ms": h.mean_ms, "failed": h.failed})),
-    })
 }

@@ -4,8 +4,6 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use serde_json::{Value, json};
-
 use super::scenario::{Medians, Scenario};
 
 /// Figures measured outside the rotated rounds.
@@ -396,16 +394,6 @@ pub fn markdown(
         let _ = writeln!(out, "| {} | {} | {met} |", t.promise, t.measured);
     }
     out
-}
-
-/// The targets, for the JSON file.
-pub fn targets_json(targets: &[Target]) -> Value {
-    Value::Array(
-        targets
-            .iter()
-            .map(|t| json!({"target": t.promise, "measured": t.measured, "met": t.met}))
-            .collect(),
-    )
 }
 
 /// The machine, in one line: CPU model, CPUs, memory, kernel.
