@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::config::{KeysConfig, RunConfig};
+use super::config::{KeysConfig, RunConfig, XStrata};
 use super::keys::KeyDistribution;
 use super::schedule::Schedule;
 
@@ -136,100 +136,10 @@ impl Plan {
         if host.is_empty() {
             problems.push("host: required (host:port of the server)".to_owned());
         }
-        let data = match (&config.data, &config.data_file) {
-            (Some(_), Some(_)) => {
-                problems.push("data, data-file: give one, not both".to_owned());
-                None
-            }
-            (Some(data), None) => Some(data.clone()),
-            (None, Some(path)) => match std::fs::read_to_string(path)
-                .map_err(|e| e.to_string())
-                .and_then(|t| serde_json::from_str(&t).map_err(|e| e.to_string()))
-            {
-                Ok(data) => Some(data),
-                Err(e) => {
-                    problems.push(format!("data-file: {}: {e}", path.display()));
-                    None
-                }
-            },
-            (None, None) => None,
-        };
-        let metadata = config.metadata.clone().unwrap_or_default();
-        let calls = if x.calls.is_empty() {
-            match &config.call {
-                Some(call) => vec![CallSpec {
-                    method: call.clone(),
-                    weight: 1,
-                    data: data.unwrap_or_else(|| Value::Object(Default::default())),
-                    metadata: metadata.clone(),
-                }],
-                None => {
-                    problems.push("call: required (package.Service/Method)".to_owned());
-                    Vec::new()
-                }
-            }
-        } else {
-            if config.call.is_some() || data.is_some() {
-                problems.push(
-                    "x-strata.calls: replaces call and data; leave those out (metadata applies to every call)"
-                        .to_owned(),
-                );
-            }
-            x.calls
-                .iter()
-                .map(|c| CallSpec {
-                    method: c.call.clone(),
-                    weight: c.weight.unwrap_or(1),
-                    data: c
-                        .data
-                        .clone()
-                        .unwrap_or_else(|| Value::Object(Default::default())),
-                    metadata: metadata
-                        .iter()
-                        .chain(c.metadata.iter().flatten())
-                        .map(|(k, v)| (k.clone(), v.clone()))
-                        .collect(),
-                })
-                .collect()
-        };
-        let mut calls = calls;
-        for (i, call) in calls.iter_mut().enumerate() {
-            let at = if x.calls.is_empty() {
-                "call".to_owned()
-            } else {
-                format!("x-strata.calls[{i}]")
-            };
-            match normalize_method(&call.method) {
-                Some(method) => call.method = method,
-                None => problems.push(format!(
-                    "{at}: `{}` is not package.Service/Method",
-                    call.method
-                )),
-            }
-            if !matches!(&call.data, Value::Object(_))
-                && !matches!(&call.data, Value::Array(items) if !items.is_empty() && items.iter().all(Value::is_object))
-            {
-                problems.push(format!(
-                    "{at}: data must be an object or a non-empty array of objects"
-                ));
-            }
-        }
-        if !x.calls.is_empty() && x.calls.iter().all(|c| c.weight == Some(0)) {
-            problems.push("x-strata.calls: every weight is 0".to_owned());
-        }
+        let data = data(&config, &mut problems);
+        let calls = calls(&config, &x, data, &mut problems);
 
-        let descriptors = match (&config.proto, &config.protoset) {
-            (Some(_), Some(_)) => {
-                problems.push("proto, protoset: give one, not both".to_owned());
-                Descriptors::Reflection
-            }
-            (Some(file), None) => Descriptors::Proto {
-                file: file.clone(),
-                import_paths: config.import_paths.clone(),
-            },
-            (None, Some(set)) => Descriptors::Protoset(set.clone()),
-            (None, None) => Descriptors::Reflection,
-        };
+        let descriptors = descriptors(&config, &mut problems);
 
         let positive =
             |key: &str, value: Option<u64>, default: u64, problems: &mut Vec<String>| match value {
@@ -247,65 +157,11 @@ impl Plan {
             problems.push("duration: must be more than 0".to_owned());
         }
 
-        let open_loop = match x.arrival.as_deref() {
-            None | Some("closed") => false,
-            Some("open") => true,
-            Some(other) => {
-                problems.push(format!(
-                    "x-strata.arrival: `{other}` is neither closed nor open"
-                ));
-                false
-            }
-        };
-        let schedule = schedule(&config, &mut problems);
-        let pacing = match schedule {
-            Some(schedule) => Pacing::Scheduled {
-                schedule,
-                open_loop,
-            },
-            None => {
-                if open_loop {
-                    problems.push(
-                        "x-strata.arrival: open needs a rate (rps, or a step/line load-schedule)"
-                            .to_owned(),
-                    );
-                }
-                Pacing::AsFastAsAnswered
-            }
-        };
+        let pacing = pacing(&config, &x, &mut problems);
 
-        let keys = x.keys.as_ref().and_then(|k| match key_space(k) {
-            Ok(space) => Some(space),
-            Err(e) => {
-                problems.push(format!("x-strata.keys.{e}"));
-                None
-            }
-        });
-        if let Some(space) = &keys {
-            let used = calls.iter().any(|c| {
-                c.data.to_string().contains(&space.placeholder)
-                    || c.metadata.values().any(|v| v.contains(&space.placeholder))
-            });
-            if !used {
-                problems.push(format!(
-                    "x-strata.keys: no data string or metadata value contains the placeholder `{}`",
-                    space.placeholder
-                ));
-            }
-        }
+        let keys = keys(&x, &calls, &mut problems);
 
-        let format = match config.format.as_deref().unwrap_or("summary") {
-            "summary" => Format::Summary,
-            "json" => Format::Json,
-            "pretty" => Format::Pretty,
-            "html" => Format::Html,
-            other => {
-                problems.push(format!(
-                    "format: `{other}` is not one of summary, json, pretty, html"
-                ));
-                Format::Summary
-            }
-        };
+        let format = format(&config, &mut problems);
         if config.insecure && (config.cname.is_some() || config.cacert.is_some()) {
             problems.push("cacert, cname: only apply with TLS; leave insecure out".to_owned());
         }
@@ -335,6 +191,186 @@ impl Plan {
             name: config.name.clone(),
             tags: config.tags.clone().unwrap_or_default(),
         })
+    }
+}
+
+/// The request data: inline, or read from `data-file`.
+fn data(config: &RunConfig, problems: &mut Vec<String>) -> Option<Value> {
+    match (&config.data, &config.data_file) {
+        (Some(_), Some(_)) => {
+            problems.push("data, data-file: give one, not both".to_owned());
+            None
+        }
+        (Some(data), None) => Some(data.clone()),
+        (None, Some(path)) => match std::fs::read_to_string(path)
+            .map_err(|e| e.to_string())
+            .and_then(|t| serde_json::from_str(&t).map_err(|e| e.to_string()))
+        {
+            Ok(data) => Some(data),
+            Err(e) => {
+                problems.push(format!("data-file: {}: {e}", path.display()));
+                None
+            }
+        },
+        (None, None) => None,
+    }
+}
+
+/// The calls to make: `call` with `data`, or the weighted `x-strata.calls`; each method normalized and its data checked.
+fn calls(
+    config: &RunConfig,
+    x: &XStrata,
+    data: Option<Value>,
+    problems: &mut Vec<String>,
+) -> Vec<CallSpec> {
+    let metadata = config.metadata.clone().unwrap_or_default();
+    let mut calls = if x.calls.is_empty() {
+        match &config.call {
+            Some(call) => vec![CallSpec {
+                method: call.clone(),
+                weight: 1,
+                data: data.unwrap_or_else(|| Value::Object(Default::default())),
+                metadata: metadata.clone(),
+            }],
+            None => {
+                problems.push("call: required (package.Service/Method)".to_owned());
+                Vec::new()
+            }
+        }
+    } else {
+        if config.call.is_some() || data.is_some() {
+            problems.push(
+            "x-strata.calls: replaces call and data; leave those out (metadata applies to every call)"
+                .to_owned(),
+        );
+        }
+        x.calls
+            .iter()
+            .map(|c| CallSpec {
+                method: c.call.clone(),
+                weight: c.weight.unwrap_or(1),
+                data: c
+                    .data
+                    .clone()
+                    .unwrap_or_else(|| Value::Object(Default::default())),
+                metadata: metadata
+                    .iter()
+                    .chain(c.metadata.iter().flatten())
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+            })
+            .collect()
+    };
+    for (i, call) in calls.iter_mut().enumerate() {
+        let at = if x.calls.is_empty() {
+            "call".to_owned()
+        } else {
+            format!("x-strata.calls[{i}]")
+        };
+        match normalize_method(&call.method) {
+            Some(method) => call.method = method,
+            None => problems.push(format!(
+                "{at}: `{}` is not package.Service/Method",
+                call.method
+            )),
+        }
+        if !matches!(&call.data, Value::Object(_))
+            && !matches!(&call.data, Value::Array(items) if !items.is_empty() && items.iter().all(Value::is_object))
+        {
+            problems.push(format!(
+                "{at}: data must be an object or a non-empty array of objects"
+            ));
+        }
+    }
+    if !x.calls.is_empty() && x.calls.iter().all(|c| c.weight == Some(0)) {
+        problems.push("x-strata.calls: every weight is 0".to_owned());
+    }
+    calls
+}
+
+/// Where the services' descriptors come from: a `.proto`, a protoset, or the server's reflection.
+fn descriptors(config: &RunConfig, problems: &mut Vec<String>) -> Descriptors {
+    match (&config.proto, &config.protoset) {
+        (Some(_), Some(_)) => {
+            problems.push("proto, protoset: give one, not both".to_owned());
+            Descriptors::Reflection
+        }
+        (Some(file), None) => Descriptors::Proto {
+            file: file.clone(),
+            import_paths: config.import_paths.clone(),
+        },
+        (None, Some(set)) => Descriptors::Protoset(set.clone()),
+        (None, None) => Descriptors::Reflection,
+    }
+}
+
+/// How calls are paced: as fast as answered, or on a schedule (closed or open loop).
+fn pacing(config: &RunConfig, x: &XStrata, problems: &mut Vec<String>) -> Pacing {
+    let open_loop = match x.arrival.as_deref() {
+        None | Some("closed") => false,
+        Some("open") => true,
+        Some(other) => {
+            problems.push(format!(
+                "x-strata.arrival: `{other}` is neither closed nor open"
+            ));
+            false
+        }
+    };
+    let schedule = schedule(config, problems);
+    match schedule {
+        Some(schedule) => Pacing::Scheduled {
+            schedule,
+            open_loop,
+        },
+        None => {
+            if open_loop {
+                problems.push(
+                    "x-strata.arrival: open needs a rate (rps, or a step/line load-schedule)"
+                        .to_owned(),
+                );
+            }
+            Pacing::AsFastAsAnswered
+        }
+    }
+}
+
+/// The key space `x-strata.keys` draws from, which some data string or metadata value must use.
+fn keys(x: &XStrata, calls: &[CallSpec], problems: &mut Vec<String>) -> Option<KeySpace> {
+    let keys = x.keys.as_ref().and_then(|k| match key_space(k) {
+        Ok(space) => Some(space),
+        Err(e) => {
+            problems.push(format!("x-strata.keys.{e}"));
+            None
+        }
+    });
+    if let Some(space) = &keys {
+        let used = calls.iter().any(|c| {
+            c.data.to_string().contains(&space.placeholder)
+                || c.metadata.values().any(|v| v.contains(&space.placeholder))
+        });
+        if !used {
+            problems.push(format!(
+                "x-strata.keys: no data string or metadata value contains the placeholder `{}`",
+                space.placeholder
+            ));
+        }
+    }
+    keys
+}
+
+/// The report format.
+fn format(config: &RunConfig, problems: &mut Vec<String>) -> Format {
+    match config.format.as_deref().unwrap_or("summary") {
+        "summary" => Format::Summary,
+        "json" => Format::Json,
+        "pretty" => Format::Pretty,
+        "html" => Format::Html,
+        other => {
+            problems.push(format!(
+                "format: `{other}` is not one of summary, json, pretty, html"
+            ));
+            Format::Summary
+        }
     }
 }
 
