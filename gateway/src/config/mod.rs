@@ -3,6 +3,7 @@
 //! Every key is documented in docs/CONFIG.md, with its unit and default.
 
 mod backend;
+mod cache;
 mod endpoint;
 mod errors;
 mod load;
