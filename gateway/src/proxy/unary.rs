@@ -26,40 +26,15 @@ pub(super) async fn answer(
     codec: &cache_key::Codec,
     deadline: Deadline,
 ) -> (http::Response<Body>, Option<CacheResult>) {
-    let limit = proxy.options.max_request_bytes;
-    let (parts, request_body) = request.into_parts();
-    // Bounded by the client's deadline (the deadline layer) and, for clients that send none, by the backend timeout:
-    // a client that never finishes its request cannot hold the call open forever.
-    let read =
-        tokio::time::timeout(route.backend.timeout, body::read_unary(request_body, limit)).await;
-    let message = match read {
-        Ok(Ok(message)) => message,
-        Ok(Err(err)) => {
-            return (
-                GatewayError::from_request_read(err, limit).to_response(None),
-                None,
-            );
-        }
-        Err(_) => {
-            let error = GatewayError::RequestTimeout(route.backend.timeout);
-            return (error.to_response(None), None);
-        }
+    let (parts, message) = match read_request(route, request, proxy.options.max_request_bytes).await
+    {
+        Ok(read) => read,
+        Err(refused) => return (refused, None),
     };
 
     // Compressed bytes depend on the client's encoder, so they make no stable key; a call carrying credentials the
     // key does not vary on must not share answers with other callers. Both go to the backend without the cache.
     if message.compressed || rule.must_bypass(&parts.headers) {
-        proxy.stats.count_bypass();
-        // A bypassed call reaches the backend: it counts against a limit on misses like any other.
-        if let Some(limit) = misses_limit(route) {
-            if let Err(refused) = limit.check(&parts.headers) {
-                proxy.stats.count_rate_limited();
-                return (
-                    refused.to_response(proxy.cache_status(CacheResult::Bypass)),
-                    Some(CacheResult::Bypass),
-                );
-            }
-        }
         // Boxed, like every path an L1 hit does not take: it keeps the hit's future small.
         let bypassed = Box::pin(bypass(proxy, route, parts, message, deadline));
         return (bypassed.await, Some(CacheResult::Bypass));
@@ -120,7 +95,24 @@ pub(super) async fn answer(
     }
 }
 
-/// Forwards the already-read request to the backend and relays the answer as it comes, uncached.
+/// Reads the one request message of a call (at most `limit` bytes), or the answer refusing it. Bounded by the
+/// client's deadline (the deadline layer) and, for clients that send none, by the backend timeout: a client that never
+/// finishes its request cannot hold the call open forever.
+async fn read_request(
+    route: &Route,
+    request: http::Request<Body>,
+    limit: u64,
+) -> Result<(Parts, Message), http::Response<Body>> {
+    let (parts, body) = request.into_parts();
+    match tokio::time::timeout(route.backend.timeout, body::read_unary(body, limit)).await {
+        Ok(Ok(message)) => Ok((parts, message)),
+        Ok(Err(err)) => Err(GatewayError::from_request_read(err, limit).to_response(None)),
+        Err(_) => Err(GatewayError::RequestTimeout(route.backend.timeout).to_response(None)),
+    }
+}
+
+/// Forwards the already-read request to the backend and relays the answer as it comes, uncached (`bypass`): counted,
+/// and subject to a limit on misses like any call that reaches the backend.
 async fn bypass(
     proxy: &Proxy,
     route: &Route,
@@ -128,6 +120,13 @@ async fn bypass(
     message: Message,
     deadline: Deadline,
 ) -> http::Response<Body> {
+    proxy.stats.count_bypass();
+    if let Some(limit) = misses_limit(route) {
+        if let Err(refused) = limit.check(&parts.headers) {
+            proxy.stats.count_rate_limited();
+            return refused.to_response(proxy.cache_status(CacheResult::Bypass));
+        }
+    }
     let prefix = frame::header_with_flag(message.compressed, message.bytes.len());
     let body = futures::stream::iter(
         [prefix, message.bytes]
