@@ -20,12 +20,15 @@ const RESOLVE_WITHIN: Duration = Duration::from_secs(5);
 /// Watches `path` until aborted; on a change (or SIGHUP) re-reads it and swaps in a proxy built from it. An invalid
 /// file is logged with every bad field, and the running config stays.
 pub async fn watch(path: PathBuf, mut running: Config, live: LiveProxy, long_lived: LongLived) {
-    let mut stamp = modified(&path);
+    // Unknown at first: the file may have changed between `running` being read and this task's first poll (a busy
+    // machine), so the first poll reads it, and applies it if it differs from `running`.
+    let mut stamp = None;
     let mut hangup = hangup_signals();
     loop {
+        let first_look = stamp.is_none();
         tokio::select! {
             () = tokio::time::sleep(POLL) => {
-                let now = modified(&path);
+                let now = Some(modified(&path));
                 if now == stamp {
                     continue;
                 }
@@ -37,6 +40,8 @@ pub async fn watch(path: PathBuf, mut running: Config, live: LiveProxy, long_liv
             Err(err) => {
                 tracing::error!(path = %path.display(), error = %err, "config reload rejected; the running config stays")
             }
+            // The file as the gateway started with it. (Later, a touch does reload: it retries what did not apply.)
+            Ok(next) if first_look && next == running => {}
             Ok(next) => {
                 for field in needs_restart(&running, &next) {
                     tracing::warn!(

@@ -184,3 +184,27 @@ async fn a_changed_admin_token_is_applied_by_a_reload() {
     );
     gateway.stop().await;
 }
+
+/// An edit made between the gateway reading its file and watching it (a busy machine, a quick deploy) is not missed.
+#[tokio::test]
+async fn an_edit_made_while_the_gateway_starts_is_applied() {
+    let backend = TestBackend::start().await;
+    let dir = PemDir::new("reload-early");
+    let with_token = |token: &str| {
+        config(&backend.url(), "30s", "").replace(
+            "admin: { listen: 127.0.0.1:0 }",
+            &format!("admin: {{ listen: 127.0.0.1:0, token: {token} }}"),
+        )
+    };
+    let path = dir.write("strata.yaml", &with_token("edited-token"));
+    let gateway = TestGateway::start_watching_changed(&with_token("started-token"), &path).await;
+    let applied = eventually(Duration::from_secs(10), || async {
+        admin_accepts(&gateway, "edited-token").await
+    })
+    .await;
+    assert!(
+        applied,
+        "the file's token replaced the one the gateway started with"
+    );
+    gateway.stop().await;
+}

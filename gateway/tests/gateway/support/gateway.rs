@@ -104,6 +104,14 @@ impl TestGateway {
         Self::spawn(config, Some(path.to_owned())).await
     }
 
+    /// Starts a gateway with `loaded`, watching `path`, which already holds something else: the file changed between
+    /// being read and the gateway starting.
+    pub async fn start_watching_changed(loaded: &str, path: &std::path::Path) -> Self {
+        let config =
+            Config::from_yaml(loaded).unwrap_or_else(|e| panic!("test config invalid: {e}"));
+        Self::spawn(config, Some(path.to_owned())).await
+    }
+
     /// Binds both listeners on ephemeral ports and runs the gateway, reloading from `config_file` when given.
     async fn spawn(config: Config, config_file: Option<std::path::PathBuf>) -> Self {
         let data = tokio::net::TcpListener::bind("127.0.0.1:0")
