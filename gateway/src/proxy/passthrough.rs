@@ -17,7 +17,8 @@ pub(super) async fn forward(
     request: http::Request<Body>,
     deadline: Deadline,
 ) -> http::Response<Body> {
-    forward_raw(backend, request, deadline)
+    backend
+        .call(request, deadline)
         .await
         .unwrap_or_else(|err| err.to_response(None))
 }
@@ -59,7 +60,7 @@ pub(super) async fn forward_with_retries(
         *request.uri_mut() = parts.uri.clone();
         *request.version_mut() = parts.version;
         *request.headers_mut() = parts.headers.clone();
-        forward_raw(backend, request, Deadline::after(time_left))
+        backend.call(request, Deadline::after(time_left))
     };
     let left = until.saturating_duration_since(Instant::now());
     retry::with_retries(
@@ -72,15 +73,6 @@ pub(super) async fn forward_with_retries(
     )
     .await
     .unwrap_or_else(|err| err.to_response(None))
-}
-
-/// Sends `request` under `deadline`.
-async fn forward_raw(
-    backend: &Backend,
-    request: http::Request<Body>,
-    deadline: Deadline,
-) -> Result<http::Response<Body>, GatewayError> {
-    backend.call(request, deadline).await
 }
 
 /// The status of a Trailers-Only answer (no message sent yet), if the answer is one.
