@@ -179,6 +179,7 @@ pub async fn run_watching(
 
     // The admin listener outlives the data listener's drain, so `/readyz` keeps answering 503 meanwhile.
     let (admin_stop, admin_stopped) = watch::channel(false);
+    let admin_addr = listeners.admin.local_addr().map(|a| a.to_string());
     let admin_services = admin::AdminServices::new(live.clone(), long_lived.metrics.clone())
         .map_err(|e| StartError::Admin(e.to_string()))?;
     let admin = tokio::spawn(admin::serve(
@@ -201,6 +202,7 @@ pub async fn run_watching(
 
     tracing::info!(
         listen = %listeners.data.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+        admin = %admin_addr.unwrap_or_default(),
         routes = config.routes.len(),
         l2 = config.cache.l2.is_some(),
         "strata gateway serving"

@@ -71,9 +71,13 @@ enum Command {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:50053")]
         listen: SocketAddr,
-        /// Answer through tonic (a generated handler returning a pre-built message) instead of bare hyper.
+        /// Answer through tonic (a generated handler returning a pre-built message, a default tonic server) instead
+        /// of bare hyper.
         #[arg(long)]
         tonic: bool,
+        /// With --tonic: serve over the gateway's one-write connection wrapper (the ceiling of runs 10–19).
+        #[arg(long, requires = "tonic")]
+        one_write: bool,
     },
     /// Load from a ghz-compatible JSON/TOML config or flags, with key distributions, open loop and call mixes.
     Run(Box<run::RunArgs>),
@@ -184,16 +188,24 @@ fn main() -> anyhow::Result<()> {
                 .await?;
                 Ok(())
             }
-            Command::Constant { listen, tonic } => {
+            Command::Constant {
+                listen,
+                tonic,
+                one_write,
+            } => {
                 let listener = tokio::net::TcpListener::bind(listen)
                     .await
                     .with_context(|| format!("cannot listen on {listen}"))?;
-                eprintln!("constant-answer server listening on {listen}");
+                // The address it got (`--listen 127.0.0.1:0` picks a free port), for whoever started it.
+                eprintln!(
+                    "constant-answer server listening on {}",
+                    listener.local_addr()?
+                );
                 let stopped = async {
                     let _ = tokio::signal::ctrl_c().await;
                 };
                 if tonic {
-                    constant::serve_tonic(listener, stopped).await
+                    constant::serve_tonic(listener, one_write, stopped).await
                 } else {
                     constant::serve(listener, stopped).await
                 }

@@ -44,7 +44,7 @@ pub struct Setup<'a> {
     pub passthrough: SocketAddr,
     /// The gateway answering from L1.
     pub l1: SocketAddr,
-    /// The constant-answer ceilings: the tonic handler, bare hyper.
+    /// The constant-answer ceilings: a plain tonic server, bare hyper.
     pub ceilings: [SocketAddr; 2],
     /// The Zipf scenario's gateway.
     pub zipf: SocketAddr,

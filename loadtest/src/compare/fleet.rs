@@ -222,7 +222,8 @@ pub fn backend(latency: &str, pinning: &Pinning) -> anyhow::Result<Process> {
 /// Which constant-answer server to start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Constant {
-    /// The leanest tonic handler: the ceiling the performance issue names.
+    /// The leanest tonic handler on a plain tonic server with default settings: the ceiling the performance issue
+    /// names.
     Tonic,
     /// Bare hyper sending a pre-encoded reply: faster still, a stricter reference.
     Hyper,

@@ -191,8 +191,12 @@ async fn benchmark(options: CompareOptions) -> anyhow::Result<()> {
         stampede.max_ms,
         stampede.by_cache
     );
+    // The machine's absolute speed, so that a reader can tell a slow box from a slow gateway: the ratios travel
+    // across boxes, the rates do not.
+    let ceiling_rps = medians.get("ceiling").map_or(0.0, Medians::best_rps);
     let setup = format!(
-        "Machine: {machine}. {}. {} rounds × {:.1} s per driver and scenario, strata-load with {} calls in flight \
+        "Machine: {machine}; its ceiling (a plain tonic server, constant answer) made {ceiling_rps:.0} calls/s. {}. \
+         {} rounds × {:.1} s per driver and scenario, strata-load with {} calls in flight \
          over 2 connections, h2load with 2 connections × 32 streams{}; medians.",
         capitalized(&pinning.describe()),
         options.rounds,
@@ -331,7 +335,7 @@ fn scenarios(fleet: &Fleet, body: &PathBuf, zipf: &Keys) -> Vec<Scenario> {
     scenarios.extend([
         scenario(
             "ceiling",
-            "constant answer: the leanest tonic handler (pre-built message)",
+            "constant answer: a plain tonic server, default settings, pre-built message",
             fleet.ceiling.addr,
             fixed(),
             "-",
