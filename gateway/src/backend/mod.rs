@@ -195,6 +195,8 @@ impl Backend {
         let span =
             tracing::info_span!("strata.backend", backend = %self.name, endpoint = %endpoint.url);
         span.in_scope(|| crate::telemetry::inject_current(request.headers_mut()));
+        // For the log line of a failed call: logs carry no span context (see telemetry::init).
+        let method = request.uri().path_and_query().cloned();
         let result = endpoint
             .transport
             .clone()
@@ -217,6 +219,7 @@ impl Backend {
                 tracing::warn!(
                     backend = %self.name,
                     endpoint = %endpoint.url,
+                    method = method.as_ref().map_or("", |m| m.path()),
                     error = %error_chain(err.as_ref()),
                     "call to the backend failed"
                 );

@@ -15,6 +15,8 @@ use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
 use tracing_subscriber::Layer as _;
+use tracing_subscriber::Registry;
+use tracing_subscriber::filter::FilterExt as _;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
@@ -111,12 +113,6 @@ pub fn init(log: &LogConfig, telemetry: &TelemetryConfig) -> Result<Telemetry, T
     let _ = LOG_LEVEL.set(Box::new(move |next| {
         level.reload(next).map_err(|e| e.to_string())
     }));
-    // The log level filters logs only: the call and backend spans are exported whatever it is.
-    let traces = provider.as_ref().map(|p| {
-        tracing_opentelemetry::layer()
-            .with_tracer(p.tracer("strata"))
-            .with_filter(tracing_subscriber::filter::LevelFilter::INFO)
-    });
     // Log lines are written to stderr in batches by a thread of their own, so a slow stderr never holds an answer
     // back (see log_writer).
     let writer = LogWriter::start(std::io::stderr())
@@ -129,27 +125,58 @@ pub fn init(log: &LogConfig, telemetry: &TelemetryConfig) -> Result<Telemetry, T
             "the log writer is running already".into(),
         ));
     }
-    let registry = tracing_subscriber::registry().with(traces);
-    let installed = match log.format {
-        LogFormat::Text => registry
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .with_writer(stderr)
-                    .with_ansi(colours)
-                    .with_filter(filter),
-            )
-            .try_init(),
-        LogFormat::Json => registry
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .json()
-                    .with_writer(stderr)
-                    .with_filter(filter),
-            )
-            .try_init(),
-    };
+    let tracer = provider.as_ref().map(|p| p.tracer("strata"));
+    let layers = layers(log.format, stderr, colours, filter, tracer);
+    let installed = tracing_subscriber::registry().with(layers).try_init();
     installed.map_err(|e| TelemetryError::Subscriber(e.to_string()))?;
     Ok(Telemetry { provider })
+}
+
+/// The subscriber's layers: log lines in `format` to `writer` as `filter` lets them through, and, when traces are
+/// exported, the spans to `tracer`.
+///
+/// Log lines carry no span context: the log layer ignores spans, and the traces layer is there only when traces are
+/// exported, so that without it no layer wants a span and the span of every call is never built. Recording its fields
+/// as text cost more than the access log line itself (8 000 instructions per call, scripts/cost-per-call); the few
+/// warnings written during a call name what they are about themselves.
+fn layers<W, F>(
+    format: LogFormat,
+    writer: W,
+    colours: bool,
+    filter: F,
+    tracer: Option<opentelemetry_sdk::trace::Tracer>,
+) -> Vec<Box<dyn tracing_subscriber::Layer<Registry> + Send + Sync>>
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+    F: tracing_subscriber::layer::Filter<Registry> + Send + Sync + 'static,
+{
+    // The hint keeps the level filter's: without one, every trace-level callsite of h2 and hyper would be asked.
+    let not_spans = tracing_subscriber::filter::filter_fn(|meta| !meta.is_span())
+        .with_max_level_hint(tracing_subscriber::filter::LevelFilter::TRACE);
+    let filter = filter.and(not_spans);
+    let mut layers: Vec<Box<dyn tracing_subscriber::Layer<Registry> + Send + Sync>> = Vec::new();
+    layers.push(match format {
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_writer(writer)
+            .with_ansi(colours)
+            .with_filter(filter)
+            .boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .with_writer(writer)
+            .with_filter(filter)
+            .boxed(),
+    });
+    // The log level filters logs only: the call and backend spans are exported whatever it is.
+    if let Some(tracer) = tracer {
+        layers.push(
+            tracing_opentelemetry::layer()
+                .with_tracer(tracer)
+                .with_filter(tracing_subscriber::filter::LevelFilter::INFO)
+                .boxed(),
+        );
+    }
+    layers
 }
 
 impl Telemetry {
@@ -208,5 +235,79 @@ impl Injector for HeaderWriter<'_> {
         ) {
             self.0.insert(name, value);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use opentelemetry::trace::TracerProvider as _;
+    use tracing_subscriber::layer::SubscriberExt;
+
+    use super::*;
+
+    /// A log destination the test can read.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("lock").extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn subscriber(
+        captured: &Captured,
+        tracer: Option<opentelemetry_sdk::trace::Tracer>,
+    ) -> impl tracing::Subscriber {
+        let writer = {
+            let captured = captured.clone();
+            move || captured.clone()
+        };
+        let filter = tracing_subscriber::EnvFilter::new("info");
+        Registry::default().with(layers(LogFormat::Text, writer, false, filter, tracer))
+    }
+
+    #[test]
+    fn without_traces_no_span_is_built_and_log_lines_are_still_written() {
+        let captured = Captured::default();
+        tracing::subscriber::with_default(subscriber(&captured, None), || {
+            let span = tracing::info_span!("strata.call", rpc.method = "/a.B/C");
+            assert!(span.is_disabled(), "a span nobody exports is not built");
+            let _inside = span.enter();
+            tracing::warn!(method = "/a.B/C", "call to the backend failed");
+            tracing::debug!("below the level");
+        });
+        let text = String::from_utf8(captured.0.lock().expect("lock").clone()).expect("utf-8");
+        assert!(
+            text.contains("call to the backend failed") && text.contains("method=\"/a.B/C\""),
+            "{text}"
+        );
+        assert!(!text.contains("below the level"), "{text}");
+        assert!(!text.contains("strata.call"), "no span context: {text}");
+    }
+
+    #[test]
+    fn with_traces_the_span_of_a_call_is_built_but_stays_out_of_log_lines() {
+        let captured = Captured::default();
+        let provider = SdkTracerProvider::builder().build();
+        let tracer = provider.tracer("test");
+        tracing::subscriber::with_default(subscriber(&captured, Some(tracer)), || {
+            let span = tracing::info_span!("strata.backend", backend = "lookup");
+            assert!(!span.is_disabled(), "exported spans are built");
+            let _inside = span.enter();
+            tracing::info!("inside");
+        });
+        let text = String::from_utf8(captured.0.lock().expect("lock").clone()).expect("utf-8");
+        assert!(
+            text.contains("inside") && !text.contains("strata.backend"),
+            "{text}"
+        );
     }
 }
