@@ -48,13 +48,20 @@ impl fmt::Debug for Key {
 ///
 /// Every field is written with a tag and a length prefix, so no two different sequences of fields can produce the
 /// same hash input (`("ab", "c")` and `("a", "bc")` differ).
+///
+/// The fields are gathered in a small buffer and hashed at once: blake3's hash does not depend on how its input is
+/// split, and one call over ~150 bytes costs a fraction of twenty `update`s on a 2 KB hasher moved from step to
+/// step. A large request message is streamed into a hasher instead of being copied.
 #[derive(Debug)]
-pub struct KeyBuilder(blake3::Hasher);
+pub struct KeyBuilder(Vec<u8>);
+
+/// Request messages up to this size are copied into the key's buffer; larger ones are streamed into the hasher.
+const COPIED_REQUEST_BYTES: usize = 4096;
 
 impl KeyBuilder {
     /// Starts a key for `method` (the full gRPC path, `/pkg.Service/Method`) within `namespace`.
     pub fn new(namespace: &str, method: &str) -> Self {
-        let mut b = Self(blake3::Hasher::new());
+        let mut b = Self(Vec::with_capacity(256));
         b.field(b'k', b"strata.key.v1");
         b.field(b'n', namespace.as_bytes());
         b.field(b'm', method.as_bytes());
@@ -70,15 +77,15 @@ impl KeyBuilder {
             self.field(b'=', value);
             count += 1;
         }
-        self.0.update(b"#");
-        self.0.update(&count.to_le_bytes());
+        self.0.push(b'#');
+        self.0.extend_from_slice(&count.to_le_bytes());
         self
     }
 
     /// Adds the generation of a scope the key belongs to (bumping it invalidates every key built with the old one).
     pub fn generation(mut self, scope: &str, generation: u64) -> Self {
         self.field(b'g', scope.as_bytes());
-        self.0.update(&generation.to_le_bytes());
+        self.0.extend_from_slice(&generation.to_le_bytes());
         self
     }
 
@@ -91,14 +98,24 @@ impl KeyBuilder {
 
     /// Adds the request message bytes and returns the key.
     pub fn finish(mut self, request: &[u8]) -> Key {
-        self.field(b'r', request);
-        Key(*self.0.finalize().as_bytes())
+        if request.len() <= COPIED_REQUEST_BYTES {
+            self.field(b'r', request);
+            return Key(*blake3::hash(&self.0).as_bytes());
+        }
+        self.0.push(b'r');
+        self.0
+            .extend_from_slice(&(request.len() as u64).to_le_bytes());
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(&self.0);
+        hasher.update(request);
+        Key(*hasher.finalize().as_bytes())
     }
 
     fn field(&mut self, tag: u8, bytes: &[u8]) {
-        self.0.update(&[tag]);
-        self.0.update(&(bytes.len() as u64).to_le_bytes());
-        self.0.update(bytes);
+        self.0.push(tag);
+        self.0
+            .extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+        self.0.extend_from_slice(bytes);
     }
 }
 
@@ -167,6 +184,44 @@ mod tests {
             json,
             KeyBuilder::new("n", "/m").encoding("jso").finish(b"n{}")
         );
+    }
+
+    /// The keys replicas of earlier versions stored in Redis: the hash input, field by field, must not change.
+    #[test]
+    fn keys_are_those_earlier_versions_built() {
+        fn field(hasher: &mut blake3::Hasher, tag: u8, bytes: &[u8]) {
+            hasher.update(&[tag]);
+            hasher.update(&(bytes.len() as u64).to_le_bytes());
+            hasher.update(bytes);
+        }
+        for request in [
+            b"\x0a\x06item-1".to_vec(),
+            vec![7; COPIED_REQUEST_BYTES + 1],
+        ] {
+            let mut hasher = blake3::Hasher::new();
+            field(&mut hasher, b'k', b"strata.key.v1");
+            field(&mut hasher, b'n', b"strata");
+            field(&mut hasher, b'm', b"/demo.v1.Catalog/GetItem");
+            field(&mut hasher, b'v', b"x-tenant-id");
+            field(&mut hasher, b'=', b"t1");
+            hasher.update(b"#");
+            hasher.update(&1u64.to_le_bytes());
+            field(&mut hasher, b'g', b"/demo.v1.Catalog/");
+            hasher.update(&3u64.to_le_bytes());
+            field(&mut hasher, b'e', b"json");
+            field(&mut hasher, b'r', &request);
+            let built = KeyBuilder::new("strata", "/demo.v1.Catalog/GetItem")
+                .vary("x-tenant-id", [&b"t1"[..]])
+                .generation("/demo.v1.Catalog/", 3)
+                .encoding("json")
+                .finish(&request);
+            assert_eq!(
+                built.as_bytes(),
+                hasher.finalize().as_bytes(),
+                "{} bytes",
+                request.len()
+            );
+        }
     }
 
     #[test]
