@@ -65,7 +65,7 @@ fn a_quick_compare_prints_the_tables_and_writes_the_raw_figures() {
         .lines()
         .filter(|l| l.ends_with("| yes |") || l.ends_with("| **no** |"))
         .collect();
-    assert_eq!(targets.len(), 10, "every target evaluated:\n{stdout}");
+    assert_eq!(targets.len(), 11, "every target evaluated:\n{stdout}");
     assert!(
         stdout.contains("| Stampede: exactly 1 backend call | 1 | yes |"),
         "the stampede must reach the backend once:\n{stdout}"
