@@ -88,21 +88,42 @@ fn write_timestamp(out: &mut Vec<u8>, now: SystemTime) {
     let since_epoch = now
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap_or_default();
-    let secs = since_epoch.as_secs();
-    let (days, day_secs) = (secs / 86_400, secs % 86_400);
-    let (year, month, day) = civil_date(days);
-    for (value, width, then) in [
-        (year, 4, b'-'),
-        (month, 2, b'-'),
-        (day, 2, b'T'),
-        (day_secs / 3600, 2, b':'),
-        (day_secs / 60 % 60, 2, b':'),
-        (day_secs % 60, 2, b'.'),
-        (u64::from(since_epoch.subsec_micros()), 6, b'Z'),
-    ] {
-        write_digits(out, value, width);
-        out.push(then);
+    out.extend_from_slice(&to_the_second(since_epoch.as_secs()));
+    out.push(b'.');
+    write_digits(out, u64::from(since_epoch.subsec_micros()), 6);
+    out.push(b'Z');
+}
+
+/// `2026-12-02T10:40:01` for `secs` since the epoch; the last one worked out is kept per thread, since a busy
+/// gateway writes many lines within one second.
+fn to_the_second(secs: u64) -> [u8; 19] {
+    thread_local! {
+        static LAST: std::cell::Cell<(u64, [u8; 19])> = const { std::cell::Cell::new((u64::MAX, [0; 19])) };
     }
+    LAST.with(|last| {
+        let (cached_secs, cached) = last.get();
+        if cached_secs == secs {
+            return cached;
+        }
+        let (days, day_secs) = (secs / 86_400, secs % 86_400);
+        let (year, month, day) = civil_date(days);
+        let mut text = Vec::with_capacity(19);
+        for (value, width, then) in [
+            (year, 4, Some(b'-')),
+            (month, 2, Some(b'-')),
+            (day, 2, Some(b'T')),
+            (day_secs / 3600, 2, Some(b':')),
+            (day_secs / 60 % 60, 2, Some(b':')),
+            (day_secs % 60, 2, None),
+        ] {
+            write_digits(&mut text, value, width);
+            text.extend(then);
+        }
+        let mut fixed = [0; 19];
+        fixed.copy_from_slice(&text[..19]);
+        last.set((secs, fixed));
+        fixed
+    })
 }
 
 /// The Gregorian date `days` after 1970-01-01 (the proleptic calendar's day arithmetic on 400-year eras).
@@ -195,6 +216,23 @@ mod tests {
             millis(Duration::MAX),
             format!("{}.{:03}", u64::MAX / 1000, u64::MAX % 1000)
         );
+    }
+
+    #[test]
+    fn each_second_is_written_afresh() {
+        let stamp = |micros: u64| {
+            let mut out = Vec::new();
+            write_timestamp(
+                &mut out,
+                SystemTime::UNIX_EPOCH + Duration::from_micros(micros),
+            );
+            String::from_utf8(out).expect("utf-8")
+        };
+        assert_eq!(stamp(1_796_207_401_123_456), "2026-12-02T10:30:01.123456Z");
+        assert_eq!(stamp(1_796_207_401_999_999), "2026-12-02T10:30:01.999999Z");
+        assert_eq!(stamp(1_796_207_402_000_000), "2026-12-02T10:30:02.000000Z");
+        assert_eq!(stamp(0), "1970-01-01T00:00:00.000000Z");
+        assert_eq!(stamp(1_796_207_401_000_001), "2026-12-02T10:30:01.000001Z");
     }
 
     #[test]
