@@ -219,7 +219,7 @@ impl Backend {
                 tracing::warn!(
                     backend = %self.name,
                     endpoint = %endpoint.url,
-                    method = method.as_ref().map_or("", |m| m.path()),
+                    method = %method.as_ref().map_or("", |m| m.path()),
                     error = %error_chain(err.as_ref()),
                     "call to the backend failed"
                 );

@@ -205,3 +205,31 @@ async fn a_down_backend_is_named_by_its_name_and_its_address_goes_only_to_the_lo
     gateway.stop().await;
     drop(held);
 }
+
+#[tokio::test]
+async fn the_real_binary_logs_a_failed_backend_call_with_its_method_and_address() {
+    // Log lines carry no span context: the warning must say itself which call failed, and where it went.
+    let held = crate::support::backend::PortHold::any();
+    let closed = std::net::SocketAddr::from(([127, 0, 0, 1], held.port()));
+    let yaml = config_with_route(&format!("http://{closed}"), "ttl: 30s", "", "");
+    let gateway = crate::support::process::GatewayProcess::start(&yaml).await;
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", gateway.addr))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect");
+    let mut client = crate::support::pb::lookup_client::LookupClient::new(channel);
+    let status = get(&mut client, key("down"), None).await.expect_err("down");
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    let line = gateway
+        .log_line("call to the backend failed", Duration::from_secs(5))
+        .await;
+    for part in [
+        "backend=lookup",
+        &format!("endpoint=http://{closed}"),
+        "method=/testing.v1.Lookup/Get",
+    ] {
+        assert!(line.contains(part), "`{part}` missing from: {line}");
+    }
+    drop(held);
+}

@@ -8,6 +8,8 @@ use super::free_port;
 /// A `strata serve` process (so the test can kill it with SIGKILL), killed when dropped.
 pub struct GatewayProcess {
     child: Child,
+    /// Every line it wrote to stderr so far.
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     /// The data listener.
     pub addr: std::net::SocketAddr,
     /// The admin listener.
@@ -53,6 +55,8 @@ impl GatewayProcess {
         // It logs `strata gateway serving` once both listeners are its own; it exits if a port was taken.
         let stderr = child.stderr.take().expect("piped");
         let (serving, said) = std::sync::mpsc::channel();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = log.clone();
         std::thread::spawn(move || {
             let mut lines = std::io::BufReader::new(stderr);
             let mut line = String::new();
@@ -62,7 +66,9 @@ impl GatewayProcess {
                     let _ = serving.send(());
                     told = true;
                 }
-                line.clear();
+                kept.lock()
+                    .expect("log lock")
+                    .push(std::mem::take(&mut line));
             }
         });
         let up = tokio::task::spawn_blocking(move || said.recv_timeout(Duration::from_secs(10)))
@@ -70,12 +76,35 @@ impl GatewayProcess {
             .is_ok_and(|r| r.is_ok());
         let process = Self {
             child,
+            log,
             addr,
             admin,
             config,
         };
         // Dropped when it did not start: killed, its config removed.
         up.then_some(process)
+    }
+
+    /// Waits (at most `within`) for a log line containing `text`; the line.
+    pub async fn log_line(&self, text: &str, within: Duration) -> String {
+        let until = tokio::time::Instant::now() + within;
+        loop {
+            let found = self
+                .log
+                .lock()
+                .expect("log lock")
+                .iter()
+                .find(|l| l.contains(text))
+                .cloned();
+            if let Some(line) = found {
+                return line;
+            }
+            assert!(
+                tokio::time::Instant::now() < until,
+                "no log line with `{text}` within {within:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Its process id.
