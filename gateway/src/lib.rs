@@ -23,6 +23,7 @@
 //! telemetry                     logs (the access log's lines included) and traces
 //! metrics, tls                  the Prometheus registry and the data path's counters; certificates
 //! backend                       endpoints, discovery, connections, balancing, health, retries, limits
+//! schema                        what the backends' methods are: descriptors, kinds, streams seen
 //! route                         routes: matching, cache rules, storage rules, cache-control, rate limits
 //! layers                        the tower layers every call passes (load shedding, the deadline)
 //! proxy                         answering one call: the cached path and the passthrough
@@ -44,6 +45,7 @@ pub(crate) mod metrics;
 pub mod one_write;
 pub(crate) mod proxy;
 pub(crate) mod route;
+pub(crate) mod schema;
 pub(crate) mod server;
 pub mod telemetry;
 #[cfg(test)]

@@ -14,7 +14,7 @@ use tonic::body::Body;
 use super::metadata::{self, PrivateMetadata, PrivateSink};
 use crate::backend::{Backend, retry};
 use crate::error::{GatewayError, code_for_http_status};
-use crate::grpc::body::{self, ReadError};
+use crate::grpc::body::{self, ReadError, Shape};
 use crate::grpc::compression;
 use crate::grpc::deadline::Deadline;
 use crate::grpc::frame::FrameError;
@@ -46,6 +46,23 @@ pub struct BackendLoader {
     pub stats: Arc<ProxyStats>,
     /// The route's rate limit when it counts only calls that reach the backend.
     pub misses_limit: Option<Arc<RateLimit>>,
+    /// `Some` when the method may stream (the gateway has no descriptor for it): how long to wait for the end of
+    /// the answer after its first message before taking it for a stream.
+    pub end_wait: Option<Duration>,
+    /// Where a streaming answer goes, for this loader's own caller.
+    pub stream: StreamSink,
+}
+
+/// Where a loader leaves a backend's streaming answer for its own caller: a method the gateway has no descriptor for
+/// turned out to stream. The answer is that caller's alone; the others waiting for the key call for themselves.
+pub type StreamSink = Arc<std::sync::Mutex<Option<http::Response<Body>>>>;
+
+/// A method the gateway took for unary answered with a stream; the stream went to the caller whose request it was.
+#[derive(Debug, thiserror::Error)]
+#[error("the backend answered {path} with a stream: relayed to its caller, not cached")]
+pub struct StreamingAnswer {
+    /// The method.
+    pub path: String,
 }
 
 impl Loader for BackendLoader {
@@ -65,7 +82,16 @@ impl Loader for BackendLoader {
         }
         let budget = self.backend.timeout;
         let (entry, cache_control, private) = match self.fetch_with_retries(budget).await {
-            Ok(answer) => answer,
+            Ok(Collected::Whole(answer)) => answer,
+            Ok(Collected::Stream(response)) => {
+                // A refresh in the background has no caller to give it to: dropping it cancels the call.
+                if mode == LoadMode::Foreground {
+                    *self.stream.lock().unwrap_or_else(PoisonError::into_inner) = Some(response);
+                }
+                return Err(LoadError::callers_own(StreamingAnswer {
+                    path: self.path.path().to_owned(),
+                }));
+            }
             // The channel's own deadline timer, or ours: the backend's time ran out.
             Err(GatewayError::BackendDeadline { .. }) => {
                 return Err(LoadError::new(GatewayError::BackendTimeout {
@@ -85,20 +111,24 @@ impl Loader for BackendLoader {
 
 impl BackendLoader {
     /// Fetches within `budget`, retrying per the backend's policy.
-    async fn fetch_with_retries(&self, budget: Duration) -> Result<BackendAnswer, GatewayError> {
+    async fn fetch_with_retries(&self, budget: Duration) -> Result<Collected, GatewayError> {
         retry::with_retries(
             self.backend.name(),
             self.backend.retry.as_ref(),
             budget,
             &self.stats,
-            |(entry, ..): &BackendAnswer| Some(Code::from(entry.status_code)),
+            |collected: &Collected| match collected {
+                Collected::Whole((entry, ..)) => Some(Code::from(entry.status_code)),
+                // A stream is under way: it is the answer.
+                Collected::Stream(_) => None,
+            },
             |time_left| self.fetch_once(time_left),
         )
         .await
     }
 
     /// One attempt: the request to an endpoint, and its whole answer.
-    async fn fetch_once(&self, time_left: Duration) -> Result<BackendAnswer, GatewayError> {
+    async fn fetch_once(&self, time_left: Duration) -> Result<Collected, GatewayError> {
         let mut request =
             http::Request::new(Body::new(MessageBody::new(self.message.clone(), None)));
         *request.method_mut() = http::Method::POST;
@@ -108,20 +138,38 @@ impl BackendLoader {
             .backend
             .call(request, Deadline::after(time_left))
             .await?;
-        collect_answer(&self.backend, response, self.max_response_bytes, &self.rule).await
+        collect_answer(
+            &self.backend,
+            response,
+            self.max_response_bytes,
+            &self.rule,
+            self.end_wait,
+        )
+        .await
     }
 }
 
 /// What the backend answered: the answer as it may be shared, its `cache-control`, and the caller's private part.
 type BackendAnswer = (Entry, CacheControl, PrivateMetadata);
 
-/// Reads the backend's whole answer. A broken answer is an error.
+/// A backend's answer as the loader read it.
+#[derive(Debug)]
+enum Collected {
+    /// A whole unary answer.
+    Whole(BackendAnswer),
+    /// The first part of a streaming answer, and the rest as it comes.
+    Stream(http::Response<Body>),
+}
+
+/// Reads the backend's whole answer, or, when the method may stream (`end_wait`), as much as shows it is a stream.
+/// A broken answer is an error.
 async fn collect_answer(
     backend: &Backend,
     response: http::Response<Body>,
     max_response_bytes: u64,
     rule: &CacheRule,
-) -> Result<BackendAnswer, GatewayError> {
+    end_wait: Option<Duration>,
+) -> Result<Collected, GatewayError> {
     let protocol = |reason: String| GatewayError::BackendProtocol {
         backend: backend.name().to_owned(),
         reason,
@@ -131,7 +179,8 @@ async fn collect_answer(
     if parts.status != http::StatusCode::OK {
         let code = code_for_http_status(parts.status);
         let entry = status_only(code, format!("backend answered HTTP {}", parts.status));
-        return Ok((entry, CacheControl::default(), PrivateMetadata::default()));
+        let answer = (entry, CacheControl::default(), PrivateMetadata::default());
+        return Ok(Collected::Whole(answer));
     }
     // Trailers-Only: the status came with the headers and there is no body.
     if let Some(code) = parts.headers.get(crate::grpc::code::STATUS_HEADER) {
@@ -148,12 +197,22 @@ async fn collect_answer(
             headers: private,
             trailers: Vec::new(),
         };
-        return Ok((entry, CacheControl::from_headers(&parts.headers), private));
+        let answer = (entry, CacheControl::from_headers(&parts.headers), private);
+        return Ok(Collected::Whole(answer));
     }
 
-    let answer = body::read_unary_body(body, max_response_bytes)
-        .await
-        .map_err(|err| match err {
+    let read = match end_wait {
+        None => body::read_unary_body(body, max_response_bytes).await,
+        Some(wait) => match body::read_unary_or_stream(body, max_response_bytes, wait).await {
+            Ok(Shape::Unary(unary)) => Ok(unary),
+            Ok(Shape::Stream(replay)) => {
+                let response = http::Response::from_parts(parts, Body::new(replay));
+                return Ok(Collected::Stream(response));
+            }
+            Err(err) => Err(err),
+        },
+    };
+    let answer = read.map_err(|err| match err {
             ReadError::Stream(reason) => GatewayError::BackendUnavailable {
                 backend: backend.name().to_owned(),
                 reason,
@@ -194,7 +253,7 @@ async fn collect_answer(
         };
     }
     let cache_control = CacheControl::from_metadata(&parts.headers, Some(&trailers));
-    Ok((entry, cache_control, private))
+    Ok(Collected::Whole((entry, cache_control, private)))
 }
 
 /// Applies the route's storage rules, the backend's `cache-control`, and whether it sets a cookie, to an answer.

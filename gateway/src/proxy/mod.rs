@@ -22,6 +22,7 @@ use crate::grpc::CacheResult;
 use crate::grpc::deadline::Deadline;
 use crate::metrics::{Metrics, ProxyStats, RouteSeries};
 use crate::route::{Route, Router};
+use crate::schema::StreamsSeen;
 
 /// Limits and switches of the data path.
 #[derive(Debug, Clone)]
@@ -77,6 +78,8 @@ pub struct Proxy {
     options: ProxyOptions,
     stats: Arc<ProxyStats>,
     metrics: Arc<Metrics>,
+    /// Methods without a descriptor that a backend answered with a stream.
+    streams_seen: StreamsSeen,
 }
 
 impl Proxy {
@@ -94,6 +97,7 @@ impl Proxy {
             options,
             stats: long_lived.stats.clone(),
             metrics: long_lived.metrics.clone(),
+            streams_seen: StreamsSeen::default(),
         }
     }
 
@@ -207,7 +211,11 @@ impl Proxy {
         // A limit on every call is checked first; one on misses only where a call reaches the backend: a call that
         // is not looked up in the cache always does (an uncached route, or a call that is not gRPC); a looked-up call
         // does when it bypasses the cache, or when the loader is about to call the backend for it.
-        let codec = route.cache.as_ref().and_then(|_| cacheable_codec(&request));
+        let codec = route
+            .cache
+            .as_ref()
+            .filter(|_| !self.streams_seen.contains(request.uri().path()))
+            .and_then(|_| cacheable_codec(&request));
         let looked_up = codec.is_some();
         if let Some(limit) = &route.rate_limit {
             if limit.apply_to == ApplyTo::All || !looked_up {
@@ -222,7 +230,8 @@ impl Proxy {
         let call = async {
             match (&route.cache, codec) {
                 (Some(rule), Some(codec)) => {
-                    unary::answer(self, route, rule, request, &codec, deadline).await
+                    let unary = unary::Unary::Presumed;
+                    unary::answer(self, route, rule, request, &codec, deadline, unary).await
                 }
                 _ => match &route.retry {
                     Some(policy) => {

@@ -1,20 +1,36 @@
 //! The cached path for a unary call: one bounded request message → key → [`strata_cache::Tiered::get`] → replay.
 
 use std::sync::{Arc, PoisonError};
+use std::time::Duration;
 
 use http::request::Parts;
 use tonic::body::Body;
 
-use super::loader::BackendLoader;
+use super::loader::{BackendLoader, StreamSink};
 use super::metadata::PrivateSink;
 use super::{Proxy, cache_key, passthrough, replay};
 use crate::error::GatewayError;
-use crate::grpc::body;
+use crate::grpc::body::{self, Shape};
 use crate::grpc::deadline::Deadline;
 use crate::grpc::frame::{self, Message};
 use crate::grpc::{CACHE_STATUS, CacheResult};
 use crate::route::rate_limit::RateLimit;
 use crate::route::{CacheRule, Route};
+
+/// How long the end of a request (or of a backend's answer) may lag its first message, on a method the gateway has
+/// no descriptor for, before the call is taken for a stream and carried through as one. A unary client half-closes
+/// with its message (and a unary backend sends its status with its answer), so only a slow peer of a unary method is
+/// carried uncached by it; a bidirectional client waiting for its first answer waits this long once.
+pub const END_WAIT: Duration = Duration::from_millis(100);
+
+/// What the gateway knows of a call's method when it reaches the cached path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unary {
+    /// A descriptor says the method is unary: a second message is an error.
+    Known,
+    /// No descriptor: the call may turn out to stream, and is then carried through intact, uncached.
+    Presumed,
+}
 
 /// Answers a call on a cached route, its messages encoded with `codec`; says where the answer came from, for the
 /// metrics.
@@ -25,10 +41,15 @@ pub(super) async fn answer(
     request: http::Request<Body>,
     codec: &cache_key::Codec,
     deadline: Deadline,
+    unary: Unary,
 ) -> (http::Response<Body>, Option<CacheResult>) {
-    let (parts, message) = match read_request(route, request, proxy.options.max_request_bytes).await
-    {
-        Ok(read) => read,
+    let limit = proxy.options.max_request_bytes;
+    let (parts, message) = match read_request(route, request, limit, unary).await {
+        Ok(Request::Unary(parts, message)) => (parts, message),
+        Ok(Request::Stream(request)) => {
+            // Boxed, like every path an L1 hit does not take: it keeps the hit's future small.
+            return (Box::pin(carry_stream(proxy, route, request, deadline)).await, None);
+        }
         Err(refused) => return (refused, None),
     };
 
@@ -53,6 +74,7 @@ pub(super) async fn answer(
     .await;
 
     let private = PrivateSink::default();
+    let stream = StreamSink::default();
     let loader = BackendLoader {
         backend: route.backend.clone(),
         rule: rule.clone(),
@@ -67,6 +89,8 @@ pub(super) async fn answer(
         private: private.clone(),
         stats: proxy.stats.clone(),
         misses_limit: misses_limit(route).cloned(),
+        end_wait: (unary == Unary::Presumed).then_some(END_WAIT),
+        stream: stream.clone(),
     };
     match proxy.cache.get(key, &rule.policy, loader).await {
         Ok(lookup) => {
@@ -88,27 +112,90 @@ pub(super) async fn answer(
             );
             (response, Some(source))
         }
-        Err(err) => (
-            GatewayError::from(&err).to_response(proxy.cache_status(CacheResult::Miss)),
-            Some(CacheResult::Miss),
-        ),
+        Err(err) => {
+            // The backend answered this caller's own request with a stream: it is relayed, and the method is known
+            // to stream from now on.
+            let streamed = stream.lock().unwrap_or_else(PoisonError::into_inner).take();
+            if let Some(response) = streamed {
+                proxy.streams_seen.learn(parts.uri.path());
+                return (response, None);
+            }
+            (
+                GatewayError::from(&err).to_response(proxy.cache_status(CacheResult::Miss)),
+                Some(CacheResult::Miss),
+            )
+        }
     }
+}
+
+/// A request read as far as the cached path needs.
+enum Request {
+    /// Its one message.
+    Unary(Parts, Message),
+    /// A stream: the client sent a second message, or did not end its request after the first.
+    Stream(http::Request<Body>),
 }
 
 /// Reads the one request message of a call (at most `limit` bytes), or the answer refusing it. Bounded by the
 /// client's deadline (the deadline layer) and, for clients that send none, by the backend timeout: a client that never
 /// finishes its request cannot hold the call open forever.
+///
+/// A presumed-unary call that turns out to stream is handed back whole, to be carried through as it came.
 async fn read_request(
     route: &Route,
     request: http::Request<Body>,
     limit: u64,
-) -> Result<(Parts, Message), http::Response<Body>> {
+    unary: Unary,
+) -> Result<Request, http::Response<Body>> {
     let (parts, body) = request.into_parts();
-    match tokio::time::timeout(route.backend.timeout, body::read_unary(body, limit)).await {
-        Ok(Ok(message)) => Ok((parts, message)),
+    let timeout = route.backend.timeout;
+    let read = match unary {
+        Unary::Known => tokio::time::timeout(timeout, body::read_unary(body, limit))
+            .await
+            .map(|read| read.map(|message| Request::Unary(parts, message))),
+        Unary::Presumed => {
+            let read = body::read_unary_or_stream(body, limit, END_WAIT);
+            tokio::time::timeout(timeout, read).await.map(|read| {
+                read.and_then(|shape| match shape {
+                    Shape::Unary(body::Unary {
+                        message: Some(message),
+                        ..
+                    }) => Ok(Request::Unary(parts, message)),
+                    // No message at all is not a unary request: a client stream that sent nothing.
+                    Shape::Unary(_) => Ok(Request::Stream(http::Request::from_parts(
+                        parts,
+                        Body::empty(),
+                    ))),
+                    Shape::Stream(replay) => Ok(Request::Stream(http::Request::from_parts(
+                        parts,
+                        Body::new(replay),
+                    ))),
+                })
+            })
+        }
+    };
+    match read {
+        Ok(Ok(request)) => Ok(request),
         Ok(Err(err)) => Err(GatewayError::from_request_read(err, limit).to_response(None)),
-        Err(_) => Err(GatewayError::RequestTimeout(route.backend.timeout).to_response(None)),
+        Err(_) => Err(GatewayError::RequestTimeout(timeout).to_response(None)),
     }
+}
+
+/// Carries a call that turned out to stream through to the backend as it came, uncached; subject to a limit on
+/// misses like any call that reaches the backend.
+async fn carry_stream(
+    proxy: &Proxy,
+    route: &Route,
+    request: http::Request<Body>,
+    deadline: Deadline,
+) -> http::Response<Body> {
+    if let Some(limit) = misses_limit(route) {
+        if let Err(refused) = limit.check(request.headers()) {
+            proxy.stats.count_rate_limited();
+            return refused.to_response(None);
+        }
+    }
+    passthrough::forward(&route.backend, request, deadline).await
 }
 
 /// Forwards the already-read request to the backend and relays the answer as it comes, uncached (`bypass`): counted,

@@ -17,6 +17,7 @@ mod hostile_backend;
 mod invalidation;
 mod isolation;
 mod limits;
+mod method_kinds;
 mod metrics;
 mod passthrough;
 mod redis_faults;

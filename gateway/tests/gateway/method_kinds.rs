@@ -1,0 +1,93 @@
+//! A cached wildcard route never breaks a call: unary methods under it are cached, streaming ones carried through
+//! intact — told apart by descriptors when the gateway has them, and by what the call does when it has none.
+
+use std::sync::atomic::Ordering;
+
+use crate::support::backend::TestBackend;
+use crate::support::gateway::TestGateway;
+use crate::support::pb::GetRequest;
+use crate::support::pb::lookup_client::LookupClient;
+use crate::{get, key, metadata};
+use tonic::transport::Channel;
+
+/// One backend behind a cached `/testing.v1.Lookup/*` route; `descriptors` is the top-level `descriptors:` block.
+pub fn wildcard_config(backend_url: &str, descriptors: &str) -> String {
+    format!(
+        r#"
+listen: 127.0.0.1:0
+admin: {{ listen: 127.0.0.1:0 }}
+backends:
+  lookup: {{ endpoints: ["{backend_url}"], timeout: 5s }}
+routes:
+  - match: /testing.v1.Lookup/*
+    backend: lookup
+    cache: {{ ttl: 30s }}
+{descriptors}
+"#
+    )
+}
+
+/// Every kind of method through the route, twice: the unary one is cached, the others reach the backend each time
+/// with every message in both directions. Without descriptors (`known`: false), a client stream of exactly one
+/// message looks unary on the wire and is cached like one.
+pub async fn all_four_kinds_work(
+    backend: &TestBackend,
+    client: &mut LookupClient<Channel>,
+    known: bool,
+) {
+    for round in 0..2 {
+        let answer = get(client, key("g"), None).await.expect("get");
+        assert_eq!(answer.reply.key, "g");
+        assert_eq!(answer.cache, if round == 0 { "miss" } else { "l1" });
+
+        let response = client.watch(key("w")).await.expect("watch");
+        assert_eq!(metadata(response.metadata(), "x-backend-header"), "streaming");
+        let mut stream = response.into_inner();
+        let mut serials = Vec::new();
+        while let Some(reply) = stream.message().await.expect("clean end") {
+            serials.push(reply.serial % 100);
+        }
+        assert_eq!(serials, [0, 1, 2], "round {round}: every message of the stream");
+
+        let uploads = tokio_stream::iter(["a", "b", "c"].map(key));
+        let reply = client.collect(uploads).await.expect("collect").into_inner();
+        assert_eq!(reply.key, "a,b,c");
+        let one = tokio_stream::iter(["only"].map(key));
+        let reply = client.collect(one).await.expect("collect one").into_inner();
+        assert_eq!(reply.key, "only");
+        let none = tokio_stream::iter(Vec::<GetRequest>::new());
+        let reply = client.collect(none).await.expect("collect none").into_inner();
+        assert_eq!(reply.key, "");
+
+        // Bidi, truly interleaved: each answer comes only after its request went through.
+        let (tx, rx) = tokio::sync::mpsc::channel::<GetRequest>(1);
+        let mut replies = client
+            .chat(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+            .expect("chat")
+            .into_inner();
+        for (i, name) in ["x", "y", "z"].into_iter().enumerate() {
+            tx.send(key(name)).await.expect("send");
+            let reply = replies.message().await.expect("ok").expect("a reply per request");
+            assert_eq!((reply.key.as_str(), reply.serial), (name, i as u64 + 1));
+        }
+        drop(tx);
+        assert!(replies.message().await.expect("clean end").is_none());
+    }
+    let seen = &backend.seen;
+    assert_eq!(seen.get.load(Ordering::SeqCst), 1, "the unary method is cached");
+    assert_eq!(seen.watch.load(Ordering::SeqCst), 2);
+    let collects = if known { 6 } else { 5 };
+    assert_eq!(seen.collect.load(Ordering::SeqCst), collects);
+    assert_eq!(seen.chat.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn without_descriptors_a_cached_wildcard_route_carries_every_kind_of_call() {
+    let backend = TestBackend::start().await;
+    let config = wildcard_config(&backend.url(), "");
+    let gateway = TestGateway::start(&config).await;
+    let mut client = gateway.client().await;
+    all_four_kinds_work(&backend, &mut client, false).await;
+    gateway.stop().await;
+}
