@@ -3,6 +3,7 @@
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=tests/proto");
+    println!("cargo:rerun-if-changed=../proto/proto");
     let commit = std::process::Command::new("git")
         .args(["rev-parse", "--short=12", "HEAD"])
         .output()
@@ -16,7 +17,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             println!("cargo:rerun-if-changed={git}");
         }
     }
-    let fds = protox::compile(["testing/v1/lookup.proto"], ["tests/proto"])?;
+    let fds = protox::compile(
+        ["testing/v1/lookup.proto"],
+        ["tests/proto", "../proto/proto"],
+    )?;
+    // The test service's descriptors, imports included: what its reflection serves, and a descriptor-set file.
+    let out_dir = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
+    std::fs::write(
+        out_dir.join("testing_v1.bin"),
+        prost::Message::encode_to_vec(&fds),
+    )?;
     tonic_prost_build::configure()
         .build_server(true)
         .build_client(true)

@@ -11,6 +11,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let files = [
         "strata/cache/v1/entry.proto",
+        "strata/cache/v1/options.proto",
         "strata/admin/v1/admin.proto",
         "demo/v1/catalog.proto",
     ];

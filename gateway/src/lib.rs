@@ -141,6 +141,12 @@ pub async fn run_watching(
     let cache = long_lived.cache.clone();
     // Tasks that run as long as the gateway serves, ended when it stops.
     let mut background = Vec::new();
+    // The backends' descriptors: which methods stream, their request types, the cache policy their protos declare.
+    background.push(tokio::spawn(schema::refresh_forever(
+        long_lived.schema.clone(),
+        server::descriptors::FromLiveProxy(live.clone()),
+        long_lived.metrics.descriptor_methods(),
+    )));
     background.extend(config_file.map(|path| {
         tokio::spawn(reload::watch(
             path,

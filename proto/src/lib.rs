@@ -2,7 +2,7 @@
 //!
 //! Generated code only; no logic lives here.
 
-/// The cache entry stored in L1 and L2 (`strata.cache.v1`).
+/// The cache entry stored in L1 and L2, and the cache option a method may carry (`strata.cache.v1`).
 pub mod cache {
     /// Version 1 of the entry encoding.
     pub mod v1 {
@@ -28,5 +28,9 @@ pub mod demo {
     }
 }
 
-/// The encoded `FileDescriptorSet` of every proto in this crate (for server reflection).
+/// The full name of the method option carrying a [`cache::v1::CachePolicy`] (`options.proto`).
+pub const CACHE_OPTION: &str = "strata.cache.v1.cache";
+
+/// The encoded `FileDescriptorSet` of every proto in this crate, imports included (for server reflection, and for
+/// reading the cache option off a backend's descriptors).
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/descriptor.bin"));

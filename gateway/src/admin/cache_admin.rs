@@ -115,7 +115,7 @@ impl CacheAdminService {
             &headers,
             // The admin API names the request in protobuf, as `application/grpc` calls send it.
             &cache_key::Codec::Proto,
-            &target.request,
+            cache_key::RequestForm::Bytes(&target.request),
         )
         .await;
         cache

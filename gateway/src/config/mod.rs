@@ -4,6 +4,7 @@
 
 mod backend;
 mod cache;
+mod descriptors;
 mod endpoint;
 mod errors;
 mod load;
@@ -21,6 +22,7 @@ use http::HeaderName;
 use serde::{Serialize, Serializer};
 use tonic::Code;
 
+pub use descriptors::{DescriptorsConfig, KeyRules, field_path_ok};
 pub use endpoint::Target;
 pub use load::{ConfigError, FieldError};
 pub use matcher::Matcher;
@@ -41,6 +43,8 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
     /// The cache levels.
     pub cache: CacheConfig,
+    /// Where the backends' method descriptors come from.
+    pub descriptors: DescriptorsConfig,
     /// Backends by name.
     pub backends: BTreeMap<String, BackendConfig>,
     /// Routes in order; the first whose `match` fits a call's path handles it.
@@ -392,6 +396,32 @@ pub struct RouteCacheConfig {
     pub vary: Vec<HeaderName>,
     /// Cache calls carrying `authorization` or `cookie` even when the key does not vary on them.
     pub shared: bool,
+    /// Which parts of a request make its key.
+    #[serde(flatten)]
+    pub key: KeyRules,
+    /// Cache exactly the unary methods whose descriptor carries Strata's cache option or declares
+    /// `idempotency_level = NO_SIDE_EFFECTS`; values set here override the option's.
+    pub from_proto: bool,
+    /// The values this block sets itself (on a `from_proto` route they override a method's option).
+    #[serde(skip)]
+    pub explicit: ExplicitValues,
+}
+
+/// Which values a route's `cache` block sets itself, rather than taking a default.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ExplicitValues {
+    /// `ttl`.
+    pub ttl: bool,
+    /// `negative_ttl`.
+    pub negative_ttl: bool,
+    /// `stale_while_revalidate`.
+    pub stale_while_revalidate: bool,
+    /// `stale_if_error`.
+    pub stale_if_error: bool,
+    /// `vary`.
+    pub vary: bool,
+    /// `key_fields` or `ignore_fields`.
+    pub key_fields: bool,
 }
 
 fn duration<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {

@@ -15,8 +15,9 @@ pub(super) enum Scalar {
 }
 
 /// The top-level keys of the config (also what `STRATA_…` environment variables may set).
-pub(super) const TOP_LEVEL_KEYS: [&str; 15] = [
+pub(super) const TOP_LEVEL_KEYS: [&str; 16] = [
     "listen",
+    "descriptors",
     "telemetry",
     "tls",
     "admin",
@@ -44,6 +45,7 @@ pub(super) struct RawConfig {
     pub log: Option<RawLog>,
     pub telemetry: Option<RawTelemetry>,
     pub cache: Option<RawCache>,
+    pub descriptors: Option<RawDescriptors>,
     #[serde(default)]
     pub backends: BTreeMap<String, RawBackend>,
     #[serde(default)]
@@ -55,6 +57,16 @@ pub(super) struct RawConfig {
     pub drain_delay: Option<Scalar>,
     pub idle_timeout: Option<Scalar>,
     pub max_concurrent_requests: Option<usize>,
+    #[serde(flatten)]
+    pub unknown: Unknown,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct RawDescriptors {
+    pub reflection: Option<bool>,
+    #[serde(default)]
+    pub files: Vec<String>,
+    pub refresh: Option<Scalar>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }
@@ -145,6 +157,13 @@ pub(super) struct RawRouteCache {
     #[serde(default)]
     pub vary: Vec<String>,
     pub shared: Option<bool>,
+    #[serde(default)]
+    pub key_fields: Vec<String>,
+    #[serde(default)]
+    pub ignore_fields: Vec<String>,
+    pub canonical: Option<bool>,
+    pub keep_unknown_fields: Option<bool>,
+    pub from_proto: Option<bool>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }

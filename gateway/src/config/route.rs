@@ -3,9 +3,12 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use super::descriptors::key_rules;
 use super::errors::Errors;
 use super::raw::{RawRateLimit, RawRoute, RawRouteCache};
-use super::{ApplyTo, BackendConfig, RateLimitConfig, RouteCacheConfig, RouteConfig};
+use super::{
+    ApplyTo, BackendConfig, ExplicitValues, RateLimitConfig, RouteCacheConfig, RouteConfig,
+};
 use crate::grpc::code;
 
 /// Defaults of a route's `cache:` block, shared with docs/CONFIG.md.
@@ -125,16 +128,34 @@ fn route_cache(e: &mut Errors, path: &str, c: RawRouteCache) -> RouteCacheConfig
             "max_entry_bytes",
             "vary",
             "shared",
+            "key_fields",
+            "ignore_fields",
+            "canonical",
+            "keep_unknown_fields",
+            "from_proto",
         ],
     );
     let at = |field: &str| format!("{path}.{field}");
-    if c.ttl.is_none() {
+    let from_proto = c.from_proto.unwrap_or(false);
+    // A `from_proto` route may leave `ttl` to each method's option.
+    if c.ttl.is_none() && !from_proto {
         e.add(
             at("ttl"),
             "required: how long an answer stays fresh, e.g. `30s`",
         );
     }
-    let ttl = e.positive_duration(&at("ttl"), c.ttl.as_ref(), Duration::ZERO);
+    let explicit = ExplicitValues {
+        ttl: c.ttl.is_some(),
+        negative_ttl: c.negative_ttl.is_some(),
+        stale_while_revalidate: c.stale_while_revalidate.is_some(),
+        stale_if_error: c.stale_if_error.is_some(),
+        vary: !c.vary.is_empty(),
+        key_fields: !c.key_fields.is_empty() || !c.ignore_fields.is_empty(),
+    };
+    let ttl = match &c.ttl {
+        Some(ttl) => e.positive_duration(&at("ttl"), Some(ttl), Duration::ZERO),
+        None => Duration::ZERO,
+    };
     let negative_ttl = e.duration(&at("negative_ttl"), c.negative_ttl.as_ref(), Duration::ZERO);
     let negative_codes = negative_codes(e, &at("negative_codes"), c.negative_codes);
     let stale_while_revalidate = e.duration(
@@ -167,6 +188,14 @@ fn route_cache(e: &mut Errors, path: &str, c: RawRouteCache) -> RouteCacheConfig
         DEFAULT_MAX_ENTRY_BYTES,
     );
     let vary = e.metadata_names(&at("vary"), c.vary);
+    let key = key_rules(
+        e,
+        path,
+        c.key_fields,
+        c.ignore_fields,
+        c.canonical,
+        c.keep_unknown_fields,
+    );
     RouteCacheConfig {
         ttl,
         negative_ttl,
@@ -178,6 +207,9 @@ fn route_cache(e: &mut Errors, path: &str, c: RawRouteCache) -> RouteCacheConfig
         max_entry_bytes,
         vary,
         shared: c.shared.unwrap_or(false),
+        key,
+        from_proto,
+        explicit,
     }
 }
 

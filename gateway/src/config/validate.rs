@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::backend::backend;
 use super::cache::cache;
+use super::descriptors::descriptors;
 use super::errors::Errors;
 use super::raw::{RawAdmin, RawConfig, RawLog, RawServerTls, RawTelemetry, TOP_LEVEL_KEYS};
 use super::route::route;
@@ -32,6 +33,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, Vec<FieldError>> {
     let admin = admin(&mut e, raw.admin.unwrap_or_default(), listen);
 
     let cache = cache(&mut e, raw.cache.unwrap_or_default());
+    let descriptors = descriptors(&mut e, raw.descriptors.unwrap_or_default());
     let backends: BTreeMap<_, _> = raw
         .backends
         .into_iter()
@@ -78,6 +80,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, Vec<FieldError>> {
         telemetry,
         admin,
         cache,
+        descriptors,
         backends,
         routes,
         max_request_bytes,

@@ -274,7 +274,10 @@ mod tests {
         let Shape::Unary(unary) = shape else {
             panic!("a unary body read as a stream")
         };
-        assert_eq!(unary.message.map(|m| m.bytes), Some(Bytes::from_static(b"abc")));
+        assert_eq!(
+            unary.message.map(|m| m.bytes),
+            Some(Bytes::from_static(b"abc"))
+        );
     }
 
     /// A second message makes a stream, replayed byte for byte with what follows it and the trailers.
@@ -282,7 +285,12 @@ mod tests {
     async fn a_second_message_makes_a_stream_replayed_as_it_came() {
         let mut trailers = HeaderMap::new();
         trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
-        let chunks = [framed(b"one"), framed(b"two")[..3].to_vec(), framed(b"two")[3..].to_vec(), framed(b"three")];
+        let chunks = [
+            framed(b"one"),
+            framed(b"two")[..3].to_vec(),
+            framed(b"two")[3..].to_vec(),
+            framed(b"three"),
+        ];
         let mut frames: Vec<Result<_, std::convert::Infallible>> = chunks
             .iter()
             .map(|c| Ok(http_body::Frame::data(Bytes::from(c.clone()))))
@@ -306,7 +314,9 @@ mod tests {
     async fn no_end_after_the_first_message_within_the_wait_makes_a_stream() {
         let (sender, receiver) = tokio::sync::mpsc::channel(4);
         sender
-            .send(Ok::<_, std::convert::Infallible>(http_body::Frame::data(Bytes::from(framed(b"hello")))))
+            .send(Ok::<_, std::convert::Infallible>(http_body::Frame::data(
+                Bytes::from(framed(b"hello")),
+            )))
             .await
             .expect("open");
         let body = StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(receiver));
@@ -324,7 +334,10 @@ mod tests {
             .expect("open");
         drop(sender);
         let (bytes, _) = replayed(replay).await;
-        assert_eq!(bytes, Bytes::from([framed(b"hello"), framed(b"later")].concat()));
+        assert_eq!(
+            bytes,
+            Bytes::from([framed(b"hello"), framed(b"later")].concat())
+        );
     }
 
     /// Nothing sent within the wait: a stream (a client waiting for the answer's headers before it sends).
@@ -339,7 +352,9 @@ mod tests {
             panic!("an open body read as unary")
         };
         sender
-            .send(Ok::<_, std::convert::Infallible>(http_body::Frame::data(Bytes::from(framed(b"late")))))
+            .send(Ok::<_, std::convert::Infallible>(http_body::Frame::data(
+                Bytes::from(framed(b"late")),
+            )))
             .await
             .expect("open");
         drop(sender);
@@ -353,7 +368,9 @@ mod tests {
         let body = StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(receiver));
         let whole = framed(b"slowly");
         sender
-            .send(Ok::<_, std::convert::Infallible>(http_body::Frame::data(Bytes::copy_from_slice(&whole[..4]))))
+            .send(Ok::<_, std::convert::Infallible>(http_body::Frame::data(
+                Bytes::copy_from_slice(&whole[..4]),
+            )))
             .await
             .expect("open");
         let rest = Bytes::copy_from_slice(&whole[4..]);
@@ -364,7 +381,13 @@ mod tests {
         let shape = read_unary_or_stream(body, 10, Duration::from_millis(100))
             .await
             .expect("valid");
-        assert!(matches!(shape, Shape::Unary(Unary { message: Some(_), .. })));
+        assert!(matches!(
+            shape,
+            Shape::Unary(Unary {
+                message: Some(_),
+                ..
+            })
+        ));
     }
 
     /// A peer streaming empty messages is stopped at the second one, not read on: the stream below never ends.

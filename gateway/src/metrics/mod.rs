@@ -104,6 +104,18 @@ impl BackendMetrics {
     }
 }
 
+/// What the descriptor gauge is labelled with.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DescriptorLabels {
+    /// `files` (descriptor-set files) or `reflection`.
+    pub source: &'static str,
+    /// The backend asked, for `reflection`; empty for `files`.
+    pub backend: String,
+}
+
+/// Methods with a descriptor, by where the descriptors came from.
+pub type DescriptorMethods = Family<DescriptorLabels, prometheus_client::metrics::gauge::Gauge>;
+
 /// The metrics of one gateway.
 #[derive(Debug)]
 pub struct Metrics {
@@ -114,6 +126,7 @@ pub struct Metrics {
     unrouted: Arc<RouteSeries>,
     backend_seconds: BackendSeconds,
     endpoint_events: Family<EndpointLabels, Counter>,
+    descriptor_methods: DescriptorMethods,
 }
 
 impl Metrics {
@@ -146,6 +159,12 @@ impl Metrics {
             "Endpoints ejected by outlier detection, or turned unhealthy or healthy by health checks",
             endpoint_events.clone(),
         );
+        let descriptor_methods = DescriptorMethods::default();
+        registry.register(
+            "descriptor_methods",
+            "Methods the gateway has a descriptor for, by source (files, reflection) and backend",
+            descriptor_methods.clone(),
+        );
         registry.register_collector(Box::new(Snapshots { cache, proxy_stats }));
         let info = Family::<BuildLabels, prometheus_client::metrics::gauge::Gauge>::default();
         info.get_or_create(&BuildLabels {
@@ -167,7 +186,13 @@ impl Metrics {
             unrouted,
             backend_seconds,
             endpoint_events,
+            descriptor_methods,
         })
+    }
+
+    /// The gauge of methods with a descriptor, for the descriptor refresher to set.
+    pub fn descriptor_methods(&self) -> DescriptorMethods {
+        self.descriptor_methods.clone()
     }
 
     /// The metrics the backends record into.

@@ -66,7 +66,20 @@ pub enum Codec {
     Other(String),
 }
 
-/// The key of a call to `path` (on a route matching with `matcher`) with `headers` and a `message` encoded with
+/// How the request is written into the key.
+#[derive(Debug, Clone, Copy)]
+pub enum RequestForm<'a> {
+    /// The message bytes as the client sent them.
+    Bytes(&'a [u8]),
+    /// The decoded request's canonical form (see [`crate::schema::canonical`]).
+    Canonical(&'a [u8]),
+}
+
+/// The encoding name that marks a canonical form in a key: `/` is in no codec name (see `cacheable_codec`), so no
+/// client's bytes can be taken for a canonical form.
+const CANONICAL: &str = "canonical/v1";
+
+/// The key of a call to `path` (on a route matching with `matcher`) with `headers` and a request encoded with
 /// `codec`, on a route varying on `vary`.
 #[allow(clippy::too_many_arguments)]
 pub async fn key_for(
@@ -77,7 +90,7 @@ pub async fn key_for(
     vary: &[HeaderName],
     headers: &HeaderMap,
     codec: &Codec,
-    message: &[u8],
+    request: RequestForm<'_>,
 ) -> Key {
     let scopes = scopes(matcher);
     let generations = cache.generations(&scopes).await;
@@ -88,6 +101,13 @@ pub async fn key_for(
     if let Codec::Other(name) = codec {
         key = key.encoding(name);
     }
+    let message = match request {
+        RequestForm::Bytes(bytes) => bytes,
+        RequestForm::Canonical(form) => {
+            key = key.encoding(CANONICAL);
+            form
+        }
+    };
     for name in vary {
         key = key.vary(
             name.as_str(),

@@ -213,15 +213,15 @@ async fn collect_answer(
         },
     };
     let answer = read.map_err(|err| match err {
-            ReadError::Stream(reason) => GatewayError::BackendUnavailable {
-                backend: backend.name().to_owned(),
-                reason,
-            },
-            ReadError::Frame(FrameError::TooLarge { .. }) | ReadError::TooLarge { .. } => protocol(
-                format!("answer exceeds max_response_bytes ({max_response_bytes})"),
-            ),
-            other => protocol(other.to_string()),
-        })?;
+        ReadError::Stream(reason) => GatewayError::BackendUnavailable {
+            backend: backend.name().to_owned(),
+            reason,
+        },
+        ReadError::Frame(FrameError::TooLarge { .. }) | ReadError::TooLarge { .. } => protocol(
+            format!("answer exceeds max_response_bytes ({max_response_bytes})"),
+        ),
+        other => protocol(other.to_string()),
+    })?;
     let trailers = answer.trailers.unwrap_or_default();
     let code = trailers
         .get(crate::grpc::code::STATUS_HEADER)

@@ -5,6 +5,7 @@ pub mod cache_key;
 mod loader;
 mod metadata;
 mod passthrough;
+pub mod plan;
 mod replay;
 mod stream_deadline;
 mod unary;
@@ -16,13 +17,15 @@ use tokio::time::Instant;
 use tonic::body::Body;
 
 use self::cache_key::Codec;
-use crate::config::ApplyTo;
+use crate::config::{ApplyTo, DescriptorsConfig};
 use crate::error::GatewayError;
 use crate::grpc::CacheResult;
 use crate::grpc::deadline::Deadline;
 use crate::metrics::{Metrics, ProxyStats, RouteSeries};
 use crate::route::{Route, Router};
-use crate::schema::StreamsSeen;
+use crate::schema::{LiveSchema, Schema, StreamsSeen};
+use arc_swap::ArcSwap;
+use plan::Plans;
 
 /// Limits and switches of the data path.
 #[derive(Debug, Clone)]
@@ -37,6 +40,8 @@ pub struct ProxyOptions {
     pub max_response_bytes: u64,
     /// Whether to send `x-strata-cache`.
     pub expose_cache_status: bool,
+    /// Where the backends' descriptors come from.
+    pub descriptors: DescriptorsConfig,
 }
 
 /// What outlives a config reload: the cache (and its namespace), the counters, the metrics registry and the resolver.
@@ -52,6 +57,8 @@ pub struct LongLived {
     pub metrics: Arc<Metrics>,
     /// Where backends resolve their `dns:///` names.
     pub resolver: crate::backend::Resolver,
+    /// The backends' method descriptors, kept current in the background.
+    pub schema: Arc<LiveSchema>,
 }
 
 /// A running backend and the config it was started from (a reload keeps it when that is unchanged).
@@ -80,6 +87,10 @@ pub struct Proxy {
     metrics: Arc<Metrics>,
     /// Methods without a descriptor that a backend answered with a stream.
     streams_seen: StreamsSeen,
+    /// The methods' descriptors.
+    schema: Arc<LiveSchema>,
+    /// What the cached path does with each method that has a descriptor (rebuilt when the schema changes).
+    plans: ArcSwap<Plans>,
 }
 
 impl Proxy {
@@ -98,7 +109,34 @@ impl Proxy {
             stats: long_lived.stats.clone(),
             metrics: long_lived.metrics.clone(),
             streams_seen: StreamsSeen::default(),
+            plans: ArcSwap::from_pointee(Plans::default()),
+            schema: long_lived.schema.clone(),
         }
+        .planned(&long_lived.schema.load())
+    }
+
+    fn planned(self, schema: &Schema) -> Self {
+        self.replan(schema);
+        self
+    }
+
+    /// Works out again what the cached path does with each method, for `schema`; logs what does not fit.
+    pub fn replan(&self, schema: &Schema) {
+        let plans = Plans::new(&self.router, schema);
+        for (path, problem) in &plans.problems {
+            tracing::error!(method = %path, "the cache rules do not fit the method's descriptor: {problem}");
+        }
+        self.plans.store(Arc::new(plans));
+    }
+
+    /// What the cached path does with each method that has a descriptor.
+    pub fn plans(&self) -> arc_swap::Guard<Arc<Plans>> {
+        self.plans.load()
+    }
+
+    /// Where the backends' descriptors come from.
+    pub fn descriptors(&self) -> &DescriptorsConfig {
+        &self.options.descriptors
     }
 
     /// The cache this proxy answers from.
@@ -211,12 +249,29 @@ impl Proxy {
         // A limit on every call is checked first; one on misses only where a call reaches the backend: a call that
         // is not looked up in the cache always does (an uncached route, or a call that is not gRPC); a looked-up call
         // does when it bypasses the cache, or when the loader is about to call the backend for it.
-        let codec = route
-            .cache
-            .as_ref()
-            .filter(|_| !self.streams_seen.contains(request.uri().path()))
-            .and_then(|_| cacheable_codec(&request));
-        let looked_up = codec.is_some();
+        let path = request.uri().path();
+        let plans = self.plans.load();
+        // The rule the call is looked up under, what is known of its method, and how its key is built; `None`:
+        // carried through untouched.
+        let lookup = match (&route.cache, plans.get(path)) {
+            (None, _) => None,
+            (Some(_), Some(plan)) => plan
+                .rule
+                .as_ref()
+                .map(|rule| (rule.clone(), unary::Unary::Known, plan.key.clone())),
+            // No descriptor: a `from_proto` route caches only what a descriptor declares.
+            (Some(rule), None) if rule.config.from_proto => None,
+            (Some(_), None) if self.streams_seen.contains(path) => None,
+            (Some(rule), None) => {
+                if self.options.descriptors.reflection {
+                    self.schema.ask_again();
+                }
+                Some((rule.clone(), unary::Unary::Presumed, None))
+            }
+        };
+        drop(plans);
+        let cached = lookup.and_then(|lookup| Some((lookup, cacheable_codec(&request)?)));
+        let looked_up = cached.is_some();
         if let Some(limit) = &route.rate_limit {
             if limit.apply_to == ApplyTo::All || !looked_up {
                 if let Err(refused) = limit.check(request.headers()) {
@@ -228,12 +283,15 @@ impl Proxy {
         // The backend may allow less time than the client asked for, or give calls without a deadline one.
         let deadline = route.backend.deadline_for(client_deadline);
         let call = async {
-            match (&route.cache, codec) {
-                (Some(rule), Some(codec)) => {
-                    let unary = unary::Unary::Presumed;
-                    unary::answer(self, route, rule, request, &codec, deadline, unary).await
+            match cached {
+                Some(((rule, unary, canonical), codec)) => {
+                    let canonical = canonical.as_deref();
+                    unary::answer(
+                        self, route, &rule, request, &codec, deadline, unary, canonical,
+                    )
+                    .await
                 }
-                _ => match &route.retry {
+                None => match &route.retry {
                     Some(policy) => {
                         let limit = self.options.max_request_bytes;
                         // Boxed: a large future the calls without retries should not carry.

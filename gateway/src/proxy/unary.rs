@@ -16,6 +16,7 @@ use crate::grpc::frame::{self, Message};
 use crate::grpc::{CACHE_STATUS, CacheResult};
 use crate::route::rate_limit::RateLimit;
 use crate::route::{CacheRule, Route};
+use crate::schema::canonical::CanonicalKey;
 
 /// How long the end of a request (or of a backend's answer) may lag its first message, on a method the gateway has
 /// no descriptor for, before the call is taken for a stream and carried through as one. A unary client half-closes
@@ -32,8 +33,9 @@ pub enum Unary {
     Presumed,
 }
 
-/// Answers a call on a cached route, its messages encoded with `codec`; says where the answer came from, for the
-/// metrics.
+/// Answers a call on a cached route, its messages encoded with `codec`, its key built from its canonical form when
+/// `canonical` is given; says where the answer came from, for the metrics.
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn answer(
     proxy: &Proxy,
     route: &Route,
@@ -42,13 +44,17 @@ pub(super) async fn answer(
     codec: &cache_key::Codec,
     deadline: Deadline,
     unary: Unary,
+    canonical: Option<&CanonicalKey>,
 ) -> (http::Response<Body>, Option<CacheResult>) {
     let limit = proxy.options.max_request_bytes;
     let (parts, message) = match read_request(route, request, limit, unary).await {
         Ok(Request::Unary(parts, message)) => (parts, message),
         Ok(Request::Stream(request)) => {
             // Boxed, like every path an L1 hit does not take: it keeps the hit's future small.
-            return (Box::pin(carry_stream(proxy, route, request, deadline)).await, None);
+            return (
+                Box::pin(carry_stream(proxy, route, request, deadline)).await,
+                None,
+            );
         }
         Err(refused) => return (refused, None),
     };
@@ -61,6 +67,22 @@ pub(super) async fn answer(
         return (bypassed.await, Some(CacheResult::Bypass));
     }
 
+    // On a route with key rules, a request of a known type is keyed by its canonical form; one that does not decode
+    // as its type is the backend's to judge, uncached.
+    let canonical = match (canonical, codec) {
+        (Some(canonical), cache_key::Codec::Proto) => match canonical.of_bytes(&message.bytes) {
+            Ok(form) => Some(form),
+            Err(_) => {
+                let bypassed = Box::pin(bypass(proxy, route, parts, message, deadline));
+                return (bypassed.await, Some(CacheResult::Bypass));
+            }
+        },
+        _ => None,
+    };
+    let request = match &canonical {
+        Some(form) => cache_key::RequestForm::Canonical(form),
+        None => cache_key::RequestForm::Bytes(&message.bytes),
+    };
     let key = cache_key::key_for(
         &proxy.cache,
         &proxy.options.namespace,
@@ -69,7 +91,7 @@ pub(super) async fn answer(
         &rule.vary,
         &parts.headers,
         codec,
-        &message.bytes,
+        request,
     )
     .await;
 

@@ -12,14 +12,16 @@ use http::HeaderName;
 use strata_cache::Policy;
 
 use crate::backend::{Backend, RetryPolicy};
-use crate::config::Matcher;
+use crate::config::{Matcher, RouteCacheConfig};
 use crate::metrics::RouteSeries;
 use rate_limit::RateLimit;
 use storage::StorageRules;
 
-/// How a cached route builds keys, stores answers and serves them.
+/// How a cached route (or, on a `from_proto` route, one method) builds keys, stores answers and serves them.
 #[derive(Debug)]
 pub struct CacheRule {
+    /// The config it was built from.
+    pub config: RouteCacheConfig,
     /// How lookups behave (early refresh).
     pub policy: Policy,
     /// Whether and how long answers are stored.
@@ -35,6 +37,28 @@ pub struct CacheRule {
 const CREDENTIALS: [http::HeaderName; 2] = [http::header::AUTHORIZATION, http::header::COOKIE];
 
 impl CacheRule {
+    /// The rule `config` describes; `private_metadata` is never stored (`cache.private_metadata`).
+    pub fn new(config: RouteCacheConfig, private_metadata: Vec<HeaderName>) -> Self {
+        Self {
+            policy: Policy {
+                early_refresh_beta: config.early_refresh_beta,
+            },
+            storage: StorageRules {
+                ttl: config.ttl,
+                negative_ttl: config.negative_ttl,
+                negative_codes: config.negative_codes.clone(),
+                stale_while_revalidate: config.stale_while_revalidate,
+                stale_if_error: config.stale_if_error,
+                max_ttl: config.max_ttl,
+                max_entry_bytes: config.max_entry_bytes,
+                private_metadata,
+            },
+            vary: config.vary.clone(),
+            shared: config.shared,
+            config,
+        }
+    }
+
     /// Whether a call with `headers` must bypass the cache: it carries credentials the key does not vary on.
     pub fn must_bypass(&self, headers: &http::HeaderMap) -> bool {
         !self.shared

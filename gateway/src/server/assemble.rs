@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use strata_cache::l2::{L2, RedisL2, RedisL2Config, RedisNodes};
-use strata_cache::{Policy, Tiered, TieredConfig};
+use strata_cache::{Tiered, TieredConfig};
 
 use crate::backend::{Backend, Resolver, RetryPolicy};
 use crate::config::{BackendConfig, Config};
@@ -12,7 +12,6 @@ use crate::metrics::Metrics;
 use crate::metrics::ProxyStats;
 use crate::proxy::{Backends, LongLived, Proxy, ProxyOptions, RunningBackend};
 use crate::route::rate_limit::RateLimit;
-use crate::route::storage::StorageRules;
 use crate::route::{CacheRule, Route, Router};
 
 /// Why the gateway could not start with a config that passed validation.
@@ -46,6 +45,7 @@ pub fn build_long_lived(config: &Config) -> Result<LongLived, StartError> {
         stats,
         metrics,
         resolver: Resolver::System,
+        schema: Arc::default(),
     })
 }
 
@@ -134,23 +134,10 @@ pub fn build_proxy(
                 reason: format!("unknown backend `{}`", r.backend),
             })?;
         let cache = r.cache.as_ref().map(|c| {
-            Arc::new(CacheRule {
-                policy: Policy {
-                    early_refresh_beta: c.early_refresh_beta,
-                },
-                storage: StorageRules {
-                    ttl: c.ttl,
-                    negative_ttl: c.negative_ttl,
-                    negative_codes: c.negative_codes.clone(),
-                    stale_while_revalidate: c.stale_while_revalidate,
-                    stale_if_error: c.stale_if_error,
-                    max_ttl: c.max_ttl,
-                    max_entry_bytes: c.max_entry_bytes,
-                    private_metadata: config.cache.private_metadata.clone(),
-                },
-                vary: c.vary.clone(),
-                shared: c.shared,
-            })
+            Arc::new(CacheRule::new(
+                c.clone(),
+                config.cache.private_metadata.clone(),
+            ))
         });
         let rate_limit = r.rate_limit.as_ref().map(|l| Arc::new(RateLimit::new(l)));
         let retry = r.retry.as_ref().map(RetryPolicy::new);
@@ -175,6 +162,7 @@ pub fn build_proxy(
             max_request_bytes: config.max_request_bytes,
             max_response_bytes: config.max_response_bytes,
             expose_cache_status: config.expose_cache_status,
+            descriptors: config.descriptors.clone(),
         },
     ))
 }

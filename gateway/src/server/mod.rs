@@ -4,5 +4,6 @@
 pub mod accept;
 pub mod assemble;
 pub mod data;
+pub mod descriptors;
 pub mod reload;
 pub mod stack;

@@ -60,6 +60,8 @@ pub async fn watch(path: PathBuf, mut running: Config, live: LiveProxy, long_liv
                 match built {
                     Ok(proxy) => {
                         live.store(Arc::new(proxy));
+                        // New backends, or new files: their descriptors now.
+                        long_lived.schema.reloaded();
                         long_lived.metrics.set_access_log(next.log.access);
                         if next.log.level != running.log.level
                             && crate::telemetry::set_log_level(&next.log.level)

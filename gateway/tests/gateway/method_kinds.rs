@@ -2,8 +2,9 @@
 //! intact — told apart by descriptors when the gateway has them, and by what the call does when it has none.
 
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
-use crate::support::backend::TestBackend;
+use crate::support::backend::{Reflection, TestBackend};
 use crate::support::gateway::TestGateway;
 use crate::support::pb::GetRequest;
 use crate::support::pb::lookup_client::LookupClient;
@@ -41,13 +42,20 @@ pub async fn all_four_kinds_work(
         assert_eq!(answer.cache, if round == 0 { "miss" } else { "l1" });
 
         let response = client.watch(key("w")).await.expect("watch");
-        assert_eq!(metadata(response.metadata(), "x-backend-header"), "streaming");
+        assert_eq!(
+            metadata(response.metadata(), "x-backend-header"),
+            "streaming"
+        );
         let mut stream = response.into_inner();
         let mut serials = Vec::new();
         while let Some(reply) = stream.message().await.expect("clean end") {
             serials.push(reply.serial % 100);
         }
-        assert_eq!(serials, [0, 1, 2], "round {round}: every message of the stream");
+        assert_eq!(
+            serials,
+            [0, 1, 2],
+            "round {round}: every message of the stream"
+        );
 
         let uploads = tokio_stream::iter(["a", "b", "c"].map(key));
         let reply = client.collect(uploads).await.expect("collect").into_inner();
@@ -56,7 +64,11 @@ pub async fn all_four_kinds_work(
         let reply = client.collect(one).await.expect("collect one").into_inner();
         assert_eq!(reply.key, "only");
         let none = tokio_stream::iter(Vec::<GetRequest>::new());
-        let reply = client.collect(none).await.expect("collect none").into_inner();
+        let reply = client
+            .collect(none)
+            .await
+            .expect("collect none")
+            .into_inner();
         assert_eq!(reply.key, "");
 
         // Bidi, truly interleaved: each answer comes only after its request went through.
@@ -68,14 +80,22 @@ pub async fn all_four_kinds_work(
             .into_inner();
         for (i, name) in ["x", "y", "z"].into_iter().enumerate() {
             tx.send(key(name)).await.expect("send");
-            let reply = replies.message().await.expect("ok").expect("a reply per request");
+            let reply = replies
+                .message()
+                .await
+                .expect("ok")
+                .expect("a reply per request");
             assert_eq!((reply.key.as_str(), reply.serial), (name, i as u64 + 1));
         }
         drop(tx);
         assert!(replies.message().await.expect("clean end").is_none());
     }
     let seen = &backend.seen;
-    assert_eq!(seen.get.load(Ordering::SeqCst), 1, "the unary method is cached");
+    assert_eq!(
+        seen.get.load(Ordering::SeqCst),
+        1,
+        "the unary method is cached"
+    );
     assert_eq!(seen.watch.load(Ordering::SeqCst), 2);
     let collects = if known { 6 } else { 5 };
     assert_eq!(seen.collect.load(Ordering::SeqCst), collects);
@@ -85,9 +105,72 @@ pub async fn all_four_kinds_work(
 #[tokio::test]
 async fn without_descriptors_a_cached_wildcard_route_carries_every_kind_of_call() {
     let backend = TestBackend::start().await;
-    let config = wildcard_config(&backend.url(), "");
+    let config = wildcard_config(&backend.url(), "descriptors: { reflection: false }");
     let gateway = TestGateway::start(&config).await;
     let mut client = gateway.client().await;
     all_four_kinds_work(&backend, &mut client, false).await;
     gateway.stop().await;
+}
+
+/// Waits until the gateway has descriptors from `source` (`reflection` of backend `lookup`, or `files`).
+pub async fn wait_for_descriptors(gateway: &TestGateway, source: &str) {
+    let admin = gateway.admin;
+    let learned = crate::support::eventually(Duration::from_secs(20), || async move {
+        let metrics = crate::health::http_get(admin, "/metrics").await;
+        metrics.lines().any(|line| {
+            line.starts_with("strata_descriptor_methods{")
+                && line.contains(&format!("source=\"{source}\""))
+                && !line.ends_with(" 0")
+        })
+    })
+    .await;
+    assert!(learned, "descriptors from {source} within 20 s");
+}
+
+#[tokio::test]
+async fn with_descriptors_by_reflection_streaming_methods_are_carried_and_unary_ones_cached() {
+    let backend = TestBackend::start_reflecting(Reflection::V1AndV1alpha).await;
+    let gateway = TestGateway::start(&wildcard_config(&backend.url(), "")).await;
+    wait_for_descriptors(&gateway, "reflection").await;
+    let mut client = gateway.client().await;
+    all_four_kinds_work(&backend, &mut client, true).await;
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn reflection_falls_back_to_v1alpha() {
+    let backend = TestBackend::start_reflecting(Reflection::V1alphaOnly).await;
+    let gateway = TestGateway::start(&wildcard_config(&backend.url(), "")).await;
+    wait_for_descriptors(&gateway, "reflection").await;
+    let mut client = gateway.client().await;
+    all_four_kinds_work(&backend, &mut client, true).await;
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn a_descriptor_set_file_describes_a_backend_without_reflection() {
+    let dir = tempdir();
+    let file = dir.join("lookup.binpb");
+    std::fs::write(&file, crate::support::TESTING_V1_DESCRIPTORS).expect("write the descriptor set");
+    let backend = TestBackend::start().await;
+    let descriptors = format!("descriptors: {{ reflection: false, files: [\"{}\"] }}", file.display());
+    let gateway = TestGateway::start(&wildcard_config(&backend.url(), &descriptors)).await;
+    wait_for_descriptors(&gateway, "files").await;
+    let mut client = gateway.client().await;
+    all_four_kinds_work(&backend, &mut client, true).await;
+    gateway.stop().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A fresh directory under the system's temporary directory.
+pub fn tempdir() -> std::path::PathBuf {
+    use std::sync::atomic::AtomicU32;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "strata-test-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::SeqCst)
+    ));
+    std::fs::create_dir_all(&dir).expect("a temporary directory");
+    dir
 }

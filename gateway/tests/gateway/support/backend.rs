@@ -13,7 +13,18 @@ use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::pb::lookup_server::{Lookup, LookupServer};
-use super::pb::{GetReply, GetRequest};
+use super::pb::{GetReply, GetRequest, SearchRequest};
+
+/// Which reflection services a test backend serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reflection {
+    /// None: the gateway learns nothing from it.
+    Off,
+    /// `grpc.reflection.v1` and `v1alpha`, as tonic serves them.
+    V1AndV1alpha,
+    /// Only `v1alpha`, as grpcio did by default until recently.
+    V1alphaOnly,
+}
 
 /// What the backend saw.
 #[derive(Debug, Default)]
@@ -23,6 +34,8 @@ pub struct Seen {
     pub watch: AtomicU64,
     pub collect: AtomicU64,
     pub chat: AtomicU64,
+    pub search: AtomicU64,
+    pub peek: AtomicU64,
     /// The `grpc-timeout` of the most recent call that had one.
     pub last_grpc_timeout: Mutex<Option<String>>,
     /// Added to the delay of every `Get` (to make one backend of several slow).
@@ -135,6 +148,26 @@ impl Lookup for Service {
             tonic::metadata::MetadataValue::from_bytes(&[0, 1, 255]),
         );
         Ok(response)
+    }
+
+    /// Answers with the query, the tenant of its filter and the labels, in a fixed order, and which call it was.
+    async fn search(&self, request: Request<SearchRequest>) -> Result<Response<GetReply>, Status> {
+        let serial = self.seen.search.fetch_add(1, Ordering::SeqCst) + 1;
+        let req = request.into_inner();
+        let mut labels: Vec<_> = req.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        labels.sort();
+        let tenant = req.filter.map(|f| f.tenant_id).unwrap_or_default();
+        Ok(Response::new(GetReply {
+            key: format!("{}|{tenant}|{}", req.query, labels.join(",")),
+            serial,
+            ..Default::default()
+        }))
+    }
+
+    /// Like `Get`, counted apart.
+    async fn peek(&self, request: Request<GetRequest>) -> Result<Response<GetReply>, Status> {
+        let serial = self.seen.peek.fetch_add(1, Ordering::SeqCst) + 1;
+        Ok(Response::new(reply(&request.into_inner(), serial, String::new(), String::new())))
     }
 
     type WatchStream = ReplyStream;
@@ -265,6 +298,14 @@ impl TestBackend {
         Self::serve_with(listener, Some(tls)).await
     }
 
+    /// Starts the backend on a random loopback port, serving reflection as `reflection` says.
+    pub async fn start_reflecting(reflection: Reflection) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind backend");
+        Self::serve_as(listener, None, reflection).await
+    }
+
     async fn serve(listener: tokio::net::TcpListener) -> Self {
         Self::serve_with(listener, None).await
     }
@@ -273,6 +314,26 @@ impl TestBackend {
         listener: tokio::net::TcpListener,
         tls: Option<tonic::transport::ServerTlsConfig>,
     ) -> Self {
+        Self::serve_as(listener, tls, Reflection::Off).await
+    }
+
+    async fn serve_as(
+        listener: tokio::net::TcpListener,
+        tls: Option<tonic::transport::ServerTlsConfig>,
+        reflection: Reflection,
+    ) -> Self {
+        let reflecting = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(super::TESTING_V1_DESCRIPTORS)
+        };
+        let (v1, v1alpha) = match reflection {
+            Reflection::Off => (None, None),
+            Reflection::V1AndV1alpha => (
+                Some(reflecting().build_v1().expect("reflection v1")),
+                Some(reflecting().build_v1alpha().expect("reflection v1alpha")),
+            ),
+            Reflection::V1alphaOnly => (None, Some(reflecting().build_v1alpha().expect("reflection v1alpha"))),
+        };
         let addr = listener.local_addr().expect("addr");
         let seen = Arc::new(Seen::default());
         let (health, health_service) = tonic_health::server::health_reporter();
@@ -286,6 +347,8 @@ impl TestBackend {
             let _ = builder
                 .add_service(service)
                 .add_service(health_service)
+                .add_optional_service(v1)
+                .add_optional_service(v1alpha)
                 .serve_with_incoming_shutdown(
                     tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
                     async {

@@ -15,6 +15,10 @@ pub struct RawAnswer {
     pub grpc_status: String,
     /// The `grpc-message`, if any.
     pub grpc_message: String,
+    /// The `x-strata-cache` header, `<none>` if absent.
+    pub cache: String,
+    /// The message bytes of the answer (after its 5-byte prefix), if any.
+    pub message: Bytes,
 }
 
 /// Sends `body` as-is to `path` with `headers` (`content-type: application/grpc` unless they name one) and waits for
@@ -46,6 +50,7 @@ pub async fn call(
     let head = response.headers().clone();
     let collected = response.into_body().collect().await.expect("body");
     let trailers = collected.trailers().cloned().unwrap_or_default();
+    let data = collected.to_bytes();
     let field = |name: &str| {
         head.get(name)
             .or_else(|| trailers.get(name))
@@ -55,6 +60,8 @@ pub async fn call(
     RawAnswer {
         grpc_status: field("grpc-status").unwrap_or_else(|| "<none>".into()),
         grpc_message: field("grpc-message").unwrap_or_default(),
+        cache: field("x-strata-cache").unwrap_or_else(|| "<none>".into()),
+        message: data.slice(data.len().min(5)..),
     }
 }
 

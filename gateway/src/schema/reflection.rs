@@ -1,0 +1,199 @@
+//! Asking a backend for its services' descriptors: `grpc.reflection.v1`, falling back to `v1alpha` (which many
+//! servers still serve alone), over the backend's own connections (its TLS, balancing and limits).
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use prost_reflect::prost_types::FileDescriptorProto;
+use tonic::body::Body;
+
+use crate::backend::Backend;
+use crate::error::GatewayError;
+use crate::grpc::deadline::Deadline;
+
+/// How long one conversation with a backend's reflection service may take in all.
+pub const REFLECTION_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a backend's descriptors could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum ReflectionError {
+    /// The backend serves neither reflection version.
+    #[error("the backend serves no reflection (neither grpc.reflection.v1 nor v1alpha)")]
+    Unimplemented,
+    /// The backend answered with an error status.
+    #[error("reflection failed: {0}")]
+    Status(String),
+    /// The backend's answers made no sense.
+    #[error("reflection answered {0}")]
+    Answer(String),
+    /// The conversation took longer than [`REFLECTION_TIMEOUT`].
+    #[error("reflection did not finish within {REFLECTION_TIMEOUT:?}")]
+    Timeout,
+}
+
+/// The files describing every service a backend serves (their imports included), and the protocol that gave them.
+#[derive(Debug)]
+pub struct Reflected {
+    /// `v1` or `v1alpha`.
+    pub version: &'static str,
+    /// The file descriptors.
+    pub files: Vec<FileDescriptorProto>,
+}
+
+/// Asks `backend` for the descriptors of every service it serves: v1 first, v1alpha when v1 is not served.
+pub async fn ask(backend: Arc<Backend>) -> Result<Reflected, ReflectionError> {
+    let conversation = async {
+        match ask_v1(ViaBackend(backend.clone())).await {
+            Err(ReflectionError::Unimplemented) => {
+                ask_v1alpha(ViaBackend(backend))
+                    .await
+                    .map(|files| Reflected {
+                        version: "v1alpha",
+                        files,
+                    })
+            }
+            other => other.map(|files| Reflected {
+                version: "v1",
+                files,
+            }),
+        }
+    };
+    tokio::time::timeout(REFLECTION_TIMEOUT, conversation)
+        .await
+        .unwrap_or(Err(ReflectionError::Timeout))
+}
+
+fn status_error(status: tonic::Status) -> ReflectionError {
+    match status.code() {
+        tonic::Code::Unimplemented => ReflectionError::Unimplemented,
+        code => ReflectionError::Status(format!("{code:?}: {}", status.message())),
+    }
+}
+
+/// Decodes the files of one answer and notes the imports not yet had.
+fn take_files(
+    encoded: Vec<Vec<u8>>,
+    files: &mut HashMap<String, FileDescriptorProto>,
+    wanted: &mut Vec<String>,
+    asked: &mut HashSet<String>,
+) -> Result<(), ReflectionError> {
+    use prost::Message;
+    for bytes in encoded {
+        let file = FileDescriptorProto::decode(bytes.as_slice())
+            .map_err(|e| ReflectionError::Answer(format!("an undecodable file descriptor: {e}")))?;
+        for dependency in &file.dependency {
+            if !files.contains_key(dependency) && asked.insert(dependency.clone()) {
+                wanted.push(dependency.clone());
+            }
+        }
+        asked.insert(file.name().to_owned());
+        files.insert(file.name().to_owned(), file);
+    }
+    Ok(())
+}
+
+/// One reflection conversation in version `$($pb)::+` of the protocol: list the services, ask for the file of each
+/// (one the server cannot describe is skipped), then for every import not sent along.
+macro_rules! conversation {
+    ($name:ident, $($pb:ident)::+) => {
+        async fn $name(service: ViaBackend) -> Result<Vec<FileDescriptorProto>, ReflectionError> {
+            use $($pb)::+::ServerReflectionRequest;
+            use $($pb)::+::server_reflection_client::ServerReflectionClient;
+            use $($pb)::+::server_reflection_request::MessageRequest;
+            use $($pb)::+::server_reflection_response::MessageResponse;
+
+            let mut client = ServerReflectionClient::new(service);
+            let (outbox, requests) = tokio::sync::mpsc::channel(1);
+            let ask = |request| ServerReflectionRequest {
+                host: String::new(),
+                message_request: Some(request),
+            };
+            outbox
+                .send(ask(MessageRequest::ListServices(String::new())))
+                .await
+                .map_err(|_| ReflectionError::Answer("nothing: the conversation closed".into()))?;
+            let mut answers = client
+                .server_reflection_info(tokio_stream::wrappers::ReceiverStream::new(requests))
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            let mut next = async || {
+                match answers.message().await {
+                    Ok(Some(answer)) => Ok(answer.message_response),
+                    Ok(None) => Err(ReflectionError::Answer("nothing: the stream ended".into())),
+                    Err(status) => Err(status_error(status)),
+                }
+            };
+            let services = match next().await? {
+                Some(MessageResponse::ListServicesResponse(list)) => list.service,
+                Some(MessageResponse::ErrorResponse(e)) => {
+                    return Err(ReflectionError::Status(e.error_message));
+                }
+                _ => return Err(ReflectionError::Answer("something other than a service list".into())),
+            };
+            let mut files = HashMap::new();
+            let mut asked = HashSet::new();
+            let mut wanted = Vec::new();
+            for symbol in services.into_iter().map(|s| s.name) {
+                let request = MessageRequest::FileContainingSymbol(symbol.clone());
+                outbox.send(ask(request)).await.map_err(|_| {
+                    ReflectionError::Answer("nothing: the conversation closed".into())
+                })?;
+                match next().await? {
+                    Some(MessageResponse::FileDescriptorResponse(found)) => {
+                        take_files(found.file_descriptor_proto, &mut files, &mut wanted, &mut asked)?;
+                    }
+                    // A service the server lists but cannot describe: the others still count.
+                    Some(MessageResponse::ErrorResponse(_)) => {}
+                    _ => return Err(ReflectionError::Answer(format!("something other than the file of {symbol}"))),
+                }
+            }
+            while let Some(file) = wanted.pop() {
+                let request = MessageRequest::FileByFilename(file.clone());
+                outbox.send(ask(request)).await.map_err(|_| {
+                    ReflectionError::Answer("nothing: the conversation closed".into())
+                })?;
+                match next().await? {
+                    Some(MessageResponse::FileDescriptorResponse(found)) => {
+                        take_files(found.file_descriptor_proto, &mut files, &mut wanted, &mut asked)?;
+                    }
+                    Some(MessageResponse::ErrorResponse(e)) => {
+                        return Err(ReflectionError::Answer(format!("no file {file}: {}", e.error_message)));
+                    }
+                    _ => return Err(ReflectionError::Answer(format!("something other than file {file}"))),
+                }
+            }
+            Ok(files.into_values().collect())
+        }
+    };
+}
+
+conversation!(ask_v1, tonic_reflection::pb::v1);
+conversation!(ask_v1alpha, tonic_reflection::pb::v1alpha);
+
+/// A backend as a tower service, so a generated gRPC client can call it.
+#[derive(Debug, Clone)]
+struct ViaBackend(Arc<Backend>);
+
+impl tower::Service<http::Request<Body>> for ViaBackend {
+    type Response = http::Response<Body>;
+    type Error = GatewayError;
+    type Future = Pin<Box<dyn Future<Output = Result<http::Response<Body>, GatewayError>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), GatewayError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        let backend = self.0.clone();
+        Box::pin(async move {
+            backend
+                .call(request, Deadline::after(REFLECTION_TIMEOUT))
+                .await
+        })
+    }
+}
