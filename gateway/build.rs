@@ -17,15 +17,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             println!("cargo:rerun-if-changed={git}");
         }
     }
-    let fds = protox::compile(
-        ["testing/v1/lookup.proto"],
-        ["tests/proto", "../proto/proto"],
-    )?;
+    let mut compiler = protox::Compiler::new(["tests/proto", "../proto/proto"])?;
+    compiler.include_imports(true);
+    compiler.open_file("testing/v1/lookup.proto")?;
+    let fds = compiler.file_descriptor_set();
     // The test service's descriptors, imports included: what its reflection serves, and a descriptor-set file.
+    // Encoded by protox itself: `prost_types` would drop the methods' custom options (the cache option).
     let out_dir = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
     std::fs::write(
         out_dir.join("testing_v1.bin"),
-        prost::Message::encode_to_vec(&fds),
+        compiler.encode_file_descriptor_set(),
     )?;
     tonic_prost_build::configure()
         .build_server(true)

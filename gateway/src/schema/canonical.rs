@@ -241,3 +241,142 @@ fn write_value(out: &mut Vec<u8>, value: &Value, pick: &Pick, keep_unknown: bool
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::testing;
+
+    fn search() -> MessageDescriptor {
+        testing::pool()
+            .get_message_by_name("testing.v1.SearchRequest")
+            .expect("the test request type")
+    }
+
+    /// One length-delimited field.
+    fn field(number: u8, bytes: &[u8]) -> Vec<u8> {
+        let mut out = vec![number << 3 | 2, u8::try_from(bytes.len()).expect("short")];
+        out.extend_from_slice(bytes);
+        out
+    }
+
+    fn label(key: &str, value: &str) -> Vec<u8> {
+        field(
+            4,
+            &[field(1, key.as_bytes()), field(2, value.as_bytes())].concat(),
+        )
+    }
+
+    fn form(key: &CanonicalKey, parts: &[Vec<u8>]) -> Vec<u8> {
+        key.of_bytes(&parts.concat()).expect("decodes")
+    }
+
+    fn key(key_fields: &[&str], ignore_fields: &[&str], keep_unknown: bool) -> CanonicalKey {
+        let owned = |list: &[&str]| list.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        CanonicalKey::new(
+            &search(),
+            &owned(key_fields),
+            &owned(ignore_fields),
+            keep_unknown,
+        )
+        .expect("valid paths")
+    }
+
+    #[test]
+    fn field_order_map_order_explicit_defaults_and_unknown_fields_do_not_change_the_form() {
+        let all = key(&[], &[], false);
+        let one = form(
+            &all,
+            &[
+                field(1, b"q"),
+                field(3, &field(1, b"t")),
+                label("a", "1"),
+                label("b", "2"),
+            ],
+        );
+        let unknown = vec![0xf8, 0x06, 0x07]; // field 111, varint 7
+        let other = form(
+            &all,
+            &[
+                label("b", "2"),
+                unknown.clone(),
+                field(3, &field(1, b"t")),
+                field(2, b""), // request_id written out with its default
+                label("a", "1"),
+                field(1, b"q"),
+            ],
+        );
+        assert_eq!(one, other);
+        let keeping = key(&[], &[], true);
+        let with_unknown = form(&keeping, &[field(1, b"q"), unknown]);
+        assert_ne!(with_unknown, form(&keeping, &[field(1, b"q")]));
+    }
+
+    #[test]
+    fn what_changes_the_request_changes_the_form() {
+        let all = key(&[], &[], false);
+        let base = form(&all, &[field(1, b"q")]);
+        assert_ne!(base, form(&all, &[field(1, b"r")]));
+        // A field with presence set to its default is set.
+        assert_ne!(base, form(&all, &[field(1, b"q"), vec![0x30, 0]]));
+        // Repeated fields keep their order.
+        assert_ne!(
+            form(&all, &[field(5, b"a"), field(5, b"b")]),
+            form(&all, &[field(5, b"b"), field(5, b"a")])
+        );
+        // The same bytes in another field are another request.
+        assert_ne!(form(&all, &[field(1, b"x")]), form(&all, &[field(2, b"x")]));
+    }
+
+    #[test]
+    fn ignored_fields_leave_the_form_and_key_fields_alone_make_it() {
+        let ignoring = key(&[], &["request_id", "filter.trace"], false);
+        assert_eq!(
+            form(
+                &ignoring,
+                &[field(1, b"q"), field(2, b"r1"), field(3, &field(2, b"x"))]
+            ),
+            form(
+                &ignoring,
+                &[field(1, b"q"), field(2, b"r2"), field(3, &field(2, b"y"))]
+            ),
+        );
+        assert_ne!(
+            form(&ignoring, &[field(1, b"q"), field(3, &field(1, b"t1"))]),
+            form(&ignoring, &[field(1, b"q"), field(3, &field(1, b"t2"))]),
+        );
+        let only_tenant = key(&["filter.tenant_id"], &[], false);
+        assert_eq!(
+            form(&only_tenant, &[field(1, b"q1"), field(3, &field(1, b"t"))]),
+            form(
+                &only_tenant,
+                &[
+                    field(1, b"q2"),
+                    field(3, &[field(1, b"t"), field(2, b"z")].concat())
+                ]
+            ),
+        );
+        assert_ne!(
+            form(&only_tenant, &[field(3, &field(1, b"t1"))]),
+            form(&only_tenant, &[field(3, &field(1, b"t2"))]),
+        );
+    }
+
+    #[test]
+    fn paths_that_name_no_field_are_refused_with_the_reason() {
+        let refused = |fields: &[&str]| {
+            let owned: Vec<String> = fields.iter().map(|s| (*s).to_owned()).collect();
+            CanonicalKey::new(&search(), &owned, &[], false).expect_err("refused")
+        };
+        assert!(refused(&["nope"]).contains("testing.v1.SearchRequest has no field `nope`"));
+        assert!(refused(&["filter.nope"]).contains("testing.v1.Filter has no field `nope`"));
+        assert!(refused(&["query.x"]).contains("is not a message"));
+        assert!(refused(&["labels.x"]).contains("is not a message"));
+    }
+
+    #[test]
+    fn bytes_that_are_not_the_type_are_refused() {
+        let all = key(&[], &[], false);
+        assert!(all.of_bytes(&[0x0a, 5, b'x']).is_err());
+    }
+}

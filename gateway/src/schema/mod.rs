@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use prost::Message;
-use prost_reflect::prost_types::{FileDescriptorProto, FileDescriptorSet};
+use prost_reflect::prost_types::FileDescriptorProto;
 use prost_reflect::{DescriptorPool, MethodDescriptor};
 
 pub use live::{LiveSchema, Running, refresh_forever};
@@ -140,21 +140,54 @@ impl Schema {
 #[error("{0}")]
 pub struct DescriptorError(String);
 
-/// A pool of `files` plus Strata's own `options.proto` (and what it imports) where they lack it, so the cache option
-/// reads as an extension whether or not the backend's files import it.
-pub fn pool_of(files: Vec<FileDescriptorProto>) -> Result<DescriptorPool, DescriptorError> {
-    let mut files = files;
-    let own = FileDescriptorSet::decode(strata_proto::FILE_DESCRIPTOR_SET)
-        .map_err(|e| DescriptorError(format!("strata's own descriptors: {e}")))?;
-    for file in own.file {
-        if !files.iter().any(|f| f.name() == file.name()) {
-            files.push(file);
+/// A pool of `files` (each an encoded `FileDescriptorProto`) plus Strata's own `options.proto` (and what it imports)
+/// where they lack it, so the cache option reads as an extension whether or not the backend's files import it.
+///
+/// The files stay encoded until the pool decodes them: decoded to `prost_types` first, the options would lose their
+/// extensions (the cache option among them).
+pub fn pool_of(files: Vec<Vec<u8>>) -> Result<DescriptorPool, DescriptorError> {
+    let mut named = Vec::with_capacity(files.len());
+    for file in files
+        .into_iter()
+        .chain(split_set(strata_proto::FILE_DESCRIPTOR_SET)?)
+    {
+        let name = FileDescriptorProto::decode(file.as_slice())
+            .map_err(|e| DescriptorError(format!("an undecodable file descriptor: {e}")))?
+            .name()
+            .to_owned();
+        if !named.iter().any(|(n, _): &(String, Vec<u8>)| *n == name) {
+            named.push((name, file));
         }
     }
-    let mut pool = DescriptorPool::new();
-    pool.add_file_descriptor_protos(files)
-        .map_err(|e| DescriptorError(e.to_string()))?;
-    Ok(pool)
+    let mut set = Vec::new();
+    for (_, file) in named {
+        prost::encoding::encode_key(1, prost::encoding::WireType::LengthDelimited, &mut set);
+        prost::encoding::encode_varint(file.len() as u64, &mut set);
+        set.extend_from_slice(&file);
+    }
+    DescriptorPool::decode(set.as_slice()).map_err(|e| DescriptorError(e.to_string()))
+}
+
+/// The encoded files of an encoded `FileDescriptorSet`, as they are.
+pub fn split_set(mut set: &[u8]) -> Result<Vec<Vec<u8>>, DescriptorError> {
+    use prost::encoding::{DecodeContext, WireType, decode_key, decode_varint, skip_field};
+    let broken = |e: prost::DecodeError| DescriptorError(format!("not a FileDescriptorSet: {e}"));
+    let mut files = Vec::new();
+    while !set.is_empty() {
+        let (number, wire_type) = decode_key(&mut set).map_err(broken)?;
+        if number == 1 && wire_type == WireType::LengthDelimited {
+            let len =
+                usize::try_from(decode_varint(&mut set).map_err(broken)?).unwrap_or(usize::MAX);
+            if len > set.len() {
+                return Err(DescriptorError("not a FileDescriptorSet: truncated".into()));
+            }
+            files.push(set[..len].to_vec());
+            set = &set[len..];
+        } else {
+            skip_field(wire_type, number, &mut set, DecodeContext::default()).map_err(broken)?;
+        }
+    }
+    Ok(files)
 }
 
 /// The methods described by the descriptor-set files at `paths`.
@@ -164,16 +197,9 @@ pub fn index_files(paths: &[impl AsRef<Path>]) -> Result<MethodIndex, Descriptor
         let path = path.as_ref();
         let bytes =
             std::fs::read(path).map_err(|e| DescriptorError(format!("{}: {e}", path.display())))?;
-        let set = FileDescriptorSet::decode(bytes.as_slice())
-            .map_err(|e| DescriptorError(format!("{}: {e}", path.display())))?;
-        for file in set.file {
-            if !files
-                .iter()
-                .any(|f: &FileDescriptorProto| f.name() == file.name())
-            {
-                files.push(file);
-            }
-        }
+        let set =
+            split_set(&bytes).map_err(|e| DescriptorError(format!("{}: {e}", path.display())))?;
+        files.extend(set);
     }
     Ok(MethodIndex::of_pool(&pool_of(files)?))
 }
@@ -189,9 +215,7 @@ pub(crate) mod testing {
 
     /// The test service's descriptors.
     pub fn pool() -> DescriptorPool {
-        use prost::Message;
-        let set = prost_reflect::prost_types::FileDescriptorSet::decode(TESTING_V1).expect("valid");
-        super::pool_of(set.file).expect("a pool")
+        super::pool_of(super::split_set(TESTING_V1).expect("a set")).expect("a pool")
     }
 }
 

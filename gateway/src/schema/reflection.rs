@@ -40,8 +40,8 @@ pub enum ReflectionError {
 pub struct Reflected {
     /// `v1` or `v1alpha`.
     pub version: &'static str,
-    /// The file descriptors.
-    pub files: Vec<FileDescriptorProto>,
+    /// The file descriptors, encoded (as they came: decoding would lose their options' extensions).
+    pub files: Vec<Vec<u8>>,
 }
 
 /// Asks `backend` for the descriptors of every service it serves: v1 first, v1alpha when v1 is not served.
@@ -77,7 +77,7 @@ fn status_error(status: tonic::Status) -> ReflectionError {
 /// Decodes the files of one answer and notes the imports not yet had.
 fn take_files(
     encoded: Vec<Vec<u8>>,
-    files: &mut HashMap<String, FileDescriptorProto>,
+    files: &mut HashMap<String, Vec<u8>>,
     wanted: &mut Vec<String>,
     asked: &mut HashSet<String>,
 ) -> Result<(), ReflectionError> {
@@ -91,7 +91,7 @@ fn take_files(
             }
         }
         asked.insert(file.name().to_owned());
-        files.insert(file.name().to_owned(), file);
+        files.insert(file.name().to_owned(), bytes);
     }
     Ok(())
 }
@@ -100,7 +100,7 @@ fn take_files(
 /// (one the server cannot describe is skipped), then for every import not sent along.
 macro_rules! conversation {
     ($name:ident, $($pb:ident)::+) => {
-        async fn $name(service: ViaBackend) -> Result<Vec<FileDescriptorProto>, ReflectionError> {
+        async fn $name(service: ViaBackend) -> Result<Vec<Vec<u8>>, ReflectionError> {
             use $($pb)::+::ServerReflectionRequest;
             use $($pb)::+::server_reflection_client::ServerReflectionClient;
             use $($pb)::+::server_reflection_request::MessageRequest;

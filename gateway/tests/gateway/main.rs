@@ -20,6 +20,7 @@ mod limits;
 mod method_kinds;
 mod metrics;
 mod passthrough;
+mod proto_keys;
 mod redis_faults;
 mod reload;
 mod replicas;

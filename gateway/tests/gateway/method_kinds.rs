@@ -151,9 +151,13 @@ async fn reflection_falls_back_to_v1alpha() {
 async fn a_descriptor_set_file_describes_a_backend_without_reflection() {
     let dir = tempdir();
     let file = dir.join("lookup.binpb");
-    std::fs::write(&file, crate::support::TESTING_V1_DESCRIPTORS).expect("write the descriptor set");
+    std::fs::write(&file, crate::support::TESTING_V1_DESCRIPTORS)
+        .expect("write the descriptor set");
     let backend = TestBackend::start().await;
-    let descriptors = format!("descriptors: {{ reflection: false, files: [\"{}\"] }}", file.display());
+    let descriptors = format!(
+        "descriptors: {{ reflection: false, files: [\"{}\"] }}",
+        file.display()
+    );
     let gateway = TestGateway::start(&wildcard_config(&backend.url(), &descriptors)).await;
     wait_for_descriptors(&gateway, "files").await;
     let mut client = gateway.client().await;

@@ -167,7 +167,12 @@ impl Lookup for Service {
     /// Like `Get`, counted apart.
     async fn peek(&self, request: Request<GetRequest>) -> Result<Response<GetReply>, Status> {
         let serial = self.seen.peek.fetch_add(1, Ordering::SeqCst) + 1;
-        Ok(Response::new(reply(&request.into_inner(), serial, String::new(), String::new())))
+        Ok(Response::new(reply(
+            &request.into_inner(),
+            serial,
+            String::new(),
+            String::new(),
+        )))
     }
 
     type WatchStream = ReplyStream;
@@ -332,7 +337,10 @@ impl TestBackend {
                 Some(reflecting().build_v1().expect("reflection v1")),
                 Some(reflecting().build_v1alpha().expect("reflection v1alpha")),
             ),
-            Reflection::V1alphaOnly => (None, Some(reflecting().build_v1alpha().expect("reflection v1alpha"))),
+            Reflection::V1alphaOnly => (
+                None,
+                Some(reflecting().build_v1alpha().expect("reflection v1alpha")),
+            ),
         };
         let addr = listener.local_addr().expect("addr");
         let seen = Arc::new(Seen::default());

@@ -21,7 +21,8 @@ pub mod pb {
 }
 
 /// The test service's descriptors, imports included (what its reflection serves, and a descriptor-set file).
-pub const TESTING_V1_DESCRIPTORS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/testing_v1.bin"));
+pub const TESTING_V1_DESCRIPTORS: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/testing_v1.bin"));
 
 /// Polls `check` every 20 ms until it returns true or `within` passes; returns whether it did.
 pub async fn eventually<F, Fut>(within: Duration, mut check: F) -> bool
