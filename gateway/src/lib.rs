@@ -65,6 +65,7 @@ use tonic_health::server::{HealthReporter, HealthService};
 pub use config::Config;
 pub use server::assemble::StartError;
 use server::assemble::{build_long_lived, build_proxy, start_backends};
+pub use server::check::{MethodsReport, describe_methods};
 
 use server::accept;
 

@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use strata_gateway::config::{Config, ConfigError};
 use strata_gateway::telemetry;
-use strata_gateway::{Listeners, run_watching};
+use strata_gateway::{Listeners, describe_methods, run_watching};
 
 /// Strata: a multi-level caching gRPC gateway.
 #[derive(Debug, Parser)]
@@ -41,10 +41,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Check { config } => match Config::load(&config) {
-            Ok(config) => {
-                print!("{}", config.to_yaml());
-                ExitCode::SUCCESS
-            }
+            Ok(config) => check_methods(&config),
             Err(err) => report(&err),
         },
         Command::Serve { config } => {
@@ -62,6 +59,32 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// Prints the resolved config and what happens to each method of its cached routes; fails on cache rules that do not
+/// fit a method's descriptor.
+fn check_methods(config: &Config) -> ExitCode {
+    print!("{}", config.to_yaml());
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("strata: cannot start the tokio runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let methods = runtime.block_on(describe_methods(config));
+    print!("{}", methods.text);
+    if methods.errors.is_empty() {
+        return ExitCode::SUCCESS;
+    }
+    eprintln!("strata: the cache rules do not fit the methods' descriptors:");
+    for error in &methods.errors {
+        eprintln!("  {error}");
+    }
+    ExitCode::from(2)
 }
 
 fn report(err: &ConfigError) -> ExitCode {

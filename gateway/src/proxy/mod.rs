@@ -25,7 +25,7 @@ use crate::metrics::{Metrics, ProxyStats, RouteSeries};
 use crate::route::{Route, Router};
 use crate::schema::{LiveSchema, Schema, StreamsSeen};
 use arc_swap::ArcSwap;
-use plan::Plans;
+use plan::{Plans, RouteView};
 
 /// Limits and switches of the data path.
 #[derive(Debug, Clone)]
@@ -122,9 +122,31 @@ impl Proxy {
 
     /// Works out again what the cached path does with each method, for `schema`; logs what does not fit.
     pub fn replan(&self, schema: &Schema) {
-        let plans = Plans::new(&self.router, schema);
-        for (path, problem) in &plans.problems {
-            tracing::error!(method = %path, "the cache rules do not fit the method's descriptor: {problem}");
+        let routes: Vec<RouteView<'_>> = self
+            .router
+            .routes()
+            .map(|route| RouteView {
+                matcher: route.matcher(),
+                backend: route.backend.name(),
+                cache: route.cache.as_ref(),
+            })
+            .collect();
+        let plans = Plans::new(&routes, schema);
+        let old = self.plans.load();
+        for (path, plan) in plans.sorted() {
+            // Said once per schema change, not at every refresh.
+            let Some(problem) = plan
+                .problem
+                .as_ref()
+                .filter(|p| old.get(path).and_then(|o| o.problem.as_ref()) != Some(*p))
+            else {
+                continue;
+            };
+            if problem.is_error {
+                tracing::error!(method = %path, "cache rules do not fit the method: {}", problem.reason);
+            } else {
+                tracing::info!(method = %path, "{}", problem.reason);
+            }
         }
         self.plans.store(Arc::new(plans));
     }

@@ -140,22 +140,28 @@ impl Schema {
 #[error("{0}")]
 pub struct DescriptorError(String);
 
+/// Strata's files that define the cache option: added to every pool that lacks them.
+const OPTION_FILES: [&str; 2] = [
+    "strata/cache/v1/options.proto",
+    "google/protobuf/descriptor.proto",
+];
+
 /// A pool of `files` (each an encoded `FileDescriptorProto`) plus Strata's own `options.proto` (and what it imports)
 /// where they lack it, so the cache option reads as an extension whether or not the backend's files import it.
 ///
 /// The files stay encoded until the pool decodes them: decoded to `prost_types` first, the options would lose their
 /// extensions (the cache option among them).
 pub fn pool_of(files: Vec<Vec<u8>>) -> Result<DescriptorPool, DescriptorError> {
-    let mut named = Vec::with_capacity(files.len());
-    for file in files
-        .into_iter()
-        .chain(split_set(strata_proto::FILE_DESCRIPTOR_SET)?)
-    {
+    let theirs = files.len();
+    let ours = split_set(strata_proto::FILE_DESCRIPTOR_SET)?;
+    let mut named = Vec::with_capacity(theirs + OPTION_FILES.len());
+    for (i, file) in files.into_iter().chain(ours).enumerate() {
         let name = FileDescriptorProto::decode(file.as_slice())
             .map_err(|e| DescriptorError(format!("an undecodable file descriptor: {e}")))?
             .name()
             .to_owned();
-        if !named.iter().any(|(n, _): &(String, Vec<u8>)| *n == name) {
+        let wanted = i < theirs || OPTION_FILES.contains(&name.as_str());
+        if wanted && !named.iter().any(|(n, _): &(String, Vec<u8>)| *n == name) {
             named.push((name, file));
         }
     }

@@ -9,6 +9,15 @@ use crate::config::{RouteCacheConfig, field_path_ok, units};
 /// `google.protobuf.MethodOptions.IdempotencyLevel.NO_SIDE_EFFECTS`.
 const NO_SIDE_EFFECTS: i32 = 1;
 
+/// Cache rules that do not fit a method's descriptor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// What is wrong.
+    pub reason: String,
+    /// Whether the config (or the proto) is in error, rather than leaving the method uncached on purpose.
+    pub is_error: bool,
+}
+
 /// What a method's proto says about caching it.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ProtoPolicy {
@@ -48,19 +57,34 @@ impl ProtoPolicy {
 }
 
 /// The cache config a `from_proto` route gives a method whose proto declares `proto`: the option's values, except
-/// where the route sets its own; the route's values where the option is silent. An error names what is missing or
+/// where the route sets its own; the route's values where the option is silent. A problem says what is missing or
 /// invalid, for `strata check` and the log; the method is then not cached.
-pub fn merged(route: &RouteCacheConfig, proto: &ProtoPolicy) -> Result<RouteCacheConfig, String> {
-    let mut merged = route.clone();
+pub fn merged(route: &RouteCacheConfig, proto: &ProtoPolicy) -> Result<RouteCacheConfig, Problem> {
+    let invalid = |reason: String| Problem {
+        reason: format!("its cache option is invalid: {reason}"),
+        is_error: true,
+    };
     let Some(option) = &proto.option else {
         return if route.explicit.ttl {
-            Ok(merged)
+            Ok(route.clone())
         } else {
-            Err("declares NO_SIDE_EFFECTS but no cache option, and the route sets no `ttl`".into())
+            Err(Problem {
+                reason: "declares NO_SIDE_EFFECTS without a cache option, and the route sets no `ttl`: not cached"
+                    .into(),
+                is_error: false,
+            })
         };
     };
+    merge_option(route, option).map_err(invalid)
+}
+
+fn merge_option(
+    route: &RouteCacheConfig,
+    option: &CachePolicy,
+) -> Result<RouteCacheConfig, String> {
+    let mut merged = route.clone();
     let duration = |name: &str, text: &str| {
-        units::parse_duration(text).map_err(|e| format!("option `{name}`: `{text}`: {e}"))
+        units::parse_duration(text).map_err(|e| format!("`{name}`: `{text}`: {e}"))
     };
     let take = |explicit: bool, name: &str, text: &str, into: &mut std::time::Duration| {
         if !explicit && !text.is_empty() {
@@ -88,7 +112,7 @@ pub fn merged(route: &RouteCacheConfig, proto: &ProtoPolicy) -> Result<RouteCach
         &mut merged.stale_if_error,
     )?;
     if merged.ttl.is_zero() {
-        return Err("no `ttl`: set it in the option or on the route".into());
+        return Err("no `ttl` (set it in the option, or on the route)".into());
     }
     // The cap on what a backend's cache-control may ask for is at least the method's own lifetime.
     merged.max_ttl = merged.max_ttl.max(merged.ttl);
@@ -102,10 +126,10 @@ pub fn merged(route: &RouteCacheConfig, proto: &ProtoPolicy) -> Result<RouteCach
     }
     if !route.explicit.key_fields {
         if !option.key_fields.is_empty() && !option.ignore_fields.is_empty() {
-            return Err("option: give either `key_fields` or `ignore_fields`, not both".into());
+            return Err("give either `key_fields` or `ignore_fields`, not both".into());
         }
         for path in option.key_fields.iter().chain(&option.ignore_fields) {
-            field_path_ok(path).map_err(|e| format!("option: {e}"))?;
+            field_path_ok(path)?;
         }
         merged.key.key_fields.clone_from(&option.key_fields);
         merged.key.ignore_fields.clone_from(&option.ignore_fields);

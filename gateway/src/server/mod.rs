@@ -3,6 +3,7 @@
 
 pub mod accept;
 pub mod assemble;
+pub mod check;
 pub mod data;
 pub mod descriptors;
 pub mod reload;

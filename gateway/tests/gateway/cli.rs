@@ -130,3 +130,51 @@ fn a_missing_file_is_a_clear_error() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/strata.yaml"));
 }
+
+/// `strata check` says which methods of each cached route are unary or streaming and what each gets, from a
+/// descriptor-set file, and refuses key rules naming a field the request type does not have.
+#[test]
+fn check_reports_the_methods_and_refuses_key_fields_the_request_lacks() {
+    let dir = crate::method_kinds::tempdir();
+    let file = dir.join("lookup.binpb");
+    std::fs::write(&file, crate::support::TESTING_V1_DESCRIPTORS)
+        .expect("write the descriptor set");
+    let config = |cache: &str| {
+        format!(
+            "descriptors: {{ reflection: false, files: [\"{}\"] }}\nbackends:\n  lookup: {{ endpoints: [\"http://127.0.0.1:1\"] }}\nroutes:\n  - match: /testing.v1.Lookup/*\n    backend: lookup\n    cache: {{ {cache} }}\n",
+            file.display()
+        )
+    };
+    let out = strata(&["check"], &[], &config("from_proto: true"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for line in [
+        "/testing.v1.Lookup/Watch    server streaming  carried through (streams)",
+        "/testing.v1.Lookup/Chat     bidi streaming    carried through (streams)",
+        "/testing.v1.Lookup/Get      unary             carried through (declares no cache policy)",
+        "/testing.v1.Lookup/Search   unary             cached: ttl 30s; key: all but request_id",
+        "/testing.v1.Lookup/Peek     unary             carried through: declares NO_SIDE_EFFECTS",
+    ] {
+        assert!(stdout.contains(line), "`{line}` in:\n{stdout}");
+    }
+    let out = strata(
+        &["check"],
+        &[],
+        &config("ttl: 10s, key_fields: [query, filter.tenant]"),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("routes[0].cache: /testing.v1.Lookup/Search: `filter.tenant`: testing.v1.Filter has no field `tenant`"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("routes[0].cache: /testing.v1.Lookup/Get: `query`: testing.v1.GetRequest has no field `query`"),
+        "{stderr}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
