@@ -8,8 +8,13 @@ use tonic::{Request, Response, Status};
 
 use crate::config::Matcher;
 use crate::error::GatewayError;
-use crate::proxy::LiveProxy;
+use prost::Message as _;
+use prost_reflect::DynamicMessage;
+
 use crate::proxy::cache_key;
+use crate::proxy::{LiveProxy, Proxy};
+use crate::route::Route;
+use crate::schema::canonical::CanonicalKey;
 
 /// The admin service over a running proxy.
 #[derive(Debug)]
@@ -86,11 +91,24 @@ impl CacheAdminService {
 
     async fn invalidate_entry(&self, target: EntryTarget) -> Result<InvalidateReply, GatewayError> {
         let proxy = self.proxy.load_full();
-        let (route, rule) = proxy
+        let route = proxy
             .router()
             .route(&target.method)
-            .and_then(|route| Some((route, route.cache.clone()?)))
+            .filter(|route| route.cache.is_some())
             .ok_or_else(|| GatewayError::NotCached(target.method.clone()))?;
+        let plans = proxy.plans();
+        let plan = plans.get(&target.method);
+        // The method's own rule on a `from_proto` route (its `vary` among it), else the route's.
+        let rule = match plan {
+            Some(plan) => plan
+                .rule
+                .clone()
+                .ok_or_else(|| GatewayError::NotCached(target.method.clone()))?,
+            None => route
+                .cache
+                .clone()
+                .ok_or_else(|| GatewayError::NotCached(target.method.clone()))?,
+        };
         let mut headers = HeaderMap::new();
         for m in &target.vary {
             let name =
@@ -105,6 +123,12 @@ impl CacheAdminService {
             })?;
             headers.append(name, value);
         }
+        let canonical = plan.and_then(|plan| plan.key.as_deref());
+        let request = request_form(&proxy, route, &target, canonical)?;
+        let form = match &request {
+            KeyedRequest::Bytes(bytes) => cache_key::RequestForm::Bytes(bytes),
+            KeyedRequest::Canonical(form) => cache_key::RequestForm::Canonical(form),
+        };
         let cache = proxy.cache();
         let key = cache_key::key_for(
             cache,
@@ -115,7 +139,7 @@ impl CacheAdminService {
             &headers,
             // The admin API names the request in protobuf, as `application/grpc` calls send it.
             &cache_key::Codec::Proto,
-            cache_key::RequestForm::Bytes(&target.request),
+            form,
         )
         .await;
         cache
@@ -130,6 +154,56 @@ impl CacheAdminService {
             ),
         })
     }
+}
+
+/// The request of an entry target as its key is built: its bytes, or its canonical form where the method's key is.
+enum KeyedRequest {
+    Bytes(Vec<u8>),
+    Canonical(Vec<u8>),
+}
+
+/// The request `target` names — as bytes, or as JSON decoded with the method's descriptor — in the form the method's
+/// keys are built from (`canonical`, when its route has key rules).
+fn request_form(
+    proxy: &Proxy,
+    route: &Route,
+    target: &EntryTarget,
+    canonical: Option<&CanonicalKey>,
+) -> Result<KeyedRequest, GatewayError> {
+    if target.request_json.is_empty() {
+        return Ok(match canonical {
+            Some(key) => KeyedRequest::Canonical(
+                key.of_bytes(&target.request)
+                    .map_err(|e| GatewayError::AdminInvalid(e.to_string()))?,
+            ),
+            None => KeyedRequest::Bytes(target.request.to_vec()),
+        });
+    }
+    if !target.request.is_empty() {
+        return Err(GatewayError::AdminInvalid(
+            "give the request as `request` (bytes) or `request_json`, not both".into(),
+        ));
+    }
+    let schema = proxy.schema().load();
+    let method = schema
+        .method(&target.method, route.backend.name())
+        .ok_or_else(|| {
+            GatewayError::NotCached(format!(
+                "{}: the gateway has no descriptor for it, so `request_json` cannot be read; give `request` as bytes",
+                target.method
+            ))
+        })?;
+    let mut json = serde_json::Deserializer::from_str(&target.request_json);
+    let message = DynamicMessage::deserialize(method.input(), &mut json).map_err(|e| {
+        GatewayError::AdminInvalid(format!(
+            "`request_json` is not a {}: {e}",
+            method.input().full_name()
+        ))
+    })?;
+    Ok(match canonical {
+        Some(key) => KeyedRequest::Canonical(key.of_message(&message)),
+        None => KeyedRequest::Bytes(message.encode_to_vec()),
+    })
 }
 
 #[tonic::async_trait]

@@ -156,6 +156,11 @@ impl Proxy {
         self.plans.load()
     }
 
+    /// The backends' method descriptors.
+    pub fn schema(&self) -> &Arc<LiveSchema> {
+        &self.schema
+    }
+
     /// Where the backends' descriptors come from.
     pub fn descriptors(&self) -> &DescriptorsConfig {
         &self.options.descriptors

@@ -68,11 +68,6 @@ impl CanonicalKey {
         })
     }
 
-    /// The request type.
-    pub fn input(&self) -> &MessageDescriptor {
-        &self.input
-    }
-
     /// The canonical form of an encoded request.
     pub fn of_bytes(&self, request: &[u8]) -> Result<Vec<u8>, NotDecodable> {
         let message =

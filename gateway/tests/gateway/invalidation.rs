@@ -175,6 +175,7 @@ async fn invalidating_one_entry_reaches_every_replica_and_spares_the_others() {
             name: "X-Tenant-Id".into(),
             value: "t1".into(),
         }],
+        ..Default::default()
     };
     admin(&gateways[0])
         .await
@@ -258,5 +259,116 @@ async fn only_the_token_holder_may_invalidate() {
         .await
         .expect_err("disabled");
     assert_eq!(status.code(), tonic::Code::PermissionDenied);
+    gateway.stop().await;
+}
+
+/// An operator names the entry as JSON — decoded with the method's descriptor, then keyed as calls are: by its
+/// canonical form on a route with key rules, by its encoding on one without.
+#[tokio::test]
+async fn an_entry_can_be_named_by_its_request_as_json() {
+    use crate::support::backend::Reflection;
+    use crate::support::pb::{Filter, SearchRequest};
+    let backend = TestBackend::start_reflecting(Reflection::V1AndV1alpha).await;
+    let yaml = format!(
+        r#"
+listen: 127.0.0.1:0
+admin: {{ listen: 127.0.0.1:0, token: {TOKEN} }}
+backends:
+  lookup: {{ endpoints: ["{}"], timeout: 5s }}
+routes:
+  - match: /testing.v1.Lookup/Search
+    backend: lookup
+    cache: {{ ttl: 60s, ignore_fields: [request_id] }}
+  - match: /testing.v1.Lookup/Get
+    backend: lookup
+    cache: {{ ttl: 60s }}
+  - match: /other.v1.Thing/Get
+    backend: lookup
+    cache: {{ ttl: 60s }}
+"#,
+        backend.url()
+    );
+    let gateway = TestGateway::start(&yaml).await;
+    crate::method_kinds::wait_for_descriptors(&gateway, "reflection").await;
+    let mut client = gateway.client().await;
+    let search = |request_id: &str| SearchRequest {
+        query: "q".into(),
+        request_id: request_id.into(),
+        filter: Some(Filter {
+            tenant_id: "t".into(),
+            trace: String::new(),
+        }),
+        ..Default::default()
+    };
+    let cache_of = |response: &tonic::Response<crate::support::pb::GetReply>| {
+        crate::metadata(response.metadata(), "x-strata-cache")
+    };
+    assert_eq!(
+        cache_of(&client.search(search("r1")).await.expect("search")),
+        "miss"
+    );
+    assert_eq!(
+        cache_of(&client.search(search("r2")).await.expect("search")),
+        "l1"
+    );
+    assert_eq!(
+        get(&mut client, key("a"), None).await.expect("get").cache,
+        "miss"
+    );
+
+    let by_json = |method: &str, json: &str| {
+        Target::Entry(EntryTarget {
+            method: method.into(),
+            request_json: json.into(),
+            ..Default::default()
+        })
+    };
+    let mut admin = admin(&gateway).await;
+    // Field order, JSON names, and an ignored field do not matter: the canonical form does.
+    let json = r#"{"filter": {"tenantId": "t"}, "requestId": "whatever", "query": "q"}"#;
+    admin
+        .invalidate(with_token(
+            by_json("/testing.v1.Lookup/Search", json),
+            Some(TOKEN),
+        ))
+        .await
+        .expect("invalidated by JSON");
+    assert_eq!(
+        cache_of(&client.search(search("r3")).await.expect("search")),
+        "miss"
+    );
+    admin
+        .invalidate(with_token(
+            by_json("/testing.v1.Lookup/Get", r#"{"key": "a"}"#),
+            Some(TOKEN),
+        ))
+        .await
+        .expect("invalidated by JSON");
+    assert_eq!(
+        get(&mut client, key("a"), None).await.expect("get").cache,
+        "miss"
+    );
+
+    let refused = admin
+        .invalidate(with_token(
+            by_json("/testing.v1.Lookup/Search", r#"{"nope": 1}"#),
+            Some(TOKEN),
+        ))
+        .await
+        .expect_err("not a SearchRequest");
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    assert!(
+        refused.message().contains("testing.v1.SearchRequest"),
+        "{}",
+        refused.message()
+    );
+    let refused = admin
+        .invalidate(with_token(
+            by_json("/other.v1.Thing/Get", r#"{"id": 1}"#),
+            Some(TOKEN),
+        ))
+        .await
+        .expect_err("no descriptor");
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
     gateway.stop().await;
 }
