@@ -167,7 +167,7 @@ impl Backend {
             }
         }
         let started = tokio::time::Instant::now();
-        let result = self.call_endpoint(request).await;
+        let result = self.call_endpoint(request, Purpose::Client).await;
         if let Some(seconds) = &self.call_seconds {
             let histogram = match &result {
                 Ok(_) => &seconds.ok,
@@ -179,11 +179,32 @@ impl Backend {
         result
     }
 
+    /// Sends one of the gateway's own calls (reflection) to an available endpoint under `deadline`. It takes no
+    /// slot of `max_concurrent_requests`, is not in the call metrics, and counts neither for nor against an endpoint:
+    /// clients' calls are treated as if it had not been made.
+    pub async fn call_for_gateway(
+        &self,
+        mut request: http::Request<Body>,
+        deadline: Deadline,
+    ) -> Result<http::Response<Body>, GatewayError> {
+        if let Some(left) = deadline.remaining() {
+            if let Ok(value) = http::HeaderValue::from_str(&timeout::format(left)) {
+                request.headers_mut().insert(timeout::HEADER, value);
+            }
+            request.extensions_mut().insert(deadline);
+        }
+        self.call_endpoint(request, Purpose::Gateway).await
+    }
+
     async fn call_endpoint(
         &self,
         mut request: http::Request<Body>,
+        purpose: Purpose,
     ) -> Result<http::Response<Body>, GatewayError> {
-        let _admitted = self.admit()?;
+        let _admitted = match purpose {
+            Purpose::Client => Some(self.admit()?),
+            Purpose::Gateway => None,
+        };
         let endpoint = self.balancer.pick(&self.pool.current()).ok_or_else(|| {
             GatewayError::BackendUnavailable {
                 backend: self.name.clone(),
@@ -204,6 +225,7 @@ impl Backend {
             .instrument(span)
             .await;
         match &result {
+            _ if purpose == Purpose::Gateway => {}
             Ok(response) if !is_endpoint_failure(response) => endpoint.record_success(),
             Err(err) if is_timeout(err.as_ref()) => {}
             _ => self.record_failure(&endpoint),
@@ -214,6 +236,13 @@ impl Backend {
                 // passed.
                 GatewayError::BackendDeadline {
                     backend: self.name.clone(),
+                }
+            } else if purpose == Purpose::Gateway {
+                // Its caller says what failed, once.
+                tracing::debug!(backend = %self.name, endpoint = %endpoint.url, error = %error_chain(err.as_ref()), "the gateway's own call failed");
+                GatewayError::BackendUnavailable {
+                    backend: self.name.clone(),
+                    reason: reason_for_client(err.as_ref()),
                 }
             } else {
                 tracing::warn!(
@@ -329,4 +358,13 @@ fn error_chain(err: &dyn std::error::Error) -> String {
         source = s.source();
     }
     text
+}
+
+/// Whose call a backend call is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Purpose {
+    /// A client's: admitted against the limits, counted, and judging the endpoint.
+    Client,
+    /// The gateway's own (reflection): none of that.
+    Gateway,
 }

@@ -7,6 +7,7 @@ pub mod compression;
 pub mod deadline;
 pub mod frame;
 pub mod message_body;
+pub mod message_count;
 pub mod timeout;
 
 /// Response metadata saying which level answered: `l1`, `l2`, `miss`, `coalesced`, `stale`, `bypass`.

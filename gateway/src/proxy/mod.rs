@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use tonic::body::Body;
 
 use self::cache_key::Codec;
-use crate::config::{ApplyTo, DescriptorsConfig};
+use crate::config::{ApplyTo, DescriptorsConfig, Matcher};
 use crate::error::GatewayError;
 use crate::grpc::CacheResult;
 use crate::grpc::deadline::Deadline;
@@ -86,7 +86,7 @@ pub struct Proxy {
     stats: Arc<ProxyStats>,
     metrics: Arc<Metrics>,
     /// Methods without a descriptor that a backend answered with a stream.
-    streams_seen: StreamsSeen,
+    streams_seen: Arc<StreamsSeen>,
     /// The methods' descriptors.
     schema: Arc<LiveSchema>,
     /// What the cached path does with each method that has a descriptor (rebuilt when the schema changes).
@@ -108,7 +108,7 @@ impl Proxy {
             options,
             stats: long_lived.stats.clone(),
             metrics: long_lived.metrics.clone(),
-            streams_seen: StreamsSeen::default(),
+            streams_seen: Arc::default(),
             plans: ArcSwap::from_pointee(Plans::default()),
             schema: long_lived.schema.clone(),
         }
@@ -289,6 +289,10 @@ impl Proxy {
             // No descriptor: a `from_proto` route caches only what a descriptor declares.
             (Some(rule), None) if rule.config.from_proto => None,
             (Some(_), None) if self.streams_seen.contains(path) => None,
+            // An exact route names its method: it is unary, as the operator said (a descriptor overrides).
+            (Some(rule), None) if matches!(route.matcher(), Matcher::Exact(_)) => {
+                Some((rule.clone(), unary::Unary::Known, None))
+            }
             (Some(rule), None) => {
                 if self.options.descriptors.reflection {
                     self.schema.ask_again();

@@ -13,16 +13,18 @@ use crate::error::GatewayError;
 use crate::grpc::body::{self, Shape};
 use crate::grpc::deadline::Deadline;
 use crate::grpc::frame::{self, Message};
+use crate::grpc::message_count::OnSecondMessage;
 use crate::grpc::{CACHE_STATUS, CacheResult};
 use crate::route::rate_limit::RateLimit;
 use crate::route::{CacheRule, Route};
 use crate::schema::canonical::CanonicalKey;
 
-/// How long the end of a request (or of a backend's answer) may lag its first message, on a method the gateway has
-/// no descriptor for, before the call is taken for a stream and carried through as one. A unary client half-closes
-/// with its message (and a unary backend sends its status with its answer), so only a slow peer of a unary method is
-/// carried uncached by it; a bidirectional client waiting for its first answer waits this long once.
-pub const END_WAIT: Duration = Duration::from_millis(100);
+/// How long a request's first message, or its end after that message (or the end of a backend's answer after its
+/// first message), may take, on a method the gateway has no descriptor for, before the call is taken for a stream and
+/// carried through as one. A unary client sends its message and half-closes at once (and a unary backend sends its
+/// status with its answer), so only a peer or a gateway stalled this long carries a unary call uncached; a
+/// bidirectional client waiting for an answer before it sends waits this long, until its method is seen to stream.
+pub const END_WAIT: Duration = Duration::from_millis(500);
 
 /// What the gateway knows of a call's method when it reaches the cached path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -178,20 +180,18 @@ async fn read_request(
         Unary::Presumed => {
             let read = body::read_unary_or_stream(body, limit, END_WAIT);
             tokio::time::timeout(timeout, read).await.map(|read| {
-                read.and_then(|shape| match shape {
+                read.map(|shape| match shape {
                     Shape::Unary(body::Unary {
                         message: Some(message),
                         ..
-                    }) => Ok(Request::Unary(parts, message)),
+                    }) => Request::Unary(parts, message),
                     // No message at all is not a unary request: a client stream that sent nothing.
-                    Shape::Unary(_) => Ok(Request::Stream(http::Request::from_parts(
-                        parts,
-                        Body::empty(),
-                    ))),
-                    Shape::Stream(replay) => Ok(Request::Stream(http::Request::from_parts(
-                        parts,
-                        Body::new(replay),
-                    ))),
+                    Shape::Unary(_) => {
+                        Request::Stream(http::Request::from_parts(parts, Body::empty()))
+                    }
+                    Shape::Stream(replay) => {
+                        Request::Stream(http::Request::from_parts(parts, Body::new(replay)))
+                    }
                 })
             })
         }
@@ -217,7 +217,15 @@ async fn carry_stream(
             return refused.to_response(None);
         }
     }
-    passthrough::forward(&route.backend, request, deadline).await
+    let path = request.uri().path().to_owned();
+    let response = passthrough::forward(&route.backend, request, deadline).await;
+    // An answer of two messages or more shows the method streams: later calls are carried through at once.
+    let streams_seen = proxy.streams_seen.clone();
+    response.map(|body| {
+        Body::new(OnSecondMessage::new(body, move || {
+            streams_seen.learn(&path)
+        }))
+    })
 }
 
 /// Forwards the already-read request to the backend and relays the answer as it comes, uncached (`bypass`): counted,

@@ -192,7 +192,7 @@ impl tower::Service<http::Request<Body>> for ViaBackend {
         let backend = self.0.clone();
         Box::pin(async move {
             backend
-                .call(request, Deadline::after(REFLECTION_TIMEOUT))
+                .call_for_gateway(request, Deadline::after(REFLECTION_TIMEOUT))
                 .await
         })
     }

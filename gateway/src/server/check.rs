@@ -129,18 +129,20 @@ pub async fn describe_methods(config: &Config) -> MethodsReport {
                     .push(format!("routes[{index}].cache: {path}: {}", problem.reason));
             }
         }
-        let unknown = match &route.matcher {
+        let fate = match &route.matcher {
             Matcher::Exact(_) if !mine.is_empty() => None,
-            Matcher::Exact(path) => Some(format!("{path}: no descriptor")),
-            _ => Some("methods without a descriptor".to_owned()),
+            _ if cache.from_proto => {
+                Some("carried through (from_proto caches only what a descriptor declares)")
+            }
+            Matcher::Exact(_) => Some("cached as unary, as the route names it"),
+            _ => Some("read as unary, carried through as a stream if they stream"),
         };
-        if let Some(unknown) = unknown {
-            let fate = if cache.from_proto {
-                "carried through (from_proto caches only what a descriptor declares)"
-            } else {
-                "read as unary, carried through as a stream if they stream"
+        if let Some(fate) = fate {
+            let what = match &route.matcher {
+                Matcher::Exact(path) => format!("{path}: no descriptor"),
+                _ => "methods without a descriptor".to_owned(),
             };
-            let _ = writeln!(text, "#   {unknown}: {fate}");
+            let _ = writeln!(text, "#   {what}: {fate}");
         }
     }
     report

@@ -135,14 +135,10 @@ fn a_missing_file_is_a_clear_error() {
 /// descriptor-set file, and refuses key rules naming a field the request type does not have.
 #[test]
 fn check_reports_the_methods_and_refuses_key_fields_the_request_lacks() {
-    let dir = crate::method_kinds::tempdir();
-    let file = dir.join("lookup.binpb");
-    std::fs::write(&file, crate::support::TESTING_V1_DESCRIPTORS)
-        .expect("write the descriptor set");
+    let descriptors = crate::support::descriptors_from_file();
     let config = |cache: &str| {
         format!(
-            "descriptors: {{ reflection: false, files: [\"{}\"] }}\nbackends:\n  lookup: {{ endpoints: [\"http://127.0.0.1:1\"] }}\nroutes:\n  - match: /testing.v1.Lookup/*\n    backend: lookup\n    cache: {{ {cache} }}\n",
-            file.display()
+            "{descriptors}\nbackends:\n  lookup: {{ endpoints: [\"http://127.0.0.1:1\"] }}\nroutes:\n  - match: /testing.v1.Lookup/*\n    backend: lookup\n    cache: {{ {cache} }}\n"
         )
     };
     let out = strata(&["check"], &[], &config("from_proto: true"));
@@ -176,5 +172,4 @@ fn check_reports_the_methods_and_refuses_key_fields_the_request_lacks() {
         stderr.contains("routes[0].cache: /testing.v1.Lookup/Get: `query`: testing.v1.GetRequest has no field `query`"),
         "{stderr}"
     );
-    let _ = std::fs::remove_dir_all(dir);
 }

@@ -29,7 +29,8 @@ enum Misbehaviour {
     ZstdUnasked,
 }
 
-/// An HTTP/2 server answering every call with `misbehaviour`; counts the calls.
+/// An HTTP/2 server answering every call with `misbehaviour`; counts the calls of the test service (not the gateway's
+/// reflection, which it answers as brokenly).
 async fn broken_backend(misbehaviour: Misbehaviour) -> (String, Arc<AtomicU64>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -44,7 +45,9 @@ async fn broken_backend(misbehaviour: Misbehaviour) -> (String, Arc<AtomicU64>) 
             };
             let calls = counted.clone();
             let service = hyper::service::service_fn(move |request: http::Request<Incoming>| {
-                calls.fetch_add(1, Ordering::SeqCst);
+                if request.uri().path().starts_with("/testing.v1.") {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                }
                 async move {
                     let _ = request.into_body().collect().await;
                     let message = Bytes::from(raw::framed(&key("from-a-broken-backend")));
@@ -139,7 +142,9 @@ async fn broken_answers_fail_cleanly_and_are_never_cached() {
         Misbehaviour::ZstdUnasked,
     ] {
         let (url, calls) = broken_backend(misbehaviour).await;
-        let gateway = TestGateway::start(&config(&url, "", "")).await;
+        // With a descriptor, `Get` is known to be unary: a second message is a broken answer, not a stream.
+        let descriptors = crate::support::descriptors_from_file();
+        let gateway = TestGateway::start(&config(&url, "", &descriptors)).await;
         let body = raw::framed(&key("k"));
         for attempt in 1..=2 {
             let answer = raw::call(gateway.addr, "/testing.v1.Lookup/Get", &[], body.clone()).await;
@@ -159,4 +164,23 @@ async fn broken_answers_fail_cleanly_and_are_never_cached() {
         }
         gateway.stop().await;
     }
+}
+
+/// Without a descriptor, under a cached wildcard route, a second answer message means the method streams: both are
+/// relayed as they came, status and all, and nothing is cached.
+#[tokio::test]
+async fn without_a_descriptor_a_second_answer_message_is_relayed_as_a_stream() {
+    let (url, calls) = broken_backend(Misbehaviour::TwoMessages).await;
+    let yaml = crate::method_kinds::wildcard_config(&url, "descriptors: { reflection: false }");
+    let gateway = TestGateway::start(&yaml).await;
+    let body = raw::framed(&key("k"));
+    for attempt in 1..=2 {
+        let answer = raw::call(gateway.addr, "/testing.v1.Lookup/Get", &[], body.clone()).await;
+        assert_eq!(answer.grpc_status, "0");
+        assert_eq!(answer.cache, "<none>", "carried through, not looked up");
+        let one = raw::framed(&key("from-a-broken-backend"));
+        assert_eq!(answer.message.len() + 5, 2 * one.len(), "both messages");
+        assert_eq!(calls.load(Ordering::SeqCst), attempt);
+    }
+    gateway.stop().await;
 }

@@ -3,7 +3,7 @@
 
 use std::sync::atomic::Ordering;
 
-use crate::method_kinds::{tempdir, wait_for_descriptors};
+use crate::method_kinds::wait_for_descriptors;
 use crate::support::backend::{Reflection, TestBackend};
 use crate::support::gateway::TestGateway;
 use crate::support::pb::{Filter, SearchRequest};
@@ -152,14 +152,7 @@ async fn ignored_fields_and_key_fields_choose_what_makes_the_key() {
 #[tokio::test]
 async fn a_from_proto_route_caches_what_the_proto_declares() {
     // tonic's reflection re-encodes descriptors and drops custom options: the option comes from a descriptor file.
-    let dir = tempdir();
-    let file = dir.join("lookup.binpb");
-    std::fs::write(&file, crate::support::TESTING_V1_DESCRIPTORS)
-        .expect("write the descriptor set");
-    let descriptors = format!(
-        "descriptors: {{ reflection: false, files: [\"{}\"] }}",
-        file.display()
-    );
+    let descriptors = crate::support::descriptors_from_file();
     let backend = TestBackend::start().await;
 
     let without_ttl =
@@ -196,5 +189,4 @@ async fn a_from_proto_route_caches_what_the_proto_declares() {
     assert_eq!(search_cache(&gateway, search("q", "r2", "u")).await, "l1");
     assert_eq!(backend.seen.peek.load(Ordering::SeqCst), 2);
     gateway.stop().await;
-    let _ = std::fs::remove_dir_all(dir);
 }
