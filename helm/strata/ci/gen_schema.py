@@ -26,6 +26,8 @@ CODES = [
     "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED",
 ]
 METADATA_NAME = {"type": "string", "pattern": r"^[A-Za-z0-9_.-]+$"}
+FIELD_PATH = {"type": "string", "pattern": r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$",
+              "description": "a request field, by name (dotted into nested messages: filter.tenant_id)"}
 
 
 def obj(properties, required=(), description=None):
@@ -120,7 +122,12 @@ ROUTE = obj({
         "max_entry_bytes": SIZE,
         "vary": array(METADATA_NAME),
         "shared": BOOL,
-    }, required=["ttl"]),
+        "key_fields": array(FIELD_PATH),
+        "ignore_fields": array(FIELD_PATH),
+        "canonical": BOOL,
+        "keep_unknown_fields": BOOL,
+        "from_proto": BOOL,
+    }) | {"anyOf": [{"required": ["ttl"]}, {"required": ["from_proto"], "properties": {"from_proto": {"const": True}}}]},
     "retry": RETRY,
     "rate_limit": obj({
         "rps": integer(1),
@@ -161,6 +168,7 @@ CONFIG = obj({
         "private_metadata": array(METADATA_NAME),
         "flight_wait": DURATION,
     }),
+    "descriptors": obj({"reflection": BOOL, "files": array(string()), "refresh": DURATION}),
     "backends": {"type": "object", "minProperties": 1, "additionalProperties": BACKEND},
     "routes": array(ROUTE, minItems=1),
 }, required=["backends", "routes"], description="The gateway config, 1:1 (docs/CONFIG.md).")
