@@ -168,7 +168,10 @@ async fn worker(
             Keys::Uniform(n) => format!("item-{}", rng.random_range(0..(*n).max(1))),
             Keys::Unique(next) => format!("item-{}", next.fetch_add(1, Ordering::Relaxed)),
         };
-        let mut request = tonic::Request::new(GetItemRequest { id });
+        let mut request = tonic::Request::new(GetItemRequest {
+            id,
+            ..Default::default()
+        });
         request.set_timeout(spec.timeout);
         let sent = Instant::now();
         let result = client.get_item(request).await;

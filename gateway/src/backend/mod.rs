@@ -156,16 +156,7 @@ impl Backend {
         mut request: http::Request<Body>,
         deadline: Deadline,
     ) -> Result<http::Response<Body>, GatewayError> {
-        if let Some(left) = deadline.remaining() {
-            if let Ok(value) = http::HeaderValue::from_str(&timeout::format(left)) {
-                request.headers_mut().insert(timeout::HEADER, value);
-            }
-            // The client's deadline is in the extensions already (the deadline layer put it there); one the
-            // gateway set replaces it.
-            if request.extensions().get::<Deadline>().map(Deadline::at) != Some(deadline.at()) {
-                request.extensions_mut().insert(deadline);
-            }
-        }
+        tell_deadline(&mut request, deadline);
         let started = tokio::time::Instant::now();
         let result = self.call_endpoint(request, Purpose::Client).await;
         if let Some(seconds) = &self.call_seconds {
@@ -187,12 +178,7 @@ impl Backend {
         mut request: http::Request<Body>,
         deadline: Deadline,
     ) -> Result<http::Response<Body>, GatewayError> {
-        if let Some(left) = deadline.remaining() {
-            if let Ok(value) = http::HeaderValue::from_str(&timeout::format(left)) {
-                request.headers_mut().insert(timeout::HEADER, value);
-            }
-            request.extensions_mut().insert(deadline);
-        }
+        tell_deadline(&mut request, deadline);
         self.call_endpoint(request, Purpose::Gateway).await
     }
 
@@ -358,6 +344,22 @@ fn error_chain(err: &dyn std::error::Error) -> String {
         source = s.source();
     }
     text
+}
+
+/// Tells the backend the time left before `deadline` (`grpc-timeout`), and puts the deadline in the request's
+/// extensions, where the connection enforces it.
+fn tell_deadline(request: &mut http::Request<Body>, deadline: Deadline) {
+    let Some(left) = deadline.remaining() else {
+        return;
+    };
+    if let Ok(value) = http::HeaderValue::from_str(&timeout::format(left)) {
+        request.headers_mut().insert(timeout::HEADER, value);
+    }
+    // The client's deadline is in the extensions already (the deadline layer put it there); one the gateway set
+    // replaces it.
+    if request.extensions().get::<Deadline>().map(Deadline::at) != Some(deadline.at()) {
+        request.extensions_mut().insert(deadline);
+    }
 }
 
 /// Whose call a backend call is.

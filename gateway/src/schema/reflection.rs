@@ -137,34 +137,28 @@ macro_rules! conversation {
             };
             let mut files = HashMap::new();
             let mut asked = HashSet::new();
-            let mut wanted = Vec::new();
-            for symbol in services.into_iter().map(|s| s.name) {
-                let request = MessageRequest::FileContainingSymbol(symbol.clone());
+            // Every service's file, then every import not sent along. A service the server lists but cannot
+            // describe is left out (the others still count); an import it cannot send is an error.
+            let mut wanted: Vec<MessageRequest> = services
+                .into_iter()
+                .map(|s| MessageRequest::FileContainingSymbol(s.name))
+                .collect();
+            let mut imports = Vec::new();
+            while let Some(request) = wanted.pop().or_else(|| imports.pop().map(MessageRequest::FileByFilename)) {
+                let import = matches!(request, MessageRequest::FileByFilename(_));
+                let what = format!("{request:?}");
                 outbox.send(ask(request)).await.map_err(|_| {
                     ReflectionError::Answer("nothing: the conversation closed".into())
                 })?;
                 match next().await? {
                     Some(MessageResponse::FileDescriptorResponse(found)) => {
-                        take_files(found.file_descriptor_proto, &mut files, &mut wanted, &mut asked)?;
+                        take_files(found.file_descriptor_proto, &mut files, &mut imports, &mut asked)?;
                     }
-                    // A service the server lists but cannot describe: the others still count.
-                    Some(MessageResponse::ErrorResponse(_)) => {}
-                    _ => return Err(ReflectionError::Answer(format!("something other than the file of {symbol}"))),
-                }
-            }
-            while let Some(file) = wanted.pop() {
-                let request = MessageRequest::FileByFilename(file.clone());
-                outbox.send(ask(request)).await.map_err(|_| {
-                    ReflectionError::Answer("nothing: the conversation closed".into())
-                })?;
-                match next().await? {
-                    Some(MessageResponse::FileDescriptorResponse(found)) => {
-                        take_files(found.file_descriptor_proto, &mut files, &mut wanted, &mut asked)?;
-                    }
+                    Some(MessageResponse::ErrorResponse(_)) if !import => {}
                     Some(MessageResponse::ErrorResponse(e)) => {
-                        return Err(ReflectionError::Answer(format!("no file {file}: {}", e.error_message)));
+                        return Err(ReflectionError::Answer(format!("no file for {what}: {}", e.error_message)));
                     }
-                    _ => return Err(ReflectionError::Answer(format!("something other than file {file}"))),
+                    _ => return Err(ReflectionError::Answer(format!("something other than files for {what}"))),
                 }
             }
             Ok(files.into_values().collect())

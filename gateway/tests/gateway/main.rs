@@ -82,3 +82,25 @@ pub fn key(key: &str) -> GetRequest {
         ..Default::default()
     }
 }
+
+/// A bidirectional `Chat` of three requests, truly interleaved: each reply is produced only after its request went
+/// through, so a gateway that waited for the whole request stream would hang here.
+pub async fn chat_interleaved(client: &mut LookupClient<Channel>) {
+    let (tx, rx) = tokio::sync::mpsc::channel::<GetRequest>(1);
+    let mut replies = client
+        .chat(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .expect("chat")
+        .into_inner();
+    for (i, name) in ["x", "y", "z"].into_iter().enumerate() {
+        tx.send(key(name)).await.expect("send");
+        let reply = replies
+            .message()
+            .await
+            .expect("ok")
+            .expect("a reply per request");
+        assert_eq!((reply.key.as_str(), reply.serial), (name, i as u64 + 1));
+    }
+    drop(tx);
+    assert!(replies.message().await.expect("clean end").is_none());
+}

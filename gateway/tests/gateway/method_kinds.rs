@@ -71,24 +71,7 @@ pub async fn all_four_kinds_work(
             .into_inner();
         assert_eq!(reply.key, "");
 
-        // Bidi, truly interleaved: each answer comes only after its request went through.
-        let (tx, rx) = tokio::sync::mpsc::channel::<GetRequest>(1);
-        let mut replies = client
-            .chat(tokio_stream::wrappers::ReceiverStream::new(rx))
-            .await
-            .expect("chat")
-            .into_inner();
-        for (i, name) in ["x", "y", "z"].into_iter().enumerate() {
-            tx.send(key(name)).await.expect("send");
-            let reply = replies
-                .message()
-                .await
-                .expect("ok")
-                .expect("a reply per request");
-            assert_eq!((reply.key.as_str(), reply.serial), (name, i as u64 + 1));
-        }
-        drop(tx);
-        assert!(replies.message().await.expect("clean end").is_none());
+        crate::chat_interleaved(client).await;
     }
     let seen = &backend.seen;
     assert_eq!(
@@ -141,33 +124,31 @@ pub async fn wait_for_descriptors(gateway: &TestGateway, source: &str) {
     assert!(learned, "descriptors from {source} within 20 s");
 }
 
-#[tokio::test]
-async fn with_descriptors_by_reflection_streaming_methods_are_carried_and_unary_ones_cached() {
-    let backend = TestBackend::start_reflecting(Reflection::V1AndV1alpha).await;
-    let gateway = TestGateway::start(&wildcard_config(&backend.url(), "")).await;
-    wait_for_descriptors(&gateway, "reflection").await;
+/// Every kind of method through a cached wildcard route, with the descriptors from `source` (`reflection` of the
+/// backend, or `files`, given by the `descriptors` block).
+async fn all_four_kinds_with_descriptors(backend: TestBackend, descriptors: &str, source: &str) {
+    let gateway = TestGateway::start(&wildcard_config(&backend.url(), descriptors)).await;
+    wait_for_descriptors(&gateway, source).await;
     let mut client = gateway.client().await;
     all_four_kinds_work(&backend, &mut client, true).await;
     gateway.stop().await;
 }
 
 #[tokio::test]
+async fn with_descriptors_by_reflection_streaming_methods_are_carried_and_unary_ones_cached() {
+    let backend = TestBackend::start_reflecting(Reflection::V1AndV1alpha).await;
+    all_four_kinds_with_descriptors(backend, "", "reflection").await;
+}
+
+#[tokio::test]
 async fn reflection_falls_back_to_v1alpha() {
     let backend = TestBackend::start_reflecting(Reflection::V1alphaOnly).await;
-    let gateway = TestGateway::start(&wildcard_config(&backend.url(), "")).await;
-    wait_for_descriptors(&gateway, "reflection").await;
-    let mut client = gateway.client().await;
-    all_four_kinds_work(&backend, &mut client, true).await;
-    gateway.stop().await;
+    all_four_kinds_with_descriptors(backend, "", "reflection").await;
 }
 
 #[tokio::test]
 async fn a_descriptor_set_file_describes_a_backend_without_reflection() {
     let backend = TestBackend::start().await;
     let descriptors = crate::support::descriptors_from_file();
-    let gateway = TestGateway::start(&wildcard_config(&backend.url(), &descriptors)).await;
-    wait_for_descriptors(&gateway, "files").await;
-    let mut client = gateway.client().await;
-    all_four_kinds_work(&backend, &mut client, true).await;
-    gateway.stop().await;
+    all_four_kinds_with_descriptors(backend, &descriptors, "files").await;
 }

@@ -1,7 +1,6 @@
 //! Everything not cached goes through untouched: streaming in every direction, metadata, trailers, status.
 
 use crate::support::gateway::{config_for, start};
-use crate::support::pb::GetRequest;
 use crate::{key, metadata};
 
 #[tokio::test]
@@ -60,23 +59,6 @@ async fn client_streaming_and_bidi_pass_through() {
     let reply = client.collect(uploads).await.expect("collect").into_inner();
     assert_eq!(reply.key, "a,b,c");
 
-    // Bidi: each reply is produced only after its request went through, so this is truly interleaved.
-    let (tx, rx) = tokio::sync::mpsc::channel::<GetRequest>(1);
-    let mut replies = client
-        .chat(tokio_stream::wrappers::ReceiverStream::new(rx))
-        .await
-        .expect("chat")
-        .into_inner();
-    for (i, name) in ["x", "y", "z"].into_iter().enumerate() {
-        tx.send(key(name)).await.expect("send");
-        let reply = replies
-            .message()
-            .await
-            .expect("ok")
-            .expect("a reply per request");
-        assert_eq!((reply.key.as_str(), reply.serial), (name, i as u64 + 1));
-    }
-    drop(tx);
-    assert!(replies.message().await.expect("clean end").is_none());
+    crate::chat_interleaved(&mut client).await;
     gateway.stop().await;
 }

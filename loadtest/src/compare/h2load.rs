@@ -33,7 +33,11 @@ pub fn installed() -> bool {
 
 /// Writes the framed `GetItem` request for `id` (what h2load sends) into `dir`.
 pub fn request_file(dir: &Path, id: &str) -> anyhow::Result<PathBuf> {
-    let message = strata_proto::demo::v1::GetItemRequest { id: id.to_owned() }.encode_to_vec();
+    let message = strata_proto::demo::v1::GetItemRequest {
+        id: id.to_owned(),
+        ..Default::default()
+    }
+    .encode_to_vec();
     let mut framed = BytesMut::with_capacity(5 + message.len());
     framed.put_u8(0);
     framed.put_u32(u32::try_from(message.len())?);
