@@ -280,7 +280,12 @@ impl Proxy {
         let plans = self.plans.load();
         // The rule the call is looked up under, what is known of its method, and how its key is built; `None`:
         // carried through untouched.
-        let lookup = match (&route.cache, plans.get(path)) {
+        let plan = plans.get(path);
+        if route.cache.is_some() && plan.is_none() && self.options.descriptors.reflection {
+            // A cached route's method without a descriptor: the backends are asked again soon (at most every 10 s).
+            self.schema.ask_again();
+        }
+        let lookup = match (&route.cache, plan) {
             (None, _) => None,
             (Some(_), Some(plan)) => plan
                 .rule
@@ -293,12 +298,7 @@ impl Proxy {
             (Some(rule), None) if matches!(route.matcher(), Matcher::Exact(_)) => {
                 Some((rule.clone(), unary::Unary::Known, None))
             }
-            (Some(rule), None) => {
-                if self.options.descriptors.reflection {
-                    self.schema.ask_again();
-                }
-                Some((rule.clone(), unary::Unary::Presumed, None))
-            }
+            (Some(rule), None) => Some((rule.clone(), unary::Unary::Presumed, None)),
         };
         drop(plans);
         let cached = lookup.and_then(|lookup| Some((lookup, cacheable_codec(&request)?)));
