@@ -152,3 +152,20 @@ async fn a_descriptor_set_file_describes_a_backend_without_reflection() {
     let descriptors = crate::support::descriptors_from_file();
     all_four_kinds_with_descriptors(backend, &descriptors, "files").await;
 }
+
+/// A reload asks the backends for their descriptors at once: with `descriptors.refresh` at an hour, only the reload
+/// can have the gateway learn the new backend's methods within the test's wait.
+#[tokio::test]
+async fn a_reload_asks_the_backends_for_their_descriptors_at_once() {
+    let silent = TestBackend::start().await;
+    let reflecting = TestBackend::start_reflecting(Reflection::V1AndV1alpha).await;
+    let refresh = "descriptors: { refresh: 1h }";
+    let dir = crate::support::certs::PemDir::new("descriptors-reload");
+    let path = dir.write("strata.yaml", &wildcard_config(&silent.url(), refresh));
+    let gateway = TestGateway::start_watching(&path).await;
+    dir.write("strata.yaml", &wildcard_config(&reflecting.url(), refresh));
+    wait_for_descriptors(&gateway, "reflection").await;
+    let mut client = gateway.client().await;
+    all_four_kinds_work(&reflecting, &mut client, true).await;
+    gateway.stop().await;
+}
