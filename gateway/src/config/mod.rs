@@ -418,6 +418,8 @@ pub struct ExplicitValues {
     pub stale_while_revalidate: bool,
     /// `stale_if_error`.
     pub stale_if_error: bool,
+    /// `max_ttl`.
+    pub max_ttl: bool,
     /// `vary`.
     pub vary: bool,
     /// `key_fields` or `ignore_fields`.

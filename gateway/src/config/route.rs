@@ -149,6 +149,7 @@ fn route_cache(e: &mut Errors, path: &str, c: RawRouteCache) -> RouteCacheConfig
         negative_ttl: c.negative_ttl.is_some(),
         stale_while_revalidate: c.stale_while_revalidate.is_some(),
         stale_if_error: c.stale_if_error.is_some(),
+        max_ttl: c.max_ttl.is_some(),
         vary: !c.vary.is_empty(),
         key_fields: !c.key_fields.is_empty() || !c.ignore_fields.is_empty(),
     };

@@ -151,9 +151,10 @@ impl Proxy {
         self.plans.store(Arc::new(plans));
     }
 
-    /// What the cached path does with each method that has a descriptor.
-    pub fn plans(&self) -> arc_swap::Guard<Arc<Plans>> {
-        self.plans.load()
+    /// What the cached path does with each method that has a descriptor (an `Arc`: callers may hold it across an
+    /// await).
+    pub fn plans(&self) -> Arc<Plans> {
+        self.plans.load_full()
     }
 
     /// The backends' method descriptors.

@@ -11,8 +11,8 @@ use arc_swap::ArcSwap;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::reflection::{self, ReflectionError};
-use super::{MethodIndex, Schema, index_files, pool_of};
+use super::reflection;
+use super::{MethodIndex, Schema, index_files};
 use crate::backend::Backend;
 use crate::config::DescriptorsConfig;
 use crate::metrics::{DescriptorLabels, DescriptorMethods};
@@ -56,8 +56,8 @@ pub trait Running: Send {
     fn changed(&self, schema: &Arc<Schema>);
 }
 
-/// Keeps `live` current until the task is dropped. Each round reads the files (again only when the list changed)
-/// and asks every backend's reflection; a backend that fails keeps what it described last time, and one that serves
+/// Keeps `live` current until the task is dropped. Each round reads the files (again after a reload, or when the
+/// list changed) and asks every backend's reflection; a backend that fails keeps what it described last time, and one that serves
 /// no reflection is asked again only on the periodic round.
 pub async fn refresh_forever(
     live: Arc<LiveSchema>,
@@ -67,9 +67,11 @@ pub async fn refresh_forever(
     let mut files: Option<(Vec<PathBuf>, MethodIndex)> = None;
     let mut without_reflection: HashSet<String> = HashSet::new();
     let mut woken_early = false;
+    // A reload reads the files again (an operator may have replaced one in place); other rounds only a changed list.
+    let mut reloaded = true;
     loop {
         let (config, backends) = running.now();
-        if files.as_ref().map(|(paths, _)| paths) != Some(&config.files) {
+        if reloaded || files.as_ref().map(|(paths, _)| paths) != Some(&config.files) {
             let index = index_files(&config.files).unwrap_or_else(|err| {
                 tracing::error!(
                     field = "descriptors.files",
@@ -95,7 +97,7 @@ pub async fn refresh_forever(
                     }
                     continue;
                 }
-                match ask(backend).await {
+                match reflection::methods_of(backend).await {
                     Ok((version, index)) => {
                         without_reflection.remove(&name);
                         let changed = previous
@@ -147,22 +149,12 @@ pub async fn refresh_forever(
 
         let round_ended = Instant::now();
         tokio::select! {
-            () = tokio::time::sleep(config.refresh) => woken_early = false,
-            () = live.reloaded.notified() => woken_early = false,
+            () = tokio::time::sleep(config.refresh) => (woken_early, reloaded) = (false, false),
+            () = live.reloaded.notified() => (woken_early, reloaded) = (false, true),
             () = live.wake.notified() => {
                 tokio::time::sleep_until(round_ended + MIN_GAP).await;
-                woken_early = true;
+                (woken_early, reloaded) = (true, false);
             }
         }
     }
-}
-
-/// One backend's methods by reflection, and the protocol version that gave them.
-async fn ask(backend: Arc<Backend>) -> Result<(&'static str, MethodIndex), String> {
-    let reflected = reflection::ask(backend)
-        .await
-        .map_err(|e: ReflectionError| e.to_string())?;
-    let pool =
-        pool_of(reflected.files).map_err(|e| format!("its descriptors do not resolve: {e}"))?;
-    Ok((reflected.version, MethodIndex::of_pool(&pool)))
 }

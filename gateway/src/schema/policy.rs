@@ -114,8 +114,11 @@ fn merge_option(
     if merged.ttl.is_zero() {
         return Err("no `ttl` (set it in the option, or on the route)".into());
     }
-    // The cap on what a backend's cache-control may ask for is at least the method's own lifetime.
-    merged.max_ttl = merged.max_ttl.max(merged.ttl);
+    // Unless the route sets it, the cap on what a backend's cache-control may ask for is the method's own lifetime,
+    // as `max_ttl` defaults to `ttl` on any route.
+    if !route.explicit.max_ttl {
+        merged.max_ttl = merged.ttl;
+    }
     if !route.explicit.vary && !option.vary.is_empty() {
         merged.vary = Vec::with_capacity(option.vary.len());
         for name in &option.vary {

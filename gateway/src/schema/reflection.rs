@@ -11,6 +11,7 @@ use std::time::Duration;
 use prost_reflect::prost_types::FileDescriptorProto;
 use tonic::body::Body;
 
+use super::{MethodIndex, pool_of};
 use crate::backend::Backend;
 use crate::error::GatewayError;
 use crate::grpc::deadline::Deadline;
@@ -65,6 +66,14 @@ pub async fn ask(backend: Arc<Backend>) -> Result<Reflected, ReflectionError> {
     tokio::time::timeout(REFLECTION_TIMEOUT, conversation)
         .await
         .unwrap_or(Err(ReflectionError::Timeout))
+}
+
+/// `backend`'s methods by reflection, and the protocol version that gave them; an error says why there are none.
+pub async fn methods_of(backend: Arc<Backend>) -> Result<(&'static str, MethodIndex), String> {
+    let reflected = ask(backend).await.map_err(|e| e.to_string())?;
+    let pool =
+        pool_of(reflected.files).map_err(|e| format!("its descriptors do not resolve: {e}"))?;
+    Ok((reflected.version, MethodIndex::of_pool(&pool)))
 }
 
 fn status_error(status: tonic::Status) -> ReflectionError {

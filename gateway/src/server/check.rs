@@ -12,7 +12,7 @@ use crate::config::{Config, Matcher, RouteCacheConfig, units};
 use crate::proxy::plan::{MethodPlan, Plans, RouteView};
 use crate::route::CacheRule;
 use crate::schema::reflection;
-use crate::schema::{MethodIndex, Schema, index_files, pool_of};
+use crate::schema::{MethodIndex, Schema, index_files};
 
 /// How long `strata check` waits for all the backends' reflection together.
 const ASK_WITHIN: Duration = Duration::from_secs(3);
@@ -45,15 +45,9 @@ pub async fn describe_methods(config: &Config) -> MethodsReport {
         let asked = config.backends.iter().map(|(name, backend)| async move {
             let answer = match Backend::start(name, backend, &Resolver::System, None) {
                 Err(err) => Err(err.to_string()),
-                Ok(backend) => {
-                    match tokio::time::timeout(ASK_WITHIN, reflection::ask(backend)).await {
-                        Err(_) => Err(format!("no answer within {ASK_WITHIN:?}")),
-                        Ok(Err(err)) => Err(err.to_string()),
-                        Ok(Ok(found)) => pool_of(found.files)
-                            .map(|pool| (found.version, MethodIndex::of_pool(&pool)))
-                            .map_err(|e| e.to_string()),
-                    }
-                }
+                Ok(backend) => tokio::time::timeout(ASK_WITHIN, reflection::methods_of(backend))
+                    .await
+                    .unwrap_or_else(|_| Err(format!("no answer within {ASK_WITHIN:?}"))),
             };
             (name.clone(), answer)
         });

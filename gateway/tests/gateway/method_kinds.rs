@@ -169,3 +169,38 @@ async fn a_reload_asks_the_backends_for_their_descriptors_at_once() {
     all_four_kinds_work(&reflecting, &mut client, true).await;
     gateway.stop().await;
 }
+
+/// A reload reads the descriptor files again, though their paths did not change: an operator replaces a file in place
+/// and reloads.
+#[tokio::test]
+async fn a_reload_reads_a_descriptor_file_replaced_in_place() {
+    let backend = TestBackend::start().await;
+    let dir = crate::support::certs::PemDir::new("descriptors-file-reload");
+    // An empty FileDescriptorSet: valid, and describes nothing.
+    let file = dir.write("lookup.binpb", "");
+    let descriptors = format!(
+        "descriptors: {{ reflection: false, refresh: 1h, files: [\"{}\"] }}",
+        file.display()
+    );
+    let yaml = wildcard_config(&backend.url(), &descriptors);
+    let path = dir.write("strata.yaml", &yaml);
+    let gateway = TestGateway::start_watching(&path).await;
+    // The first round has read the empty file (its gauge is there, at 0) before the file is replaced.
+    let admin = gateway.admin;
+    let first_round = crate::support::eventually(Duration::from_secs(20), || async move {
+        let metrics = crate::health::http_get(admin, "/metrics").await;
+        metrics.lines().any(|line| {
+            line.starts_with("strata_descriptor_methods{") && line.contains("source=\"files\"")
+        })
+    })
+    .await;
+    assert!(first_round, "the descriptor files read within 20 s");
+    std::fs::write(&file, crate::support::TESTING_V1_DESCRIPTORS)
+        .expect("replace the descriptor set");
+    // A change the watcher cannot take for the file it started with, even on its first look; the paths stay.
+    dir.write("strata.yaml", &yaml.replace("refresh: 1h", "refresh: 2h"));
+    wait_for_descriptors(&gateway, "files").await;
+    let mut client = gateway.client().await;
+    all_four_kinds_work(&backend, &mut client, true).await;
+    gateway.stop().await;
+}
