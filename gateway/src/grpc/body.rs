@@ -40,42 +40,15 @@ pub struct Unary {
 
 /// Reads a unary body (a request, or a backend's answer): its one message of at most `limit` bytes, if sent, and its
 /// trailers. A second message is refused as soon as its prefix arrives, whatever its size (empty ones included).
-pub async fn read_unary_body<B>(mut body: B, limit: u64) -> Result<Unary, ReadError>
+pub async fn read_unary_body<B>(body: B, limit: u64) -> Result<Unary, ReadError>
 where
     B: Body<Data = Bytes> + Unpin,
     B::Error: std::fmt::Display,
 {
-    let mut decoder = Decoder::new(limit);
-    let mut unary = Unary::default();
-    let mut total: u64 = 0;
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| ReadError::Stream(e.to_string()))?;
-        match frame.into_data() {
-            Ok(data) => {
-                total += data.len() as u64;
-                if total > limit.saturating_add(1024) {
-                    return Err(ReadError::TooLarge { limit });
-                }
-                decoder.push(data);
-                if unary.message.is_some() && decoder.has_started_a_message() {
-                    return Err(ReadError::SecondMessage);
-                }
-                if let Some(message) = decoder.next_message()? {
-                    unary.message = Some(message);
-                    if decoder.has_started_a_message() {
-                        return Err(ReadError::SecondMessage);
-                    }
-                }
-            }
-            Err(frame) => {
-                if let Ok(trailers) = frame.into_trailers() {
-                    unary.trailers = Some(trailers);
-                }
-            }
-        }
+    match read_shape(body, limit, None).await? {
+        Shape::Unary(unary) => Ok(unary),
+        Shape::Stream(_) => Err(ReadError::SecondMessage),
     }
-    decoder.finish()?;
-    Ok(unary)
 }
 
 /// What a body read up to its first message turned out to be.
@@ -94,9 +67,24 @@ pub enum Shape<B> {
 /// end within `end_wait` after the first message (a client waiting for an answer, a server stream that has sent one
 /// message so far), is [`Shape::Stream`], replayable from its first byte.
 pub async fn read_unary_or_stream<B>(
-    mut body: B,
+    body: B,
     limit: u64,
     end_wait: Duration,
+) -> Result<Shape<B>, ReadError>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
+    read_shape(body, limit, Some(end_wait)).await
+}
+
+/// Reads a body up to what tells a unary one from a stream. With `end_wait`, the waits before the first byte and
+/// after the first message are bounded by it, and the bytes read are kept to be replayed; without, nothing is kept
+/// (the caller refuses a stream) and only the body's end bounds a wait.
+async fn read_shape<B>(
+    mut body: B,
+    limit: u64,
+    end_wait: Option<Duration>,
 ) -> Result<Shape<B>, ReadError>
 where
     B: Body<Data = Bytes> + Unpin,
@@ -108,14 +96,15 @@ where
     let mut total: u64 = 0;
     loop {
         // Bounded while nothing was sent yet and once one message is whole; a message on its way is waited for.
-        let between_messages = read.is_empty() || unary.message.is_some();
-        let next = if between_messages && !body.is_end_stream() {
-            match tokio::time::timeout(end_wait, body.frame()).await {
-                Ok(next) => next,
-                Err(_) => return Ok(Shape::Stream(Replay::new(read, body))),
+        let between_messages = total == 0 || unary.message.is_some();
+        let next = match end_wait {
+            Some(wait) if between_messages && !body.is_end_stream() => {
+                match tokio::time::timeout(wait, body.frame()).await {
+                    Ok(next) => next,
+                    Err(_) => return Ok(Shape::Stream(Replay::new(read, body))),
+                }
             }
-        } else {
-            body.frame().await
+            _ => body.frame().await,
         };
         let Some(frame) = next else { break };
         let frame = frame.map_err(|e| ReadError::Stream(e.to_string()))?;
@@ -125,7 +114,9 @@ where
                 if total > limit.saturating_add(1024) {
                     return Err(ReadError::TooLarge { limit });
                 }
-                read.push(data.clone());
+                if end_wait.is_some() {
+                    read.push(data.clone());
+                }
                 decoder.push(data);
                 if unary.message.is_some() && decoder.has_started_a_message() {
                     return Ok(Shape::Stream(Replay::new(read, body)));
