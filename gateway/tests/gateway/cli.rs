@@ -173,3 +173,55 @@ fn check_reports_the_methods_and_refuses_key_fields_the_request_lacks() {
         "{stderr}"
     );
 }
+
+/// Another implementation's reflection: a Python grpcio server (grpcio-reflection, which scripts/test installs under
+/// target/venv) serving `v1alpha` only and keeping the descriptors' custom options, where tonic's reflection drops
+/// them. `strata check` falls back to v1alpha, learns each method's kind, and reads the cache option by reflection.
+#[test]
+fn check_learns_kinds_and_the_cache_option_from_python_grpcio_reflection() {
+    use std::io::BufRead;
+    let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let python = std::env::var_os("STRATA_TEST_PYTHON")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| manifest.join("../target/venv/bin/python"));
+    let mut server = Command::new(&python)
+        .arg(manifest.join("tests/python/reflection_server.py"))
+        .arg(crate::support::descriptor_file())
+        .arg("testing.v1.Lookup")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!(
+                "{} ({e}): scripts/test installs grpcio there",
+                python.display()
+            )
+        });
+    let mut port = String::new();
+    std::io::BufReader::new(server.stdout.take().expect("stdout"))
+        .read_line(&mut port)
+        .expect("the server's port");
+    let config = format!(
+        "backends:\n  py: {{ endpoints: [\"http://127.0.0.1:{}\"] }}\nroutes:\n  - match: /testing.v1.Lookup/*\n    backend: py\n    cache: {{ from_proto: true, ttl: 10s }}\n",
+        port.trim()
+    );
+    let out = strata(&["check"], &[], &config);
+    drop(server.stdin.take());
+    let _ = server.wait();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for line in [
+        "methods by reflection v1alpha",
+        "/testing.v1.Lookup/Watch    server streaming  carried through (streams)",
+        "/testing.v1.Lookup/Get      unary             carried through (declares no cache policy)",
+        // The option's ignore_fields, read by reflection; the route's ttl overrides the option's 30 s.
+        "/testing.v1.Lookup/Search   unary             cached: ttl 10s; key: all but request_id",
+        "/testing.v1.Lookup/Peek     unary             cached: ttl 10s; key: request bytes",
+    ] {
+        assert!(stdout.contains(line), "`{line}` in:\n{stdout}");
+    }
+}

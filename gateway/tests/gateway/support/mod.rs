@@ -24,19 +24,22 @@ pub mod pb {
 pub const TESTING_V1_DESCRIPTORS: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/testing_v1.bin"));
 
-/// A top-level `descriptors:` block giving the gateway the test service's descriptors from a file (written once per
-/// test process), reflection off.
-pub fn descriptors_from_file() -> String {
+/// The test service's descriptor set as a file (written once per test process).
+pub fn descriptor_file() -> &'static std::path::Path {
     static FILE: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
-    let file = FILE.get_or_init(|| {
+    FILE.get_or_init(|| {
         let file =
             std::env::temp_dir().join(format!("strata-test-{}-lookup.binpb", std::process::id()));
         std::fs::write(&file, TESTING_V1_DESCRIPTORS).expect("write the descriptor set");
         file
-    });
+    })
+}
+
+/// A top-level `descriptors:` block giving the gateway the test service's descriptors from a file, reflection off.
+pub fn descriptors_from_file() -> String {
     format!(
         "descriptors: {{ reflection: false, files: [\"{}\"] }}",
-        file.display()
+        descriptor_file().display()
     )
 }
 
