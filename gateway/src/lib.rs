@@ -45,7 +45,7 @@ pub(crate) mod metrics;
 pub mod one_write;
 pub(crate) mod proxy;
 pub(crate) mod route;
-pub(crate) mod schema;
+pub mod schema;
 pub(crate) mod server;
 pub mod telemetry;
 #[cfg(test)]

@@ -133,12 +133,17 @@ fn main() -> anyhow::Result<()> {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
+    let command = match cli.command {
+        // ghz's --cpus sizes the runtime, so `run` builds its own.
+        Command::Run(args) => return run::command(*args),
+        other => other,
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the tokio runtime")?;
     runtime.block_on(async move {
-        match cli.command {
+        match command {
             Command::Demo {
                 duration,
                 concurrency,
@@ -210,7 +215,7 @@ fn main() -> anyhow::Result<()> {
                     constant::serve(listener, stopped).await
                 }
             }
-            Command::Run(args) => run::command(*args).await,
+            Command::Run(_) => unreachable!("run builds its own runtime (its --cpus)"),
             Command::Compare {
                 rounds,
                 round_duration,

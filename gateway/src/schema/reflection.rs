@@ -10,6 +10,9 @@ use std::time::Duration;
 
 use prost_reflect::prost_types::FileDescriptorProto;
 use tonic::body::Body;
+use tonic::client::GrpcService;
+use tonic::codegen::StdError;
+use tonic::metadata::MetadataMap;
 
 use super::{MethodIndex, pool_of};
 use crate::backend::Backend;
@@ -47,15 +50,26 @@ pub struct Reflected {
 
 /// Asks `backend` for the descriptors of every service it serves: v1 first, v1alpha when v1 is not served.
 pub async fn ask(backend: Arc<Backend>) -> Result<Reflected, ReflectionError> {
+    ask_over(ViaBackend(backend), MetadataMap::new()).await
+}
+
+/// Asks whatever server `service` reaches (a backend, a client's channel) for the descriptors of every service it
+/// serves, sending `metadata` with the question: v1 first, v1alpha when v1 is not served.
+pub async fn ask_over<S>(service: S, metadata: MetadataMap) -> Result<Reflected, ReflectionError>
+where
+    S: GrpcService<Body> + Clone + Send + 'static,
+    S::Error: Into<StdError>,
+    S::Future: Send,
+    S::ResponseBody: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    <S::ResponseBody as http_body::Body>::Error: Into<StdError> + Send,
+{
     let conversation = async {
-        match ask_v1(ViaBackend(backend.clone())).await {
+        match ask_v1(service.clone(), metadata.clone()).await {
             Err(ReflectionError::Unimplemented) => {
-                ask_v1alpha(ViaBackend(backend))
-                    .await
-                    .map(|files| Reflected {
-                        version: "v1alpha",
-                        files,
-                    })
+                ask_v1alpha(service, metadata).await.map(|files| Reflected {
+                    version: "v1alpha",
+                    files,
+                })
             }
             other => other.map(|files| Reflected {
                 version: "v1",
@@ -109,7 +123,14 @@ fn take_files(
 /// (one the server cannot describe is skipped), then for every import not sent along.
 macro_rules! conversation {
     ($name:ident, $($pb:ident)::+) => {
-        async fn $name(service: ViaBackend) -> Result<Vec<Vec<u8>>, ReflectionError> {
+        async fn $name<S>(service: S, metadata: MetadataMap) -> Result<Vec<Vec<u8>>, ReflectionError>
+        where
+            S: GrpcService<Body> + Send,
+            S::Error: Into<StdError>,
+            S::Future: Send,
+            S::ResponseBody: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+            <S::ResponseBody as http_body::Body>::Error: Into<StdError> + Send,
+        {
             use $($pb)::+::ServerReflectionRequest;
             use $($pb)::+::server_reflection_client::ServerReflectionClient;
             use $($pb)::+::server_reflection_request::MessageRequest;
@@ -125,8 +146,13 @@ macro_rules! conversation {
                 .send(ask(MessageRequest::ListServices(String::new())))
                 .await
                 .map_err(|_| ReflectionError::Answer("nothing: the conversation closed".into()))?;
+            let question = tonic::Request::from_parts(
+                metadata,
+                Default::default(),
+                tokio_stream::wrappers::ReceiverStream::new(requests),
+            );
             let mut answers = client
-                .server_reflection_info(tokio_stream::wrappers::ReceiverStream::new(requests))
+                .server_reflection_info(question)
                 .await
                 .map_err(status_error)?
                 .into_inner();

@@ -280,12 +280,13 @@ async fn paced(
     let serde_json::Value::Object(map) = json!({
         "call": "demo.v1.Catalog/GetItem", "host": target.to_string(), "insecure": true,
         "protoset": setup.protoset, "rps": rps.max(1.0), "duration": format!("{}ms", duration.as_millis()),
-        "concurrency": 64, "connections": 2, "timeout": "5s", "data": data, "x-strata": x_strata,
+        "concurrency": 64, "connections": 2, "timeout": "5s", "duration-stop": "wait", "data": data,
+        "x-strata": x_strata,
     }) else {
         unreachable!("a JSON object literal")
     };
     let plan = crate::run::plan::Plan::resolve(crate::run::config::from_map(map.clone())?)?;
-    let report = crate::run::execute(&plan, map, std::future::pending()).await?;
+    let report = crate::run::execute(&plan, std::future::pending()).await?;
     anyhow::ensure!(
         report.tally.errors() == 0,
         "paced run against {target}: {:?}",

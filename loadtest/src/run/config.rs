@@ -12,8 +12,11 @@ use anyhow::Context;
 use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Value};
 
-/// Everything a run is told, before it is checked (see [`crate::run::plan`]).
-#[derive(Debug, Clone, Deserialize)]
+use super::go_units;
+
+/// Everything a run is told, before it is checked (see [`crate::run::plan`]): every key of ghz's config, under
+/// ghz's names, plus `x-strata`.
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct RunConfig {
     /// Fully qualified method: `package.Service/Method` or `package.Service.Method`.
@@ -32,31 +35,115 @@ pub struct RunConfig {
     pub insecure: bool,
     /// PEM file of the certificate authority for TLS (otherwise the system's roots).
     pub cacert: Option<PathBuf>,
+    /// PEM file of the client's certificate, presented to the server (with `key`).
+    pub cert: Option<PathBuf>,
+    /// PEM file of the client's private key (with `cert`).
+    pub key: Option<PathBuf>,
     /// Server name to verify in the certificate (otherwise the host's).
     pub cname: Option<String>,
-    /// Requests to send (ignored when `duration` is set).
+    /// Do not verify the server's certificate chain and name.
+    #[serde(default, rename = "skipTLS")]
+    pub skip_tls: bool,
+    /// The `:authority` pseudo-header to send (otherwise `host`).
+    pub authority: Option<String>,
+    /// Requests to send (ignored when `duration` is set without `max-duration`).
     pub total: Option<u64>,
-    /// Workers: calls in flight at once.
+    /// Send each worker's next request without waiting for the answer to the last (with `rps`: at the rate).
+    #[serde(default)]
+    pub r#async: bool,
+    /// Workers: calls in flight at once (`const` concurrency schedule).
     pub concurrency: Option<u64>,
+    /// `const`, `step` or `line`: how the number of workers changes over the run.
+    pub concurrency_schedule: Option<String>,
+    /// Workers at the start of a `step` or `line` concurrency schedule.
+    pub concurrency_start: Option<u64>,
+    /// Workers at which a `step` or `line` concurrency schedule stops changing (0: no end).
+    pub concurrency_end: Option<u64>,
+    /// Workers added per step (`step`) or per second (`line`); negative removes.
+    pub concurrency_step: Option<i64>,
+    /// Length of one step of a `step` concurrency schedule.
+    #[serde(default, deserialize_with = "duration")]
+    pub concurrency_step_duration: Option<Duration>,
+    /// After this long the concurrency schedule holds the number of workers.
+    #[serde(default, deserialize_with = "duration")]
+    pub concurrency_max_duration: Option<Duration>,
     /// HTTP/2 connections the workers share.
     pub connections: Option<u64>,
-    /// How long to send requests.
+    /// How long to send requests (`total` is then ignored, unless `max-duration` is set).
     #[serde(default, deserialize_with = "duration")]
     pub duration: Option<Duration>,
+    /// `close`, `wait` or `ignore`: what becomes of calls in flight when the duration ends.
+    pub duration_stop: Option<String>,
+    /// The run stops at `total` requests or after this long, whichever comes first.
+    #[serde(default, deserialize_with = "duration")]
+    pub max_duration: Option<Duration>,
     /// Requests per second, all workers together (0 or absent: as fast as answers come).
     pub rps: Option<f64>,
-    /// Deadline of each call.
+    /// Deadline of each call (`0`: none).
     #[serde(default, deserialize_with = "duration")]
     pub timeout: Option<Duration>,
     /// How long connecting may take.
     #[serde(default, deserialize_with = "duration")]
     pub connect_timeout: Option<Duration>,
+    /// HTTP/2 keepalive ping interval (0 or absent: none).
+    #[serde(default, deserialize_with = "duration")]
+    pub keepalive: Option<Duration>,
     /// The request message as JSON: an object, or an array used round-robin (a client stream sends the array).
     pub data: Option<Value>,
-    /// A file holding `data`.
+    /// A file holding `data` (a template: it need only be JSON once rendered).
     pub data_file: Option<PathBuf>,
-    /// Request metadata (headers).
-    pub metadata: Option<BTreeMap<String, String>>,
+    /// A file holding the request as a serialized message, or several count-delimited ones.
+    pub binary_file: Option<PathBuf>,
+    /// Request metadata: an object of strings, or an array of such objects used round-robin.
+    pub metadata: Option<Value>,
+    /// A file holding `metadata`.
+    pub metadata_file: Option<PathBuf>,
+    /// Pause between the messages a stream sends.
+    #[serde(default, deserialize_with = "duration")]
+    pub stream_interval: Option<Duration>,
+    /// Close each streaming call after this long.
+    #[serde(default, deserialize_with = "duration")]
+    pub stream_call_duration: Option<Duration>,
+    /// Close each streaming call after this many messages (sent by a client stream, received by a server stream).
+    pub stream_call_count: Option<u64>,
+    /// Render the data template anew for every message a stream sends.
+    #[serde(default)]
+    pub stream_dynamic_messages: bool,
+    /// Metadata sent with the reflection request only.
+    pub reflect_metadata: Option<BTreeMap<String, String>>,
+    /// `summary`, `csv`, `json`, `pretty`, `html`, `influx-summary`, `influx-details` or `prometheus`.
+    pub format: Option<String>,
+    /// Write the report here instead of standard output.
+    pub output: Option<PathBuf>,
+    /// Threads of the client's runtime (default: every CPU).
+    pub cpus: Option<u64>,
+    /// A name for the run, carried into the report.
+    pub name: Option<String>,
+    /// Leave the first N answers out of the report (warm-up).
+    #[serde(rename = "skipFirst")]
+    pub skip_first: Option<u64>,
+    /// Count non-OK answers in the latency figures too.
+    #[serde(default)]
+    pub count_errors: bool,
+    /// Free-form labels carried into the report.
+    pub tags: Option<BTreeMap<String, String>>,
+    /// A file to write a debug log of the run to.
+    pub debug: Option<PathBuf>,
+    /// Compress requests with gzip.
+    #[serde(default)]
+    pub enable_compression: bool,
+    /// `pick_first` or `round_robin` over the addresses `host` resolves to.
+    pub lb_strategy: Option<String>,
+    /// Largest answer message accepted (`4mb`, `16mib`, …).
+    pub max_recv_message_size: Option<String>,
+    /// Largest request message sent.
+    pub max_send_message_size: Option<String>,
+    /// Do not offer the template functions (`newUUID`, `randomString`, `randomInt`, …).
+    #[serde(default)]
+    pub disable_template_functions: bool,
+    /// Send data and metadata as written, without rendering them as templates.
+    #[serde(default)]
+    pub disable_template_data: bool,
     /// `const`, `step` or `line`.
     pub load_schedule: Option<String>,
     /// Starting rate of a `step` or `line` schedule.
@@ -71,17 +158,6 @@ pub struct RunConfig {
     /// After this long a `step` or `line` schedule holds its rate.
     #[serde(default, deserialize_with = "duration")]
     pub load_max_duration: Option<Duration>,
-    /// `summary`, `json`, `pretty` or `html`.
-    pub format: Option<String>,
-    /// Write the report here instead of standard output.
-    pub output: Option<PathBuf>,
-    /// A name for the run, carried into the report.
-    pub name: Option<String>,
-    /// Leave the first N answers out of the report (warm-up).
-    #[serde(rename = "skipFirst")]
-    pub skip_first: Option<u64>,
-    /// Free-form labels carried into the report.
-    pub tags: Option<BTreeMap<String, String>>,
     /// What ghz cannot express.
     #[serde(rename = "x-strata")]
     pub x_strata: Option<XStrata>,
@@ -99,9 +175,8 @@ pub struct XStrata {
     /// Several calls in one run, each request picking one by weight (replaces `call`/`data`/`metadata`).
     #[serde(default)]
     pub calls: Vec<CallConfig>,
-    /// Add every answer (time, latency, status, error) to the JSON report as `details`, up to 100 000.
-    #[serde(default)]
-    pub details: bool,
+    /// `false`: leave every answer's line (`details`) out of the report — ghz always keeps them, up to 1 000 000.
+    pub details: Option<bool>,
 }
 
 /// `x-strata.keys`.
@@ -138,8 +213,8 @@ pub struct CallConfig {
     pub metadata: Option<BTreeMap<String, String>>,
 }
 
-/// Reads a JSON or TOML config file into one JSON object. Relative paths in it are relative to the working
-/// directory, as ghz reads them.
+/// Reads a JSON, TOML or YAML config file (by its extension, as ghz does) into one JSON object. Relative paths in it
+/// are relative to the working directory, as ghz reads them.
 pub fn read_file(path: &Path) -> anyhow::Result<Map<String, Value>> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read the config file {}", path.display()))?;
@@ -149,6 +224,8 @@ pub fn read_file(path: &Path) -> anyhow::Result<Map<String, Value>> {
                 .with_context(|| format!("{} is not valid TOML", path.display()))?;
             serde_json::to_value(table)?
         }
+        Some("yaml" | "yml") => serde_yaml::from_str(&text)
+            .with_context(|| format!("{} is not valid YAML", path.display()))?,
         _ => serde_json::from_str(&text)
             .with_context(|| format!("{} is not valid JSON", path.display()))?,
     };
@@ -163,12 +240,18 @@ pub fn from_map(map: Map<String, Value>) -> anyhow::Result<RunConfig> {
     serde_json::from_value(Value::Object(map)).map_err(|e| anyhow::anyhow!("run config: {e}"))
 }
 
+/// A Go duration (`7s`, `1m30s`, `500ms`), as a string; a bare `0` too, as ghz's JSON reader takes it.
 fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
-    let text = Option::<String>::deserialize(deserializer)?;
-    text.map(|t| {
-        strata_gateway::config::units::parse_duration(&t).map_err(serde::de::Error::custom)
-    })
-    .transpose()
+    match Option::<Value>::deserialize(deserializer)? {
+        None => Ok(None),
+        Some(Value::String(text)) => go_units::parse_duration(&text)
+            .map(Some)
+            .map_err(serde::de::Error::custom),
+        Some(Value::Number(n)) if n.as_u64() == Some(0) => Ok(Some(Duration::ZERO)),
+        Some(other) => Err(serde::de::Error::custom(format!(
+            "{other} is not a duration (write e.g. \"500ms\" or \"10s\")"
+        ))),
+    }
 }
 
 #[cfg(test)]

@@ -7,9 +7,15 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use super::calls;
+pub use super::calls::{CallSpec, Payload};
 use super::config::{KeysConfig, RunConfig, XStrata};
 use super::keys::KeyDistribution;
+use super::options;
 use super::schedule::Schedule;
+use super::template::Templating;
+use super::transport::{self, Transport};
+use super::workers::{self, Workers};
 
 /// How requests are spaced in time.
 #[derive(Debug, Clone)]
@@ -35,21 +41,8 @@ pub enum Descriptors {
     },
     /// Read this `FileDescriptorSet`.
     Protoset(PathBuf),
-    /// Ask the server (reflection v1).
-    Reflection,
-}
-
-/// One call of the run, before its messages are built.
-#[derive(Debug, Clone)]
-pub struct CallSpec {
-    /// `package.Service/Method`.
-    pub method: String,
-    /// Relative frequency.
-    pub weight: u32,
-    /// The request message(s) as JSON.
-    pub data: Value,
-    /// Request metadata.
-    pub metadata: BTreeMap<String, String>,
+    /// Ask the server (reflection v1, else v1alpha), sending this metadata with the question.
+    Reflection(BTreeMap<String, String>),
 }
 
 /// The key space requests draw from.
@@ -63,44 +56,92 @@ pub struct KeySpace {
     pub seed: u64,
 }
 
-/// Report formats.
+/// Report formats, ghz's eight.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
     /// A human table.
     Summary,
+    /// Every answer: `duration (ms),status,error`.
+    Csv,
     /// ghz's JSON report, one line.
     Json,
     /// ghz's JSON report, indented.
     Pretty,
     /// One self-contained HTML page.
     Html,
+    /// One InfluxDB line for the run (`ghz_run`).
+    InfluxSummary,
+    /// One InfluxDB line per answer (`ghz_detail`).
+    InfluxDetails,
+    /// Prometheus text exposition of the run's figures.
+    Prometheus,
+}
+
+impl Format {
+    /// Every format, with its name.
+    pub const ALL: [(&'static str, Format); 8] = [
+        ("summary", Format::Summary),
+        ("csv", Format::Csv),
+        ("json", Format::Json),
+        ("pretty", Format::Pretty),
+        ("html", Format::Html),
+        ("influx-summary", Format::InfluxSummary),
+        ("influx-details", Format::InfluxDetails),
+        ("prometheus", Format::Prometheus),
+    ];
+}
+
+/// What becomes of the calls in flight when the run's duration ends (`duration-stop`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DurationStop {
+    /// Cancel them; they are reported, as errors.
+    Close,
+    /// Wait for their answers and report them.
+    Wait,
+    /// Cancel them and leave them out of the report.
+    Ignore,
+}
+
+/// How streaming calls are shaped (`stream-*`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StreamShape {
+    /// Pause between the messages a client stream sends.
+    pub interval: Option<Duration>,
+    /// Close each streaming call after this long.
+    pub call_duration: Option<Duration>,
+    /// Close each streaming call after this many messages.
+    pub call_count: Option<u64>,
+    /// Render each message of a client stream when it is sent.
+    pub dynamic_messages: bool,
 }
 
 /// What a run does.
 #[derive(Debug, Clone)]
 pub struct Plan {
-    /// `host:port`.
-    pub host: String,
-    /// TLS, unless `insecure`.
-    pub tls: Option<Tls>,
+    /// Where and how to connect.
+    pub transport: Transport,
     /// Where the descriptors come from.
     pub descriptors: Descriptors,
     /// The calls and their weights.
     pub calls: Vec<CallSpec>,
-    /// Stop after this many requests (when no `duration`).
+    /// How data and metadata are templated.
+    pub templating: Templating,
+    /// Stop after this many requests.
     pub total: Option<u64>,
     /// Stop sending after this long.
     pub duration: Option<Duration>,
+    /// What becomes of the calls in flight at the end of `duration`.
+    pub duration_stop: DurationStop,
     /// Workers.
-    pub concurrency: usize,
-    /// Connections.
-    pub connections: usize,
-    /// Deadline of each call.
-    pub timeout: Duration,
-    /// How long connecting may take.
-    pub connect_timeout: Duration,
+    pub workers: Workers,
+    /// A worker does not wait for an answer before its next request.
+    pub asynchronous: bool,
+    /// Deadline of each call (none if `timeout` is 0).
+    pub timeout: Option<Duration>,
     /// How requests are spaced.
     pub pacing: Pacing,
+    /// How streaming calls are shaped.
+    pub streams: StreamShape,
     /// Keys inserted into requests, if any.
     pub keys: Option<KeySpace>,
     /// Report format.
@@ -109,21 +150,20 @@ pub struct Plan {
     pub output: Option<PathBuf>,
     /// Answers left out of the report.
     pub skip_first: u64,
+    /// Non-OK answers count in the latency figures.
+    pub count_errors: bool,
     /// Keep every answer for the report's `details`.
     pub details: bool,
+    /// Threads of the client runtime (every CPU if none).
+    pub cpus: Option<usize>,
+    /// Where the debug log goes.
+    pub debug: Option<PathBuf>,
     /// The run's name.
     pub name: Option<String>,
     /// Labels carried into the report.
     pub tags: BTreeMap<String, String>,
-}
-
-/// TLS settings.
-#[derive(Debug, Clone)]
-pub struct Tls {
-    /// CA certificate (PEM), or the system roots.
-    pub cacert: Option<PathBuf>,
-    /// Name to verify.
-    pub cname: Option<String>,
+    /// The run's options as ghz's report records them.
+    pub options: Value,
 }
 
 impl Plan {
@@ -136,10 +176,9 @@ impl Plan {
         if host.is_empty() {
             problems.push("host: required (host:port of the server)".to_owned());
         }
-        let data = data(&config, &mut problems);
-        let calls = calls(&config, &x, data, &mut problems);
+        let calls = calls::resolve(&config, &x, &mut problems);
 
-        let descriptors = descriptors(&config, &mut problems);
+        let descriptors = descriptors(&config);
 
         let positive =
             |key: &str, value: Option<u64>, default: u64, problems: &mut Vec<String>| match value {
@@ -153,154 +192,111 @@ impl Plan {
         let concurrency = positive("concurrency", config.concurrency, 50, &mut problems);
         let connections = positive("connections", config.connections, 1, &mut problems);
         let total = positive("total", config.total, 200, &mut problems);
-        if config.duration.is_some_and(|d| d.is_zero()) {
-            problems.push("duration: must be more than 0".to_owned());
+        let workers = workers::resolve(&config, concurrency, &mut problems);
+        if let Workers::Fixed(c) = workers
+            && connections > c as u64
+        {
+            problems.push(format!(
+                "connections: {connections} is more than the {c} workers (concurrency)"
+            ));
         }
+        // ghz: max-duration bounds a run of `total` requests; duration alone replaces `total`.
+        let nonzero = |d: Option<Duration>| d.filter(|d| !d.is_zero());
+        let (total, duration) = match (nonzero(config.max_duration), nonzero(config.duration)) {
+            (Some(max), _) => (Some(total), Some(max)),
+            (None, Some(duration)) => (None, Some(duration)),
+            (None, None) => (Some(total), None),
+        };
+        if let (Some(total), Some(skip)) = (total, config.skip_first)
+            && skip > total
+        {
+            problems.push(format!(
+                "skipFirst: {skip} is more than the {total} requests run"
+            ));
+        }
+        let duration_stop = match config.duration_stop.as_deref().unwrap_or("close") {
+            "close" => DurationStop::Close,
+            "wait" => DurationStop::Wait,
+            "ignore" => DurationStop::Ignore,
+            other => {
+                problems.push(format!(
+                    "duration-stop: `{other}` is not one of close, wait, ignore"
+                ));
+                DurationStop::Close
+            }
+        };
 
         let pacing = pacing(&config, &x, &mut problems);
-
         let keys = keys(&x, &calls, &mut problems);
-
         let format = format(&config, &mut problems);
-        if config.insecure && (config.cname.is_some() || config.cacert.is_some()) {
-            problems.push("cacert, cname: only apply with TLS; leave insecure out".to_owned());
+        let transport = transport::resolve(&config, host, connections, &mut problems);
+        let streams = StreamShape {
+            interval: nonzero(config.stream_interval),
+            call_duration: nonzero(config.stream_call_duration),
+            call_count: config.stream_call_count.filter(|n| *n > 0),
+            dynamic_messages: config.stream_dynamic_messages,
+        };
+        if streams.dynamic_messages && config.binary_file.is_some() {
+            problems.push("stream-dynamic-messages: cannot be used with binary data".to_owned());
         }
+        let cpus = match config.cpus {
+            Some(0) => {
+                problems.push("cpus: must be at least 1".to_owned());
+                None
+            }
+            other => other.map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+        };
         if !problems.is_empty() {
             anyhow::bail!("the run config has problems:\n  {}", problems.join("\n  "));
         }
+        let options = options::ghz_options(&config, &transport, total, concurrency, cpus);
         Ok(Self {
-            host,
-            tls: (!config.insecure).then(|| Tls {
-                cacert: config.cacert.clone(),
-                cname: config.cname.clone(),
-            }),
+            transport,
             descriptors,
             calls,
-            total: config.duration.is_none().then_some(total),
-            duration: config.duration,
-            concurrency: usize::try_from(concurrency).unwrap_or(usize::MAX),
-            connections: usize::try_from(connections).unwrap_or(usize::MAX),
-            timeout: config.timeout.unwrap_or(Duration::from_secs(20)),
-            connect_timeout: config.connect_timeout.unwrap_or(Duration::from_secs(10)),
+            templating: Templating {
+                data: !config.disable_template_data,
+                functions: !config.disable_template_functions,
+            },
+            total,
+            duration,
+            duration_stop,
+            workers,
+            asynchronous: config.r#async,
+            timeout: match config.timeout {
+                Some(d) if d.is_zero() => None,
+                Some(d) => Some(d),
+                None => Some(Duration::from_secs(20)),
+            },
             pacing,
+            streams,
             keys,
             format,
             output: config.output.clone(),
             skip_first: config.skip_first.unwrap_or(0),
-            details: x.details,
+            count_errors: config.count_errors,
+            details: x.details.unwrap_or(true),
+            cpus,
+            debug: config.debug.clone(),
             name: config.name.clone(),
             tags: config.tags.clone().unwrap_or_default(),
+            options,
         })
     }
 }
 
-/// The request data: inline, or read from `data-file`.
-fn data(config: &RunConfig, problems: &mut Vec<String>) -> Option<Value> {
-    match (&config.data, &config.data_file) {
-        (Some(_), Some(_)) => {
-            problems.push("data, data-file: give one, not both".to_owned());
-            None
-        }
-        (Some(data), None) => Some(data.clone()),
-        (None, Some(path)) => match std::fs::read_to_string(path)
-            .map_err(|e| e.to_string())
-            .and_then(|t| serde_json::from_str(&t).map_err(|e| e.to_string()))
-        {
-            Ok(data) => Some(data),
-            Err(e) => {
-                problems.push(format!("data-file: {}: {e}", path.display()));
-                None
-            }
-        },
-        (None, None) => None,
-    }
-}
-
-/// The calls to make: `call` with `data`, or the weighted `x-strata.calls`; each method normalized and its data checked.
-fn calls(
-    config: &RunConfig,
-    x: &XStrata,
-    data: Option<Value>,
-    problems: &mut Vec<String>,
-) -> Vec<CallSpec> {
-    let metadata = config.metadata.clone().unwrap_or_default();
-    let mut calls = if x.calls.is_empty() {
-        match &config.call {
-            Some(call) => vec![CallSpec {
-                method: call.clone(),
-                weight: 1,
-                data: data.unwrap_or_else(|| Value::Object(Default::default())),
-                metadata: metadata.clone(),
-            }],
-            None => {
-                problems.push("call: required (package.Service/Method)".to_owned());
-                Vec::new()
-            }
-        }
-    } else {
-        if config.call.is_some() || data.is_some() {
-            problems.push(
-            "x-strata.calls: replaces call and data; leave those out (metadata applies to every call)"
-                .to_owned(),
-        );
-        }
-        x.calls
-            .iter()
-            .map(|c| CallSpec {
-                method: c.call.clone(),
-                weight: c.weight.unwrap_or(1),
-                data: c
-                    .data
-                    .clone()
-                    .unwrap_or_else(|| Value::Object(Default::default())),
-                metadata: metadata
-                    .iter()
-                    .chain(c.metadata.iter().flatten())
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect(),
-            })
-            .collect()
-    };
-    for (i, call) in calls.iter_mut().enumerate() {
-        let at = if x.calls.is_empty() {
-            "call".to_owned()
-        } else {
-            format!("x-strata.calls[{i}]")
-        };
-        match normalize_method(&call.method) {
-            Some(method) => call.method = method,
-            None => problems.push(format!(
-                "{at}: `{}` is not package.Service/Method",
-                call.method
-            )),
-        }
-        if !matches!(&call.data, Value::Object(_))
-            && !matches!(&call.data, Value::Array(items) if !items.is_empty() && items.iter().all(Value::is_object))
-        {
-            problems.push(format!(
-                "{at}: data must be an object or a non-empty array of objects"
-            ));
-        }
-    }
-    if !x.calls.is_empty() && x.calls.iter().all(|c| c.weight == Some(0)) {
-        problems.push("x-strata.calls: every weight is 0".to_owned());
-    }
-    calls
-}
-
 /// Where the services' descriptors come from: a `.proto`, a protoset, or the server's reflection.
-fn descriptors(config: &RunConfig, problems: &mut Vec<String>) -> Descriptors {
+fn descriptors(config: &RunConfig) -> Descriptors {
+    // ghz: "-proto takes precedence" over -protoset.
     match (&config.proto, &config.protoset) {
-        (Some(_), Some(_)) => {
-            problems.push("proto, protoset: give one, not both".to_owned());
-            Descriptors::Reflection
-        }
-        (Some(file), None) => Descriptors::Proto {
+        (Some(file), _) => Descriptors::Proto {
             file: file.clone(),
             import_paths: config.import_paths.clone(),
         },
         (None, Some(set)) => Descriptors::Protoset(set.clone()),
-        (None, None) => Descriptors::Reflection,
+        (None, None) => {
+            Descriptors::Reflection(config.reflect_metadata.clone().unwrap_or_default())
+        }
     }
 }
 
@@ -345,8 +341,11 @@ fn keys(x: &XStrata, calls: &[CallSpec], problems: &mut Vec<String>) -> Option<K
     });
     if let Some(space) = &keys {
         let used = calls.iter().any(|c| {
-            c.data.to_string().contains(&space.placeholder)
-                || c.metadata.values().any(|v| v.contains(&space.placeholder))
+            matches!(&c.payload, Payload::Json(text) if text.contains(&space.placeholder))
+                || c.metadata
+                    .iter()
+                    .flat_map(|m| m.values())
+                    .any(|v| v.contains(&space.placeholder))
         });
         if !used {
             problems.push(format!(
@@ -360,26 +359,18 @@ fn keys(x: &XStrata, calls: &[CallSpec], problems: &mut Vec<String>) -> Option<K
 
 /// The report format.
 fn format(config: &RunConfig, problems: &mut Vec<String>) -> Format {
-    match config.format.as_deref().unwrap_or("summary") {
-        "summary" => Format::Summary,
-        "json" => Format::Json,
-        "pretty" => Format::Pretty,
-        "html" => Format::Html,
-        other => {
+    let name = config.format.as_deref().unwrap_or("summary");
+    match Format::ALL.iter().find(|(n, _)| *n == name) {
+        Some((_, format)) => *format,
+        None => {
+            let names: Vec<&str> = Format::ALL.iter().map(|(n, _)| *n).collect();
             problems.push(format!(
-                "format: `{other}` is not one of summary, json, pretty, html"
+                "format: `{name}` is not one of {}",
+                names.join(", ")
             ));
             Format::Summary
         }
     }
-}
-
-/// `package.Service/Method` or `package.Service.Method` as `package.Service/Method`.
-pub fn normalize_method(call: &str) -> Option<String> {
-    let call = call.trim_start_matches('/');
-    let (service, method) = call.split_once('/').or_else(|| call.rsplit_once('.'))?;
-    (!service.is_empty() && !method.is_empty() && !method.contains(['/', '.']))
-        .then(|| format!("{service}/{method}"))
 }
 
 fn schedule(config: &RunConfig, problems: &mut Vec<String>) -> Option<Schedule> {
@@ -497,11 +488,18 @@ mod tests {
             serde_json::json!({"call": "demo.v1.Catalog.GetItem", "host": "h:1", "insecure": true}),
         )
         .unwrap();
-        assert_eq!((p.total, p.concurrency, p.connections), (Some(200), 50, 1));
-        assert_eq!(p.timeout, Duration::from_secs(20));
+        assert_eq!(p.total, Some(200));
+        assert_eq!(p.workers, Workers::Fixed(50));
+        assert_eq!(p.transport.connections, 1);
+        assert_eq!(p.timeout, Some(Duration::from_secs(20)));
+        assert_eq!(p.duration_stop, DurationStop::Close);
         assert_eq!(p.calls[0].method, "demo.v1.Catalog/GetItem");
         assert!(matches!(p.pacing, Pacing::AsFastAsAnswered));
-        assert!(matches!(p.descriptors, Descriptors::Reflection));
+        assert!(matches!(p.descriptors, Descriptors::Reflection(_)));
+        assert!(p.details);
+        assert_eq!(p.options["total"], 200);
+        assert_eq!(p.options["dial-timeout"], 10_000_000_000u64);
+        assert_eq!(p.options["load-schedule"], "const");
     }
 
     #[test]
@@ -509,7 +507,8 @@ mod tests {
         let err = plan(serde_json::json!({
             "call": "nomethod", "concurrency": 0, "load-schedule": "step", "load-start": 5,
             "x-strata": {"arrival": "open", "keys": {"distribution": "pareto", "count": 3}},
-            "format": "csv"
+            "format": "xml", "duration-stop": "later", "lb-strategy": "random",
+            "max-recv-message-size": "lots", "concurrency-schedule": "step", "cert": "c.pem"
         }))
         .unwrap_err()
         .to_string();
@@ -521,6 +520,11 @@ mod tests {
             "x-strata.arrival:",
             "x-strata.keys.distribution:",
             "format:",
+            "duration-stop:",
+            "lb-strategy:",
+            "max-recv-message-size:",
+            "concurrency-step-duration:",
+            "cert, key:",
         ] {
             assert!(err.contains(needle), "{needle} missing from {err}");
         }
@@ -535,5 +539,50 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("placeholder `{{.Key}}`"), "{err}");
+    }
+
+    #[test]
+    fn max_duration_bounds_total_and_duration_replaces_it() {
+        // As ghz's own testdata/config.json: both given, max-duration wins and total still counts.
+        let p = plan(
+            serde_json::json!({"call": "a.B/C", "host": "h:1", "total": 5000,
+                                        "max-duration": "7s", "duration": "12s"}),
+        )
+        .unwrap();
+        assert_eq!(
+            (p.total, p.duration),
+            (Some(5000), Some(Duration::from_secs(7)))
+        );
+        let p = plan(
+            serde_json::json!({"call": "a.B/C", "host": "h:1", "total": 5000, "duration": "12s"}),
+        )
+        .unwrap();
+        assert_eq!((p.total, p.duration), (None, Some(Duration::from_secs(12))));
+        assert_eq!(p.options["total"], 2_147_483_647u64);
+        assert_eq!(p.options["duration"], 12_000_000_000u64);
+    }
+
+    #[test]
+    fn concurrency_schedules_as_ghz_defines_them() {
+        let p = plan(
+            serde_json::json!({"call": "a.B/C", "host": "h:1", "concurrency-schedule": "step",
+            "concurrency-start": 2, "concurrency-step": 3, "concurrency-step-duration": "1s",
+            "concurrency-end": 10}),
+        )
+        .unwrap();
+        let at = |s: f64| p.workers.at(Duration::from_secs_f64(s));
+        assert_eq!(
+            (at(0.0), at(0.9), at(1.5), at(2.0), at(60.0)),
+            (2, 2, 5, 8, 10)
+        );
+        assert_eq!(p.workers.most(None), 10);
+        let p = plan(
+            serde_json::json!({"call": "a.B/C", "host": "h:1", "concurrency-schedule": "line",
+            "concurrency-start": 5, "concurrency-step": -1, "concurrency-end": 2}),
+        )
+        .unwrap();
+        let at = |s: f64| p.workers.at(Duration::from_secs_f64(s));
+        assert_eq!((at(0.0), at(2.0), at(30.0)), (5, 3, 2));
+        assert_eq!(p.workers.most(None), 5);
     }
 }

@@ -14,10 +14,23 @@ const GHZ_PERCENTILES: [u32; 7] = [10, 25, 50, 75, 90, 95, 99];
 /// How a run ended, in ghz's words.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EndReason {
-    /// Total, duration or schedule reached.
+    /// Total or schedule reached.
     Normal,
     /// Interrupted (Ctrl-C).
     Cancel,
+    /// Its duration (or max-duration) reached.
+    Timeout,
+}
+
+impl EndReason {
+    /// ghz's word for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Normal => "normal",
+            Self::Cancel => "cancel",
+            Self::Timeout => "timeout",
+        }
+    }
 }
 
 /// A finished run.
@@ -33,12 +46,14 @@ pub struct Report {
     pub end_reason: EndReason,
     /// The run's name.
     pub name: Option<String>,
-    /// The configuration as given (ghz's `options`).
-    pub options: Map<String, Value>,
+    /// The run's options as ghz's report records them.
+    pub options: Value,
     /// Labels.
     pub tags: std::collections::BTreeMap<String, String>,
     /// `open` or `closed`.
     pub arrival: &'static str,
+    /// Whether every answer's line was kept (`details`).
+    pub details: bool,
 }
 
 /// One bar of ghz's histogram.
@@ -65,20 +80,22 @@ impl Report {
 
     /// A percentile (0–100) of OK latencies.
     pub fn percentile(&self, p: f64) -> Duration {
-        Duration::from_micros(self.tally.ok_latency_us.value_at_percentile(p))
+        Duration::from_micros(self.tally.counted_latency_us.value_at_percentile(p))
     }
 
-    fn fastest(&self) -> Duration {
-        Duration::from_micros(self.tally.ok_latency_us.min())
+    /// The fastest counted answer.
+    pub fn fastest(&self) -> Duration {
+        Duration::from_micros(self.tally.counted_latency_us.min())
     }
 
-    fn slowest(&self) -> Duration {
-        Duration::from_micros(self.tally.ok_latency_us.max())
+    /// The slowest counted answer.
+    pub fn slowest(&self) -> Duration {
+        Duration::from_micros(self.tally.counted_latency_us.max())
     }
 
     /// ghz's histogram: 10 equal bars from the fastest to the slowest OK answer, and one at the slowest.
     pub fn histogram(&self) -> Vec<Bucket> {
-        let h = &self.tally.ok_latency_us;
+        let h = &self.tally.counted_latency_us;
         let total = h.len();
         if total == 0 {
             return Vec::new();
@@ -111,33 +128,71 @@ impl Report {
             .collect()
     }
 
-    /// The report in ghz's JSON schema, with `x-strata` added.
+    /// The report in ghz's JSON schema (its fields, names and units: durations in nanoseconds), with `x-strata`
+    /// added: the answers' cache levels, the mix, the arrival model and the far tail.
     pub fn to_json(&self) -> Value {
         let ns = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
-        let mut report = json!({
-            "name": self.name.clone().unwrap_or_default(),
-            "endReason": match self.end_reason { EndReason::Normal => "normal", EndReason::Cancel => "cancel" },
-            "options": self.options,
-            "date": rfc3339(self.date),
-            "count": self.tally.count,
-            "total": ns(self.total),
-            "average": ns(self.average()),
-            "fastest": ns(self.fastest()),
-            "slowest": ns(self.slowest()),
-            "rps": self.rps(),
-            "errorDistribution": self.tally.by_error,
-            "statusCodeDistribution": self.tally.by_status,
-            "latencyDistribution": GHZ_PERCENTILES
-                .iter()
-                .map(|p| json!({"percentage": p, "latency": ns(self.percentile(f64::from(*p)))}))
-                .collect::<Vec<_>>(),
-            "histogram": self
-                .histogram()
-                .iter()
-                .map(|b| json!({"mark": b.mark, "count": b.count, "frequency": b.frequency}))
-                .collect::<Vec<_>>(),
-            "tags": self.tags,
-            "x-strata": {
+        let counted = !self.tally.counted_latency_us.is_empty();
+        let mut report = Map::new();
+        if let Some(name) = self.name.as_ref().filter(|n| !n.is_empty()) {
+            report.insert("name".into(), json!(name));
+        }
+        report.insert("endReason".into(), json!(self.end_reason.as_str()));
+        report.insert("date".into(), json!(rfc3339(self.date)));
+        report.insert("options".into(), self.options.clone());
+        report.insert("count".into(), json!(self.tally.count));
+        report.insert("total".into(), json!(ns(self.total)));
+        report.insert("average".into(), json!(ns(self.average())));
+        report.insert("fastest".into(), json!(ns(self.fastest())));
+        report.insert("slowest".into(), json!(ns(self.slowest())));
+        report.insert("rps".into(), json!(self.rps()));
+        report.insert("errorDistribution".into(), json!(self.tally.by_error));
+        report.insert("statusCodeDistribution".into(), json!(self.tally.by_status));
+        report.insert(
+            "latencyDistribution".into(),
+            if counted {
+                GHZ_PERCENTILES
+                    .iter()
+                    .map(
+                        |p| json!({"percentage": p, "latency": ns(self.percentile(f64::from(*p)))}),
+                    )
+                    .collect()
+            } else {
+                Value::Null
+            },
+        );
+        report.insert(
+            "histogram".into(),
+            if counted {
+                self.histogram()
+                    .iter()
+                    .map(|b| json!({"mark": b.mark, "count": b.count, "frequency": b.frequency}))
+                    .collect()
+            } else {
+                Value::Null
+            },
+        );
+        report.insert(
+            "details".into(),
+            if self.details && !self.tally.details.is_empty() {
+                self.tally
+                    .details
+                    .iter()
+                    .map(|d| {
+                        json!({"timestamp": rfc3339_nanos(d.timestamp), "latency": ns(d.latency),
+                               "error": d.error, "status": d.status, "x-strata-cache": d.cache})
+                    })
+                    .collect()
+            } else {
+                Value::Null
+            },
+        );
+        if !self.tags.is_empty() {
+            report.insert("tags".into(), json!(self.tags));
+        }
+        report.insert(
+            "x-strata".into(),
+            json!({
                 "arrival": self.arrival,
                 "cache": self.tally.by_cache,
                 "calls": self.tally.by_call.iter()
@@ -147,56 +202,70 @@ impl Report {
                     "p50": ns(self.percentile(50.0)),
                     "p99": ns(self.percentile(99.0)),
                     "p999": ns(self.percentile(99.9)),
+                    "p9999": ns(self.percentile(99.99)),
                 },
-            },
-        });
-        if !self.tally.details.is_empty()
-            && let Value::Object(map) = &mut report
-        {
-            let details = self
-                .tally
-                .details
-                .iter()
-                .map(|d| {
-                    json!({"timestamp": rfc3339(d.timestamp), "latency": ns(d.latency),
-                           "error": d.error, "status": d.status})
-                })
-                .collect();
-            map.insert("details".into(), Value::Array(details));
-        }
-        report
+            }),
+        );
+        Value::Object(report)
     }
 
-    /// The human summary.
+    /// The human summary, laid out as ghz's (its units: `ns` below 10 µs, then `ms`, then `s`), then what ghz
+    /// lacks: the far tail, the arrival model, the cache levels and the mix.
     pub fn summary(&self) -> String {
-        let ms = |d: Duration| format!("{:.2} ms", d.as_secs_f64() * 1e3);
         let mut out = String::new();
         let _ = writeln!(out, "\nSummary:");
-        if let Some(name) = &self.name {
+        if let Some(name) = self.name.as_ref().filter(|n| !n.is_empty()) {
             let _ = writeln!(out, "  Name:\t\t{name}");
         }
         let _ = writeln!(out, "  Count:\t{}", self.tally.count);
-        let _ = writeln!(out, "  Total:\t{:.2} s", self.total.as_secs_f64());
-        let _ = writeln!(out, "  Slowest:\t{}", ms(self.slowest()));
-        let _ = writeln!(out, "  Fastest:\t{}", ms(self.fastest()));
-        let _ = writeln!(out, "  Average:\t{}", ms(self.average()));
-        let _ = writeln!(out, "  Requests/sec:\t{:.2}", self.rps());
-        let _ = writeln!(out, "  Arrival:\t{}", self.arrival);
+        let _ = writeln!(out, "  Total:\t{}", nano_unit(self.total));
+        let _ = writeln!(out, "  Slowest:\t{}", nano_unit(self.slowest()));
+        let _ = writeln!(out, "  Fastest:\t{}", nano_unit(self.fastest()));
+        let _ = writeln!(out, "  Average:\t{}", nano_unit(self.average()));
+        let _ = writeln!(out, "  Requests/sec:\t{:4.2}", self.rps());
         let histogram = self.histogram();
-        let widest = histogram.iter().map(|b| b.count).max().unwrap_or(1).max(1);
-        let _ = writeln!(out, "\nResponse time histogram (OK answers):");
+        let _ = writeln!(out, "\nResponse time histogram:");
+        let mark = |b: &Bucket| format!("{:.3}", b.mark * 1e3);
+        let widest_mark = histogram.iter().map(|b| mark(b).len()).max().unwrap_or(0);
+        let most = histogram.iter().map(|b| b.count).max().unwrap_or(0);
+        let widest_count = most.to_string().len();
         for b in &histogram {
-            let bar = "∎".repeat(usize::try_from(b.count * 40 / widest).unwrap_or(0));
-            let _ = writeln!(out, "  {:>10.3} ms [{}]\t|{bar}", b.mark * 1e3, b.count);
+            let bar = (b.count * 40 + most / 2).checked_div(most).unwrap_or(0);
+            let _ = writeln!(
+                out,
+                "  {:<widest_mark$} [{:<widest_count$}] |{}",
+                mark(b),
+                b.count,
+                "∎".repeat(usize::try_from(bar).unwrap_or(0)),
+            );
         }
-        let _ = writeln!(out, "\nLatency distribution (OK answers):");
-        for p in [10.0, 25.0, 50.0, 75.0, 90.0, 95.0, 99.0, 99.9] {
-            let _ = writeln!(out, "  {p:>5} % in {}", ms(self.percentile(p)));
+        let _ = write!(out, "\nLatency distribution:");
+        if !self.tally.counted_latency_us.is_empty() {
+            for p in GHZ_PERCENTILES {
+                let _ = write!(
+                    out,
+                    "\n  {p} % in {} ",
+                    nano_unit(self.percentile(f64::from(p)))
+                );
+            }
+            for p in [99.9, 99.99] {
+                let _ = write!(out, "\n  {p} % in {} ", nano_unit(self.percentile(p)));
+            }
         }
-        let _ = writeln!(out, "\nStatus code distribution:");
-        for (status, n) in &self.tally.by_status {
-            let _ = writeln!(out, "  [{status}]\t{n} responses");
+        let _ = writeln!(out, "\n");
+        if !self.tally.by_status.is_empty() {
+            let _ = writeln!(out, "Status code distribution:");
+            for (status, n) in &self.tally.by_status {
+                let _ = writeln!(out, "  [{status}]   {n} responses   ");
+            }
         }
+        if !self.tally.by_error.is_empty() {
+            let _ = writeln!(out, "\nError distribution:");
+            for (error, n) in &self.tally.by_error {
+                let _ = writeln!(out, "  [{n}]   {error}   ");
+            }
+        }
+        let _ = writeln!(out, "\nArrival:\t{}", self.arrival);
         if !self.tally.by_cache.is_empty() {
             let _ = writeln!(out, "\nCache results (x-strata-cache of OK answers):");
             for (level, n) in &self.tally.by_cache {
@@ -210,14 +279,31 @@ impl Report {
                 let _ = writeln!(out, "  {name}\t{} ({} errors)", c.count, c.errors);
             }
         }
-        if !self.tally.by_error.is_empty() {
-            let _ = writeln!(out, "\nError distribution:");
-            for (error, n) in &self.tally.by_error {
-                let _ = writeln!(out, "  [{n}]\t{error}");
-            }
-        }
         out
     }
+}
+
+/// A duration as ghz's summary writes one: `9500 ns`, `12.34 ms`, `1.50 s`.
+fn nano_unit(d: Duration) -> String {
+    let nanos = d.as_nanos();
+    if nanos < 10_000 {
+        return format!("{nanos} ns");
+    }
+    let ms = nanos as f64 / 1e6;
+    if ms < 1000.0 {
+        format!("{ms:4.2} ms")
+    } else {
+        format!("{:4.2} s", ms / 1000.0)
+    }
+}
+
+/// `2026-11-24T05:42:12.123456789Z` (UTC, with nanoseconds, as Go writes a detail's timestamp).
+pub fn rfc3339_nanos(time: SystemTime) -> String {
+    let nanos = time
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let whole = rfc3339(time);
+    format!("{}.{nanos:09}Z", whole.trim_end_matches('Z'))
 }
 
 /// `2026-11-24T05:42:12Z` (UTC, whole seconds, as ghz writes its dates).

@@ -8,8 +8,8 @@ use hdrhistogram::Histogram;
 
 use crate::load::new_histogram;
 
-/// Most answers kept for the report's `details`.
-pub const MAX_DETAILS: usize = 100_000;
+/// Most answers kept for the report's `details` (ghz's bound).
+pub const MAX_DETAILS: usize = 1_000_000;
 
 /// One answer, as the report's `details` lists it.
 #[derive(Debug, Clone)]
@@ -22,6 +22,8 @@ pub struct Detail {
     pub status: &'static str,
     /// Its error, in ghz's spelling, or empty.
     pub error: String,
+    /// Its `x-strata-cache` value, if it had one.
+    pub cache: Option<&'static str>,
 }
 
 /// Counts of one call of a mix.
@@ -40,8 +42,8 @@ pub struct Tally {
     pub count: u64,
     /// Sum of their latencies.
     pub latency_sum: Duration,
-    /// Latencies of OK answers, in microseconds (ghz reports OK latencies only).
-    pub ok_latency_us: Histogram<u64>,
+    /// Latencies of OK answers (of every answer with `count-errors`), in microseconds, as ghz's figures count them.
+    pub counted_latency_us: Histogram<u64>,
     /// Answers by status, in ghz's spelling (`OK`, `Unavailable`, …).
     pub by_status: BTreeMap<&'static str, u64>,
     /// Errors by message, in ghz's spelling (`rpc error: code = … desc = …`).
@@ -59,7 +61,7 @@ impl Default for Tally {
         Self {
             count: 0,
             latency_sum: Duration::ZERO,
-            ok_latency_us: new_histogram(),
+            counted_latency_us: new_histogram(),
             by_status: BTreeMap::new(),
             by_error: BTreeMap::new(),
             by_cache: BTreeMap::new(),
@@ -79,14 +81,15 @@ pub struct Outcome<'a> {
     /// Its status message, for errors.
     pub message: &'a str,
     /// The `x-strata-cache` value, if any.
-    pub cache: Option<&'a str>,
+    pub cache: Option<&'static str>,
     /// How long it took.
     pub latency: Duration,
 }
 
 impl Tally {
-    /// Counts one answer; keeps its detail when `details` is on.
-    pub fn record(&mut self, outcome: Outcome<'_>, details: bool) {
+    /// Counts one answer; keeps its detail when `details` is on; `count_errors` puts a failed answer's latency in
+    /// the figures too.
+    pub fn record(&mut self, outcome: Outcome<'_>, details: bool, count_errors: bool) {
         self.count += 1;
         self.latency_sum += outcome.latency;
         let status = go_code_name(outcome.code);
@@ -96,9 +99,12 @@ impl Tally {
             None => self.by_call.entry(outcome.call.to_owned()).or_default(),
         };
         call.count += 1;
-        let error = if outcome.code == tonic::Code::Ok {
+        let ok = outcome.code == tonic::Code::Ok;
+        if ok || count_errors {
             let micros = u64::try_from(outcome.latency.as_micros()).unwrap_or(u64::MAX);
-            self.ok_latency_us.saturating_record(micros.max(1));
+            self.counted_latency_us.saturating_record(micros.max(1));
+        }
+        let error = if ok {
             let level = outcome.cache.unwrap_or("none");
             match self.by_cache.get_mut(level) {
                 Some(n) => *n += 1,
@@ -119,6 +125,7 @@ impl Tally {
                 latency: outcome.latency,
                 status,
                 error,
+                cache: outcome.cache,
             });
         }
     }
@@ -128,7 +135,7 @@ impl Tally {
         self.count += other.count;
         self.latency_sum += other.latency_sum;
         // Same bounds on both sides: adding cannot fail.
-        let _ = self.ok_latency_us.add(&other.ok_latency_us);
+        let _ = self.counted_latency_us.add(&other.counted_latency_us);
         for (k, v) in other.by_status {
             *self.by_status.entry(k).or_default() += v;
         }

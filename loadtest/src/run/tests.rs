@@ -27,8 +27,8 @@ async fn run(json: Value) -> (Plan, Report) {
     let Value::Object(map) = json else {
         unreachable!()
     };
-    let plan = Plan::resolve(config::from_map(map.clone()).unwrap()).unwrap();
-    let report = execute(&plan, map, std::future::pending()).await.unwrap();
+    let plan = Plan::resolve(config::from_map(map).unwrap()).unwrap();
+    let report = execute(&plan, std::future::pending()).await.unwrap();
     (plan, report)
 }
 

@@ -1,0 +1,599 @@
+//! `strata-load run` as a ghz user meets it: ghz's own test data (tests/ghz-testdata, copied from ghz with its
+//! license) run unchanged but for `host` and `proto`, against a real gRPC server of ghz's Greeter — through a real
+//! gateway where the call is proxied, directly where TLS is the point — with ghz's flags, templates and reports.
+
+mod greeter;
+mod support;
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::Output;
+
+use greeter::Greeter;
+use serde_json::Value;
+use support::Gateway;
+
+fn testdata(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/ghz-testdata")
+        .join(name)
+}
+
+fn greeter_proto() -> String {
+    testdata("greeter.proto").display().to_string()
+}
+
+/// A scratch directory of this test's own.
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("strata-ghz-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir
+}
+
+/// Runs `strata-load run` with `args` (off the runtime's threads: it blocks).
+async fn strata_load(args: Vec<String>) -> Output {
+    tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_strata-load"))
+            .arg("run")
+            .args(&args)
+            .output()
+            .expect("strata-load runs")
+    })
+    .await
+    .expect("joined")
+}
+
+fn args(list: &[&str]) -> Vec<String> {
+    list.iter().map(|a| (*a).to_owned()).collect()
+}
+
+/// Runs and parses the JSON report (it must succeed).
+async fn run_json(mut list: Vec<String>) -> Value {
+    list.extend(args(&["-O", "json"]));
+    let output = strata_load(list.clone()).await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{list:?}: {stderr}");
+    serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("{list:?}: not JSON ({e}): {stderr}"))
+}
+
+fn ok_count(report: &Value) -> u64 {
+    report["statusCodeDistribution"]["OK"].as_u64().unwrap_or(0)
+}
+
+/// ghz's config file `name`, with only `host` and `proto` edited (textually, whatever its format).
+fn edited(name: &str, host: &str, dir: &std::path::Path) -> PathBuf {
+    let text = std::fs::read_to_string(testdata(name)).expect("ghz config");
+    let edited: Vec<String> = text
+        .lines()
+        .map(|line| {
+            let key = line.trim_start().trim_start_matches('"');
+            let indent = &line[..line.len() - line.trim_start().len()];
+            let comma = if line.trim_end().ends_with(',') {
+                ","
+            } else {
+                ""
+            };
+            if name.ends_with(".json") && key.starts_with("host\"") {
+                format!("{indent}\"host\": \"{host}\"{comma}")
+            } else if name.ends_with(".json") && key.starts_with("proto\"") {
+                format!("{indent}\"proto\": \"{}\"{comma}", greeter_proto())
+            } else if key.starts_with("host =") {
+                format!("host = \"{host}\"")
+            } else if key.starts_with("proto =") {
+                format!("proto = \"{}\"", greeter_proto())
+            } else {
+                line.to_owned()
+            }
+        })
+        .collect();
+    let path = dir.join(name);
+    std::fs::write(&path, edited.join("\n")).expect("write config");
+    path
+}
+
+/// ghz's testdata configs (JSON and TOML; and config.json's keys as YAML) run as they are: each sends `total`
+/// requests (or stops at `max-duration`), leaves `skipFirst` out, renders `{{.TimestampUnix}}` in the data and
+/// `{{.RequestNumber}}` in the metadata, through a gateway that proxies the Greeter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ghz_testdata_configs_run_unchanged_but_for_host_and_proto() {
+    let greeter = Greeter::start().await;
+    let gateway = Gateway::start(greeter.addr.port()).await;
+    let dir = scratch("configs");
+    let json = edited("config.json", &gateway.addr, &dir);
+    let yaml = dir.join("config.yaml");
+    let as_value: Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("read")).expect("json");
+    std::fs::write(&yaml, serde_yaml::to_string(&as_value).expect("yaml")).expect("write");
+    for (config, total, skip) in [
+        (json, 5000u64, 5u64),
+        (edited("config.toml", &gateway.addr, &dir), 5000, 5),
+        (edited("config5.toml", &gateway.addr, &dir), 5000, 100),
+        (yaml, 5000, 5),
+    ] {
+        let before = greeter.calls().len();
+        let started = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs();
+        let report = run_json(vec!["--config".into(), config.display().to_string()]).await;
+        let name = config.display();
+        // max-duration (7 s) bounds the run; on any box that can send 5000 small calls in 7 s, all are sent.
+        let count = report["count"].as_u64().expect("count");
+        if report["endReason"] == "normal" {
+            assert_eq!(count, total - skip, "{name}: {report}");
+        }
+        assert_eq!(
+            ok_count(&report),
+            count,
+            "{name}: {}",
+            report["errorDistribution"]
+        );
+        let calls: Vec<_> = greeter.calls()[before..].to_vec();
+        assert_eq!(calls.len() as u64, count + skip, "{name}");
+        let mut numbers = BTreeSet::new();
+        for call in &calls {
+            let stamp: u64 = call.names[0]
+                .strip_prefix("Bob ")
+                .and_then(|t| t.parse().ok())
+                .unwrap_or_else(|| {
+                    panic!("{name}: {:?} is not Bob {{.TimestampUnix}}", call.names)
+                });
+            assert!(
+                stamp + 2 >= started && stamp <= started + 60,
+                "{name}: {stamp}"
+            );
+            numbers.insert(
+                call.metadata["rn"]
+                    .parse::<u64>()
+                    .expect("rn is a request number"),
+            );
+        }
+        assert_eq!(
+            numbers,
+            (0..count + skip).collect(),
+            "{name}: every request number once"
+        );
+    }
+    gateway.stop().await;
+    std::fs::remove_dir_all(dir).expect("clean up");
+}
+
+/// Without a proto, the schema comes from the server's reflection — here a server offering only v1alpha, through
+/// the gateway — and `--reflect-metadata` goes with the reflection request only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reflection_falls_back_to_v1alpha_and_carries_its_own_metadata() {
+    let greeter = Greeter::start().await;
+    let gateway = Gateway::start(greeter.addr.port()).await;
+    let report = run_json(args(&[
+        "--insecure",
+        "--call",
+        "helloworld.Greeter.SayHello",
+        "-d",
+        r#"{"name": "reflected"}"#,
+        "-n",
+        "20",
+        "-c",
+        "2",
+        "--reflect-metadata",
+        r#"{"authorization": "Bearer reflect-only"}"#,
+        &gateway.addr,
+    ]))
+    .await;
+    assert_eq!(ok_count(&report), 20, "{report}");
+    let reflected = greeter
+        .record
+        .reflection_metadata
+        .lock()
+        .expect("lock")
+        .clone();
+    assert!(
+        reflected
+            .iter()
+            .any(|m| m.get("authorization").map(String::as_str) == Some("Bearer reflect-only")),
+        "{reflected:?}"
+    );
+    assert!(
+        greeter
+            .calls()
+            .iter()
+            .all(|c| !c.metadata.contains_key("authorization"))
+    );
+    gateway.stop().await;
+}
+
+/// `-B` (ghz's hello_request_data.bin), `-D` (its data.json, a template), `-M` (its metadata.json), and its
+/// precompiled bundle.protoset instead of the proto.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ghz_data_files_binary_metadata_and_protoset() {
+    let greeter = Greeter::start().await;
+    let host = greeter.addr.to_string();
+    let binary = testdata("hello_request_data.bin").display().to_string();
+    let metadata = testdata("metadata.json").display().to_string();
+    let report = run_json(args(&[
+        "--insecure",
+        "--proto",
+        &greeter_proto(),
+        "--call",
+        "helloworld.Greeter.SayHello",
+        "-B",
+        &binary,
+        "-M",
+        &metadata,
+        "-n",
+        "10",
+        "-c",
+        "1",
+        &host,
+    ]))
+    .await;
+    assert_eq!(ok_count(&report), 10, "{report}");
+    assert_eq!(report["options"]["binary"], true);
+    let calls = greeter.calls();
+    assert!(calls.iter().all(|c| c.names == ["bob"]), "{calls:?}");
+    let ids: BTreeSet<String> = calls
+        .iter()
+        .map(|c| c.metadata["request-id"].clone())
+        .collect();
+    assert_eq!(ids, (0..10).map(|n| n.to_string()).collect());
+
+    let data = testdata("data.json").display().to_string();
+    let protoset = testdata("bundle.protoset").display().to_string();
+    let report = run_json(args(&[
+        "--insecure",
+        "--protoset",
+        &protoset,
+        "--call",
+        "helloworld.Greeter/SayHello",
+        "-D",
+        &data,
+        "-n",
+        "5",
+        &host,
+    ]))
+    .await;
+    assert_eq!(ok_count(&report), 5, "{report}");
+    let names: Vec<String> = greeter.calls()[10..]
+        .iter()
+        .map(|c| c.names[0].clone())
+        .collect();
+    assert!(
+        names.iter().all(|n| n
+            .strip_prefix("Some Name ")
+            .is_some_and(|t| t.parse::<u64>().is_ok())),
+        "{names:?}"
+    );
+}
+
+/// The JSON report carries every field ghz writes, with ghz's types — compared with a report ghz wrote (its
+/// web/test/SayHello/report1.json): top level, `options`, `latencyDistribution`, `histogram` and `details` entries.
+/// What Strata adds is under `x-strata` (and `x-strata-cache` in a detail), plus the option names current ghz writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_json_report_has_every_field_of_a_report_ghz_wrote() {
+    let golden: Value =
+        serde_json::from_str(&std::fs::read_to_string(testdata("report1.json")).expect("golden"))
+            .expect("json");
+    let greeter = Greeter::start().await;
+    let ours = run_json(args(&[
+        "--insecure",
+        "--proto",
+        &greeter_proto(),
+        "--call",
+        "helloworld.Greeter.SayHello",
+        "-d",
+        r#"{"name": "Bob"}"#,
+        "-n",
+        "200",
+        "-c",
+        "50",
+        "--name",
+        "Greeter SayHello",
+        "--tags",
+        r#"{"env": "test"}"#,
+        &greeter.addr.to_string(),
+    ]))
+    .await;
+    fn same_shape(golden: &Value, ours: &Value, at: &str) {
+        let kind = |v: &Value| match v {
+            Value::Number(n) if n.is_f64() => "float",
+            Value::Number(_) => "integer",
+            Value::String(_) => "string",
+            Value::Bool(_) => "bool",
+            Value::Array(_) => "array",
+            Value::Object(_) => "object",
+            Value::Null => "null",
+        };
+        let compatible = kind(golden) == kind(ours)
+            || (kind(golden) == "integer" && kind(ours) == "float")
+            || (kind(golden) == "float" && kind(ours) == "integer");
+        assert!(compatible, "{at}: ghz wrote {golden}, we wrote {ours}");
+    }
+    for (key, value) in golden.as_object().expect("object") {
+        let mine = ours
+            .get(key)
+            .unwrap_or_else(|| panic!("{key} missing: {ours}"));
+        // ghz writes an empty error map as {} and we do too; the rest must have the same type.
+        same_shape(value, mine, key);
+    }
+    let extra: Vec<&String> = ours
+        .as_object()
+        .expect("object")
+        .keys()
+        .filter(|k| !golden.as_object().expect("object").contains_key(*k))
+        .collect();
+    assert_eq!(extra, ["x-strata"], "only x-strata is ours");
+    for (key, value) in golden["options"].as_object().expect("options") {
+        let mine = ours["options"]
+            .get(key)
+            .unwrap_or_else(|| panic!("options.{key} missing: {}", ours["options"]));
+        same_shape(value, mine, &format!("options.{key}"));
+    }
+    assert_eq!(
+        (&ours["options"]["n"], &ours["options"]["c"]),
+        (&Value::from(200), &Value::from(50))
+    );
+    assert_eq!(ours["options"]["timeout"], 20_000_000_000u64);
+    for list in ["latencyDistribution", "histogram", "details"] {
+        let theirs = golden[list][0].as_object().expect("entry");
+        let mine = ours[list][0]
+            .as_object()
+            .unwrap_or_else(|| panic!("{list}: {}", ours[list]));
+        for (key, value) in theirs {
+            same_shape(value, &mine[key], &format!("{list}[0].{key}"));
+        }
+    }
+    assert_eq!(ours["details"].as_array().expect("details").len(), 200);
+    assert_eq!(ours["name"], "Greeter SayHello");
+    assert_eq!(ours["tags"]["env"], "test");
+}
+
+/// Every one of ghz's eight formats is written, and each parses back: CSV rows, InfluxDB line protocol, the
+/// Prometheus exposition (by promtool), HTML, the summary, JSON.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_format_is_written_and_parses_back() {
+    let greeter = Greeter::start().await;
+    let gateway = Gateway::start(greeter.addr.port()).await;
+    let dir = scratch("formats");
+    for format in [
+        "summary",
+        "csv",
+        "json",
+        "pretty",
+        "html",
+        "influx-summary",
+        "influx-details",
+        "prometheus",
+    ] {
+        let out = dir.join(format);
+        let output = strata_load(args(&[
+            "--insecure",
+            "--proto",
+            &greeter_proto(),
+            "--call",
+            "helloworld.Greeter.SayHello",
+            "-d",
+            r#"{"name": "n-{{.RequestNumber}}"}"#,
+            "-n",
+            "40",
+            "-c",
+            "4",
+            "--name",
+            "formats run",
+            "-O",
+            format,
+            "-o",
+            out.to_str().expect("utf-8"),
+            &gateway.addr,
+        ]))
+        .await;
+        assert!(
+            output.status.success(),
+            "{format}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let text = std::fs::read_to_string(&out).expect("written");
+        match format {
+            "summary" => {
+                assert!(
+                    text.contains("Summary:\n  Name:\t\tformats run\n  Count:\t40\n"),
+                    "{text}"
+                );
+                assert!(text.contains("[OK]   40 responses"), "{text}");
+            }
+            "csv" => {
+                let mut lines = text.trim().lines();
+                assert_eq!(
+                    lines.next(),
+                    Some("duration (ms),status,error,x-strata-cache")
+                );
+                let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+                assert_eq!(rows.len(), 40);
+                for row in rows {
+                    assert!(
+                        row[0].parse::<f64>().is_ok() && row[1] == "OK" && row[2].is_empty(),
+                        "{row:?}"
+                    );
+                }
+            }
+            "json" | "pretty" => {
+                let report: Value = serde_json::from_str(&text).expect("JSON");
+                assert_eq!(report["count"], 40);
+                assert_eq!(text.trim().contains('\n'), format == "pretty");
+            }
+            "html" => assert!(text.contains("<svg") && text.contains("</html>"), "{text}"),
+            "influx-summary" | "influx-details" => {
+                let lines: Vec<Line> = text.trim().lines().map(parse_line).collect();
+                if format == "influx-summary" {
+                    assert_eq!(lines.len(), 1);
+                    let line = &lines[0];
+                    assert_eq!(line.measurement, "ghz_run");
+                    assert_eq!(line.tag("name"), "\"formats\\ run\"");
+                    assert_eq!(line.tag("n"), "40");
+                    assert_eq!(line.tag("has_errors"), "false");
+                    assert_eq!(line.field("count"), "40");
+                    for field in [
+                        "total", "average", "fastest", "slowest", "rps", "median", "p95", "errors",
+                    ] {
+                        assert!(line.field(field).parse::<f64>().is_ok(), "{field}: {text}");
+                    }
+                } else {
+                    assert_eq!(lines.len(), 40);
+                    for line in lines {
+                        assert_eq!(line.measurement, "ghz_detail");
+                        assert_eq!(line.tag("hasError"), "false");
+                        assert_eq!(line.field("status"), "\"OK\"");
+                        assert!(line.field("latency").parse::<u64>().is_ok());
+                        assert!(line.timestamp > 1_600_000_000_000_000_000);
+                    }
+                }
+            }
+            "prometheus" => {
+                promtool_accepts(&text);
+                assert!(
+                    text.contains("# TYPE ghz_run_count gauge\nghz_run_count{"),
+                    "{text}"
+                );
+                assert!(
+                    text.contains("ghz_run_latency{") && text.contains("quantile=\"0.999\""),
+                    "{text}"
+                );
+                assert!(
+                    text.contains("ghz_run_histogram_bucket{") && text.contains("le=\"+Inf\"} 40"),
+                    "{text}"
+                );
+                assert!(text.contains("end_reason=\"normal\""), "{text}");
+            }
+            _ => unreachable!(),
+        }
+    }
+    gateway.stop().await;
+    std::fs::remove_dir_all(dir).expect("clean up");
+}
+
+/// `promtool check metrics` (Debian's prometheus package, installed by scripts/test) parses `text`. Its lints about
+/// ghz's own names (`ghz_run_count` and `ghz_run_total` are gauges, `ghz_run_histogram` names its type, its labels
+/// `CPUs` and `skipFirst` are camelCase) are ghz's, kept for its dashboards; anything else — a parse error, a lint on
+/// a name of ours — fails.
+fn promtool_accepts(text: &str) {
+    use std::io::Write;
+    let mut check = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool must be on PATH (scripts/test installs the prometheus package)");
+    check
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("write");
+    let result = check.wait_with_output().expect("promtool");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&result.stdout),
+        String::from_utf8_lossy(&result.stderr)
+    );
+    // promtool exits 1 when it cannot parse, 3 when it only has lints.
+    assert!(
+        matches!(result.status.code(), Some(0 | 3)),
+        "promtool: {said}"
+    );
+    let ghz_names = ["ghz_run_count ", "ghz_run_total ", "ghz_run_histogram "];
+    let problems: Vec<&str> = said
+        .lines()
+        .filter(|l| {
+            let ghz_metric = ghz_names.iter().any(|n| l.starts_with(n));
+            let ghz_labels =
+                l.ends_with("label names should be written in 'snake_case' not 'camelCase'");
+            !l.trim().is_empty() && !ghz_metric && !ghz_labels
+        })
+        .collect();
+    assert!(problems.is_empty(), "promtool: {said}");
+}
+
+/// One InfluxDB line: measurement, tags, fields, timestamp (escapes kept as written).
+struct Line {
+    measurement: String,
+    tags: Vec<(String, String)>,
+    fields: Vec<(String, String)>,
+    timestamp: u128,
+}
+
+impl Line {
+    fn tag(&self, key: &str) -> &str {
+        self.tags
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or_else(|| panic!("tag {key}"))
+    }
+    fn field(&self, key: &str) -> &str {
+        self.fields
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or_else(|| panic!("field {key}"))
+    }
+}
+
+/// Splits `text` at unescaped `separator`s outside double quotes.
+fn split_unescaped(text: &str, separator: char) -> Vec<String> {
+    let (mut parts, mut current, mut quoted, mut escaped) =
+        (Vec::new(), String::new(), false, false);
+    for c in text.chars() {
+        if escaped {
+            current.push(c);
+            escaped = false;
+            continue;
+        }
+        match c {
+            '\\' => {
+                current.push(c);
+                escaped = true;
+            }
+            '"' => {
+                current.push(c);
+                quoted = !quoted;
+            }
+            c if c == separator && !quoted => parts.push(std::mem::take(&mut current)),
+            c => current.push(c),
+        }
+    }
+    assert!(!quoted && !escaped, "unbalanced: {text}");
+    parts.push(current);
+    parts
+}
+
+/// Parses one line of the InfluxDB line protocol (`measurement,tags fields timestamp`).
+fn parse_line(line: &str) -> Line {
+    let sections = split_unescaped(line, ' ');
+    assert_eq!(sections.len(), 3, "{line}");
+    let pairs = |text: &str| -> Vec<(String, String)> {
+        split_unescaped(text, ',')
+            .into_iter()
+            .map(|pair| {
+                let parts = split_unescaped(&pair, '=');
+                assert_eq!(parts.len(), 2, "{pair} in {line}");
+                (parts[0].clone(), parts[1].clone())
+            })
+            .collect()
+    };
+    let mut head = split_unescaped(&sections[0], ',').into_iter();
+    let measurement = head.next().expect("measurement");
+    let tags = pairs(&head.collect::<Vec<_>>().join(","));
+    let fields = pairs(&sections[1]);
+    for (key, value) in &fields {
+        assert!(
+            (value.starts_with('"') && value.ends_with('"')) || value.parse::<f64>().is_ok(),
+            "field {key}={value} is neither a string nor a number"
+        );
+    }
+    Line {
+        measurement,
+        tags,
+        fields,
+        timestamp: sections[2].parse().expect("timestamp"),
+    }
+}
