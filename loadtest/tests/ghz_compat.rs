@@ -431,6 +431,8 @@ async fn every_format_is_written_and_parses_back() {
                     assert_eq!(line.tag("n"), "40");
                     assert_eq!(line.tag("has_errors"), "false");
                     assert_eq!(line.field("count"), "40");
+                    // The cache level of every OK answer (proxied, uncached here: `none`).
+                    assert_eq!(line.field("strata_cache_none"), "40");
                     for field in [
                         "total", "average", "fastest", "slowest", "rps", "median", "p95", "errors",
                     ] {
@@ -442,6 +444,7 @@ async fn every_format_is_written_and_parses_back() {
                         assert_eq!(line.measurement, "ghz_detail");
                         assert_eq!(line.tag("hasError"), "false");
                         assert_eq!(line.field("status"), "\"OK\"");
+                        assert_eq!(line.field("cache"), "\"\"");
                         assert!(line.field("latency").parse::<u64>().is_ok());
                         assert!(line.timestamp > 1_600_000_000_000_000_000);
                     }
@@ -462,6 +465,7 @@ async fn every_format_is_written_and_parses_back() {
                     "{text}"
                 );
                 assert!(text.contains("end_reason=\"normal\""), "{text}");
+                assert!(text.contains("level=\"none\"} 40"), "{text}");
             }
             _ => unreachable!(),
         }
