@@ -420,7 +420,23 @@ async fn every_format_is_written_and_parses_back() {
                 assert_eq!(report["count"], 40);
                 assert_eq!(text.trim().contains('\n'), format == "pretty");
             }
-            "html" => assert!(text.contains("<svg") && text.contains("</html>"), "{text}"),
+            "html" => {
+                assert!(text.contains("<svg") && text.contains("</html>"), "{text}");
+                for anchor in [
+                    "summary",
+                    "histogram",
+                    "latency",
+                    "status",
+                    "data",
+                    "options",
+                    "cache",
+                ] {
+                    assert!(
+                        text.contains(&format!("id=\"{anchor}\"")),
+                        "{anchor}: {text}"
+                    );
+                }
+            }
             "influx-summary" | "influx-details" => {
                 let lines: Vec<Line> = text.trim().lines().map(parse_line).collect();
                 if format == "influx-summary" {

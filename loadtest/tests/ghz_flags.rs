@@ -43,6 +43,36 @@ async fn run(method: &str, host: &str, extra: &[&str]) -> Output {
     .expect("joined")
 }
 
+/// As [`run`], with `input` on standard input.
+async fn run_with_input(method: &str, host: &str, extra: &[&str], input: Vec<u8>) -> Output {
+    use std::io::Write;
+    let mut args: Vec<String> = ["run", "--proto", &greeter_proto(), "--call"]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+    args.push(format!("helloworld.Greeter.{method}"));
+    args.extend(extra.iter().map(|s| (*s).to_owned()));
+    args.push(host.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_strata-load"))
+            .args(&args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("strata-load runs");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(&input)
+            .expect("write");
+        child.wait_with_output().expect("output")
+    })
+    .await
+    .expect("joined")
+}
+
 /// As [`run`], with `-O json`: the report (the run must succeed).
 async fn run_json(method: &str, host: &str, extra: &[&str]) -> Value {
     let mut extra = extra.to_vec();
@@ -491,4 +521,88 @@ async fn compression_authority_size_limits_templates_off_and_the_debug_log() {
     .await;
     assert_eq!(ok(&fits), 3, "{fits}");
     std::fs::remove_dir_all(dir).expect("clean up");
+}
+
+/// `-b` reads a serialized request from standard input (ghz's hello_request_data.bin), `-d @` JSON data; `--cpus`,
+/// `--keepalive` and `--lb-strategy round_robin` are taken and recorded; `--count-errors` puts failed answers in the
+/// latency figures.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standard_input_cpus_keepalive_balancing_and_counted_errors() {
+    let greeter = Greeter::start().await;
+    let host = greeter.addr.to_string();
+    let binary = std::fs::read(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/ghz-testdata/hello_request_data.bin"),
+    )
+    .expect("ghz's binary request");
+    let output = run_with_input(
+        "SayHello",
+        &host,
+        &["--insecure", "-b", "-n", "3", "-O", "json"],
+        binary,
+    )
+    .await;
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let output = run_with_input(
+        "SayHello",
+        &host,
+        &[
+            "--insecure",
+            "-d",
+            "@",
+            "-n",
+            "2",
+            "--cpus",
+            "1",
+            "--keepalive",
+            "30s",
+            "--lb-strategy",
+            "round_robin",
+            "-O",
+            "json",
+        ],
+        br#"{"name": "from stdin"}"#.to_vec(),
+    )
+    .await;
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    assert_eq!(report["options"]["CPUs"], 1);
+    assert_eq!(report["options"]["keepalive"], 30_000_000_000u64);
+    let names: Vec<String> = greeter.calls().iter().map(|c| c.names[0].clone()).collect();
+    assert_eq!(names, ["bob", "bob", "bob", "from stdin", "from stdin"]);
+
+    for count_errors in [false, true] {
+        let mut extra = vec![
+            "--insecure",
+            "-n",
+            "4",
+            "--max-send-message-size",
+            "4",
+            "-d",
+            r#"{"name":"too long"}"#,
+        ];
+        if count_errors {
+            extra.push("--count-errors");
+        }
+        let report = run_json("SayHello", &host, &extra).await;
+        assert_eq!(report["count"], 4);
+        // ghz: without count-errors the latency figures hold OK answers only — here none.
+        assert_eq!(
+            report["latencyDistribution"].is_array(),
+            count_errors,
+            "{report}"
+        );
+        assert_eq!(
+            report["slowest"].as_u64().unwrap_or(0) > 0,
+            count_errors,
+            "{report}"
+        );
+    }
 }

@@ -1,9 +1,10 @@
-//! The `html` report: one self-contained page (inline SVG and CSS, no scripts, nothing fetched) with the summary,
-//! the latency histogram and the percentile chart.
+//! The `html` report: one self-contained page (inline SVG and CSS, no scripts, nothing fetched — ghz's page loads
+//! its charts from CDNs) with ghz's sections under ghz's anchors (summary, histogram, latency distribution, status,
+//! errors, data, options), then the cache levels and the mix.
 
 use std::fmt::Write as _;
 
-use super::report::Report;
+use super::report::{Report, nano_unit, rfc3339};
 
 const WIDTH: f64 = 640.0;
 const HEIGHT: f64 = 240.0;
@@ -21,70 +22,100 @@ pub fn render(report: &Report) -> String {
          svg{{background:#fafafa;border:1px solid #ddd}}.bar{{fill:#4a7bd0}}.line{{fill:none;stroke:#c0392b;stroke-width:2}}\
          .axis{{stroke:#888}}text{{font-size:11px;fill:#444}}</style></head><body><h1>{title}</h1>"
     );
-    let ms = |d: std::time::Duration| format!("{:.3} ms", d.as_secs_f64() * 1e3);
-    let _ = write!(page, "<table>");
+    // ghz's sections, under its anchors and names, then what Strata adds.
+    let _ = write!(
+        page,
+        "<p>{}</p><p><a href=\"#summary\">Summary</a> · <a href=\"#histogram\">Histogram</a> · \
+         <a href=\"#latency\">Latency Distribution</a> · <a href=\"#status\">Status Distribution</a> · \
+         <a href=\"#errors\">Errors</a> · <a href=\"#data\">Data</a> · <a href=\"#options\">Options</a> · \
+         <a href=\"#cache\">Cache</a></p>",
+        rfc3339(report.date)
+    );
+    let _ = write!(page, "<h2 id=\"summary\">Summary</h2><table>");
     for (label, value) in [
         ("Count", report.tally.count.to_string()),
-        ("Total", format!("{:.2} s", report.total.as_secs_f64())),
-        ("Requests/sec", format!("{:.1}", report.rps())),
-        ("Average", ms(report.average())),
-        ("p50", ms(report.percentile(50.0))),
-        ("p99", ms(report.percentile(99.0))),
-        ("p99.9", ms(report.percentile(99.9))),
-        ("Errors", report.tally.errors().to_string()),
+        ("Total", nano_unit(report.total)),
+        ("Slowest", nano_unit(report.slowest())),
+        ("Fastest", nano_unit(report.fastest())),
+        ("Average", nano_unit(report.average())),
+        ("Requests/sec", format!("{:.2}", report.rps())),
+        ("End reason", report.end_reason.as_str().to_owned()),
         ("Arrival", report.arrival.to_owned()),
     ] {
         let _ = write!(page, "<tr><th>{label}</th><td>{}</td></tr>", escape(&value));
     }
     let _ = write!(page, "</table>");
-    table(
+    let _ = write!(
+        page,
+        "<h2 id=\"histogram\">Histogram</h2>{}",
+        histogram_svg(report)
+    );
+    let _ = write!(
+        page,
+        "<h2 id=\"latency\">Latency Distribution</h2>{}<table>",
+        percentile_svg(report)
+    );
+    for p in [10.0, 25.0, 50.0, 75.0, 90.0, 95.0, 99.0, 99.9, 99.99] {
+        let _ = write!(
+            page,
+            "<tr><th>{p} %</th><td>{}</td></tr>",
+            nano_unit(report.percentile(p))
+        );
+    }
+    let _ = write!(page, "</table>");
+    section(
         &mut page,
-        "Status",
+        "status",
+        "Status Distribution",
         report
             .tally
             .by_status
             .iter()
             .map(|(k, v)| (k.to_string(), *v)),
     );
-    table(
+    section(
         &mut page,
+        "errors",
+        "Errors",
+        report.tally.by_error.iter().map(|(k, v)| (k.clone(), *v)),
+    );
+    let pretty = |v: &serde_json::Value| serde_json::to_string_pretty(v).unwrap_or_default();
+    let _ = write!(
+        page,
+        "<h2 id=\"data\">Data</h2><pre>{}</pre><h2 id=\"options\">Options</h2><pre>{}</pre>",
+        escape(&report.options.get("data").map(pretty).unwrap_or_default()),
+        escape(&pretty(&report.options))
+    );
+    section(
+        &mut page,
+        "cache",
         "x-strata-cache",
         report.tally.by_cache.iter().map(|(k, v)| (k.clone(), *v)),
     );
-    table(
+    section(
         &mut page,
-        "Call",
+        "calls",
+        "Calls",
         report
             .tally
             .by_call
             .iter()
             .map(|(k, v)| (k.clone(), v.count)),
     );
-    let _ = write!(
-        page,
-        "<h2>Latency histogram (OK answers)</h2>{}",
-        histogram_svg(report)
-    );
-    let _ = write!(
-        page,
-        "<h2>Latency by percentile (OK answers)</h2>{}",
-        percentile_svg(report)
-    );
-    table(
-        &mut page,
-        "Error",
-        report.tally.by_error.iter().map(|(k, v)| (k.clone(), *v)),
-    );
     let _ = writeln!(page, "</body></html>");
     page
 }
 
-fn table(page: &mut String, heading: &str, rows: impl Iterator<Item = (String, u64)>) {
+/// A section of counts (left out when there are none), under its anchor.
+fn section(page: &mut String, id: &str, heading: &str, rows: impl Iterator<Item = (String, u64)>) {
     let rows: Vec<_> = rows.collect();
     if rows.is_empty() {
         return;
     }
-    let _ = write!(page, "<table><tr><th>{heading}</th><th>answers</th></tr>");
+    let _ = write!(
+        page,
+        "<h2 id=\"{id}\">{heading}</h2><table><tr><th></th><th>answers</th></tr>"
+    );
     for (k, v) in rows {
         let _ = write!(page, "<tr><th>{}</th><td>{v}</td></tr>", escape(&k));
     }

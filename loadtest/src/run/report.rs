@@ -284,7 +284,7 @@ impl Report {
 }
 
 /// A duration as ghz's summary writes one: `9500 ns`, `12.34 ms`, `1.50 s`.
-fn nano_unit(d: Duration) -> String {
+pub fn nano_unit(d: Duration) -> String {
     let nanos = d.as_nanos();
     if nanos < 10_000 {
         return format!("{nanos} ns");
