@@ -524,7 +524,7 @@ async fn compression_authority_size_limits_templates_off_and_the_debug_log() {
 }
 
 /// `-b` reads a serialized request from standard input (ghz's hello_request_data.bin), `-d @` JSON data; `--cpus`,
-/// `--keepalive` and `--lb-strategy round_robin` are taken and recorded; `--count-errors` puts failed answers in the
+/// `--keepalive` and `--lb-strategy round_robin` (with ghz's `dns:///` target) are taken and recorded; `--count-errors` puts failed answers in the
 /// latency figures.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn standard_input_cpus_keepalive_balancing_and_counted_errors() {
@@ -548,7 +548,7 @@ async fn standard_input_cpus_keepalive_balancing_and_counted_errors() {
     );
     let output = run_with_input(
         "SayHello",
-        &host,
+        &format!("dns:///{host}"),
         &[
             "--insecure",
             "-d",

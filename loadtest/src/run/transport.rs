@@ -111,6 +111,12 @@ pub fn resolve(
             }
         }
     };
+    // ghz's host is a gRPC target: `dns:///name:port` (what its lb-strategy wants) is name:port resolved by DNS,
+    // which is what is done here anyway.
+    let host = host
+        .strip_prefix("dns:///")
+        .or_else(|| host.strip_prefix("dns:"))
+        .map_or(host.clone(), str::to_owned);
     Transport {
         host,
         tls: (!config.insecure).then(|| Tls {
