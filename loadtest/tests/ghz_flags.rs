@@ -243,9 +243,11 @@ async fn streams_are_shaped_by_the_stream_flags() {
             &base[..],
             &[
                 "-d",
-                r#"{"name":"{{newUUID}}"}"#,
+                r#"{"name":"{{.TimestampUnixMilli}}"}"#,
                 "--stream-call-count",
                 "3",
+                "--stream-interval",
+                "100ms",
                 "--stream-dynamic-messages",
             ],
         ]
@@ -253,13 +255,17 @@ async fn streams_are_shaped_by_the_stream_flags() {
     )
     .await;
     assert_eq!(ok(&dynamic), 2, "{dynamic}");
+    // Each message rendered when sent: its timestamp is the send's, 100 ms after the one before.
     for call in &greeter.calls()[before..] {
-        let distinct: BTreeSet<&String> = call.names.iter().collect();
-        assert_eq!(
-            distinct.len(),
-            3,
-            "each message rendered anew: {:?}",
-            call.names
+        let stamps: Vec<u64> = call
+            .names
+            .iter()
+            .map(|n| n.parse().expect("a timestamp"))
+            .collect();
+        assert_eq!(stamps.len(), 3, "{stamps:?}");
+        assert!(
+            stamps.windows(2).all(|w| w[1] >= w[0] + 100),
+            "rendered as sent: {stamps:?}"
         );
     }
 

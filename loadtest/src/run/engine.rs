@@ -239,7 +239,14 @@ async fn exchange(
     let sent = Instant::now();
     let mut closing = work.closing.signal.subscribe();
     let answer = {
-        let send = send(&mut grpc, template, fill, &work);
+        let owned = Owned {
+            work: work.clone(),
+            call,
+            number: ticket.number,
+            key: key.clone(),
+            worker_id: worker_id.clone(),
+        };
+        let send = send(&mut grpc, template, fill, owned);
         tokio::pin!(send);
         if work.closing.mode == DurationStop::Wait {
             send.await
@@ -314,9 +321,9 @@ async fn send(
     grpc: &mut Grpc<Channel>,
     call: &CallTemplate,
     fill: Fill<'_>,
-    work: &Work,
+    request: Owned,
 ) -> Result<Option<&'static str>, tonic::Status> {
-    let streams = work.streams;
+    let (streams, timeout) = (request.work.streams, request.work.timeout);
     let exchange = async {
         grpc.ready()
             .await
@@ -328,26 +335,30 @@ async fn send(
         let (header, mut stream) = match call.kind {
             Kind::Unary => {
                 let message = first(call.messages(fill))?;
-                let request = request(message, metadata, work.timeout);
-                let answer = grpc.unary(request, path, RawCodec).await?;
+                let answer = grpc
+                    .unary(with_parts(message, metadata, timeout), path, RawCodec)
+                    .await?;
                 return Ok(cache_header(answer.metadata()));
             }
             Kind::ServerStreaming => {
                 let message = first(call.messages(fill))?;
-                let request = request(message, metadata, work.timeout);
-                let answer = grpc.server_streaming(request, path, RawCodec).await?;
+                let answer = grpc
+                    .server_streaming(with_parts(message, metadata, timeout), path, RawCodec)
+                    .await?;
                 (cache_header(answer.metadata()), answer.into_inner())
             }
             Kind::ClientStreaming => {
-                let outgoing = client_stream(call, fill, streams)?;
-                let request = request(outgoing, metadata, work.timeout);
-                let answer = grpc.client_streaming(request, path, RawCodec).await?;
+                let outgoing = client_stream(call, request, streams)?;
+                let answer = grpc
+                    .client_streaming(with_parts(outgoing, metadata, timeout), path, RawCodec)
+                    .await?;
                 return Ok(cache_header(answer.metadata()));
             }
             Kind::Bidi => {
-                let outgoing = client_stream(call, fill, streams)?;
-                let request = request(outgoing, metadata, work.timeout);
-                let answer = grpc.streaming(request, path, RawCodec).await?;
+                let outgoing = client_stream(call, request, streams)?;
+                let answer = grpc
+                    .streaming(with_parts(outgoing, metadata, timeout), path, RawCodec)
+                    .await?;
                 (cache_header(answer.metadata()), answer.into_inner())
             }
         };
@@ -373,7 +384,7 @@ async fn send(
         }
         Ok(header)
     };
-    match work.timeout {
+    match timeout {
         // The deadline travels in grpc-timeout; this local bound holds even if the server ignores it.
         Some(timeout) => {
             match tokio::time::timeout(timeout + Duration::from_millis(50), exchange).await {
@@ -395,49 +406,75 @@ fn first(messages: Result<Vec<Bytes>, String>) -> Result<Bytes, tonic::Status> {
         .ok_or_else(|| tonic::Status::invalid_argument("the data holds no message"))
 }
 
+/// The request of one call, owned, so a client stream can render its messages as it sends them.
+struct Owned {
+    work: Arc<Work>,
+    call: usize,
+    number: u64,
+    key: Option<String>,
+    worker_id: Arc<str>,
+}
+
+impl Owned {
+    fn fill(&self) -> Fill<'_> {
+        Fill {
+            number: self.number,
+            key: self.key.as_deref(),
+            worker_id: &self.worker_id,
+        }
+    }
+}
+
 /// The messages a client stream sends: every data item once (or `stream-call-count` of them, items in turn),
-/// `stream-interval` apart, until `stream-call-duration`; rendered as each is sent with `stream-dynamic-messages`.
+/// `stream-interval` apart, until `stream-call-duration`. With `stream-dynamic-messages` each is rendered when it is
+/// sent (fresh `.UUID`, `.Timestamp…`), as ghz does; a message that then fails to render ends the stream.
 fn client_stream(
     call: &CallTemplate,
-    fill: Fill<'_>,
+    request: Owned,
     shape: StreamShape,
 ) -> Result<futures::stream::BoxStream<'static, Bytes>, tonic::Status> {
     let count = shape
         .call_count
         .map_or(call.items(), |n| usize::try_from(n).unwrap_or(usize::MAX));
-    let messages: Vec<Bytes> = if shape.dynamic_messages {
-        (0..count.min(1 << 20))
-            .map(|i| call.stream_message(i, fill))
-            .collect::<Result<_, _>>()
-            .map_err(tonic::Status::invalid_argument)?
+    let rendered = if shape.dynamic_messages {
+        None
     } else {
         let items = call
-            .messages(fill)
+            .messages(request.fill())
             .map_err(tonic::Status::invalid_argument)?;
         if items.is_empty() {
             return Err(tonic::Status::invalid_argument("the data holds no message"));
         }
-        (0..count.min(1 << 20))
-            .map(|i| items[i % items.len()].clone())
-            .collect()
+        Some(items)
     };
-    let started = Instant::now();
+    let until = shape.call_duration.map(|d| Instant::now() + d);
     let interval = shape.interval;
-    let until = shape.call_duration.map(|d| started + d);
-    let stream = futures::stream::iter(messages.into_iter().enumerate()).then(
-        move |(i, message)| async move {
+    let stream = futures::stream::unfold(
+        (0usize, rendered, request),
+        move |(i, rendered, request)| async move {
+            if i >= count {
+                return None;
+            }
             if let Some(pause) = interval.filter(|_| i > 0) {
                 tokio::time::sleep(pause).await;
             }
-            message
+            if until.is_some_and(|until| Instant::now() >= until) {
+                return None;
+            }
+            let message = match &rendered {
+                Some(items) => items[i % items.len()].clone(),
+                None => request.work.calls[request.call]
+                    .stream_message(i, request.fill())
+                    .ok()?,
+            };
+            Some((message, (i + 1, rendered, request)))
         },
     );
-    Ok(stream
-        .take_while(move |_| std::future::ready(until.is_none_or(|until| Instant::now() < until)))
-        .boxed())
+    Ok(stream.boxed())
 }
 
-fn request<T>(
+/// A request of `message` with `metadata` and the deadline.
+fn with_parts<T>(
     message: T,
     metadata: tonic::metadata::MetadataMap,
     timeout: Option<Duration>,
