@@ -617,3 +617,133 @@ fn parse_line(line: &str) -> Line {
         timestamp: sections[2].parse().expect("timestamp"),
     }
 }
+
+/// The `prometheus` report is taken by a real Prometheus Pushgateway (Debian's prometheus-pushgateway, installed by
+/// scripts/test) — where a load run's figures go to reach Prometheus — and comes back out of it as pushed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pushgateway_takes_the_prometheus_report() {
+    let greeter = Greeter::start().await;
+    let output = strata_load(args(&[
+        "--insecure",
+        "--proto",
+        &greeter_proto(),
+        "--call",
+        "helloworld.Greeter.SayHello",
+        "-d",
+        r#"{"name": "pushed"}"#,
+        "-n",
+        "30",
+        "-c",
+        "3",
+        "--name",
+        "pushed run",
+        "-O",
+        "prometheus",
+        &greeter.addr.to_string(),
+    ]))
+    .await;
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report = String::from_utf8(output.stdout).expect("text");
+    let dir = scratch("pushgateway");
+    let (gateway, web) = start_pushgateway(&dir).await;
+    let put = http(web, "PUT", "/metrics/job/strata-load", &report).await;
+    assert!(
+        put.starts_with("HTTP/1.1 200"),
+        "the Pushgateway refused the report: {put}"
+    );
+    let scraped = http(web, "GET", "/metrics", "").await;
+    for needle in [
+        "ghz_run_count{",
+        "job=\"strata-load\"",
+        "name=\"pushed run\"",
+        "ghz_run_latency{",
+        "quantile=\"0.9999\"",
+        "ghz_run_histogram_bucket{",
+        "strata_load_cache_answers{",
+    ] {
+        assert!(
+            scraped.contains(needle),
+            "{needle} not in what the Pushgateway serves: {scraped}"
+        );
+    }
+    let count = scraped
+        .lines()
+        .find(|l| l.starts_with("ghz_run_count{"))
+        .and_then(|l| l.rsplit(' ').next())
+        .expect("ghz_run_count");
+    assert_eq!(count, "30");
+    drop(gateway);
+    std::fs::remove_dir_all(dir).expect("clean up");
+}
+
+/// A Pushgateway on a free loopback port (a few tries: the port is free when picked, not necessarily when taken).
+async fn start_pushgateway(dir: &std::path::Path) -> (KillOnDrop, std::net::SocketAddr) {
+    for _ in 0..5 {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let web = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        let child = std::process::Command::new("prometheus-pushgateway")
+            .arg(format!("--web.listen-address={web}"))
+            .arg(format!(
+                "--persistence.file={}",
+                dir.join("pushgateway.data").display()
+            ))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("prometheus-pushgateway must be on PATH (scripts/test installs it)");
+        let mut child = KillOnDrop(child);
+        for _ in 0..100 {
+            if http(web, "GET", "/-/ready", "")
+                .await
+                .starts_with("HTTP/1.1 200")
+            {
+                return (child, web);
+            }
+            if child.0.try_wait().expect("wait").is_some() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+    panic!("no Pushgateway came up");
+}
+
+/// A child process killed when dropped.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// One HTTP/1.1 exchange (connection closed after it); an empty string if nothing answers.
+async fn http(to: std::net::SocketAddr, method: &str, path: &str, body: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut stream) = tokio::net::TcpStream::connect(to).await else {
+        return String::new();
+    };
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {to}\r\nContent-Type: text/plain; version=0.0.4\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    if stream.write_all(request.as_bytes()).await.is_err() {
+        return String::new();
+    }
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        stream.read_to_end(&mut answer),
+    )
+    .await;
+    String::from_utf8_lossy(&answer).into_owned()
+}
