@@ -134,15 +134,37 @@ pub async fn worker(work: Arc<Work>, grpc: Grpc<Channel>, index: u64) -> Tally {
     let mut rng =
         rand::rngs::StdRng::seed_from_u64(seed ^ index.wrapping_mul(0x9e37_79b9_7f4a_7c15));
     let worker_id: Arc<str> = Arc::from(format!("g0c{index}"));
-    let limit = if work.asynchronous {
-        ASYNC_IN_FLIGHT
-    } else {
-        1
-    };
     let mut tally = Tally::default();
     let mut in_flight: FuturesUnordered<InFlight> = FuturesUnordered::new();
     loop {
-        if in_flight.len() >= limit {
+        if !work.asynchronous {
+            // One call at a time (ghz's worker): awaited here, with no set of futures to keep.
+            let Some(ticket) = take(&work, index) else {
+                break;
+            };
+            if let Some(due) = ticket.due {
+                wait_until(due).await;
+            }
+            let call = work.pick_call(&mut rng);
+            let key = work
+                .keys
+                .as_ref()
+                .map(|k| k.distribution.sample(&mut rng).to_string());
+            let answered = exchange(
+                work.clone(),
+                grpc.clone(),
+                call,
+                ticket,
+                key,
+                worker_id.clone(),
+            )
+            .await;
+            if let Some(answered) = answered {
+                count(&work, &mut tally, answered);
+            }
+            continue;
+        }
+        if in_flight.len() >= ASYNC_IN_FLIGHT {
             if let Some(Some(answered)) = in_flight.next().await {
                 count(&work, &mut tally, answered);
             }

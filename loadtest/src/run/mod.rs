@@ -1,5 +1,6 @@
-//! `strata-load run`: a ghz-compatible load generator with what ghz lacks for a cache — skewed key popularity,
-//! open-loop arrival, and a weighted mix of calls.
+//! `strata-load run`: a drop-in for ghz — its flags, config keys (JSON, TOML, YAML), templates, reflection and eight
+//! report formats — with what ghz lacks for a cache: skewed key popularity, open-loop arrival, a weighted mix of
+//! calls, the far tail, round-robin metadata, and the answers' `x-strata-cache` levels in every report.
 
 mod calls;
 mod codec;
