@@ -137,33 +137,6 @@ pub async fn worker(work: Arc<Work>, grpc: Grpc<Channel>, index: u64) -> Tally {
     let mut tally = Tally::default();
     let mut in_flight: FuturesUnordered<InFlight> = FuturesUnordered::new();
     loop {
-        if !work.asynchronous {
-            // One call at a time (ghz's worker): awaited here, with no set of futures to keep.
-            let Some(ticket) = take(&work, index) else {
-                break;
-            };
-            if let Some(due) = ticket.due {
-                wait_until(due).await;
-            }
-            let call = work.pick_call(&mut rng);
-            let key = work
-                .keys
-                .as_ref()
-                .map(|k| k.distribution.sample(&mut rng).to_string());
-            let answered = exchange(
-                work.clone(),
-                grpc.clone(),
-                call,
-                ticket,
-                key,
-                worker_id.clone(),
-            )
-            .await;
-            if let Some(answered) = answered {
-                count(&work, &mut tally, answered);
-            }
-            continue;
-        }
         if in_flight.len() >= ASYNC_IN_FLIGHT {
             if let Some(Some(answered)) = in_flight.next().await {
                 count(&work, &mut tally, answered);
@@ -173,34 +146,44 @@ pub async fn worker(work: Arc<Work>, grpc: Grpc<Channel>, index: u64) -> Tally {
         let Some(ticket) = take(&work, index) else {
             break;
         };
-        if let Some(due) = ticket.due {
-            // Wait for the due time, counting the answers that arrive meanwhile.
-            let wait = wait_until(due);
-            tokio::pin!(wait);
-            loop {
-                tokio::select! {
-                    () = &mut wait => break,
-                    Some(done) = in_flight.next(), if !in_flight.is_empty() => {
-                        if let Some(answered) = done {
-                            count(&work, &mut tally, answered);
+        match ticket.due {
+            Some(due) if !in_flight.is_empty() => {
+                // Wait for the due time, counting the answers that arrive meanwhile.
+                let wait = wait_until(due);
+                tokio::pin!(wait);
+                loop {
+                    tokio::select! {
+                        () = &mut wait => break,
+                        Some(done) = in_flight.next(), if !in_flight.is_empty() => {
+                            if let Some(answered) = done {
+                                count(&work, &mut tally, answered);
+                            }
                         }
                     }
                 }
             }
+            Some(due) => wait_until(due).await,
+            None => {}
         }
         let call = work.pick_call(&mut rng);
         let key = work
             .keys
             .as_ref()
             .map(|k| k.distribution.sample(&mut rng).to_string());
-        in_flight.push(Box::pin(exchange(
+        let answer = exchange(
             work.clone(),
             grpc.clone(),
             call,
             ticket,
             key,
             worker_id.clone(),
-        )));
+        );
+        if work.asynchronous {
+            in_flight.push(Box::pin(answer));
+        } else if let Some(answered) = answer.await {
+            // One call at a time (ghz's worker): awaited here, with no set of boxed futures.
+            count(&work, &mut tally, answered);
+        }
     }
     while let Some(done) = in_flight.next().await {
         if let Some(answered) = done {

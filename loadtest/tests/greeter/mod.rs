@@ -250,13 +250,9 @@ impl tower::Service<http::Request<Body>> for Router {
             let answer = match method.as_str() {
                 "SayHello" => {
                     let handler = tower::service_fn(move |r: Request<HelloRequest>| {
-                        let (record, mut seen) = (record.clone(), seen.clone());
+                        let (record, seen) = (record.clone(), seen.clone());
                         async move {
-                            seen.metadata = text_metadata(r.metadata());
-                            let name = r.into_inner().name;
-                            seen.names.push(name.clone());
-                            maybe_sleep(&name).await;
-                            record.calls.lock().expect("lock").push(seen);
+                            let name = heard_one(&record, seen, r).await;
                             Ok::<_, Status>(Response::new(HelloReply {
                                 message: format!("Hello {name}"),
                             }))
@@ -266,13 +262,9 @@ impl tower::Service<http::Request<Body>> for Router {
                 }
                 "SayHellos" => {
                     let handler = tower::service_fn(move |r: Request<HelloRequest>| {
-                        let (record, mut seen) = (record.clone(), seen.clone());
+                        let (record, seen) = (record.clone(), seen.clone());
                         async move {
-                            seen.metadata = text_metadata(r.metadata());
-                            let name = r.into_inner().name;
-                            seen.names.push(name.clone());
-                            maybe_sleep(&name).await;
-                            record.calls.lock().expect("lock").push(seen);
+                            let name = heard_one(&record, seen, r).await;
                             let replies: Replies =
                                 Box::pin(futures::stream::iter((0..5).map(move |i| {
                                     Ok(HelloReply {
@@ -286,35 +278,27 @@ impl tower::Service<http::Request<Body>> for Router {
                 }
                 "SayHelloCS" => {
                     let handler = tower::service_fn(move |r: Request<Streaming<HelloRequest>>| {
-                        let (record, mut seen) = (record.clone(), seen.clone());
+                        let (record, seen) = (record.clone(), seen.clone());
                         async move {
-                            seen.metadata = text_metadata(r.metadata());
-                            let mut stream = r.into_inner();
-                            while let Some(message) = stream.message().await? {
-                                seen.names.push(message.name);
-                            }
-                            let message = format!("Hello {}", seen.names.join(", "));
-                            record.calls.lock().expect("lock").push(seen);
-                            Ok::<_, Status>(Response::new(HelloReply { message }))
+                            let names = heard_stream(&record, seen, r).await?;
+                            Ok::<_, Status>(Response::new(HelloReply {
+                                message: format!("Hello {}", names.join(", ")),
+                            }))
                         }
                     });
                     grpc.client_streaming(handler, request).await
                 }
                 "SayHelloBidi" => {
                     let handler = tower::service_fn(move |r: Request<Streaming<HelloRequest>>| {
-                        let (record, mut seen) = (record.clone(), seen.clone());
+                        let (record, seen) = (record.clone(), seen.clone());
                         async move {
-                            seen.metadata = text_metadata(r.metadata());
-                            let mut stream = r.into_inner();
-                            let mut replies = Vec::new();
-                            while let Some(message) = stream.message().await? {
-                                replies.push(Ok(HelloReply {
-                                    message: format!("Hello {}", message.name),
-                                }));
-                                seen.names.push(message.name);
-                            }
-                            record.calls.lock().expect("lock").push(seen);
-                            let replies: Replies = Box::pin(futures::stream::iter(replies));
+                            let names = heard_stream(&record, seen, r).await?;
+                            let replies: Replies =
+                                Box::pin(futures::stream::iter(names.into_iter().map(|name| {
+                                    Ok(HelloReply {
+                                        message: format!("Hello {name}"),
+                                    })
+                                })));
                             Ok::<_, Status>(Response::new(replies))
                         }
                     });
@@ -327,4 +311,30 @@ impl tower::Service<http::Request<Body>> for Router {
             Ok(answer)
         })
     }
+}
+
+/// Records a one-message request and waits as its name asks; returns the name.
+async fn heard_one(record: &Record, mut seen: Seen, request: Request<HelloRequest>) -> String {
+    seen.metadata = text_metadata(request.metadata());
+    let name = request.into_inner().name;
+    seen.names.push(name.clone());
+    maybe_sleep(&name).await;
+    record.calls.lock().expect("lock").push(seen);
+    name
+}
+
+/// Records a streamed request, read to its end; returns its names.
+async fn heard_stream(
+    record: &Record,
+    mut seen: Seen,
+    request: Request<Streaming<HelloRequest>>,
+) -> Result<Vec<String>, Status> {
+    seen.metadata = text_metadata(request.metadata());
+    let mut stream = request.into_inner();
+    while let Some(message) = stream.message().await? {
+        seen.names.push(message.name);
+    }
+    let names = seen.names.clone();
+    record.calls.lock().expect("lock").push(seen);
+    Ok(names)
 }
