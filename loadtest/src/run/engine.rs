@@ -242,7 +242,6 @@ async fn exchange(
         worker_id: &worker_id,
     };
     let sent = Instant::now();
-    let mut closing = work.closing.signal.subscribe();
     let answer = {
         let owned = Owned {
             work: work.clone(),
@@ -256,6 +255,7 @@ async fn exchange(
         if work.closing.mode == DurationStop::Wait {
             send.await
         } else {
+            let mut closing = work.closing.signal.subscribe();
             tokio::select! {
                 answer = &mut send => answer,
                 _ = closing.wait_for(|closed| *closed) => {
