@@ -130,4 +130,21 @@ fn a_bad_config_is_refused_with_the_key_named() {
             "x-strata": {"keys": {"distribution": "zipf", "count": 10, "exponent": -1}}}"#,
     );
     assert!(said.contains("x-strata.keys.exponent"), "{said}");
+    // A template naming what ghz's call data does not have: refused before anything connects (nothing listens on
+    // port 1), naming the call, the template and the fields there are.
+    let proto = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/ghz-testdata/greeter.proto"
+    );
+    let said = refusal(&format!(
+        r#"{{"call": "helloworld.Greeter.SayHello", "proto": "{proto}", "host": "127.0.0.1:1", "insecure": true,
+            "data": {{"name": "{{{{.Nope}}}}"}}}}"#
+    ));
+    assert!(
+        said.contains("helloworld.Greeter/SayHello: data")
+            && said.contains("no field Nope")
+            && said.contains(".UUID"),
+        "{said}"
+    );
+    assert!(!said.contains("cannot connect"), "{said}");
 }

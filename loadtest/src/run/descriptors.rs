@@ -10,12 +10,9 @@ use tonic::transport::Channel;
 
 use super::plan::Descriptors;
 
-/// Loads the descriptor pool the plan names, asking the server over `channel` if it names neither a proto nor a
-/// protoset; returns the pool and, when reflection gave it, the protocol version.
-pub async fn load(
-    source: &Descriptors,
-    channel: &Channel,
-) -> anyhow::Result<(DescriptorPool, Option<&'static str>)> {
+/// The descriptor pool of a proto or a protoset (read before anything connects); `None` when the plan asks the
+/// server's reflection instead.
+pub fn local(source: &Descriptors) -> anyhow::Result<Option<DescriptorPool>> {
     match source {
         Descriptors::Proto { file, import_paths } => {
             let mut includes = import_paths.clone();
@@ -32,34 +29,39 @@ pub async fn load(
             compiler
                 .open_file(file)
                 .map_err(|e| anyhow::anyhow!("proto: {}: {e}", file.display()))?;
-            Ok((compiler.descriptor_pool(), None))
+            Ok(Some(compiler.descriptor_pool()))
         }
         Descriptors::Protoset(path) => {
             let bytes = std::fs::read(path)
                 .with_context(|| format!("protoset: cannot read {}", path.display()))?;
             let pool = DescriptorPool::decode(bytes.as_slice())
                 .map_err(|e| anyhow::anyhow!("protoset: {}: {e}", path.display()))?;
-            Ok((pool, None))
+            Ok(Some(pool))
         }
-        Descriptors::Reflection(metadata) => {
-            let mut map = MetadataMap::new();
-            for (name, value) in metadata {
-                let key = AsciiMetadataKey::from_bytes(name.to_ascii_lowercase().as_bytes())
-                    .with_context(|| {
-                        format!("reflect-metadata: {name:?} is not a metadata name")
-                    })?;
-                let value = AsciiMetadataValue::try_from(value.as_str())
-                    .with_context(|| format!("reflect-metadata: {name}: not a metadata value"))?;
-                map.insert(key, value);
-            }
-            let reflected = reflection::ask_over(channel.clone(), map).await.context(
-                "no proto or protoset given, and the server's reflection (v1, v1alpha) failed",
-            )?;
-            let pool = pool_of(reflected.files)
-                .context("the server's reflected descriptors do not resolve")?;
-            Ok((pool, Some(reflected.version)))
-        }
+        Descriptors::Reflection(_) => Ok(None),
     }
+}
+
+/// The descriptor pool the server's reflection gives over `channel`, asked with `metadata`; and the protocol
+/// version that gave it.
+pub async fn reflect(
+    metadata: &std::collections::BTreeMap<String, String>,
+    channel: &Channel,
+) -> anyhow::Result<(DescriptorPool, &'static str)> {
+    let mut map = MetadataMap::new();
+    for (name, value) in metadata {
+        let key = AsciiMetadataKey::from_bytes(name.to_ascii_lowercase().as_bytes())
+            .with_context(|| format!("reflect-metadata: {name:?} is not a metadata name"))?;
+        let value = AsciiMetadataValue::try_from(value.as_str())
+            .with_context(|| format!("reflect-metadata: {name}: not a metadata value"))?;
+        map.insert(key, value);
+    }
+    let reflected = reflection::ask_over(channel.clone(), map)
+        .await
+        .context("no proto or protoset given, and the server's reflection (v1, v1alpha) failed")?;
+    let pool =
+        pool_of(reflected.files).context("the server's reflected descriptors do not resolve")?;
+    Ok((pool, reflected.version))
 }
 
 /// The descriptor of `method` (`package.Service/Method`).

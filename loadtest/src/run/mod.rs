@@ -40,7 +40,7 @@ pub use self::flags::RunArgs;
 
 use self::debug_log::DebugLog;
 use self::engine::{Closing, Work};
-use self::plan::{Format, Pacing, Plan};
+use self::plan::{Descriptors, Format, Pacing, Plan};
 use self::report::{EndReason, Report};
 use self::requests::CallTemplate;
 use self::workers::Workers;
@@ -93,27 +93,35 @@ pub async fn execute(
     cancelled: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<Report> {
     let debug = plan.debug.as_deref().map(DebugLog::create).transpose()?;
+    let placeholder = plan.keys.as_ref().map(|k| k.placeholder.as_str());
+    let templates = |pool: &prost_reflect::DescriptorPool| {
+        plan.calls
+            .iter()
+            .map(|spec| {
+                let method = descriptors::method(pool, &spec.method)?;
+                CallTemplate::new(spec, method, placeholder, plan.templating)
+            })
+            .collect::<anyhow::Result<Vec<_>>>()
+    };
+    // With a proto or a protoset, every call's data and metadata are checked before anything connects.
+    let local = descriptors::local(&plan.descriptors)?
+        .map(|pool| templates(&pool))
+        .transpose()?;
     let channels = transport::connect(&plan.transport).await?;
-    let (pool, reflection) = descriptors::load(&plan.descriptors, &channels[0]).await?;
+    let (calls, reflection) = match (local, &plan.descriptors) {
+        (Some(calls), _) => (calls, None),
+        (None, Descriptors::Reflection(metadata)) => {
+            let (pool, version) = descriptors::reflect(metadata, &channels[0]).await?;
+            (templates(&pool)?, Some(version))
+        }
+        (None, _) => anyhow::bail!("a proto or protoset gave no descriptors"),
+    };
     if let Some(log) = &debug {
         log.event(
             "Connected",
             json!({"host": plan.transport.host, "connections": channels.len(), "reflection": reflection}),
         );
     }
-    let placeholder = plan.keys.as_ref().map(|k| k.placeholder.as_str());
-    let calls = plan
-        .calls
-        .iter()
-        .map(|spec| {
-            CallTemplate::new(
-                spec,
-                descriptors::method(&pool, &spec.method)?,
-                placeholder,
-                plan.templating,
-            )
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
     let clients: Vec<Grpc<Channel>> = channels.into_iter().map(|c| client(plan, c)).collect();
     let live = Arc::new(progress::Live::default());
     let started = Instant::now();

@@ -171,8 +171,12 @@ impl CallTemplate {
             key: Some("0"),
             worker_id: "g0c0",
         };
-        call.messages(trial).map_err(anyhow::Error::msg)?;
-        call.metadata(trial).map_err(anyhow::Error::msg)?;
+        call.messages(trial)
+            .map_err(anyhow::Error::msg)
+            .with_context(|| at("data"))?;
+        call.metadata(trial)
+            .map_err(anyhow::Error::msg)
+            .with_context(|| at("metadata"))?;
         Ok(call)
     }
 

@@ -13,6 +13,25 @@ use rand::Rng;
 
 use super::report::rfc3339;
 
+/// ghz's call data (and `.Key`), as a template names them.
+const CALL_DATA: [&str; 15] = [
+    ".WorkerID",
+    ".RequestNumber",
+    ".FullyQualifiedName",
+    ".MethodName",
+    ".ServiceName",
+    ".InputName",
+    ".OutputName",
+    ".IsClientStreaming",
+    ".IsServerStreaming",
+    ".Timestamp",
+    ".TimestampUnix",
+    ".TimestampUnixMilli",
+    ".TimestampUnixNano",
+    ".UUID",
+    ".Key",
+];
+
 /// Letters and digits `randomString` draws from (ghz's set).
 const CHARSET: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
 
@@ -115,7 +134,16 @@ impl Text {
             Self::Template(compiled) => compiled
                 .template
                 .render(&Context::from(call_data(call, request)))
-                .map_err(|e| format!("template {:?}: {e}", compiled.source)),
+                .map_err(|e| {
+                    // gtmpl follows "no field X" with the whole call data; name the fields there are instead.
+                    let e = e.to_string();
+                    let e = e.split(" for {").next().unwrap_or_default();
+                    format!(
+                        "template {:?}: {e} (call data: {})",
+                        compiled.source,
+                        CALL_DATA.join(" ")
+                    )
+                }),
         }
     }
 }
