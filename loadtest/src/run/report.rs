@@ -175,11 +175,12 @@ impl Report {
         report.insert(
             "details".into(),
             if self.details && !self.tally.details.is_empty() {
+                let mut second = (0, String::new());
                 self.tally
                     .details
                     .iter()
                     .map(|d| {
-                        json!({"timestamp": rfc3339_nanos(d.timestamp), "latency": ns(d.latency),
+                        json!({"timestamp": rfc3339_nanos(d.timestamp, &mut second), "latency": ns(d.latency),
                                "error": d.error, "status": d.status, "x-strata-cache": d.cache})
                     })
                     .collect()
@@ -297,13 +298,15 @@ pub fn nano_unit(d: Duration) -> String {
     }
 }
 
-/// `2026-11-24T05:42:12.123456789Z` (UTC, with nanoseconds, as Go writes a detail's timestamp).
-pub fn rfc3339_nanos(time: SystemTime) -> String {
-    let nanos = time
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    let whole = rfc3339(time);
-    format!("{}.{nanos:09}Z", whole.trim_end_matches('Z'))
+/// `2026-11-24T05:42:12.123456789Z` (UTC, with nanoseconds, as Go writes a detail's timestamp). Answers come in
+/// runs within one second, so the date of the last second asked is kept in `last` and not formatted again.
+pub fn rfc3339_nanos(time: SystemTime, last: &mut (u64, String)) -> String {
+    let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
+    if last.1.is_empty() || last.0 != since.as_secs() {
+        let whole = rfc3339(time);
+        *last = (since.as_secs(), whole.trim_end_matches('Z').to_owned());
+    }
+    format!("{}.{:09}Z", last.1, since.subsec_nanos())
 }
 
 /// `2026-11-24T05:42:12Z` (UTC, whole seconds, as ghz writes its dates).
@@ -339,5 +342,16 @@ mod tests {
         assert_eq!(rfc3339(t), "2026-11-24T05:42:12Z");
         let leap = UNIX_EPOCH + Duration::from_secs(951_782_400);
         assert_eq!(rfc3339(leap), "2000-02-29T00:00:00Z");
+        let mut last = (0, String::new());
+        let a = t + Duration::from_nanos(5);
+        assert_eq!(
+            rfc3339_nanos(a, &mut last),
+            "2026-11-24T05:42:12.000000005Z"
+        );
+        let b = t + Duration::from_millis(1500);
+        assert_eq!(
+            rfc3339_nanos(b, &mut last),
+            "2026-11-24T05:42:13.500000000Z"
+        );
     }
 }
