@@ -58,7 +58,7 @@ pub fn ghz_options(
     put("insecure", Value::Bool(config.insecure));
     omit_empty(&mut put, "authority", text(&config.authority));
     if let Some(rps) = config.rps.filter(|r| *r > 0.0) {
-        put("rps", serde_json::json!(rps));
+        put("rps", rate(rps));
     }
     put(
         "load-schedule",
@@ -69,18 +69,9 @@ pub fn ghz_options(
                 .unwrap_or_else(|| "const".into()),
         ),
     );
-    put(
-        "load-start",
-        serde_json::json!(config.load_start.unwrap_or(0.0)),
-    );
-    put(
-        "load-end",
-        serde_json::json!(config.load_end.unwrap_or(0.0)),
-    );
-    put(
-        "load-step",
-        serde_json::json!(config.load_step.unwrap_or(0.0)),
-    );
+    put("load-start", rate(config.load_start.unwrap_or(0.0)));
+    put("load-end", rate(config.load_end.unwrap_or(0.0)));
+    put("load-step", rate(config.load_step.unwrap_or(0.0)));
     put(
         "load-step-duration",
         Value::from(ns(config.load_step_duration)),
@@ -169,4 +160,13 @@ pub fn ghz_options(
         put("count-errors", Value::Bool(true));
     }
     Value::Object(options)
+}
+
+/// A rate as ghz writes it: an integer (ghz's rates are integers), unless it was given with a fraction.
+fn rate(value: f64) -> Value {
+    if value.fract() == 0.0 && value.abs() < 9e15 {
+        Value::from(value as i64)
+    } else {
+        serde_json::json!(value)
+    }
 }

@@ -500,6 +500,8 @@ mod tests {
         assert_eq!(p.options["total"], 200);
         assert_eq!(p.options["dial-timeout"], 10_000_000_000u64);
         assert_eq!(p.options["load-schedule"], "const");
+        // ghz's rates are integers, and written as such.
+        assert_eq!(p.options["load-start"].to_string(), "0");
     }
 
     #[test]
