@@ -214,7 +214,14 @@ impl Plan {
                 "skipFirst: {skip} is more than the {total} requests run"
             ));
         }
-        let duration_stop = match config.duration_stop.as_deref().unwrap_or("close") {
+        // ghz reads it case-insensitively.
+        let duration_stop = match config
+            .duration_stop
+            .as_deref()
+            .unwrap_or("close")
+            .to_ascii_lowercase()
+            .as_str()
+        {
             "close" => DurationStop::Close,
             "wait" => DurationStop::Wait,
             "ignore" => DurationStop::Ignore,
