@@ -112,6 +112,12 @@ impl CallTemplate {
                     .collect(),
             ),
             Payload::Json(text) => match serde_json::from_str::<Value>(text) {
+                Ok(Value::Array(items)) if items.is_empty() => {
+                    anyhow::bail!(
+                        "{}: data is an empty array (give at least one message)",
+                        spec.method
+                    )
+                }
                 Ok(Value::Array(items)) => {
                     let mut built = Vec::with_capacity(items.len());
                     for (i, item) in items.iter().enumerate() {
@@ -515,6 +521,14 @@ mod tests {
         assert_eq!(id(call.messages(fill(1)).unwrap().remove(0)), "bin-2");
         s.payload = Payload::Binary(vec![0xff, 0xff, 0xff]);
         assert!(CallTemplate::new(&s, get_item(), None, ON).is_err());
+    }
+
+    #[test]
+    fn an_empty_data_array_is_refused_not_indexed() {
+        let mut s = spec("[]");
+        s.metadata.clear();
+        let err = CallTemplate::new(&s, get_item(), None, ON).unwrap_err();
+        assert!(err.to_string().contains("empty array"), "{err}");
     }
 
     #[test]
