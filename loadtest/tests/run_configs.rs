@@ -148,3 +148,41 @@ fn a_bad_config_is_refused_with_the_key_named() {
     );
     assert!(!said.contains("cannot connect"), "{said}");
 }
+
+/// As ghz, a proto's imports are also looked up from the working directory: `svc/api.proto` importing
+/// `svc/types.proto` compiles when run from the directory holding `svc/`.
+#[test]
+fn a_proto_imports_from_the_working_directory() {
+    let dir = std::env::temp_dir().join(format!("strata-run-cwd-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("svc")).expect("temp dir");
+    std::fs::write(
+        dir.join("svc/types.proto"),
+        "syntax = \"proto3\";\npackage svc;\nmessage Ask { string q = 1; }\n",
+    )
+    .expect("write");
+    std::fs::write(
+        dir.join("svc/api.proto"),
+        "syntax = \"proto3\";\npackage svc;\nimport \"svc/types.proto\";\nservice Api { rpc Get(Ask) returns (Ask); }\n",
+    )
+    .expect("write");
+    let output = Command::new(env!("CARGO_BIN_EXE_strata-load"))
+        .current_dir(&dir)
+        .args([
+            "run",
+            "--insecure",
+            "--proto",
+            "svc/api.proto",
+            "--call",
+            "svc.Api.Get",
+        ])
+        .args(["-d", r#"{"q": "x"}"#, "-n", "1", "127.0.0.1:1"])
+        .output()
+        .expect("strata-load runs");
+    std::fs::remove_dir_all(dir).expect("clean up");
+    let said = String::from_utf8_lossy(&output.stderr);
+    // Nothing listens on port 1: getting as far as connecting means the schema compiled and the data fit it.
+    assert!(
+        said.contains("cannot connect") && !said.contains("proto:"),
+        "{said}"
+    );
+}

@@ -16,13 +16,13 @@ pub fn local(source: &Descriptors) -> anyhow::Result<Option<DescriptorPool>> {
     match source {
         Descriptors::Proto { file, import_paths } => {
             let mut includes = import_paths.clone();
-            // The import paths first, so the file gets the name its importers use; its own directory last.
+            // The import paths first, so the file gets the name its importers use; then its own directory and the
+            // working directory, which ghz adds too.
             let dir = file.parent().map(|d| d.to_path_buf()).unwrap_or_default();
-            includes.push(if dir.as_os_str().is_empty() {
-                ".".into()
-            } else {
-                dir
-            });
+            if !dir.as_os_str().is_empty() {
+                includes.push(dir);
+            }
+            includes.push(".".into());
             let mut compiler = protox::Compiler::new(&includes)
                 .with_context(|| format!("proto: import paths {includes:?}"))?;
             compiler.include_imports(true);
