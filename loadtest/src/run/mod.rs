@@ -78,8 +78,8 @@ pub fn render(report: &Report, format: Format) -> String {
     match format {
         Format::Summary => report.summary(),
         Format::Csv => formats::csv(report),
-        Format::Json => format!("{}\n", report.to_json()),
-        Format::Pretty => format!("{:#}\n", report.to_json()),
+        Format::Json => format!("{}\n", report.json_text(false)),
+        Format::Pretty => format!("{}\n", report.json_text(true)),
         Format::Html => html::render(report),
         Format::InfluxSummary => formats::influx_summary(report),
         Format::InfluxDetails => formats::influx_details(report),

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Map, Value, json};
 
-use super::tally::Tally;
+use super::tally::{Detail, Tally};
 
 /// Percentiles in ghz's `latencyDistribution`.
 const GHZ_PERCENTILES: [u32; 7] = [10, 25, 50, 75, 90, 95, 99];
@@ -129,8 +129,29 @@ impl Report {
     }
 
     /// The report in ghz's JSON schema (its fields, names and units: durations in nanoseconds), with `x-strata`
-    /// added: the answers' cache levels, the mix, the arrival model and the far tail.
-    pub fn to_json(&self) -> Value {
+    /// added — the answers' cache levels, the mix, the arrival model and the far tail — as text (`pretty`:
+    /// indented). Its `details` are written straight from the tally rather than built as a tree first (a million
+    /// answers would be a million small maps).
+    pub fn json_text(&self, pretty: bool) -> String {
+        let report = self.summary_json();
+        let whole = WithDetails {
+            report: &report,
+            details: self.details(),
+        };
+        let text = if pretty {
+            serde_json::to_string_pretty(&whole)
+        } else {
+            serde_json::to_string(&whole)
+        };
+        text.unwrap_or_default()
+    }
+
+    fn details(&self) -> Details<'_> {
+        Details((self.details && !self.tally.details.is_empty()).then_some(&self.tally.details[..]))
+    }
+
+    /// Every field but `details` (a null there).
+    fn summary_json(&self) -> Value {
         let ns = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
         let counted = !self.tally.counted_latency_us.is_empty();
         let mut report = Map::new();
@@ -172,22 +193,8 @@ impl Report {
                 Value::Null
             },
         );
-        report.insert(
-            "details".into(),
-            if self.details && !self.tally.details.is_empty() {
-                let mut second = (0, String::new());
-                self.tally
-                    .details
-                    .iter()
-                    .map(|d| {
-                        json!({"timestamp": rfc3339_nanos(d.timestamp, &mut second), "latency": ns(d.latency),
-                               "error": d.error, "status": d.status, "x-strata-cache": d.cache})
-                    })
-                    .collect()
-            } else {
-                Value::Null
-            },
-        );
+        // A placeholder: the answers are written by [`Details`], straight from the tally.
+        report.insert("details".into(), Value::Null);
         if !self.tags.is_empty() {
             report.insert("tags".into(), json!(self.tags));
         }
@@ -281,6 +288,66 @@ impl Report {
             }
         }
         out
+    }
+}
+
+/// The report's fields with its `details` written by [`Details`].
+struct WithDetails<'a> {
+    report: &'a Value,
+    details: Details<'a>,
+}
+
+impl serde::Serialize for WithDetails<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let Value::Object(fields) = self.report else {
+            return self.report.serialize(serializer);
+        };
+        let mut map = serializer.serialize_map(Some(fields.len()))?;
+        for (key, value) in fields {
+            if key == "details" {
+                map.serialize_entry(key, &self.details)?;
+            } else {
+                map.serialize_entry(key, value)?;
+            }
+        }
+        map.end()
+    }
+}
+
+/// ghz's `details`: every answer's time (RFC 3339, nanoseconds), latency (ns), error and status, plus its
+/// `x-strata-cache`; `null` when none were kept, as ghz writes it.
+struct Details<'a>(Option<&'a [Detail]>);
+
+/// One entry of `details`, as written.
+#[derive(serde::Serialize)]
+struct DetailEntry<'a> {
+    timestamp: String,
+    latency: u64,
+    error: &'a str,
+    status: &'a str,
+    #[serde(rename = "x-strata-cache")]
+    cache: Option<&'a str>,
+}
+
+impl serde::Serialize for Details<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let Some(details) = self.0 else {
+            return serializer.serialize_none();
+        };
+        let mut second = (0, String::new());
+        let mut seq = serializer.serialize_seq(Some(details.len()))?;
+        for d in details {
+            seq.serialize_element(&DetailEntry {
+                timestamp: rfc3339_nanos(d.timestamp, &mut second),
+                latency: u64::try_from(d.latency.as_nanos()).unwrap_or(u64::MAX),
+                error: &d.error,
+                status: d.status,
+                cache: d.cache,
+            })?;
+        }
+        seq.end()
     }
 }
 
