@@ -747,3 +747,57 @@ async fn http(to: std::net::SocketAddr, method: &str, path: &str, body: &str) ->
     .await;
     String::from_utf8_lossy(&answer).into_owned()
 }
+
+/// Reflection as another implementation serves it: Python grpcio's (grpcio-reflection, v1alpha only, from
+/// scripts/test's target/venv) describing ghz's Greeter, which it does not implement — so the schema comes by
+/// reflection and every call is answered `Unimplemented`, counted as such.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reflection_served_by_python_grpcio() {
+    use std::io::BufRead;
+    let dir = scratch("grpcio");
+    let mut compiler = protox::Compiler::new([testdata("")]).expect("compiler");
+    compiler.open_file("greeter.proto").expect("greeter.proto");
+    let set = dir.join("greeter.protoset");
+    std::fs::write(&set, compiler.encode_file_descriptor_set()).expect("write");
+    let python = std::env::var_os("STRATA_TEST_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| support::repo_root().join("target/venv/bin/python"));
+    let mut server = std::process::Command::new(&python)
+        .arg(support::repo_root().join("gateway/tests/python/reflection_server.py"))
+        .arg(&set)
+        .arg("helloworld.Greeter")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!(
+                "{} ({e}): scripts/test installs grpcio there",
+                python.display()
+            )
+        });
+    let mut port = String::new();
+    std::io::BufReader::new(server.stdout.take().expect("stdout"))
+        .read_line(&mut port)
+        .expect("the server's port");
+    let report = run_json(args(&[
+        "--insecure",
+        "--call",
+        "helloworld.Greeter.SayHello",
+        "-d",
+        r#"{"name": "py"}"#,
+        "-n",
+        "5",
+        "-c",
+        "1",
+        &format!("127.0.0.1:{}", port.trim()),
+    ]))
+    .await;
+    drop(server.stdin.take());
+    let _ = server.wait();
+    std::fs::remove_dir_all(dir).expect("clean up");
+    assert_eq!(report["count"], 5, "{report}");
+    assert_eq!(
+        report["statusCodeDistribution"]["Unimplemented"], 5,
+        "{report}"
+    );
+}
