@@ -29,6 +29,12 @@ pub struct CallSpec {
     pub metadata: Vec<BTreeMap<String, String>>,
 }
 
+/// Whether request data is what ghz takes: an object, or a non-empty array of objects.
+fn holds_messages(data: &Value) -> bool {
+    data.is_object()
+        || matches!(data, Value::Array(items) if !items.is_empty() && items.iter().all(Value::is_object))
+}
+
 /// The request data: inline `data`, a `data-file` (a template, JSON once rendered), or a `binary-file`.
 fn payload(config: &RunConfig, problems: &mut Vec<String>) -> Option<Payload> {
     let given = [
@@ -41,9 +47,7 @@ fn payload(config: &RunConfig, problems: &mut Vec<String>) -> Option<Payload> {
         return None;
     }
     if let Some(data) = &config.data {
-        let shape_ok = data.is_object()
-            || matches!(data, Value::Array(items) if !items.is_empty() && items.iter().all(Value::is_object));
-        if !shape_ok {
+        if !holds_messages(data) {
             problems.push("data: must be an object or a non-empty array of objects".to_owned());
         }
         return Some(Payload::Json(data.to_string()));
@@ -177,9 +181,7 @@ fn calls(
             && let Payload::Json(text) = &call.payload
         {
             let data: Value = serde_json::from_str(text).unwrap_or(Value::Null);
-            let shape_ok = data.is_object()
-                || matches!(&data, Value::Array(items) if !items.is_empty() && items.iter().all(Value::is_object));
-            if !shape_ok {
+            if !holds_messages(&data) {
                 problems.push(format!(
                     "{at}: data must be an object or a non-empty array of objects"
                 ));
