@@ -229,6 +229,11 @@ async fn ghz_data_files_binary_metadata_and_protoset() {
     .await;
     assert_eq!(ok_count(&report), 10, "{report}");
     assert_eq!(report["options"]["binary"], true);
+    // As ghz records them: the metadata read from the file, as written.
+    assert_eq!(
+        report["options"]["metadata"],
+        serde_json::json!({"request-id": "{{.RequestNumber}}"})
+    );
     let calls = greeter.calls();
     assert!(calls.iter().all(|c| c.names == ["bob"]), "{calls:?}");
     let ids: BTreeSet<String> = calls

@@ -235,22 +235,16 @@ async fn exchange(
     key: Option<String>,
     worker_id: Arc<str>,
 ) -> Option<Answered> {
-    let template = &work.calls[call];
-    let fill = Fill {
+    let request = CallRequest {
+        work: work.clone(),
+        call,
         number: ticket.number,
-        key: key.as_deref(),
-        worker_id: &worker_id,
+        key,
+        worker_id,
     };
     let sent = Instant::now();
     let answer = {
-        let owned = Owned {
-            work: work.clone(),
-            call,
-            number: ticket.number,
-            key: key.clone(),
-            worker_id: worker_id.clone(),
-        };
-        let send = send(&mut grpc, template, fill, owned);
+        let send = send(&mut grpc, &request);
         tokio::pin!(send);
         if work.closing.mode == DurationStop::Wait {
             send.await
@@ -273,7 +267,13 @@ async fn exchange(
         _ => sent.elapsed(),
     };
     if let Some(log) = &work.debug {
-        log.call(&worker_id, ticket.number, &template.name, latency, &answer);
+        log.call(
+            &request.worker_id,
+            ticket.number,
+            &work.calls[call].name,
+            latency,
+            &answer,
+        );
     }
     Some(Answered {
         call,
@@ -324,11 +324,11 @@ async fn wait_until(due: Instant) {
 /// `x-strata-cache` value.
 async fn send(
     grpc: &mut Grpc<Channel>,
-    call: &CallTemplate,
-    fill: Fill<'_>,
-    request: Owned,
+    request: &CallRequest,
 ) -> Result<Option<&'static str>, tonic::Status> {
     let (streams, timeout) = (request.work.streams, request.work.timeout);
+    let call = request.call();
+    let fill = request.fill();
     let exchange = async {
         grpc.ready()
             .await
@@ -353,14 +353,14 @@ async fn send(
                 (cache_header(answer.metadata()), answer.into_inner())
             }
             Kind::ClientStreaming => {
-                let outgoing = client_stream(call, request, streams)?;
+                let outgoing = client_stream(call, request.clone(), streams)?;
                 let answer = grpc
                     .client_streaming(with_parts(outgoing, metadata, timeout), path, RawCodec)
                     .await?;
                 return Ok(cache_header(answer.metadata()));
             }
             Kind::Bidi => {
-                let outgoing = client_stream(call, request, streams)?;
+                let outgoing = client_stream(call, request.clone(), streams)?;
                 let answer = grpc
                     .streaming(with_parts(outgoing, metadata, timeout), path, RawCodec)
                     .await?;
@@ -411,8 +411,10 @@ fn first(messages: Result<Vec<Bytes>, String>) -> Result<Bytes, tonic::Status> {
         .ok_or_else(|| tonic::Status::invalid_argument("the data holds no message"))
 }
 
-/// The request of one call, owned, so a client stream can render its messages as it sends them.
-struct Owned {
+/// One call's request: which call, its number, key and worker — owned, so a client stream can take it along and
+/// render its messages as it sends them.
+#[derive(Clone)]
+struct CallRequest {
     work: Arc<Work>,
     call: usize,
     number: u64,
@@ -420,7 +422,11 @@ struct Owned {
     worker_id: Arc<str>,
 }
 
-impl Owned {
+impl CallRequest {
+    fn call(&self) -> &CallTemplate {
+        &self.work.calls[self.call]
+    }
+
     fn fill(&self) -> Fill<'_> {
         Fill {
             number: self.number,
@@ -435,7 +441,7 @@ impl Owned {
 /// sent (fresh `.UUID`, `.Timestamp…`), as ghz does; a message that then fails to render ends the stream.
 fn client_stream(
     call: &CallTemplate,
-    request: Owned,
+    request: CallRequest,
     shape: StreamShape,
 ) -> Result<futures::stream::BoxStream<'static, Bytes>, tonic::Status> {
     let count = shape
@@ -468,9 +474,7 @@ fn client_stream(
             }
             let message = match &rendered {
                 Some(items) => items[i % items.len()].clone(),
-                None => request.work.calls[request.call]
-                    .stream_message(i, request.fill())
-                    .ok()?,
+                None => request.call().stream_message(i, request.fill()).ok()?,
             };
             Some((message, (i + 1, rendered, request)))
         },

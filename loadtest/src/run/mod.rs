@@ -212,7 +212,6 @@ pub async fn execute(
         name: plan.name.clone(),
         options: plan.options.clone(),
         tags: plan.tags.clone(),
-        details: plan.details,
         arrival: match plan.pacing {
             Pacing::Scheduled {
                 open_loop: true, ..

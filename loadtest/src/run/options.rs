@@ -6,16 +6,21 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use super::calls::{CallSpec, Payload};
 use super::config::RunConfig;
 use super::transport::Transport;
 
 /// The run's options as ghz's JSON report writes them (`options`): its names, its defaults, durations in
 /// nanoseconds, `total` 2147483647 when a duration replaces it.
+/// `calls` and the other arguments are what the plan resolved from `config` (its data files already read, its
+/// defaults applied).
 pub fn ghz_options(
     config: &RunConfig,
+    calls: &[CallSpec],
     transport: &Transport,
     total: Option<u64>,
     concurrency: u64,
+    timeout: Option<Duration>,
     cpus: Option<usize>,
 ) -> Value {
     let ns =
@@ -125,26 +130,25 @@ pub fn ghz_options(
     if duration.is_some_and(|d| !d.is_zero()) {
         put("duration", Value::from(ns(duration)));
     }
-    put(
-        "timeout",
-        Value::from(ns(config.timeout.or(Some(Duration::from_secs(20))))),
-    );
+    put("timeout", Value::from(ns(timeout)));
     let dial_timeout = Value::from(ns(Some(transport.connect_timeout)));
     put("dial-timeout", dial_timeout.clone());
     put("dialTimeout", dial_timeout);
     if let Some(keepalive) = transport.keepalive {
         put("keepalive", Value::from(ns(Some(keepalive))));
     }
-    let data = config.data.clone().or_else(|| {
-        let text = std::fs::read_to_string(config.data_file.as_ref()?).ok()?;
-        serde_json::from_str(&text).ok()
-    });
-    if let Some(data) = data {
+    // ghz records the data and metadata it read, from the command line or a file; a mix of calls has neither.
+    let single = calls.first().filter(|_| config.call.is_some());
+    if let Some(Payload::Json(text)) = single.map(|c| &c.payload)
+        && let Ok(data) = serde_json::from_str::<Value>(text)
+    {
         put("data", data);
     }
     put("binary", Value::Bool(config.binary_file.is_some()));
-    if let Some(metadata) = config.metadata.clone() {
-        put("metadata", metadata);
+    match single.map(|c| c.metadata.as_slice()) {
+        Some([]) | None => {}
+        Some([one]) => put("metadata", serde_json::json!(one)),
+        Some(many) => put("metadata", serde_json::json!(many)),
     }
     put(
         "CPUs",

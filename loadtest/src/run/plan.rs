@@ -256,7 +256,20 @@ impl Plan {
         if !problems.is_empty() {
             anyhow::bail!("the run config has problems:\n  {}", problems.join("\n  "));
         }
-        let options = options::ghz_options(&config, &transport, total, concurrency, cpus);
+        let timeout = match config.timeout {
+            Some(d) if d.is_zero() => None,
+            Some(d) => Some(d),
+            None => Some(Duration::from_secs(20)),
+        };
+        let options = options::ghz_options(
+            &config,
+            &calls,
+            &transport,
+            total,
+            concurrency,
+            timeout,
+            cpus,
+        );
         Ok(Self {
             transport,
             descriptors,
@@ -270,11 +283,7 @@ impl Plan {
             duration_stop,
             workers,
             asynchronous: config.r#async,
-            timeout: match config.timeout {
-                Some(d) if d.is_zero() => None,
-                Some(d) => Some(d),
-                None => Some(Duration::from_secs(20)),
-            },
+            timeout,
             pacing,
             streams,
             keys,

@@ -52,8 +52,6 @@ pub struct Report {
     pub tags: std::collections::BTreeMap<String, String>,
     /// `open` or `closed`.
     pub arrival: &'static str,
-    /// Whether every answer's line was kept (`details`).
-    pub details: bool,
 }
 
 /// One bar of ghz's histogram.
@@ -147,7 +145,8 @@ impl Report {
     }
 
     fn details(&self) -> Details<'_> {
-        Details((self.details && !self.tally.details.is_empty()).then_some(&self.tally.details[..]))
+        // Kept only when asked for (`x-strata.details`): none kept, none written.
+        Details((!self.tally.details.is_empty()).then_some(&self.tally.details[..]))
     }
 
     /// Every field but `details` (a null there).

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use anyhow::Context;
 use bytes::Bytes;
 use prost::Message;
-use prost_reflect::{DynamicMessage, MethodDescriptor};
+use prost_reflect::{DynamicMessage, MessageDescriptor, MethodDescriptor};
 use serde_json::Value;
 use tonic::metadata::{
     AsciiMetadataKey, AsciiMetadataValue, BinaryMetadataKey, BinaryMetadataValue, MetadataMap,
@@ -58,7 +58,7 @@ pub struct CallTemplate {
     /// Relative frequency.
     pub weight: u32,
     facts: CallFacts,
-    input: prost_reflect::MessageDescriptor,
+    input: MessageDescriptor,
     messages: Messages,
     metadata: Vec<Vec<(Name, Text)>>,
     placeholder: Option<String>,
@@ -276,29 +276,21 @@ impl CallTemplate {
             Item::Rendered(text) => {
                 let json: Value = serde_json::from_str(&self.render(text, fill)?)
                     .map_err(|e| format!("the rendered data is not JSON: {e}"))?;
-                self.encode(json)
+                encode(&self.input, json)
             }
         }
     }
 
     fn whole(&self, text: &Text, fill: Fill<'_>) -> Result<Vec<Bytes>, String> {
         match serde_json::from_str(&self.render(text, fill)?) {
-            Ok(Value::Array(items)) if !items.is_empty() => {
-                items.into_iter().map(|item| self.encode(item)).collect()
-            }
-            Ok(object @ Value::Object(_)) => Ok(vec![self.encode(object)?]),
+            Ok(Value::Array(items)) if !items.is_empty() => items
+                .into_iter()
+                .map(|item| encode(&self.input, item))
+                .collect(),
+            Ok(object @ Value::Object(_)) => Ok(vec![encode(&self.input, object)?]),
             Ok(_) => Err("the rendered data is neither an object nor a non-empty array".to_owned()),
             Err(e) => Err(format!("the rendered data is not JSON: {e}")),
         }
-    }
-
-    fn encode(&self, json: Value) -> Result<Bytes, String> {
-        if !json.is_object() {
-            return Err(format!("data {json} is not an object"));
-        }
-        let message = DynamicMessage::deserialize(self.input.clone(), json)
-            .map_err(|e| format!("data is not a {}: {e}", self.input.full_name()))?;
-        Ok(Bytes::from(message.encode_to_vec()))
     }
 }
 
@@ -309,20 +301,26 @@ impl Item {
         placeholder: Option<&str>,
         method: &MethodDescriptor,
     ) -> anyhow::Result<Self> {
-        let keyed = |t: &str| placeholder.is_some_and(|p| t.contains(p));
         match text {
-            Text::Plain(source) if !keyed(&source) => {
+            Text::Plain(source) if !placeholder.is_some_and(|p| source.contains(p)) => {
                 let json: Value = serde_json::from_str(&source)?;
-                if !json.is_object() {
-                    anyhow::bail!("{json} is not an object");
-                }
-                let message = DynamicMessage::deserialize(method.input(), json)
-                    .with_context(|| format!("not a {}", method.input().full_name()))?;
-                Ok(Self::Fixed(Bytes::from(message.encode_to_vec())))
+                Ok(Self::Fixed(
+                    encode(&method.input(), json).map_err(anyhow::Error::msg)?,
+                ))
             }
             other => Ok(Self::Rendered(other)),
         }
     }
+}
+
+/// A request message from its JSON: an object, checked against the input type, then encoded.
+fn encode(input: &MessageDescriptor, json: Value) -> Result<Bytes, String> {
+    if !json.is_object() {
+        return Err(format!("data {json} is not an object"));
+    }
+    let message = DynamicMessage::deserialize(input.clone(), json)
+        .map_err(|e| format!("data is not a {}: {e}", input.full_name()))?;
+    Ok(Bytes::from(message.encode_to_vec()))
 }
 
 /// One metadata object: names checked (lowercased, as gRPC sends them), values parsed as templates.
