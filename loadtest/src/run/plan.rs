@@ -560,6 +560,20 @@ mod tests {
     }
 
     #[test]
+    fn skip_tls_cannot_balance() {
+        let err = plan(
+            serde_json::json!({"call": "a.B/C", "host": "h:1", "skipTLS": true,
+                                          "lb-strategy": "round_robin"}),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("lb-strategy: round_robin with skipTLS"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn max_duration_bounds_total_and_duration_replaces_it() {
         // As ghz's own testdata/config.json: both given, max-duration wins and total still counts.
         let p = plan(

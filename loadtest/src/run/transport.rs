@@ -50,7 +50,7 @@ pub struct Transport {
 }
 
 /// TLS settings.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Tls {
     /// CA certificate (PEM), or the system roots.
     pub cacert: Option<PathBuf>,
@@ -89,6 +89,12 @@ pub fn resolve(
     };
     let balancing = match config.lb_strategy.as_deref().unwrap_or("pick_first") {
         "" | "pick_first" => Balancing::PickFirst,
+        "round_robin" if config.skip_tls => {
+            problems.push(
+                "lb-strategy: round_robin with skipTLS is not supported; use pick_first".to_owned(),
+            );
+            Balancing::PickFirst
+        }
         "round_robin" => Balancing::RoundRobin,
         other => {
             problems.push(format!(
@@ -166,35 +172,37 @@ pub async fn connect(transport: &Transport) -> anyhow::Result<Vec<Channel>> {
         .iter()
         .map(|address| endpoint(transport, address))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    let unverified = match &transport.tls {
+        Some(tls) if tls.skip_verify => Some(unverified_tls(tls, &transport.host)?),
+        _ => None,
+    };
+    let failed = || {
+        let hint = if transport.tls.is_some() {
+            " (TLS; add insecure for a plaintext server)"
+        } else {
+            " (plaintext)"
+        };
+        format!("cannot connect to {}{hint}", transport.host)
+    };
+    if endpoints.len() > 1 {
+        // A balanced channel connects lazily: each address is tried once now, so a refused one is an error here
+        // rather than failed calls later.
+        for endpoint in &endpoints {
+            endpoint.connect().await.with_context(failed)?;
+        }
+    }
     let mut channels = Vec::with_capacity(transport.connections);
     for _ in 0..transport.connections {
-        let channel = match (&transport.tls, endpoints.as_slice()) {
-            (Some(tls), [endpoint]) if tls.skip_verify => endpoint
-                .connect_with_connector(unverified_tls(tls, &transport.host)?)
+        let channel = match (&unverified, endpoints.as_slice()) {
+            (Some(connector), [endpoint]) => endpoint
+                .connect_with_connector(connector.clone())
                 .await
-                .map_err(anyhow::Error::from),
-            (_, [endpoint]) => endpoint.connect().await.map_err(anyhow::Error::from),
-            (Some(tls), _) if tls.skip_verify => {
-                anyhow::bail!(
-                    "skipTLS with lb-strategy round_robin is not supported; use pick_first"
-                )
-            }
-            (_, many) => {
-                // Connect each first, so a refused address is an error now rather than a failed call later.
-                for endpoint in many {
-                    endpoint.connect().await?;
-                }
-                Ok(Channel::balance_list(many.iter().cloned()))
-            }
+                .with_context(failed)?,
+            (None, [endpoint]) => endpoint.connect().await.with_context(failed)?,
+            // skipTLS with round_robin is refused when the plan is resolved.
+            (_, many) => Channel::balance_list(many.iter().cloned()),
         };
-        channels.push(channel.with_context(|| {
-            let hint = if transport.tls.is_some() {
-                " (TLS; add insecure for a plaintext server)"
-            } else {
-                " (plaintext)"
-            };
-            format!("cannot connect to {}{hint}", transport.host)
-        })?);
+        channels.push(channel);
     }
     Ok(channels)
 }
