@@ -24,23 +24,10 @@ fn scratch(name: &str) -> PathBuf {
     dir
 }
 
-/// `strata-load run --proto greeter.proto --call helloworld.Greeter.<method> <extra…> <host>`.
+/// `strata-load run --proto greeter.proto --call helloworld.Greeter.<method> <extra…> <host>`, nothing on its
+/// standard input.
 async fn run(method: &str, host: &str, extra: &[&str]) -> Output {
-    let mut args: Vec<String> = ["run", "--proto", &greeter_proto(), "--call"]
-        .iter()
-        .map(|s| (*s).to_owned())
-        .collect();
-    args.push(format!("helloworld.Greeter.{method}"));
-    args.extend(extra.iter().map(|s| (*s).to_owned()));
-    args.push(host.to_owned());
-    tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_strata-load"))
-            .args(&args)
-            .output()
-            .expect("strata-load runs")
-    })
-    .await
-    .expect("joined")
+    run_with_input(method, host, extra, Vec::new()).await
 }
 
 /// As [`run`], with `input` on standard input.
