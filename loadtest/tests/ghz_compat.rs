@@ -685,30 +685,164 @@ async fn a_pushgateway_takes_the_prometheus_report() {
     std::fs::remove_dir_all(dir).expect("clean up");
 }
 
-/// A Pushgateway on a free loopback port (a few tries: the port is free when picked, not necessarily when taken).
+/// Both Influx formats are taken by a real InfluxDB (1.x, Debian's): every line written, then read back by
+/// InfluxQL — the run's count and cache levels, one detail per answer, an error text as the server sent it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn influxdb_takes_both_influx_formats() {
+    let greeter = Greeter::start().await;
+    let dir = scratch("influxdb");
+    let (server, web) = start_influxdb(&dir).await;
+    let created = http(web, "POST", "/query?q=CREATE%20DATABASE%20ghz", "").await;
+    assert!(created.starts_with("HTTP/1.1 200"), "{created}");
+    for format in ["influx-summary", "influx-details"] {
+        let output = strata_load(args(&[
+            "--insecure",
+            "--proto",
+            &greeter_proto(),
+            "--call",
+            "helloworld.Greeter.SayHello",
+            "-d",
+            r#"[{"name": "a, b"}, {"name": "sleep:1000"}]"#,
+            "-n",
+            "6",
+            "-c",
+            "1",
+            "-t",
+            "200ms",
+            "--name",
+            "influx run",
+            "--tags",
+            r#"{"env": "ci, test"}"#,
+            "-O",
+            format,
+            &greeter.addr.to_string(),
+        ]))
+        .await;
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let lines = String::from_utf8(output.stdout).expect("text");
+        let written = http(web, "POST", "/write?db=ghz", &lines).await;
+        assert!(
+            written.starts_with("HTTP/1.1 204"),
+            "InfluxDB refused {format}: {written}\n{lines}"
+        );
+    }
+    let query = async |q: &str| {
+        let encoded: String = q
+            .bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => {
+                    char::from(b).to_string()
+                }
+                other => format!("%{other:02X}"),
+            })
+            .collect();
+        http(web, "GET", &format!("/query?db=ghz&q={encoded}"), "").await
+    };
+    // One JSON answer, sent chunked: the chunks joined.
+    let body = |answer: String| -> Value {
+        let mut chunked = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+        let mut json = String::new();
+        while let Some((size, rest)) = chunked.split_once("\r\n") {
+            let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+            if size == 0 || rest.len() < size {
+                break;
+            }
+            json.push_str(&rest[..size]);
+            chunked = rest[size..].trim_start_matches("\r\n");
+        }
+        serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}: {answer}"))
+    };
+    let run = body(query(r#"SELECT "count", "errors", "strata_cache_none" FROM ghz_run"#).await);
+    assert_eq!(
+        run["results"][0]["series"][0]["values"][0]
+            .as_array()
+            .map(|v| v[1..].to_vec()),
+        Some(vec![Value::from(6), Value::from(3), Value::from(3)]),
+        "{run}"
+    );
+    let details = body(query(r#"SELECT count("latency") FROM ghz_detail"#).await);
+    assert_eq!(
+        details["results"][0]["series"][0]["values"][0][1], 6,
+        "{details}"
+    );
+    let errors =
+        body(query(r#"SELECT "error" FROM ghz_detail WHERE "hasError" = 'true' LIMIT 1"#).await);
+    assert_eq!(
+        errors["results"][0]["series"][0]["values"][0][1],
+        "rpc error: code = DeadlineExceeded desc = context deadline exceeded",
+        "{errors}"
+    );
+    drop(server);
+    std::fs::remove_dir_all(dir).expect("clean up");
+}
+
+/// A Pushgateway on a free loopback port.
 async fn start_pushgateway(dir: &std::path::Path) -> (KillOnDrop, std::net::SocketAddr) {
-    for _ in 0..5 {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let web = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-        let child = std::process::Command::new("prometheus-pushgateway")
+    let data = dir.join("pushgateway.data");
+    start_on_free_port("/-/ready", |web| {
+        let mut command = std::process::Command::new("prometheus-pushgateway");
+        command
             .arg(format!("--web.listen-address={web}"))
-            .arg(format!(
-                "--persistence.file={}",
-                dir.join("pushgateway.data").display()
-            ))
+            .arg(format!("--persistence.file={}", data.display()));
+        command
+    })
+    .await
+}
+
+/// An InfluxDB 1.x server (Debian's influxdb, installed by scripts/test) on free loopback ports, its files in `dir`.
+async fn start_influxdb(dir: &std::path::Path) -> (KillOnDrop, std::net::SocketAddr) {
+    let dir = dir.to_owned();
+    start_on_free_port("/ping", move |http| {
+        let config = dir.join("influxdb.conf");
+        let d = dir.display();
+        std::fs::write(
+            &config,
+            format!(
+                "reporting-disabled = true\nbind-address = \"127.0.0.1:{}\"\n[meta]\n  dir = \"{d}/meta\"\n\
+                 [data]\n  dir = \"{d}/data\"\n  wal-dir = \"{d}/wal\"\n  query-log-enabled = false\n\
+                 [http]\n  bind-address = \"{http}\"\n  log-enabled = false\n[monitor]\n  store-enabled = false\n",
+                free_port()
+            ),
+        )
+        .expect("influxdb config");
+        let mut command = std::process::Command::new("influxd");
+        command.arg("-config").arg(&config);
+        command
+    })
+    .await
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// Starts the server `command` makes for a free loopback address and waits until `ready` answers 2xx there (a few
+/// tries: a port is free when picked, not necessarily when taken).
+async fn start_on_free_port(
+    ready: &str,
+    command: impl Fn(std::net::SocketAddr) -> std::process::Command,
+) -> (KillOnDrop, std::net::SocketAddr) {
+    for _ in 0..5 {
+        let web = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let mut command = command(web);
+        let program = command.get_program().to_string_lossy().into_owned();
+        let child = command
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
-            .expect("prometheus-pushgateway must be on PATH (scripts/test installs it)");
+            .unwrap_or_else(|e| {
+                panic!("{program} must be on PATH (scripts/test installs it): {e}")
+            });
         let mut child = KillOnDrop(child);
         for _ in 0..100 {
-            if http(web, "GET", "/-/ready", "")
-                .await
-                .starts_with("HTTP/1.1 200")
-            {
+            if http(web, "GET", ready, "").await.starts_with("HTTP/1.1 2") {
                 return (child, web);
             }
             if child.0.try_wait().expect("wait").is_some() {
@@ -717,7 +851,7 @@ async fn start_pushgateway(dir: &std::path::Path) -> (KillOnDrop, std::net::Sock
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
     }
-    panic!("no Pushgateway came up");
+    panic!("no server came up");
 }
 
 /// A child process killed when dropped.

@@ -389,18 +389,28 @@ async fn send(
         }
         Ok(header)
     };
-    match timeout {
+    let answer = match timeout {
         // The deadline travels in grpc-timeout; this local bound holds even if the server ignores it.
         Some(timeout) => {
             match tokio::time::timeout(timeout + Duration::from_millis(50), exchange).await {
                 Ok(answer) => answer,
-                Err(_) => Err(tonic::Status::deadline_exceeded(
-                    "no answer within the timeout",
-                )),
+                Err(_) => Err(deadline_exceeded()),
             }
         }
         None => exchange.await,
-    }
+    };
+    answer.map_err(|status| {
+        // tonic's channel enforces the request's grpc-timeout itself and calls its expiry `Cancelled`; grpc-go, so
+        // ghz, calls it DeadlineExceeded — and Canceled is what a run's close reports.
+        let expired = status.code() == tonic::Code::Cancelled
+            && status.message() == tonic::TimeoutExpired(()).to_string();
+        if expired { deadline_exceeded() } else { status }
+    })
+}
+
+/// A call past its deadline, as grpc-go (so ghz) reports it.
+fn deadline_exceeded() -> tonic::Status {
+    tonic::Status::deadline_exceeded("context deadline exceeded")
 }
 
 fn first(messages: Result<Vec<Bytes>, String>) -> Result<Bytes, tonic::Status> {
