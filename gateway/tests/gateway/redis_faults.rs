@@ -52,8 +52,7 @@ async fn redis_absent_at_startup_then_used_once_it_appears() {
     }
     assert_eq!(backend.get_calls(), 3);
 
-    let _redis = RedisServer::start_on(port);
-    drop(hold);
+    let _redis = RedisServer::start_on(hold);
     let l2_back = answered_from_l2_within(&client, "a", Duration::from_secs(10)).await;
     assert!(
         l2_back,

@@ -12,6 +12,8 @@ use tokio_stream::StreamExt;
 use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status, Streaming};
 
+pub use strata_cache::testing::PortHold;
+
 use super::pb::lookup_server::{Lookup, LookupServer};
 use super::pb::{GetReply, GetRequest, SearchRequest};
 
@@ -418,12 +420,12 @@ impl TestBackend {
             task.abort();
             let _ = task.await;
         }
-        PortHold::new(self.addr)
+        PortHold::on(self.addr)
     }
 
     /// Starts the backend again on the port `hold` kept for it.
     pub async fn restart(hold: PortHold) -> Self {
-        let backend = Self::start_on(hold.addr).await;
+        let backend = Self::start_on(hold.addr()).await;
         drop(hold);
         backend
     }
@@ -433,42 +435,6 @@ impl Drop for TestBackend {
     fn drop(&mut self) {
         if let Some(task) = self.task.take() {
             task.abort();
-        }
-    }
-}
-
-/// A stopped backend's port, bound but not listening: calls to it are refused, and no other test's listener can be
-/// given it (the kernel never hands out a port someone holds) until [`TestBackend::restart`] listens on it again.
-pub struct PortHold {
-    _socket: tokio::net::TcpSocket,
-    addr: SocketAddr,
-}
-
-impl PortHold {
-    /// A free loopback port, held until dropped (for a server the test starts on it later).
-    pub fn any() -> Self {
-        Self::new(SocketAddr::from(([127, 0, 0, 1], 0)))
-    }
-
-    /// The port held.
-    pub fn port(&self) -> u16 {
-        self.addr.port()
-    }
-
-    fn new(addr: SocketAddr) -> Self {
-        let socket = if addr.is_ipv4() {
-            tokio::net::TcpSocket::new_v4()
-        } else {
-            tokio::net::TcpSocket::new_v6()
-        }
-        .expect("socket");
-        // Connections the backend closed may still linger on the port (TIME_WAIT): binding beside them is fine.
-        socket.set_reuseaddr(true).expect("SO_REUSEADDR");
-        socket.bind(addr).expect("hold the port");
-        let addr = socket.local_addr().expect("the held address");
-        Self {
-            _socket: socket,
-            addr,
         }
     }
 }
