@@ -9,6 +9,13 @@ use strata_gateway::config::{Config, ConfigError};
 use strata_gateway::telemetry;
 use strata_gateway::{Listeners, describe_methods, run_watching};
 
+/// The heap: mimalloc rather than glibc's malloc. A call allocates a few dozen small objects and frees them on
+/// another task, often on another thread; glibc's per-size caches take only blocks up to 1 KiB, and a call's task
+/// (hyper spawns one per stream) is larger, so every call went through its locked arenas and their consolidation.
+/// docs/BENCHMARKS.md has the instructions per call with each.
+#[global_allocator]
+static HEAP: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Strata: a multi-level caching gRPC gateway.
 #[derive(Debug, Parser)]
 #[command(
