@@ -155,9 +155,11 @@ impl Connection {
         &self,
         request: http::Request<Body>,
     ) -> Result<http::Response<Body>, CallError> {
+        // Connecting is boxed: its futures (TCP connect, the HTTP/2 handshake) are large, and every call's future
+        // would otherwise carry them, moved and touched on each call, though only the first call connects.
         let (id, sender) = match self.open() {
             Some(open) => open,
-            None => self.connect().await?,
+            None => Box::pin(self.connect()).await?,
         };
         let sender = match sender.ready().await {
             Ok(sender) => sender,
@@ -166,7 +168,7 @@ impl Connection {
                 // sent yet, so a new connection may take the call.
                 tracing::debug!(connection = id, error = %err, "backend connection gone; reconnecting");
                 self.shared.forget(id);
-                let (_, sender) = self.connect().await?;
+                let (_, sender) = Box::pin(self.connect()).await?;
                 sender.ready().await?
             }
         };
@@ -260,16 +262,14 @@ async fn send_on(
     request: http::Request<Body>,
 ) -> Result<http::Response<Body>, CallError> {
     let (mut parts, body) = request.into_parts();
-    let path = parts
-        .uri
-        .path_and_query()
-        .map_or("/", http::uri::PathAndQuery::as_str);
-    parts.uri = http::Uri::builder()
-        .scheme(http::uri::Scheme::HTTP)
-        .authority(authority.clone())
-        .path_and_query(path)
-        .build()
-        .map_err(|e| CallError::Request(e.to_string()))?;
+    // The request's own path, as it came (validated, and shared rather than copied), under this endpoint's origin.
+    let mut uri = std::mem::take(&mut parts.uri).into_parts();
+    uri.scheme = Some(http::uri::Scheme::HTTP);
+    uri.authority = Some(authority.clone());
+    if uri.path_and_query.is_none() {
+        uri.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+    }
+    parts.uri = http::Uri::from_parts(uri).map_err(|e| CallError::Request(e.to_string()))?;
     parts.version = http::Version::HTTP_2;
     let end_of_stream = body.is_end_stream();
     let (response, stream) =
