@@ -3,28 +3,38 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// How long a starting redis-server may take to accept connections.
+const START_WITHIN: Duration = Duration::from_secs(10);
+
 /// A redis-server child process.
 #[derive(Debug)]
 pub struct RedisChild {
     child: Child,
     port: u16,
     dir: std::path::PathBuf,
+    /// The port, bound but not listening, for as long as the child runs: the kernel gives it to no other socket
+    /// between being chosen and redis-server listening on it (both set SO_REUSEADDR), so what answers there is ours.
+    _hold: tokio::net::TcpSocket,
 }
 
 impl RedisChild {
     /// Starts redis-server if it is on PATH; `Ok(None)` when it is not installed.
     pub fn start_if_installed() -> anyhow::Result<Option<Self>> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
+        let hold = tokio::net::TcpSocket::new_v4()?;
+        hold.set_reuseaddr(true)?;
+        hold.bind(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))?;
+        let port = hold.local_addr()?.port();
         let dir =
             std::env::temp_dir().join(format!("strata-load-redis-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
+        let log = dir.join("redis.log");
         let spawned = Command::new("redis-server")
             .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
             .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
             .arg("--dir")
             .arg(&dir)
+            .arg("--logfile")
+            .arg(&log)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn();
@@ -33,15 +43,32 @@ impl RedisChild {
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(err) => return Err(err.into()),
         };
-        let redis = Self { child, port, dir };
-        let until = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < until {
+        let mut redis = Self {
+            child,
+            port,
+            dir,
+            _hold: hold,
+        };
+        let until = Instant::now() + START_WITHIN;
+        let failure = loop {
+            if let Some(status) = redis.child.try_wait()? {
+                break format!("exited ({status})");
+            }
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
                 return Ok(Some(redis));
             }
+            if Instant::now() >= until {
+                break format!("did not listen within {} s", START_WITHIN.as_secs());
+            }
             std::thread::sleep(Duration::from_millis(20));
-        }
-        anyhow::bail!("redis-server on port {port} did not start within 10 s")
+        };
+        let log = std::fs::read_to_string(&log).unwrap_or_default();
+        let mut tail: Vec<&str> = log.lines().rev().take(5).collect();
+        tail.reverse();
+        anyhow::bail!(
+            "redis-server on port {port} {failure}; the end of its log:\n{}",
+            tail.join("\n")
+        )
     }
 
     /// Its port.
