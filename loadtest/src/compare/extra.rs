@@ -72,7 +72,8 @@ impl Setup<'_> {
     }
 }
 
-/// Measures everything beside the rounds into `extra`; `l1_rps` is the L1 hit's median throughput.
+/// Measures everything beside the rounds into `extra`; `l1_rps` is the L1 hit's median throughput as strata-load
+/// drove it.
 pub async fn measure(setup: &Setup<'_>, l1_rps: f64, extra: &mut Extra) -> anyhow::Result<()> {
     l2_p50s(setup, extra).await?;
     if let (Some(body), Some(nginx)) = (setup.h2load_body, setup.nginx) {

@@ -20,7 +20,7 @@ pub struct Extra {
     pub proxy_p50: Vec<ProxyP50>,
     /// redis-benchmark GET p50 with one connection, ms (None: redis-benchmark missing).
     pub redis_get_p50_ms: Option<f64>,
-    /// The open-loop rate at which p99s were compared (50 % of the L1-hit throughput).
+    /// The open-loop rate at which p99s were compared (50 % of the L1-hit throughput strata-load reached).
     pub paced_rps: f64,
     /// L1-hit p99 at that rate, ms.
     pub l1_paced_p99_ms: f64,
