@@ -9,10 +9,9 @@ use strata_gateway::config::{Config, ConfigError};
 use strata_gateway::telemetry;
 use strata_gateway::{Listeners, describe_methods, run_watching};
 
-/// The heap: mimalloc rather than glibc's malloc. A call allocates a few dozen small objects and frees them on
-/// another task, often on another thread; glibc's per-size caches take only blocks up to 1 KiB, and a call's task
-/// (hyper spawns one per stream) is larger, so every call went through its locked arenas and their consolidation.
-/// docs/BENCHMARKS.md has the instructions per call with each.
+/// The heap: mimalloc rather than glibc's malloc. glibc's per-thread cache takes blocks up to 1 KiB only, and a
+/// call's task (hyper spawns one per stream) and its future are larger, so every call went through glibc's arenas
+/// and their consolidation: ~9 % of a forwarded call's instructions (docs/BENCHMARKS.md, "Round eight").
 #[global_allocator]
 static HEAP: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
