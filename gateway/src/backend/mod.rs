@@ -352,9 +352,9 @@ fn tell_deadline(request: &mut http::Request<Body>, deadline: Deadline) {
     let Some(left) = deadline.remaining() else {
         return;
     };
-    if let Ok(value) = http::HeaderValue::from_str(&timeout::format(left)) {
-        request.headers_mut().insert(timeout::HEADER, value);
-    }
+    request
+        .headers_mut()
+        .insert(timeout::HEADER, timeout::header_value(left));
     // The client's deadline is in the extensions already (the deadline layer put it there); one the gateway set
     // replaces it.
     if request.extensions().get::<Deadline>().map(Deadline::at) != Some(deadline.at()) {

@@ -23,23 +23,40 @@ pub fn parse(value: &[u8]) -> Option<Duration> {
     })
 }
 
-/// Formats a duration as a `grpc-timeout` value in the finest unit that fits 8 digits, rounded down so the backend
-/// never gets more time than is left (but never zero, which some servers reject).
-pub fn format(d: Duration) -> String {
+/// The `grpc-timeout` value for `d`, in the finest unit that fits 8 digits, rounded down so the backend never gets
+/// more time than is left (but never zero, which some servers reject).
+///
+/// Marked sensitive, which HPACK encodes as a literal never added to the connection's table: the time left differs
+/// on every call, so indexing it would insert an entry per call, evict the headers that do repeat, and make the
+/// encoder compare each new value with the old ones: a forwarded call with a deadline cost 83 700 instructions
+/// indexed, 80 700 unindexed (docs/BENCHMARKS.md, "Round eight").
+pub fn header_value(d: Duration) -> http::HeaderValue {
     let nanos = d.as_nanos();
-    for (unit, size) in [
-        ('n', 1u128),
-        ('u', 1_000),
-        ('m', 1_000_000),
-        ('S', 1_000_000_000),
-        ('M', 60_000_000_000),
-    ] {
-        let n = nanos / size;
-        if n < 100_000_000 {
-            return format!("{}{unit}", n.max(1));
-        }
+    let (count, unit) = [
+        (1u128, b'n'),
+        (1_000, b'u'),
+        (1_000_000, b'm'),
+        (1_000_000_000, b'S'),
+        (60_000_000_000, b'M'),
+    ]
+    .into_iter()
+    .map(|(size, unit)| (nanos / size, unit))
+    .find(|(count, _)| *count < 100_000_000)
+    .unwrap_or(((nanos / 3_600_000_000_000).min(99_999_999), b'H'));
+    // At most eight digits and the unit, written from the end.
+    let mut text = [0u8; 9];
+    let mut start = text.len() - 1;
+    text[start] = unit;
+    let mut rest = count.max(1);
+    while rest > 0 {
+        start -= 1;
+        text[start] = b'0' + (rest % 10) as u8;
+        rest /= 10;
     }
-    format!("{}H", (nanos / 3_600_000_000_000).min(99_999_999))
+    let mut value = http::HeaderValue::from_bytes(&text[start..])
+        .unwrap_or_else(|_| unreachable!("digits and an ASCII unit are a valid header value"));
+    value.set_sensitive(true);
+    value
 }
 
 #[cfg(test)]
@@ -61,21 +78,33 @@ mod tests {
 
     #[test]
     fn formats_within_eight_digits() {
+        let format = |d| header_value(d).to_str().expect("ASCII").to_owned();
         for d in [
             Duration::from_nanos(1),
             Duration::from_millis(250),
             Duration::from_secs(3),
+            Duration::from_secs(100_000),
             Duration::from_secs(86_400 * 400),
+            Duration::from_secs(u64::MAX),
         ] {
             let text = format(d);
             let back = parse(text.as_bytes()).expect("parses");
             assert!(back <= d.max(Duration::from_nanos(1)), "{text}");
-            assert!(
-                back * 1001 / 1000 + Duration::from_nanos(1) >= d,
-                "{text} loses too much"
-            );
+            if d < Duration::from_secs(99_999_999 * 3600) {
+                assert!(
+                    back * 1001 / 1000 + Duration::from_nanos(1) >= d,
+                    "{text} loses too much"
+                );
+            }
         }
         assert_eq!(format(Duration::ZERO), "1n");
         assert_eq!(format(Duration::from_millis(250)), "250000u");
+        assert_eq!(format(Duration::from_secs(100_000)), "100000S");
+        assert_eq!(format(Duration::from_secs(u64::MAX)), "99999999H");
+    }
+
+    #[test]
+    fn the_time_left_is_never_indexed_by_hpack() {
+        assert!(header_value(Duration::from_millis(250)).is_sensitive());
     }
 }
