@@ -17,42 +17,54 @@ pub struct Process {
     /// Where it listens.
     pub addr: SocketAddr,
     child: Child,
+    /// Its ports, held for as long as it runs.
+    _ports: Vec<HeldPort>,
 }
 
 impl Process {
-    /// Starts `command` (which must listen on `addr`) and waits until it accepts connections.
-    pub fn start(name: &str, command: Command, addr: SocketAddr) -> anyhow::Result<Self> {
-        Self::start_with_stderr(name, command, addr, Stdio::null())
+    /// Starts `command`, which must listen on each of `ports` (the first is the one it serves on), and waits until
+    /// it accepts connections there.
+    pub fn start(name: &str, command: Command, ports: Vec<HeldPort>) -> anyhow::Result<Self> {
+        Self::start_with_stderr(name, command, ports, Stdio::null())
     }
 
     /// [`Process::start`], its stderr written to `log`.
     pub fn start_logging_to(
         name: &str,
         command: Command,
-        addr: SocketAddr,
+        ports: Vec<HeldPort>,
         log: std::fs::File,
     ) -> anyhow::Result<Self> {
-        Self::start_with_stderr(name, command, addr, Stdio::from(log))
+        Self::start_with_stderr(name, command, ports, Stdio::from(log))
     }
 
     fn start_with_stderr(
         name: &str,
         mut command: Command,
-        addr: SocketAddr,
+        ports: Vec<HeldPort>,
         stderr: Stdio,
     ) -> anyhow::Result<Self> {
+        let addr = ports
+            .first()
+            .map(|port| port.addr)
+            .context("a server needs a port")?;
         let child = command
             .stdout(Stdio::null())
             .stderr(stderr)
             .spawn()
             .with_context(|| format!("cannot start {name} ({command:?})"))?;
-        let process = Self {
+        let mut process = Self {
             name: name.to_owned(),
             addr,
             child,
+            _ports: ports,
         };
         let until = Instant::now() + Duration::from_secs(20);
+        // The port is held: whoever accepts there is this child.
         while std::net::TcpStream::connect(addr).is_err() {
+            if let Some(status) = process.child.try_wait()? {
+                anyhow::bail!("{name} exited ({status}) before listening on {addr}");
+            }
             if Instant::now() > until {
                 anyhow::bail!("{name} did not listen on {addr} within 20 s");
             }
@@ -91,9 +103,26 @@ pub fn rss_bytes(pid: u32) -> Option<u64> {
     Some(kib * 1024)
 }
 
-/// A loopback address with a port that was free a moment ago.
-pub fn free_addr() -> anyhow::Result<SocketAddr> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+/// A loopback port bound but not listening, for a server the run starts on it: the kernel gives it to no other
+/// socket while it is held, and the server binds beside it (SO_REUSEADDR on both: tokio, std and nginx set it), so
+/// the port cannot be taken between being chosen and being listened on.
+#[derive(Debug)]
+pub struct HeldPort {
+    _socket: tokio::net::TcpSocket,
+    /// The address held.
+    pub addr: SocketAddr,
+}
+
+/// A free loopback port, held until dropped.
+pub fn held_port() -> anyhow::Result<HeldPort> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.set_reuseaddr(true)?;
+    socket.bind(SocketAddr::from(([127, 0, 0, 1], 0)))?;
+    let addr = socket.local_addr()?;
+    Ok(HeldPort {
+        _socket: socket,
+        addr,
+    })
 }
 
 /// Which CPUs servers and clients run on.
@@ -211,12 +240,12 @@ pub fn strata_binary() -> anyhow::Result<PathBuf> {
 
 /// Starts the sample backend (this executable's `backend` command) with `latency` per lookup.
 pub fn backend(latency: &str, pinning: &Pinning) -> anyhow::Result<Process> {
-    let addr = free_addr()?;
+    let port = held_port()?;
     let mut command = pinning.server_command(std::env::current_exe()?);
-    let addr_text = addr.to_string();
+    let addr_text = port.addr.to_string();
     command.args(["backend", "--listen", &addr_text, "--latency", latency]);
     command.args(["--size", "100000000"]);
-    Process::start(&format!("sample backend ({latency})"), command, addr)
+    Process::start(&format!("sample backend ({latency})"), command, vec![port])
 }
 
 /// Which constant-answer server to start.
@@ -231,9 +260,9 @@ pub enum Constant {
 
 /// Starts a constant-answer server (this executable's `constant` command).
 pub fn constant(kind: Constant, pinning: &Pinning) -> anyhow::Result<Process> {
-    let addr = free_addr()?;
+    let port = held_port()?;
     let mut command = pinning.server_command(std::env::current_exe()?);
-    command.args(["constant", "--listen", &addr.to_string()]);
+    command.args(["constant", "--listen", &port.addr.to_string()]);
     let name = match kind {
         Constant::Tonic => {
             command.arg("--tonic");
@@ -241,17 +270,17 @@ pub fn constant(kind: Constant, pinning: &Pinning) -> anyhow::Result<Process> {
         }
         Constant::Hyper => "constant-answer server (bare hyper)",
     };
-    Process::start(name, command, addr)
+    Process::start(name, command, vec![port])
 }
 
 /// Starts a Strata gateway from `yaml` (whose `listen` and `admin.listen` it sets) with its config in `dir`.
 pub fn gateway(name: &str, yaml: &str, dir: &Path, pinning: &Pinning) -> anyhow::Result<Process> {
-    let (addr, admin) = (free_addr()?, free_addr()?);
+    let (data, admin) = (held_port()?, held_port()?);
     let yaml = yaml
-        .replacen("listen: 127.0.0.1:0", &format!("listen: {addr}"), 1)
+        .replacen("listen: 127.0.0.1:0", &format!("listen: {}", data.addr), 1)
         .replacen(
             "{ listen: 127.0.0.1:0 }",
-            &format!("{{ listen: \"{admin}\" }}"),
+            &format!("{{ listen: \"{}\" }}", admin.addr),
             1,
         );
     let file = dir.join(format!("{name}.yaml"));
@@ -261,7 +290,7 @@ pub fn gateway(name: &str, yaml: &str, dir: &Path, pinning: &Pinning) -> anyhow:
     // Its logs go to a file, as a container runtime would take them (writing to /dev/null would flatter the access
     // log).
     let log = std::fs::File::create(dir.join(format!("{name}.stderr.log")))?;
-    Process::start_logging_to(&format!("gateway {name}"), command, addr, log)
+    Process::start_logging_to(&format!("gateway {name}"), command, vec![data, admin], log)
 }
 
 /// Starts nginx as a plain gRPC proxy (`grpc_pass`) to `backend`, as a single process; `None` if not installed.
@@ -276,7 +305,8 @@ pub fn nginx(
     let Some(program) = installed else {
         return Ok(None);
     };
-    let addr = free_addr()?;
+    let port = held_port()?;
+    let addr = port.addr;
     let prefix = dir.join("nginx");
     std::fs::create_dir_all(prefix.join("tmp"))?;
     // One process, no daemon: the benchmark owns and ends it like any other child.
@@ -295,5 +325,5 @@ pub fn nginx(
         .arg("-p")
         .arg(format!("{}/", prefix.display()))
         .args(["-c", "nginx.conf", "-e", "error.log"]);
-    Process::start("nginx grpc_pass", command, addr).map(Some)
+    Process::start("nginx grpc_pass", command, vec![port]).map(Some)
 }
