@@ -4,6 +4,7 @@ mod backend;
 mod compare;
 mod constant;
 mod demo;
+mod held_port;
 mod load;
 mod local_gateway;
 mod redis_child;

@@ -3,6 +3,8 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::held_port::HeldPort;
+
 /// How long a starting redis-server may take to accept connections.
 const START_WITHIN: Duration = Duration::from_secs(10);
 
@@ -12,18 +14,15 @@ pub struct RedisChild {
     child: Child,
     port: u16,
     dir: std::path::PathBuf,
-    /// The port, bound but not listening, for as long as the child runs: the kernel gives it to no other socket
-    /// between being chosen and redis-server listening on it (both set SO_REUSEADDR), so what answers there is ours.
-    _hold: tokio::net::TcpSocket,
+    /// Its port, held for as long as it runs: what answers there is this child.
+    _port: HeldPort,
 }
 
 impl RedisChild {
     /// Starts redis-server if it is on PATH; `Ok(None)` when it is not installed.
     pub fn start_if_installed() -> anyhow::Result<Option<Self>> {
-        let hold = tokio::net::TcpSocket::new_v4()?;
-        hold.set_reuseaddr(true)?;
-        hold.bind(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))?;
-        let port = hold.local_addr()?.port();
+        let held = HeldPort::any()?;
+        let port = held.addr.port();
         let dir =
             std::env::temp_dir().join(format!("strata-load-redis-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
@@ -47,7 +46,7 @@ impl RedisChild {
             child,
             port,
             dir,
-            _hold: hold,
+            _port: held,
         };
         let until = Instant::now() + START_WITHIN;
         let failure = loop {

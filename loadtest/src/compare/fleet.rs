@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
+use crate::held_port::HeldPort;
+
 /// A server process of the run.
 #[derive(Debug)]
 pub struct Process {
@@ -101,28 +103,6 @@ pub fn rss_bytes(pid: u32) -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
-}
-
-/// A loopback port bound but not listening, for a server the run starts on it: the kernel gives it to no other
-/// socket while it is held, and the server binds beside it (SO_REUSEADDR on both: tokio, std and nginx set it), so
-/// the port cannot be taken between being chosen and being listened on.
-#[derive(Debug)]
-pub struct HeldPort {
-    _socket: tokio::net::TcpSocket,
-    /// The address held.
-    pub addr: SocketAddr,
-}
-
-/// A free loopback port, held until dropped.
-pub fn held_port() -> anyhow::Result<HeldPort> {
-    let socket = tokio::net::TcpSocket::new_v4()?;
-    socket.set_reuseaddr(true)?;
-    socket.bind(SocketAddr::from(([127, 0, 0, 1], 0)))?;
-    let addr = socket.local_addr()?;
-    Ok(HeldPort {
-        _socket: socket,
-        addr,
-    })
 }
 
 /// Which CPUs servers and clients run on.
@@ -240,7 +220,7 @@ pub fn strata_binary() -> anyhow::Result<PathBuf> {
 
 /// Starts the sample backend (this executable's `backend` command) with `latency` per lookup.
 pub fn backend(latency: &str, pinning: &Pinning) -> anyhow::Result<Process> {
-    let port = held_port()?;
+    let port = HeldPort::any()?;
     let mut command = pinning.server_command(std::env::current_exe()?);
     let addr_text = port.addr.to_string();
     command.args(["backend", "--listen", &addr_text, "--latency", latency]);
@@ -260,7 +240,7 @@ pub enum Constant {
 
 /// Starts a constant-answer server (this executable's `constant` command).
 pub fn constant(kind: Constant, pinning: &Pinning) -> anyhow::Result<Process> {
-    let port = held_port()?;
+    let port = HeldPort::any()?;
     let mut command = pinning.server_command(std::env::current_exe()?);
     command.args(["constant", "--listen", &port.addr.to_string()]);
     let name = match kind {
@@ -275,7 +255,7 @@ pub fn constant(kind: Constant, pinning: &Pinning) -> anyhow::Result<Process> {
 
 /// Starts a Strata gateway from `yaml` (whose `listen` and `admin.listen` it sets) with its config in `dir`.
 pub fn gateway(name: &str, yaml: &str, dir: &Path, pinning: &Pinning) -> anyhow::Result<Process> {
-    let (data, admin) = (held_port()?, held_port()?);
+    let (data, admin) = (HeldPort::any()?, HeldPort::any()?);
     let yaml = yaml
         .replacen("listen: 127.0.0.1:0", &format!("listen: {}", data.addr), 1)
         .replacen(
@@ -305,7 +285,7 @@ pub fn nginx(
     let Some(program) = installed else {
         return Ok(None);
     };
-    let port = held_port()?;
+    let port = HeldPort::any()?;
     let addr = port.addr;
     let prefix = dir.join("nginx");
     std::fs::create_dir_all(prefix.join("tmp"))?;
