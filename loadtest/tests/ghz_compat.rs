@@ -6,11 +6,13 @@ mod greeter;
 mod support;
 
 use std::collections::BTreeSet;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Output;
 
 use greeter::Greeter;
 use serde_json::Value;
+use strata_cache::testing::PortHold;
 use support::Gateway;
 
 fn testdata(name: &str) -> PathBuf {
@@ -780,10 +782,10 @@ async fn influxdb_takes_both_influx_formats() {
     std::fs::remove_dir_all(dir).expect("clean up");
 }
 
-/// A Pushgateway on a free loopback port.
-async fn start_pushgateway(dir: &std::path::Path) -> (KillOnDrop, std::net::SocketAddr) {
+/// A Pushgateway on a held loopback port.
+async fn start_pushgateway(dir: &std::path::Path) -> (Server, SocketAddr) {
     let data = dir.join("pushgateway.data");
-    start_on_free_port("/-/ready", |web| {
+    start_held("/-/ready", 0, |web, _| {
         let mut command = std::process::Command::new("prometheus-pushgateway");
         command
             .arg(format!("--web.listen-address={web}"))
@@ -793,19 +795,20 @@ async fn start_pushgateway(dir: &std::path::Path) -> (KillOnDrop, std::net::Sock
     .await
 }
 
-/// An InfluxDB 1.x server (Debian's influxdb, installed by scripts/test) on free loopback ports, its files in `dir`.
-async fn start_influxdb(dir: &std::path::Path) -> (KillOnDrop, std::net::SocketAddr) {
+/// An InfluxDB 1.x server (Debian's influxdb, installed by scripts/test) on held loopback ports (HTTP, and its RPC
+/// service's), its files in `dir`.
+async fn start_influxdb(dir: &std::path::Path) -> (Server, SocketAddr) {
     let dir = dir.to_owned();
-    start_on_free_port("/ping", move |http| {
+    start_held("/ping", 1, move |http, more| {
         let config = dir.join("influxdb.conf");
         let d = dir.display();
         std::fs::write(
             &config,
             format!(
-                "reporting-disabled = true\nbind-address = \"127.0.0.1:{}\"\n[meta]\n  dir = \"{d}/meta\"\n\
+                "reporting-disabled = true\nbind-address = \"{}\"\n[meta]\n  dir = \"{d}/meta\"\n\
                  [data]\n  dir = \"{d}/data\"\n  wal-dir = \"{d}/wal\"\n  query-log-enabled = false\n\
                  [http]\n  bind-address = \"{http}\"\n  log-enabled = false\n[monitor]\n  store-enabled = false\n",
-                free_port()
+                more[0]
             ),
         )
         .expect("influxdb config");
@@ -816,51 +819,50 @@ async fn start_influxdb(dir: &std::path::Path) -> (KillOnDrop, std::net::SocketA
     .await
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
-/// Starts the server `command` makes for a free loopback address and waits until `ready` answers 2xx there (a few
-/// tries: a port is free when picked, not necessarily when taken).
-async fn start_on_free_port(
+/// Starts the server `command` makes for held loopback ports (`web`, and `more` others it listens on) and waits
+/// until `ready` answers 2xx on `web`. The ports stay held (see `PortHold`: the server, written in Go, binds beside
+/// the hold), so no other test's listener can be given one, and what answers there is this server.
+async fn start_held(
     ready: &str,
-    command: impl Fn(std::net::SocketAddr) -> std::process::Command,
-) -> (KillOnDrop, std::net::SocketAddr) {
-    for _ in 0..5 {
-        let web = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let mut command = command(web);
-        let program = command.get_program().to_string_lossy().into_owned();
-        let child = command
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("{program} must be on PATH (scripts/test installs it): {e}")
-            });
-        let mut child = KillOnDrop(child);
-        for _ in 0..100 {
-            if http(web, "GET", ready, "").await.starts_with("HTTP/1.1 2") {
-                return (child, web);
-            }
-            if child.0.try_wait().expect("wait").is_some() {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    more: usize,
+    command: impl FnOnce(SocketAddr, &[SocketAddr]) -> std::process::Command,
+) -> (Server, SocketAddr) {
+    let ports: Vec<PortHold> = (0..=more).map(|_| PortHold::any()).collect();
+    let addrs: Vec<SocketAddr> = ports.iter().map(PortHold::addr).collect();
+    let web = addrs[0];
+    let mut command = command(web, &addrs[1..]);
+    let program = command.get_program().to_string_lossy().into_owned();
+    let child = command
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{program} must be on PATH (scripts/test installs it): {e}"));
+    let mut server = Server {
+        child,
+        _ports: ports,
+    };
+    for _ in 0..300 {
+        if http(web, "GET", ready, "").await.starts_with("HTTP/1.1 2") {
+            return (server, web);
         }
+        if let Some(status) = server.child.try_wait().expect("wait") {
+            panic!("{program} exited ({status}) before answering {ready} on {web}");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    panic!("no server came up");
+    panic!("{program} did not answer {ready} on {web} within 30 s");
 }
 
-/// A child process killed when dropped.
-struct KillOnDrop(std::process::Child);
+/// A server child of a test, killed when dropped, with the ports held for it.
+struct Server {
+    child: std::process::Child,
+    _ports: Vec<PortHold>,
+}
 
-impl Drop for KillOnDrop {
+impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
