@@ -137,6 +137,15 @@ fn a_quick_compare_prints_the_tables_and_writes_the_raw_figures() {
         .expect("the zipf scenario")["median"];
     assert!(zipf["backend_share"].as_f64().is_some(), "{zipf}");
     assert!(figures["extra"]["zipf_rss_bytes"].as_u64().unwrap_or(0) > 0);
+    // The open-loop p99s are paced by strata-load at half of its own L1-hit rate, not of h2load's (more than its one
+    // CPU can pace on a slow box).
+    let l1 = &scenarios
+        .iter()
+        .find(|s| s["name"] == "l1-hit")
+        .expect("the l1-hit scenario")["median"];
+    let paced = figures["extra"]["paced_rps"].as_f64().expect("paced_rps");
+    let own = l1["rps"].as_f64().expect("strata-load's L1-hit rate");
+    assert!((paced - 0.5 * own).abs() < 1e-6 * own, "{paced} vs {l1}");
     // By h2load: the L2 hit's p50 with one call in flight, and the backend's, nginx's and the passthrough's with one
     // and with the rounds' 4 in flight.
     let extra = &figures["extra"];
