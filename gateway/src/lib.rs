@@ -16,6 +16,7 @@
 //!
 //! ```text
 //! test_io                       test doubles for IO (tests only)
+//! runtime                       the tokio runtime `strata serve` runs on: its scheduler and worker threads
 //! grpc, one_write, log_writer   the gRPC wire (framing, bodies, deadlines, codes, names); one write per flush; the log buffer
 //! in_flight                     counting calls in flight, with a guard
 //! error                         GatewayError and the one table mapping it to gRPC codes
@@ -45,6 +46,7 @@ pub(crate) mod metrics;
 pub mod one_write;
 pub(crate) mod proxy;
 pub(crate) mod route;
+pub mod runtime;
 pub mod schema;
 pub(crate) mod server;
 pub mod telemetry;
@@ -209,11 +211,14 @@ pub async fn run_watching(
         );
     }
 
+    let (scheduler, worker_threads) = runtime::describe_current();
     tracing::info!(
         listen = %listeners.data.local_addr().map(|a| a.to_string()).unwrap_or_default(),
         admin = %admin_addr.unwrap_or_default(),
         routes = config.routes.len(),
         l2 = config.cache.l2.is_some(),
+        scheduler,
+        worker_threads,
         "strata gateway serving"
     );
     readiness.set(true);

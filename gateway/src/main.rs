@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use strata_gateway::config::{Config, ConfigError};
+use strata_gateway::runtime::Scheduler;
 use strata_gateway::telemetry;
 use strata_gateway::{Listeners, describe_methods, run_watching};
 
@@ -99,8 +100,8 @@ fn report(err: &ConfigError) -> ExitCode {
 }
 
 fn serve(config: Config, path: PathBuf) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
+    // One CPU: one thread (see strata_gateway::runtime).
+    let runtime = Scheduler::for_this_process(config.worker_threads)
         .build()
         .context("cannot start the tokio runtime")?;
     runtime.block_on(async move {

@@ -69,6 +69,9 @@ pub struct Config {
     /// Calls in flight in the whole gateway beyond which new ones are refused at once (`None`: no limit).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_concurrent_requests: Option<usize>,
+    /// Threads that serve calls (`None`: one per CPU the process may use; see [`crate::runtime`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub worker_threads: Option<usize>,
 }
 
 /// TLS on the data listener.

@@ -15,7 +15,7 @@ pub(super) enum Scalar {
 }
 
 /// The top-level keys of the config (also what `STRATA_…` environment variables may set).
-pub(super) const TOP_LEVEL_KEYS: [&str; 16] = [
+pub(super) const TOP_LEVEL_KEYS: [&str; 17] = [
     "listen",
     "descriptors",
     "telemetry",
@@ -32,6 +32,7 @@ pub(super) const TOP_LEVEL_KEYS: [&str; 16] = [
     "drain_delay",
     "idle_timeout",
     "max_concurrent_requests",
+    "worker_threads",
 ];
 
 /// Keys present in the file that no field takes.
@@ -57,6 +58,7 @@ pub(super) struct RawConfig {
     pub drain_delay: Option<Scalar>,
     pub idle_timeout: Option<Scalar>,
     pub max_concurrent_requests: Option<usize>,
+    pub worker_threads: Option<usize>,
     #[serde(flatten)]
     pub unknown: Unknown,
 }

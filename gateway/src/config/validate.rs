@@ -23,6 +23,8 @@ const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 const DEFAULT_TLS_RELOAD_INTERVAL: Duration = Duration::from_secs(10);
 /// The idle limit of a client connection: as long as a client may pause between bursts and keep its connection.
 const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// More threads than any machine the gateway runs on has CPUs: a typo, not a setting.
+const MAX_WORKER_THREADS: usize = 1024;
 
 pub(super) fn validate(raw: RawConfig) -> Result<Config, Vec<FieldError>> {
     let mut e = Errors::default();
@@ -98,11 +100,23 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, Vec<FieldError>> {
             DEFAULT_IDLE_TIMEOUT,
         ),
         max_concurrent_requests: raw.max_concurrent_requests.filter(|n| *n > 0),
+        worker_threads: raw.worker_threads,
     };
     if raw.max_concurrent_requests == Some(0) {
         e.add(
             "max_concurrent_requests",
             "must be at least 1 (leave it out for no limit)",
+        );
+    }
+    if raw
+        .worker_threads
+        .is_some_and(|threads| !(1..=MAX_WORKER_THREADS).contains(&threads))
+    {
+        e.add(
+            "worker_threads",
+            format!(
+                "must be 1 to {MAX_WORKER_THREADS} (leave it out for one per CPU the process may use)"
+            ),
         );
     }
     if e.0.is_empty() { Ok(config) } else { Err(e.0) }
@@ -311,6 +325,18 @@ routes:
         );
         assert_eq!(rule.max_entry_bytes, 1 << 20);
         assert!(!rule.shared);
+    }
+
+    #[test]
+    fn worker_threads_is_a_count_of_threads() {
+        assert_eq!(Config::from_yaml(GOOD).expect("valid").worker_threads, None);
+        let two = Config::from_yaml(&format!("{GOOD}worker_threads: 2\n")).expect("valid");
+        assert_eq!(two.worker_threads, Some(2));
+        for bad in ["0", "100000", "-1", "many"] {
+            let err =
+                Config::from_yaml(&format!("{GOOD}worker_threads: {bad}\n")).expect_err("invalid");
+            assert!(err.to_string().contains("worker_threads"), "{bad}: {err}");
+        }
     }
 
     #[test]

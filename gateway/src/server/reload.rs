@@ -81,10 +81,10 @@ pub async fn watch(path: PathBuf, mut running: Config, live: LiveProxy, long_liv
 }
 
 /// The fields a reload cannot change (listeners, TLS, the cache levels and namespace, global limits, log format,
-/// telemetry) that differ between `running` and `next` (secrets compared as written, not as printed).
+/// telemetry, the worker threads) that differ between `running` and `next` (secrets compared as written, not as printed).
 fn needs_restart(running: &Config, next: &Config) -> Vec<&'static str> {
     let (a, b) = (running, next);
-    let pairs: [(&'static str, bool); 14] = [
+    let pairs: [(&'static str, bool); 15] = [
         ("listen", a.listen == b.listen),
         ("tls", a.tls == b.tls),
         ("admin.listen", a.admin.listen == b.admin.listen),
@@ -105,6 +105,7 @@ fn needs_restart(running: &Config, next: &Config) -> Vec<&'static str> {
         ("idle_timeout", a.idle_timeout == b.idle_timeout),
         ("log.format", a.log.format == b.log.format),
         ("telemetry", a.telemetry == b.telemetry),
+        ("worker_threads", a.worker_threads == b.worker_threads),
     ];
     pairs
         .into_iter()
@@ -172,6 +173,13 @@ mod tests {
         assert_eq!(
             needs_restart(&running, &config("other", "t1", "p1", "1s")),
             ["cache.namespace"]
+        );
+        let mut more_threads = running.clone();
+        more_threads.worker_threads = Some(4);
+        assert_eq!(
+            needs_restart(&running, &more_threads),
+            ["worker_threads"],
+            "the runtime is built once, before anything is served"
         );
     }
 }

@@ -24,6 +24,7 @@ mod proto_keys;
 mod redis_faults;
 mod reload;
 mod replicas;
+mod runtime;
 mod semantics;
 mod sharing;
 mod tls;

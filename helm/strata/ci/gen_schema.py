@@ -152,6 +152,7 @@ CONFIG = obj({
     "max_response_bytes": SIZE,
     "expose_cache_status": BOOL,
     "max_concurrent_requests": integer(1),
+    "worker_threads": integer(1, 1024),
     "drain_delay": DURATION,
     "idle_timeout": DURATION,
     "shutdown_grace": DURATION,
