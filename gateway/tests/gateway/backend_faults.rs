@@ -213,12 +213,7 @@ async fn the_real_binary_logs_a_failed_backend_call_with_its_method_and_address(
     let closed = std::net::SocketAddr::from(([127, 0, 0, 1], held.port()));
     let yaml = config_with_route(&format!("http://{closed}"), "ttl: 30s", "", "");
     let gateway = crate::support::process::GatewayProcess::start(&yaml).await;
-    let channel = tonic::transport::Channel::from_shared(format!("http://{}", gateway.addr))
-        .expect("uri")
-        .connect()
-        .await
-        .expect("connect");
-    let mut client = crate::support::pb::lookup_client::LookupClient::new(channel);
+    let mut client = gateway.client().await;
     let status = get(&mut client, key("down"), None).await.expect_err("down");
     assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
     let line = gateway

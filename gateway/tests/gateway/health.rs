@@ -85,12 +85,7 @@ async fn sigterm_lets_50_in_flight_calls_finish_then_exits_0() {
     let backend = crate::support::backend::TestBackend::start().await;
     let yaml = config(&backend.url(), "", "shutdown_grace: 5s\ndrain_delay: 200ms");
     let mut gateway = crate::support::process::GatewayProcess::start(&yaml).await;
-    let channel = tonic::transport::Channel::from_shared(format!("http://{}", gateway.addr))
-        .expect("uri")
-        .connect()
-        .await
-        .expect("connect");
-    let client = crate::support::pb::lookup_client::LookupClient::new(channel);
+    let client = gateway.client().await;
     let calls: Vec<_> = (0..50)
         .map(|i| {
             let mut client = client.clone();

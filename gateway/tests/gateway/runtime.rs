@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use crate::support::backend::TestBackend;
 use crate::support::gateway::config;
-use crate::support::pb::lookup_client::LookupClient;
 use crate::support::process::GatewayProcess;
 use crate::{chat_interleaved, get, key};
 
@@ -24,12 +23,7 @@ async fn serves_on(worker_threads: Option<usize>, scheduler: &str, workers: usiz
         "expected {scheduler} with {workers} worker threads: {serving}"
     );
 
-    let channel = tonic::transport::Channel::from_shared(format!("http://{}", gateway.addr))
-        .expect("uri")
-        .connect()
-        .await
-        .expect("connect");
-    let mut client = LookupClient::new(channel);
+    let mut client = gateway.client().await;
     let first = get(&mut client, key("runtime"), None).await.expect("miss");
     let second = get(&mut client, key("runtime"), None).await.expect("hit");
     assert_eq!(

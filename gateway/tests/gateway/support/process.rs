@@ -3,7 +3,10 @@
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use tonic::transport::Channel;
+
 use super::free_port;
+use super::pb::lookup_client::LookupClient;
 
 /// A `strata serve` process (so the test can kill it with SIGKILL), killed when dropped.
 pub struct GatewayProcess {
@@ -105,6 +108,16 @@ impl GatewayProcess {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// A client of the test service through it.
+    pub async fn client(&self) -> LookupClient<Channel> {
+        let channel = Channel::from_shared(format!("http://{}", self.addr))
+            .expect("uri")
+            .connect()
+            .await
+            .expect("connect to strata serve");
+        LookupClient::new(channel)
     }
 
     /// Its process id.
