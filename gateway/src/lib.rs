@@ -28,7 +28,7 @@
 //! route                         routes: matching, cache rules, storage rules, cache-control, rate limits
 //! layers                        the tower layers every call passes (load shedding, the deadline)
 //! proxy                         answering one call: the cached path and the passthrough
-//! server                        the accept loop, the data listener's stack, assembling a config, reloads
+//! server                        the accept loop, calls run in their connection's task, the data listener's stack, assembling a config, reloads
 //! admin                         the admin listener: metrics, health, invalidation, reflection
 //! ```
 

@@ -1,12 +1,13 @@
 //! The tokio runtime `strata serve` runs on: one worker thread per CPU the process may use, or, when that is one CPU,
 //! a single-threaded scheduler.
 //!
-//! Why not always tokio's multi-thread scheduler: it runs a task woken by the running one next (its LIFO slot). When a
-//! call's task hands its frames to h2, it wakes the connection's task, which then writes that call's frames before the
-//! next ready call's task runs: about one `sendto` per call under load (strace: 20 060 for 20 000 forwarded calls).
-//! The current-thread scheduler queues the woken connection's task behind the calls already ready, so it writes
-//! their frames together (2 060). On one CPU — a pod with a CPU limit below 2, a process pinned to one core — that
-//! is about a fifth less CPU per forwarded call and two fifths less per L1 hit (docs/BENCHMARKS.md, "Round ten").
+//! Why not always tokio's multi-thread scheduler: it runs a task woken by the running one next (its LIFO slot). When
+//! each call was a task of its own, a call that handed its frames to h2 woke the connection's task, which wrote that
+//! call's frames before the next ready call ran: about one `sendto` per call under load (strace: 20 060 for 20 000
+//! forwarded calls; 2 060 on the current-thread scheduler, which queues the woken task behind those already ready).
+//! Calls now run in their connection's task (`server::local_streams`), which batches the writes on either scheduler;
+//! on one CPU — a pod with a CPU limit below 2, a process pinned to one core — the current-thread scheduler still
+//! spares the work stealing a single worker cannot use (docs/BENCHMARKS.md, "Round ten").
 //! With more CPUs, a work-stealing pool of that many threads.
 
 use std::num::NonZeroUsize;

@@ -8,6 +8,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
 use super::accept::{self, Limits, MarksCalls};
+use super::local_streams::{LocalStreams, StreamQueue};
 use super::stack::DataService;
 use crate::one_write::OneWrite;
 use crate::tls::ServerTls;
@@ -26,19 +27,15 @@ pub async fn serve(
     limits: Limits,
     service: DataService,
 ) {
-    let mut h2 = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new());
-    h2.timer(hyper_util::rt::TokioTimer::new());
     match tls {
         None => {
             accept::serve(listener, shutdown, limits, |stream, activity| {
-                let (h2, service) = (h2.clone(), MarksCalls::new(service.clone(), activity));
+                let service = MarksCalls::new(service.clone(), activity);
                 async move {
                     // A client that connects and sends nothing must not hold a task (or the shutdown) forever.
                     let mut first = [0u8; 1];
                     match tokio::time::timeout(PREFACE_WITHIN, stream.peek(&mut first)).await {
-                        Ok(Ok(1..)) => {
-                            Some(h2.serve_connection(TokioIo::new(OneWrite(stream)), service))
-                        }
+                        Ok(Ok(1..)) => Some(http2(TokioIo::new(OneWrite(stream)), service)),
                         _ => None,
                     }
                 }
@@ -47,18 +44,13 @@ pub async fn serve(
         }
         Some(tls) => {
             accept::serve(listener, shutdown, limits, |stream, activity| {
-                let (acceptor, h2, service) = (
-                    tls.acceptor(),
-                    h2.clone(),
-                    MarksCalls::new(service.clone(), activity),
-                );
+                let (acceptor, service) =
+                    (tls.acceptor(), MarksCalls::new(service.clone(), activity));
                 async move {
                     // A client that never finishes its handshake must not hold a task (or the shutdown) forever.
                     match tokio::time::timeout(TLS_HANDSHAKE_WITHIN, acceptor.accept(stream)).await
                     {
-                        Ok(Ok(stream)) => {
-                            Some(h2.serve_connection(TokioIo::new(OneWrite(stream)), service))
-                        }
+                        Ok(Ok(stream)) => Some(http2(TokioIo::new(OneWrite(stream)), service)),
                         Ok(Err(err)) => {
                             tracing::debug!(error = %err, "TLS handshake failed");
                             None
@@ -70,4 +62,18 @@ pub async fn serve(
             .await;
         }
     }
+}
+
+/// One connection served over HTTP/2, its calls run in its own task (see [`LocalStreams`]).
+fn http2<I>(
+    io: I,
+    service: MarksCalls<DataService>,
+) -> LocalStreams<hyper::server::conn::http2::Connection<I, MarksCalls<DataService>, StreamQueue>>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let calls = StreamQueue::default();
+    let mut h2 = hyper::server::conn::http2::Builder::new(calls.clone());
+    h2.timer(hyper_util::rt::TokioTimer::new());
+    LocalStreams::new(h2.serve_connection(io, service), calls)
 }

@@ -6,5 +6,6 @@ pub mod assemble;
 pub mod check;
 pub mod data;
 pub mod descriptors;
+pub mod local_streams;
 pub mod reload;
 pub mod stack;

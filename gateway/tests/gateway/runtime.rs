@@ -56,3 +56,57 @@ async fn by_default_one_worker_thread_per_cpu_the_process_may_use() {
     };
     serves_on(None, scheduler, cpus).await;
 }
+
+/// On a pool of workers (where each call used to be a task of its own), many calls of every kind on two connections
+/// at once all complete, each with its own answer, and a drain lets the slow ones finish.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_pool_of_workers_serves_many_calls_on_few_connections_and_drains() {
+    let (_backend, mut gateway) =
+        crate::support::gateway::start(&crate::support::gateway::config_for).await;
+    let connections = [gateway.client().await, gateway.client().await];
+    let mut calls = tokio::task::JoinSet::new();
+    for i in 0..600 {
+        let mut client = connections[i % 2].clone();
+        calls.spawn(async move {
+            let name = format!("k{}", i % 40);
+            if i % 3 == 0 {
+                // Passthrough (the route "*"), unary.
+                let reply = client.peek(key(&name)).await.expect("peek").into_inner();
+                assert_eq!(reply.key, name);
+            } else if i % 50 == 1 {
+                chat_interleaved(&mut client).await;
+            } else {
+                // Cached: misses, coalesced calls and L1 hits, for 40 keys.
+                let answer = get(&mut client, key(&name), None).await.expect("get");
+                assert_eq!(answer.reply.key, name);
+            }
+        });
+    }
+    let all = async {
+        while let Some(call) = calls.join_next().await {
+            call.expect("a call's task");
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), all)
+        .await
+        .expect("every call completes (none waits on a wake that never comes)");
+
+    let slow: Vec<_> = (0..20)
+        .map(|i| {
+            let mut client = connections[i % 2].clone();
+            let mut request = key(&format!("slow{i}"));
+            request.delay_ms = 300;
+            tokio::spawn(async move { client.peek(request).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    gateway.begin_stop();
+    for call in slow {
+        let reply = call
+            .await
+            .expect("task")
+            .expect("a call in flight finishes in the drain");
+        assert!(reply.into_inner().key.starts_with("slow"));
+    }
+    gateway.stop().await;
+}
