@@ -5,8 +5,8 @@
 //! multi-thread scheduler runs the woken connection task at once (its LIFO slot), so it writes one answer per call.
 //! Here the executor only queues the stream, and the connection's task polls its calls itself, then the connection
 //! again when a call gave it frames to send: the answers of every call that became ready leave in one write, on any
-//! scheduler, and a call costs no spawn and no hop between tasks. (Two workers, 30 000 forwarded calls: 13 975
-//! `sendto` before, 3 870 after, a fifth less CPU per call; docs/BENCHMARKS.md, "Round ten".)
+//! scheduler, and a call costs no spawn and no hop between tasks. (Two workers, 30 000 forwarded calls: 12 980
+//! `sendto` before, 4 021 after, up to a fifth less CPU per call; docs/BENCHMARKS.md, "Round ten".)
 //!
 //! What tasks gave and this keeps: a call that panics ends alone (its stream is reset, logged); the connection's
 //! future ends only once its calls have (so a drain still waits for them); a connection with many ready calls yields
