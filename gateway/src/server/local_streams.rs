@@ -11,6 +11,11 @@
 //! What tasks gave and this keeps: a call that panics ends alone (its stream is reset, logged); the connection's
 //! future ends only once its calls have (so a drain still waits for them); a connection with many ready calls yields
 //! after a bounded number of rounds, so others get their turn.
+//!
+//! What tasks gave and this gives up: a connection's calls no longer spread over several worker threads, so one
+//! connection's call work runs on one core at a time, and a call that computes long (a large request's key) holds up
+//! the other calls of its connection while it does. A connection's HTTP/2 framing was one task already; this puts
+//! its calls with it, as Envoy's and nginx's workers own a connection and everything on it.
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
