@@ -18,7 +18,7 @@
 //! test_io                       test doubles for IO (tests only)
 //! runtime                       the tokio runtime `strata serve` runs on: its scheduler and worker threads
 //! grpc, one_write, log_writer   the gRPC wire (framing, bodies, deadlines, codes, names); one write per flush; the log buffer
-//! in_flight                     counting calls in flight, with a guard
+//! in_flight, when_woken          counting calls in flight, with a guard; a future polled only when its waker fired
 //! error                         GatewayError and the one table mapping it to gRPC codes
 //! config                        the config file: parsed and validated into typed values (route matchers included)
 //! telemetry                     logs (the access log's lines included) and traces
@@ -53,6 +53,7 @@ pub mod telemetry;
 #[cfg(test)]
 mod test_io;
 pub(crate) mod tls;
+pub(crate) mod when_woken;
 
 use std::future::Future;
 use std::sync::Arc;

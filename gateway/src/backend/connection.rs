@@ -11,6 +11,7 @@
 //! noticed between calls too. The `grpc-timeout` a request carries bounds the wait for the response's headers, as
 //! in gRPC clients.
 
+use std::pin::pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -24,6 +25,7 @@ use tonic::body::Body;
 use super::stream_body::{ResponseBody, send_body};
 use crate::grpc::deadline::Deadline;
 use crate::one_write::OneWrite;
+use crate::when_woken::WhenWoken;
 
 /// HTTP/2 flow-control windows offered to the backend, per stream and per connection: room for large answers
 /// without a round trip per 64 KiB (hyper's client defaults, which this connection replaces).
@@ -320,13 +322,17 @@ async fn drive<T>(
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     let pings = connection.ping_pong();
+    // Polled only when its timer fired, not on each of the connection's wakes (several per call).
+    let pinging = pin!(keep_alive(pings, &config));
+    let mut pinging = WhenWoken::new(pinging);
     tokio::select! {
+        biased;
         closed = &mut connection => {
             if let Err(err) = closed {
                 tracing::debug!(connection = id, error = %err, "backend connection closed");
             }
         }
-        () = keep_alive(pings, &config) => {
+        () = &mut pinging => {
             tracing::warn!(
                 connection = id,
                 timeout = ?config.keepalive_timeout,

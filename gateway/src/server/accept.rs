@@ -12,6 +12,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use crate::when_woken::WhenWoken;
+
 /// A served connection that can be asked to finish: it takes no new calls (HTTP/2 GOAWAY) and ends once the calls
 /// in flight have.
 pub trait Served: Future<Output = Result<(), Self::Error>> {
@@ -187,28 +189,45 @@ async fn run<C: Served>(
     mut stopped: watch::Receiver<bool>,
 ) -> Result<(), C::Error> {
     let mut connection = pin!(connection);
-    let far = Duration::from_secs(86_400 * 365);
-    let idle_check = tokio::time::sleep(idle.unwrap_or(far));
-    let mut idle_check = pin!(idle_check);
+    // Polled only when shutdown or the idle timer woke the task, not on each of the connection's wakes (several
+    // per call).
+    let asked = pin!(asked_to_finish(&activity, idle, &mut stopped));
+    let mut asked = WhenWoken::new(asked);
     let mut finishing = false;
     loop {
         tokio::select! {
+            biased;
             ended = connection.as_mut() => return ended,
-            _ = stopped.changed(), if !finishing => {
+            () = &mut asked, if !finishing => {
                 connection.as_mut().finish();
                 finishing = true;
             }
-            () = &mut idle_check, if !finishing && idle.is_some() => {
-                let idle = idle.unwrap_or(far);
-                let quiet_until = activity.last_call() + idle;
-                if Instant::now() >= quiet_until {
-                    tracing::debug!(?idle, "closing an idle connection");
-                    connection.as_mut().finish();
-                    finishing = true;
-                } else {
-                    idle_check.as_mut().reset(quiet_until);
-                }
-            }
         }
+    }
+}
+
+/// Completes when a connection should finish: at shutdown, or once no call started on it for `idle`.
+async fn asked_to_finish(
+    activity: &Activity,
+    idle: Option<Duration>,
+    stopped: &mut watch::Receiver<bool>,
+) {
+    let idle_for = async {
+        let Some(idle) = idle else {
+            return std::future::pending().await;
+        };
+        loop {
+            let quiet_until = activity.last_call() + idle;
+            if Instant::now() >= quiet_until {
+                tracing::debug!(?idle, "closing an idle connection");
+                return;
+            }
+            tokio::time::sleep_until(quiet_until).await;
+        }
+    };
+    tokio::select! {
+        // Shutdown sent `true`, or the listener is gone: either way, no new calls.
+        _ = stopped.changed() => {}
+        () = idle_for => {}
     }
 }
