@@ -1,5 +1,5 @@
-//! One call's observation: counted by route, gRPC code and cache result, and timed, once its answer ends — the
-//! status of a streamed answer comes in its trailers — or when the client goes away.
+//! One call's observation: counted by route, gRPC code and cache result, and timed, once its answer is done with —
+//! the status of a streamed answer comes in its trailers — or when the client goes away.
 
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
@@ -100,6 +100,7 @@ pub(super) fn observed(
         Body::new(ObservedBody {
             inner: body,
             observation,
+            ended: None,
         })
     })
 }
@@ -122,7 +123,7 @@ pub(super) fn record_unanswered(
     observation.record(Some(code as i32));
 }
 
-/// A call being observed; recorded once, when its body ends (or is dropped: the client went away).
+/// A call being observed; recorded once, when its body is dropped (after its end, or before: the client went away).
 #[derive(Debug)]
 struct Observation {
     metrics: Arc<Metrics>,
@@ -157,11 +158,15 @@ impl Observation {
     }
 }
 
-/// A response body that records its call's metrics when it ends.
+/// A response body that records its call's metrics when it is dropped, with the status its end carried. Not at the
+/// end itself: the server drops an answered call once its last frames are written, so the recording (metrics, the
+/// access log line) does not hold them back.
 #[derive(Debug)]
 struct ObservedBody {
     inner: Body,
     observation: Observation,
+    /// The call's status once the body ended (`Some(None)`: ended without one).
+    ended: Option<Option<i32>>,
 }
 
 impl http_body::Body for ObservedBody {
@@ -174,25 +179,24 @@ impl http_body::Body for ObservedBody {
     ) -> Poll<Option<Result<Frame<Bytes>, tonic::Status>>> {
         let this = &mut *self;
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        let headers_code = this.observation.code;
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(trailers) = frame.trailers_ref() {
                     let code = crate::grpc::code::status_in(trailers);
-                    this.observation.record(code.or(this.observation.code));
+                    this.ended.get_or_insert(code.or(headers_code));
                 }
             }
             Poll::Ready(None) => {
-                let code = this.observation.code;
-                this.observation.record(code);
+                this.ended.get_or_insert(headers_code);
             }
             Poll::Ready(Some(Err(_))) => {
-                this.observation.record(Some(tonic::Code::Internal as i32))
+                this.ended.get_or_insert(Some(tonic::Code::Internal as i32));
             }
             Poll::Pending => {}
         }
-        if this.inner.is_end_stream() && !this.observation.done {
-            let code = this.observation.code;
-            this.observation.record(code);
+        if this.ended.is_none() && this.inner.is_end_stream() {
+            this.ended = Some(headers_code);
         }
         polled
     }
@@ -208,15 +212,12 @@ impl http_body::Body for ObservedBody {
 
 impl Drop for ObservedBody {
     fn drop(&mut self) {
-        if self.observation.done {
-            return;
-        }
         // A Trailers-Only answer has an empty body that is never polled: its status came with the headers. Any
         // other body dropped before its end means the client went away.
-        let code = if self.inner.is_end_stream() {
-            self.observation.code
-        } else {
-            Some(tonic::Code::Cancelled as i32)
+        let code = match self.ended {
+            Some(code) => code,
+            None if self.inner.is_end_stream() => self.observation.code,
+            None => Some(tonic::Code::Cancelled as i32),
         };
         self.observation.record(code);
     }

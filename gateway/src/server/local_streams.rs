@@ -62,25 +62,29 @@ impl StreamQueue {
     fn start_into(&self, calls: &mut FuturesUnordered<LocalCall>) {
         let mut queued = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         for stream in queued.drain(..) {
-            calls.push(LocalCall(stream));
+            calls.push(LocalCall(Some(stream)));
         }
     }
 }
 
-/// One call run by its connection's task; it ends alone if it panics.
-struct LocalCall(StreamFuture);
+/// One call run by its connection's task; it ends alone if it panics. Once it has answered, its future is handed
+/// back rather than dropped, so that dropping it can wait until the answer left (see [`LocalStreams::round`]).
+struct LocalCall(Option<StreamFuture>);
 
 impl Future for LocalCall {
-    type Output = ();
+    type Output = Option<StreamFuture>;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let stream = &mut self.0;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let Some(stream) = self.0.as_mut() else {
+            return Poll::Ready(None);
+        };
         match std::panic::catch_unwind(AssertUnwindSafe(|| stream.as_mut().poll(cx))) {
-            Ok(polled) => polled,
+            Ok(Poll::Ready(())) => Poll::Ready(self.0.take()),
+            Ok(Poll::Pending) => Poll::Pending,
             Err(_) => {
                 // The panic hook has printed it; dropping the stream resets it, the other calls go on.
                 tracing::error!("a call panicked; its stream is reset");
-                Poll::Ready(())
+                Poll::Ready(None)
             }
         }
     }
@@ -123,6 +127,8 @@ pub struct LocalStreams<C: Served> {
     ended: Option<Result<(), C::Error>>,
     queue: StreamQueue,
     calls: FuturesUnordered<LocalCall>,
+    /// Calls that answered in the last round, dropped once the connection has written their answers.
+    answered: Vec<StreamFuture>,
 }
 
 impl<C: Served> LocalStreams<C> {
@@ -138,6 +144,7 @@ impl<C: Served> LocalStreams<C> {
             ended: None,
             queue,
             calls: FuturesUnordered::new(),
+            answered: Vec::new(),
         }
     }
 }
@@ -171,6 +178,7 @@ impl<C: Served> Future for LocalStreams<C> {
             }
             this.connection_waker.polling.store(true, Ordering::SeqCst);
         }
+        this.answered.clear();
         match this.ended.take() {
             Some(ended) if this.calls.is_empty() => Poll::Ready(ended),
             other => {
@@ -184,6 +192,9 @@ impl<C: Served> Future for LocalStreams<C> {
 impl<C: Served> LocalStreams<C> {
     /// One round: the connection if it asked (it reads new calls, writes what the calls queued), then the calls
     /// that are ready, new ones first. Whether there may be more to do at once.
+    ///
+    /// A call that answered in a round is dropped in the next, after the connection wrote its answer: what dropping
+    /// it does — its metrics and access log line, freeing its streams — then no longer holds the answer back.
     fn round(&mut self, cx: &mut Context<'_>) -> bool {
         // Cleared even once the connection has ended (a late wake), or every round after would think it had work.
         let asked = self.connection_waker.woken.swap(false, Ordering::SeqCst);
@@ -193,8 +204,11 @@ impl<C: Served> LocalStreams<C> {
                 self.ended = Some(ended);
             }
         }
+        self.answered.clear();
         self.queue.start_into(&mut self.calls);
-        while let Poll::Ready(Some(())) = self.calls.poll_next_unpin(cx) {}
+        while let Poll::Ready(Some(answered)) = self.calls.poll_next_unpin(cx) {
+            self.answered.extend(answered);
+        }
         // Calls that queued frames for the client woke the connection (h2 does when it has frames to send): another
         // round writes them, all at once. An ended connection writes nothing.
         self.ended.is_none() && self.connection_waker.woken.load(Ordering::SeqCst)
@@ -326,6 +340,92 @@ mod tests {
         served.as_mut().finish();
         // No waker fired: the next poll must still reach the connection (hyper sends its GOAWAY there).
         assert!(matches!(futures::poll!(&mut served), Poll::Ready(Ok(()))));
+    }
+
+    /// A connection that counts its polls and keeps its latest waker, for a call to wake as h2 does when the call
+    /// queued frames to write.
+    struct CountsPolls {
+        queue: StreamQueue,
+        to_start: Vec<StreamFuture>,
+        polls: Arc<AtomicUsize>,
+        waker: Arc<Mutex<Option<Waker>>>,
+    }
+
+    impl Future for CountsPolls {
+        type Output = Result<(), std::io::Error>;
+
+        fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+            for call in std::mem::take(&mut self.to_start) {
+                self.queue.execute(call);
+            }
+            self.polls.fetch_add(1, Ordering::SeqCst);
+            *self.waker.lock().unwrap_or_else(PoisonError::into_inner) = Some(cx.waker().clone());
+            Poll::Pending
+        }
+    }
+
+    impl Served for CountsPolls {
+        type Error = std::io::Error;
+
+        fn finish(self: Pin<&mut Self>) {}
+    }
+
+    /// Notes the connection's poll count when dropped.
+    struct NotesDrop {
+        polls: Arc<AtomicUsize>,
+        at_drop: Arc<AtomicUsize>,
+    }
+
+    impl Drop for NotesDrop {
+        fn drop(&mut self) {
+            self.at_drop
+                .store(self.polls.load(Ordering::SeqCst), Ordering::SeqCst);
+        }
+    }
+
+    #[tokio::test]
+    async fn an_answered_call_is_dropped_after_the_connection_wrote_its_answer() {
+        let queue = StreamQueue::default();
+        let polls = Arc::new(AtomicUsize::new(0));
+        let waker = Arc::new(Mutex::new(None::<Waker>));
+        let (at_answer, at_drop) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let call: StreamFuture = {
+            let (polls, waker, at_answer) = (polls.clone(), waker.clone(), at_answer.clone());
+            let notes = NotesDrop {
+                polls: polls.clone(),
+                at_drop: at_drop.clone(),
+            };
+            // Holding what it drops until the future is dropped, as hyper's stream holds the answer's body.
+            Box::pin(std::future::poll_fn(move |_| {
+                let _held = &notes;
+                // The answer's frames are queued: the connection is asked to write them.
+                at_answer.store(polls.load(Ordering::SeqCst), Ordering::SeqCst);
+                let woken = waker.lock().unwrap_or_else(PoisonError::into_inner).clone();
+                woken.expect("polled once").wake();
+                Poll::Ready(())
+            }))
+        };
+        let connection = CountsPolls {
+            queue: queue.clone(),
+            to_start: vec![call],
+            polls: polls.clone(),
+            waker,
+        };
+        let mut served = LocalStreams::new(connection, queue);
+        assert!(futures::poll!(&mut served).is_pending());
+        let (answered, dropped) = (
+            at_answer.load(Ordering::SeqCst),
+            at_drop.load(Ordering::SeqCst),
+        );
+        assert_eq!(
+            answered, 1,
+            "the call ran after the connection's first poll"
+        );
+        assert_eq!(
+            dropped,
+            answered + 1,
+            "dropped once the connection was polled again to write the answer, not before"
+        );
     }
 
     /// A connection woken from another thread: it ends once it has been polled after the last of `total` wakes.
