@@ -4,6 +4,7 @@ mod backend;
 mod compare;
 mod constant;
 mod demo;
+mod h2_relay;
 mod held_port;
 mod load;
 mod local_gateway;
@@ -80,6 +81,15 @@ enum Command {
         #[arg(long, requires = "tonic")]
         one_write: bool,
     },
+    /// Relay every call to a backend over bare h2 and nothing else: the h2 floor of `scripts/cost-per-call`.
+    Relay {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:50054")]
+        listen: SocketAddr,
+        /// The gRPC server to relay to (plaintext HTTP/2).
+        #[arg(long)]
+        backend: SocketAddr,
+    },
     /// Load from a ghz-compatible JSON/TOML config or flags, with key distributions, open loop and call mixes.
     Run(Box<run::RunArgs>),
     /// The benchmark suite: Strata's cache levels, passthrough and a Zipf load against the backend, nginx and a
@@ -137,6 +147,22 @@ fn main() -> anyhow::Result<()> {
     let command = match cli.command {
         // ghz's --cpus sizes the runtime, so `run` builds its own.
         Command::Run(args) => return run::command(*args),
+        // Scheduled as `strata serve` is on the same CPUs, so that the floor differs from Strata in nothing else.
+        Command::Relay { listen, backend } => {
+            return strata_gateway::runtime::Scheduler::for_this_process(None)
+                .build()
+                .context("cannot start the tokio runtime")?
+                .block_on(async move {
+                    let listener = tokio::net::TcpListener::bind(listen)
+                        .await
+                        .with_context(|| format!("cannot listen on {listen}"))?;
+                    eprintln!("h2 relay listening on {}", listener.local_addr()?);
+                    let stopped = async {
+                        let _ = tokio::signal::ctrl_c().await;
+                    };
+                    h2_relay::serve(listener, backend, stopped).await
+                });
+        }
         other => other,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -216,7 +242,9 @@ fn main() -> anyhow::Result<()> {
                     constant::serve(listener, stopped).await
                 }
             }
-            Command::Run(_) => unreachable!("run builds its own runtime (its --cpus)"),
+            Command::Run(_) | Command::Relay { .. } => {
+                unreachable!("run and relay build their own runtimes")
+            }
             Command::Compare {
                 rounds,
                 round_duration,
