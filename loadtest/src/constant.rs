@@ -55,13 +55,7 @@ pub async fn serve(
     let reply = framed_reply();
     let mut trailers = http::HeaderMap::new();
     trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, _) = tokio::select! {
-            accepted = listener.accept() => accepted?,
-            () = &mut shutdown => return Ok(()),
-        };
-        let _ = stream.set_nodelay(true);
+    accept_until(listener, shutdown, |stream| {
         let (reply, trailers) = (reply.clone(), trailers.clone());
         let service = hyper::service::service_fn(move |request: http::Request<Incoming>| {
             let (reply, trailers) = (reply.clone(), trailers.clone());
@@ -83,6 +77,25 @@ pub async fn serve(
                 .serve_connection(stream, service)
                 .await;
         });
+    })
+    .await
+}
+
+/// Hands every connection accepted on `listener` (with `TCP_NODELAY`: small answers leave at once) to `serve`, until
+/// `shutdown` completes.
+pub async fn accept_until(
+    listener: TcpListener,
+    shutdown: impl std::future::Future<Output = ()>,
+    mut serve: impl FnMut(tokio::net::TcpStream),
+) -> anyhow::Result<()> {
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => accepted?,
+            () = &mut shutdown => return Ok(()),
+        };
+        let _ = stream.set_nodelay(true);
+        serve(stream);
     }
 }
 

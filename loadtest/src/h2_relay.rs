@@ -27,13 +27,7 @@ pub async fn serve(
             tracing::warn!(error = %err, "backend connection ended");
         }
     });
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, _) = tokio::select! {
-            accepted = listener.accept() => accepted?,
-            () = &mut shutdown => return Ok(()),
-        };
-        let _ = stream.set_nodelay(true);
+    crate::constant::accept_until(listener, shutdown, |stream| {
         let to_backend = to_backend.clone();
         tokio::spawn(async move {
             let Ok(mut connection) = h2::server::handshake(stream).await else {
@@ -49,7 +43,8 @@ pub async fn serve(
                 });
             }
         });
-    }
+    })
+    .await
 }
 
 /// Sends one call to the backend and its answer back.
@@ -89,5 +84,78 @@ async fn pipe(mut from: RecvStream, to: &mut h2::SendStream<Bytes>) -> Result<()
     match from.trailers().await? {
         Some(trailers) => to.send_trailers(trailers),
         None => to.send_data(Bytes::new(), true),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use strata_proto::demo::v1::catalog_client::CatalogClient;
+    use strata_proto::demo::v1::{GetItemRequest, ListItemsRequest};
+    use tokio_stream::StreamExt;
+
+    use super::*;
+    use crate::backend::{BackendOptions, LocalBackend};
+
+    #[tokio::test]
+    async fn calls_answers_and_statuses_pass_through_untouched() {
+        let backend = LocalBackend::start(BackendOptions {
+            latency: Duration::ZERO,
+            size: 10,
+            ..BackendOptions::default()
+        })
+        .await
+        .expect("backend");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let relay = listener.local_addr().expect("address");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let relaying = tokio::spawn(serve(listener, backend.addr, async {
+            let _ = stopped.await;
+        }));
+        let mut client = CatalogClient::connect(format!("http://{relay}"))
+            .await
+            .expect("connect");
+        let mut direct = CatalogClient::connect(backend.url())
+            .await
+            .expect("connect");
+
+        let asked = || GetItemRequest {
+            id: "item-3".into(),
+            ..Default::default()
+        };
+        let relayed = client.get_item(asked()).await.expect("answered");
+        let expected = direct.get_item(asked()).await.expect("answered");
+        assert_eq!(relayed.into_inner(), expected.into_inner());
+
+        // A status in the trailers (an unknown id is NOT_FOUND) arrives as the backend sent it.
+        let missing = client
+            .get_item(GetItemRequest {
+                id: "item-99".into(),
+                ..Default::default()
+            })
+            .await
+            .expect_err("no such item");
+        assert_eq!(missing.code(), tonic::Code::NotFound);
+
+        // A stream of several messages, then its trailers.
+        let listed: Vec<_> = client
+            .list_items(ListItemsRequest {
+                prefix: "item-".into(),
+                limit: 5,
+            })
+            .await
+            .expect("stream")
+            .into_inner()
+            .collect::<Result<_, _>>()
+            .await
+            .expect("every message");
+        assert_eq!(listed.len(), 5);
+        // Each relayed call reached the backend once (two relayed, one direct).
+        assert_eq!(backend.counters.snapshot().get_item_calls, 3);
+
+        let _ = stop.send(());
+        relaying.await.expect("task").expect("stopped cleanly");
+        backend.stop();
     }
 }
