@@ -59,11 +59,35 @@ where
 
 impl StreamQueue {
     /// Moves the queued streams into `calls` (the queue keeps its buffer).
-    fn start_into(&self, calls: &mut FuturesUnordered<LocalCall>) {
+    fn start_into(&self, calls: &mut Calls) {
         let mut queued = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         for stream in queued.drain(..) {
-            calls.push(LocalCall(Some(stream)));
+            calls.set.push(LocalCall(Some(stream)));
         }
+    }
+}
+
+/// The calls a connection's task runs, polled as they are woken.
+///
+/// Beside them sits one placeholder that never ends and is never woken. `FuturesUnordered` wakes its own task and
+/// returns whenever it has polled as many futures as it holds, so that a set whose futures are all busy lets other
+/// tasks run; with one call waiting for its backend, every poll of that call was followed by a poll of the task for
+/// nothing — two or three per forwarded call. The placeholder keeps that count out of reach; calls that wake
+/// themselves while polled still make the set yield, and [`ROUNDS_PER_POLL`] bounds the rest.
+struct Calls {
+    set: FuturesUnordered<LocalCall>,
+}
+
+impl Calls {
+    fn new() -> Self {
+        let set = FuturesUnordered::new();
+        set.push(LocalCall(Some(Box::pin(std::future::pending()))));
+        Self { set }
+    }
+
+    /// No call is running (the placeholder is no call).
+    fn is_empty(&self) -> bool {
+        self.set.len() == 1
     }
 }
 
@@ -126,7 +150,7 @@ pub struct LocalStreams<C: Served> {
     /// How the connection ended, once it has (its calls may still be running).
     ended: Option<Result<(), C::Error>>,
     queue: StreamQueue,
-    calls: FuturesUnordered<LocalCall>,
+    calls: Calls,
     /// Calls that answered in the last round, dropped once the connection has written their answers.
     answered: Vec<StreamFuture>,
 }
@@ -143,7 +167,7 @@ impl<C: Served> LocalStreams<C> {
             connection_waker,
             ended: None,
             queue,
-            calls: FuturesUnordered::new(),
+            calls: Calls::new(),
             answered: Vec::new(),
         }
     }
@@ -206,7 +230,7 @@ impl<C: Served> LocalStreams<C> {
         }
         self.answered.clear();
         self.queue.start_into(&mut self.calls);
-        while let Poll::Ready(Some(answered)) = self.calls.poll_next_unpin(cx) {
+        while let Poll::Ready(Some(answered)) = self.calls.set.poll_next_unpin(cx) {
             self.answered.extend(answered);
         }
         // Calls that queued frames for the client woke the connection (h2 does when it has frames to send): another
@@ -340,6 +364,56 @@ mod tests {
         served.as_mut().finish();
         // No waker fired: the next poll must still reach the connection (hyper sends its GOAWAY there).
         assert!(matches!(futures::poll!(&mut served), Poll::Ready(Ok(()))));
+    }
+
+    /// A call that keeps its latest waker in `slot` and waits, for ever.
+    fn parked(slot: Arc<Mutex<Option<Waker>>>) -> StreamFuture {
+        Box::pin(std::future::poll_fn(move |cx| {
+            *slot.lock().unwrap_or_else(PoisonError::into_inner) = Some(cx.waker().clone());
+            Poll::Pending
+        }))
+    }
+
+    /// A task's waker that counts its wakes.
+    #[derive(Default)]
+    struct CountsWakes(AtomicUsize);
+
+    impl std::task::Wake for CountsWakes {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn a_call_that_waits_costs_its_task_no_poll_for_nothing() {
+        let queue = StreamQueue::default();
+        let slot = Arc::new(Mutex::new(None::<Waker>));
+        let connection = FakeConnection::new(&queue, vec![parked(slot.clone())], false);
+        let mut served = Box::pin(LocalStreams::new(connection, queue));
+        let wakes = Arc::new(CountsWakes::default());
+        let waker = Waker::from(wakes.clone());
+        let mut cx = Context::from_waker(&waker);
+        assert!(
+            served.as_mut().poll(&mut cx).is_pending(),
+            "the call started"
+        );
+        for _ in 0..3 {
+            let before = wakes.0.load(Ordering::SeqCst);
+            // Something the call waits for happened (its backend's headers, say), and it waits on.
+            let woken = slot.lock().unwrap_or_else(PoisonError::into_inner).take();
+            woken.expect("the call waits").wake();
+            assert_eq!(
+                wakes.0.load(Ordering::SeqCst),
+                before + 1,
+                "the call's wake reaches the task"
+            );
+            assert!(served.as_mut().poll(&mut cx).is_pending());
+            assert_eq!(
+                wakes.0.load(Ordering::SeqCst),
+                before + 1,
+                "polling a call that waits woke the task again, for a poll with nothing to do"
+            );
+        }
     }
 
     /// A connection that counts its polls and keeps its latest waker, for a call to wake as h2 does when the call
