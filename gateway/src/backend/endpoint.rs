@@ -6,6 +6,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
+use futures::TryFutureExt;
 use tokio::time::Instant;
 use tonic::body::Body;
 use tonic::transport::Channel;
@@ -39,14 +40,28 @@ impl tower::Service<http::Request<Body>> for Transport {
     }
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        // The sending futures themselves, not futures wrapped around them: a wrapping level copies what it wraps.
+        match self {
+            Self::Plain(connection) => Box::pin(connection.clone().send(request).err_into()),
+            Self::Tls(channel) => Box::pin(channel.call(request).err_into()),
+        }
+    }
+}
+
+impl Transport {
+    /// Sends one call (the tower service without its box: the gateway's own calls take this way). A plain
+    /// connection's sending future is held in the caller's, not allocated per call.
+    pub fn send(
+        &self,
+        request: http::Request<Body>,
+    ) -> impl Future<Output = Result<http::Response<Body>, CallFailure>> + Send + 'static {
+        use tower::ServiceExt;
         match self {
             Self::Plain(connection) => {
-                let sent = connection.clone().send(request);
-                Box::pin(async move { sent.await.map_err(Into::into) })
+                futures::future::Either::Left(connection.clone().send(request).err_into())
             }
             Self::Tls(channel) => {
-                let sent = channel.call(request);
-                Box::pin(async move { sent.await.map_err(Into::into) })
+                futures::future::Either::Right(channel.clone().oneshot(request).err_into())
             }
         }
     }
@@ -111,7 +126,9 @@ impl Endpoint {
 
     /// Whether outlier detection has it out of rotation now.
     pub fn is_ejected(&self) -> bool {
-        self.now_ms() < self.ejected_until_ms.load(Ordering::Relaxed)
+        // Never ejected (always, without outlier detection): no clock to read.
+        let until = self.ejected_until_ms.load(Ordering::Relaxed);
+        until != 0 && self.now_ms() < until
     }
 
     /// Whether it may receive calls: healthy and not ejected.

@@ -15,7 +15,6 @@ use std::time::Duration;
 
 use prometheus_client::metrics::histogram::Histogram;
 use tonic::body::Body;
-use tower::ServiceExt;
 use tracing::Instrument;
 
 use self::balance::Balancer;
@@ -157,9 +156,13 @@ impl Backend {
         deadline: Deadline,
     ) -> Result<http::Response<Body>, GatewayError> {
         tell_deadline(&mut request, deadline);
-        let started = tokio::time::Instant::now();
+        // The clock is read only for the histogram that needs it.
+        let started = self
+            .call_seconds
+            .as_ref()
+            .map(|_| tokio::time::Instant::now());
         let result = self.call_endpoint(request, Purpose::Client).await;
-        if let Some(seconds) = &self.call_seconds {
+        if let (Some(seconds), Some(started)) = (&self.call_seconds, started) {
             let histogram = match &result {
                 Ok(_) => &seconds.ok,
                 Err(GatewayError::BackendOverloaded { .. }) => &seconds.refused,
@@ -198,24 +201,31 @@ impl Backend {
             }
         })?;
         let _in_flight = endpoint.start_call();
-        // The backend's span becomes a child of this one.
+        // The backend's span becomes a child of this one. A span no layer records (traces not exported) carries no
+        // context to pass on, and needs no entering at every poll.
         let span =
             tracing::info_span!("strata.backend", backend = %self.name, endpoint = %endpoint.url);
-        span.in_scope(|| crate::telemetry::inject_current(request.headers_mut()));
+        if !span.is_disabled() {
+            span.in_scope(|| crate::telemetry::inject_current(request.headers_mut()));
+        }
         // For the log line of a failed call: logs carry no span context (see telemetry::init).
         let method = request.uri().path_and_query().cloned();
-        let call = endpoint.transport.clone().oneshot(request);
-        // A span no layer records (traces not exported) needs no entering at every poll.
+        let call = endpoint.transport.send(request);
+        // One future either way: two awaits would give the call's future a slot for each.
         let result = if span.is_disabled() {
-            call.await
+            futures::future::Either::Left(call)
         } else {
-            call.instrument(span).await
-        };
-        match &result {
-            _ if purpose == Purpose::Gateway => {}
-            Ok(response) if !is_endpoint_failure(response) => endpoint.record_success(),
-            Err(err) if is_timeout(err.as_ref()) => {}
-            _ => self.record_failure(&endpoint),
+            futures::future::Either::Right(call.instrument(span))
+        }
+        .await;
+        // Failure streaks matter only to outlier detection.
+        if self.outlier.is_some() {
+            match &result {
+                _ if purpose == Purpose::Gateway => {}
+                Ok(response) if !is_endpoint_failure(response) => endpoint.record_success(),
+                Err(err) if is_timeout(err.as_ref()) => {}
+                _ => self.record_failure(&endpoint),
+            }
         }
         result.map_err(|err| {
             if is_timeout(err.as_ref()) {

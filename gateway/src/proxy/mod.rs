@@ -198,7 +198,10 @@ impl Proxy {
     /// Every call is counted once in the metrics and the access log, whatever ends it: its answer, or — when this
     /// future is dropped before it answers — the deadline layer (`DEADLINE_EXCEEDED`) or the client going away
     /// (`CANCELLED`).
-    pub async fn handle(&self, request: http::Request<Body>) -> http::Response<Body> {
+    ///
+    /// It owns its proxy (the one current when the call arrived), so the caller needs no future of its own around it.
+    pub async fn handle(self: Arc<Self>, request: http::Request<Body>) -> http::Response<Body> {
+        use futures::future::Either;
         use tracing::Instrument;
         use tracing_opentelemetry::OpenTelemetrySpanExt;
         let started = Instant::now();
@@ -232,12 +235,14 @@ impl Proxy {
         let (response, cache) = match route {
             Some(route) => {
                 let dispatched = self.dispatch_to(route, request, deadline);
-                // A span no layer records (traces not exported) needs no entering at every poll.
+                // A span no layer records (traces not exported) needs no entering at every poll. One future either
+                // way: two awaits would give the call's future a slot for each.
                 if span.is_disabled() {
-                    dispatched.await
+                    Either::Left(dispatched)
                 } else {
-                    dispatched.instrument(span.clone()).await
+                    Either::Right(dispatched.instrument(span.clone()))
                 }
+                .await
             }
             None => {
                 let error = GatewayError::NoRoute {
@@ -247,16 +252,18 @@ impl Proxy {
             }
         };
         unanswered.answered = true;
-        span.record("route", series.map_or("unrouted", |s| s.route().as_str()));
-        if let Some(cache) = cache {
-            span.record("cache", cache.as_str());
-        }
-        if let Some(code) = response
-            .headers()
-            .get(crate::grpc::code::STATUS_HEADER)
-            .and_then(|v| v.to_str().ok())
-        {
-            span.record("grpc.status", code);
+        if !span.is_disabled() {
+            span.record("route", series.map_or("unrouted", |s| s.route().as_str()));
+            if let Some(cache) = cache {
+                span.record("cache", cache.as_str());
+            }
+            if let Some(code) = response
+                .headers()
+                .get(crate::grpc::code::STATUS_HEADER)
+                .and_then(|v| v.to_str().ok())
+            {
+                span.record("grpc.status", code);
+            }
         }
         self.metrics.observe(series, started, cache, response)
     }

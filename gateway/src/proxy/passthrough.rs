@@ -1,6 +1,8 @@
 //! The passthrough path: the call goes to the backend as it came, body streaming both ways, trailers intact.
 
+use futures::FutureExt;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use std::future::Future;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -11,16 +13,16 @@ use crate::error::GatewayError;
 use crate::grpc::deadline::Deadline;
 use crate::metrics::ProxyStats;
 
-/// Forwards a call untouched except for its deadline, which is replaced by the time the client has left.
-pub(super) async fn forward(
+/// Forwards a call untouched except for its deadline, which is replaced by the time the client has left. The
+/// backend call's own future, mapped: an async wrapper would copy it into a state of its own.
+pub(super) fn forward(
     backend: &Backend,
     request: http::Request<Body>,
     deadline: Deadline,
-) -> http::Response<Body> {
+) -> impl Future<Output = http::Response<Body>> + '_ {
     backend
         .call(request, deadline)
-        .await
-        .unwrap_or_else(|err| err.to_response(None))
+        .map(|answer| answer.unwrap_or_else(|err| err.to_response(None)))
 }
 
 /// Forwards a call on a passthrough route that has `retry`: the request is read whole first (at most

@@ -7,6 +7,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use futures::FutureExt;
 use hyper::body::Incoming;
 use hyper_util::service::TowerToHyperService;
 use tonic::body::Body;
@@ -85,7 +86,7 @@ impl tower::Service<http::Request<Body>> for Dispatch {
             return Box::pin(self.health.clone().oneshot(request));
         }
         // The proxy current when the call arrives serves all of it, even if a reload swaps in another meanwhile.
-        let proxy = self.proxy.load_full();
-        Box::pin(async move { Ok(proxy.handle(request).await) })
+        // Its own future, not one wrapped around it: each wrapping level is a copy of the whole call's state.
+        Box::pin(self.proxy.load_full().handle(request).map(Ok))
     }
 }
