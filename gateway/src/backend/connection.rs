@@ -145,17 +145,24 @@ impl Connection {
         request: http::Request<Body>,
     ) -> Result<http::Response<Body>, CallError> {
         let deadline = request.extensions().get::<Deadline>().copied();
+        // Made ready for this endpoint before any wait, so that the call's future holds the request once, not once
+        // per level (it is copied into each, on every call).
+        let (head, body) = head_for(&self.shared.authority, request)?;
+        let exchange = self.exchange(head, body);
         match deadline.and_then(|d| d.at().zip(d.requested())) {
-            Some((at, requested)) => tokio::time::timeout_at(at, self.exchange(request))
+            Some((at, requested)) => tokio::time::timeout_at(at, exchange)
                 .await
                 .map_err(|_| CallError::DeadlineExpired(requested))?,
-            None => self.exchange(request).await,
+            None => exchange.await,
         }
     }
 
+    /// Sends the call on the open connection (making one if there is none, or if it closed since its last call) and
+    /// returns once the response's headers arrived.
     async fn exchange(
         &self,
-        request: http::Request<Body>,
+        head: http::Request<()>,
+        body: Body,
     ) -> Result<http::Response<Body>, CallError> {
         // Connecting is boxed: its futures (TCP connect, the HTTP/2 handshake) are large, and every call's future
         // would otherwise carry them, moved and touched on each call, though only the first call connects.
@@ -174,7 +181,7 @@ impl Connection {
                 sender.ready().await?
             }
         };
-        send_on(sender, &self.shared.authority, request).await
+        send_on(sender, head, body)?.await
     }
 
     /// The open connection's request handle, if there is one.
@@ -256,15 +263,13 @@ impl Connection {
     }
 }
 
-/// Sends `request` over a connection ready for a new stream, to `authority`; returns once the response's headers
-/// arrived.
-async fn send_on(
-    mut sender: SendRequest<Bytes>,
+/// The request's head under `authority` — its own path, as it came (validated, and shared rather than copied) — and
+/// its body.
+fn head_for(
     authority: &http::uri::Authority,
     request: http::Request<Body>,
-) -> Result<http::Response<Body>, CallError> {
+) -> Result<(http::Request<()>, Body), CallError> {
     let (mut parts, body) = request.into_parts();
-    // The request's own path, as it came (validated, and shared rather than copied), under this endpoint's origin.
     let mut uri = std::mem::take(&mut parts.uri).into_parts();
     uri.scheme = Some(http::uri::Scheme::HTTP);
     uri.authority = Some(authority.clone());
@@ -273,17 +278,28 @@ async fn send_on(
     }
     parts.uri = http::Uri::from_parts(uri).map_err(|e| CallError::Request(e.to_string()))?;
     parts.version = http::Version::HTTP_2;
+    Ok((http::Request::from_parts(parts, ()), body))
+}
+
+/// Sends a call over a connection ready for a new stream. What it returns waits for the response's headers only:
+/// the request is sent already, and not held by it.
+fn send_on(
+    mut sender: SendRequest<Bytes>,
+    head: http::Request<()>,
+    body: Body,
+) -> Result<impl Future<Output = Result<http::Response<Body>, CallError>>, CallError> {
     let end_of_stream = body.is_end_stream();
-    let (response, stream) =
-        sender.send_request(http::Request::from_parts(parts, ()), end_of_stream)?;
+    let (response, stream) = sender.send_request(head, end_of_stream)?;
     if !end_of_stream {
         send_body(body, stream);
     }
-    let (parts, recv) = response.await?.into_parts();
-    Ok(http::Response::from_parts(
-        parts,
-        Body::new(ResponseBody::new(recv)),
-    ))
+    Ok(async move {
+        let (parts, recv) = response.await?.into_parts();
+        Ok(http::Response::from_parts(
+            parts,
+            Body::new(ResponseBody::new(recv)),
+        ))
+    })
 }
 
 /// The HTTP/2 handshake over `io`, with the gateway's windows.
@@ -447,7 +463,9 @@ mod tests {
             for _ in 0..2 {
                 before = writes.load(Ordering::Relaxed);
                 let ready = sender.clone().ready().await.expect("ready");
-                let response = send_on(ready, &authority, unary_request(body()))
+                let (head, body) = head_for(&authority, unary_request(body())).expect("head");
+                let response = send_on(ready, head, body)
+                    .expect("sent")
                     .await
                     .expect("answer");
                 assert_eq!(response.headers()["x-received"], "13");
@@ -492,9 +510,10 @@ mod tests {
             (0..80).map(|_| Ok::<_, Infallible>(Frame::data(Bytes::from(vec![1; 64 << 10]))));
         let body = Body::new(StreamBody::new(futures::stream::iter(pieces)));
         let ready = sender.ready().await.expect("ready");
+        let (head, body) = head_for(&authority, unary_request(body)).expect("head");
         let response = tokio::time::timeout(
             Duration::from_secs(10),
-            send_on(ready, &authority, unary_request(body)),
+            send_on(ready, head, body).expect("sent"),
         )
         .await
         .expect("no stall")
