@@ -49,8 +49,8 @@ impl tower::Service<http::Request<Body>> for Transport {
 }
 
 impl Transport {
-    /// Sends one call (the tower service without its box: the gateway's own calls take this way). A plain
-    /// connection's sending future is held in the caller's, not allocated per call.
+    /// Sends one call. The backend calls of the proxy take this way: a plain connection's sending future is held in
+    /// the caller's, not boxed per call as the tower service (for tonic's clients, e.g. health checks) must.
     pub fn send(
         &self,
         request: http::Request<Body>,
