@@ -157,10 +157,7 @@ impl Backend {
     ) -> Result<http::Response<Body>, GatewayError> {
         tell_deadline(&mut request, deadline);
         // The clock is read only for the histogram that needs it.
-        let started = self
-            .call_seconds
-            .as_ref()
-            .map(|_| tokio::time::Instant::now());
+        let started = self.call_seconds.is_some().then(tokio::time::Instant::now);
         let result = self.call_endpoint(request, Purpose::Client).await;
         if let (Some(seconds), Some(started)) = (&self.call_seconds, started) {
             let histogram = match &result {

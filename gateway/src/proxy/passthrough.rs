@@ -2,7 +2,6 @@
 
 use futures::FutureExt;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
-use std::future::Future;
 use std::time::Duration;
 
 use tokio::time::Instant;
