@@ -5,10 +5,11 @@
 //!
 //! # Layout
 //!
-//! One call, top-down: [`server::accept`] takes the connection, [`server::stack`] runs it through the [`layers`]
-//! (load shedding, the deadline) to [`proxy::Proxy::handle`], which finds its [`route`] and either answers it through
-//! the cache ([`proxy`]'s `unary` and `loader`, over `strata_cache::Tiered`) or forwards it to its [`backend`]
-//! untouched.
+//! One call, top-down: [`server::accept`] takes the connection, [`server::http2`] takes the call off its HTTP/2
+//! stream, [`server::stack`] runs it through the [`layers`] (load shedding, the deadline) to
+//! [`proxy::Proxy::handle`], which finds its [`route`] and either answers it through the cache ([`proxy`]'s `unary`
+//! and `loader`, over `strata_cache::Tiered`) or forwards it to its [`backend`] untouched; [`server::served_call`]
+//! sends the answer back.
 //!
 //! The modules form layers. A module may use the modules on the lines above its own, never those on its line or
 //! below (a parent and its children may use each other); this crate root, which puts everything together in
@@ -17,7 +18,7 @@
 //! ```text
 //! test_io                       test doubles for IO (tests only)
 //! runtime                       the tokio runtime `strata serve` runs on: its scheduler and worker threads
-//! grpc, one_write, log_writer   the gRPC wire (framing, bodies, deadlines, codes, names); one write per flush; the log buffer
+//! grpc, one_write, h2_body, log_writer  the gRPC wire (framing, bodies, deadlines, codes, names); one write per flush; bodies read off h2 streams; the log buffer
 //! in_flight, when_woken          counting calls in flight, with a guard; a future polled only when its waker fired
 //! error                         GatewayError and the one table mapping it to gRPC codes
 //! config                        the config file: parsed and validated into typed values (route matchers included)
@@ -28,7 +29,7 @@
 //! route                         routes: matching, cache rules, storage rules, cache-control, rate limits
 //! layers                        the tower layers every call passes (load shedding, the deadline)
 //! proxy                         answering one call: the cached path and the passthrough
-//! server                        the accept loop, calls run in their connection's task, the data listener's stack, assembling a config, reloads
+//! server                        the accept loop, HTTP/2 served by h2 with the calls in their connection's task, the data listener's stack, assembling a config, reloads
 //! admin                         the admin listener: metrics, health, invalidation, reflection
 //! ```
 
@@ -39,6 +40,7 @@ pub(crate) mod error;
 #[cfg(test)]
 mod fuzz;
 pub mod grpc;
+pub(crate) mod h2_body;
 mod in_flight;
 pub(crate) mod layers;
 pub(crate) mod log_writer;

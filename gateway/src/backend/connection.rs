@@ -22,8 +22,9 @@ use http_body::Body as _;
 use tokio::net::TcpStream;
 use tonic::body::Body;
 
-use super::stream_body::{ResponseBody, send_body};
+use super::stream_body::send_body;
 use crate::grpc::deadline::Deadline;
+use crate::h2_body::RecvBody;
 use crate::one_write::OneWrite;
 use crate::when_woken::WhenWoken;
 
@@ -297,7 +298,7 @@ fn send_on(
         let (parts, recv) = response.await?.into_parts();
         Ok(http::Response::from_parts(
             parts,
-            Body::new(ResponseBody::new(recv)),
+            Body::new(RecvBody::new(recv)),
         ))
     })
 }

@@ -1,13 +1,11 @@
-//! Bodies on an HTTP/2 stream to a backend: the request's, sent as it comes within flow control, and the
-//! response's, read with its flow-control capacity released.
+//! A request body on an HTTP/2 stream to a backend, sent as it comes within flow control. (The answer's body is a
+//! [`crate::h2_body::RecvBody`].)
 
 use std::future::poll_fn;
-use std::pin::Pin;
-use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
 use futures::FutureExt;
-use h2::{RecvStream, SendStream};
+use h2::SendStream;
 use http_body::{Body as _, Frame};
 use http_body_util::BodyExt;
 use tonic::body::Body;
@@ -105,51 +103,4 @@ async fn send_flow_controlled(stream: &mut SendStream<Bytes>, mut data: Bytes, e
         }
     }
     true
-}
-
-/// A response body read from an HTTP/2 stream, its flow-control capacity released as it is read. Dropped early, the
-/// stream is reset, so the backend stops sending.
-pub(super) struct ResponseBody {
-    recv: RecvStream,
-    data_done: bool,
-}
-
-impl ResponseBody {
-    /// The body arriving on `recv`.
-    pub(super) fn new(recv: RecvStream) -> Self {
-        Self {
-            recv,
-            data_done: false,
-        }
-    }
-}
-
-impl http_body::Body for ResponseBody {
-    type Data = Bytes;
-    type Error = h2::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, h2::Error>>> {
-        if !self.data_done {
-            match ready!(self.recv.poll_data(cx)) {
-                Some(Ok(data)) => {
-                    let _ = self.recv.flow_control().release_capacity(data.len());
-                    return Poll::Ready(Some(Ok(Frame::data(data))));
-                }
-                Some(Err(err)) => return Poll::Ready(Some(Err(err))),
-                None => self.data_done = true,
-            }
-        }
-        Poll::Ready(match ready!(self.recv.poll_trailers(cx)) {
-            Ok(Some(trailers)) => Some(Ok(Frame::trailers(trailers))),
-            Ok(None) => None,
-            Err(err) => Some(Err(err)),
-        })
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.recv.is_end_stream()
-    }
 }

@@ -24,22 +24,6 @@ pub trait Served: Future<Output = Result<(), Self::Error>> {
     fn finish(self: Pin<&mut Self>);
 }
 
-impl<I, S, E, B> Served for hyper::server::conn::http2::Connection<I, S, E>
-where
-    S: hyper::service::HttpService<Incoming, ResBody = B>,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + 'static,
-    B: hyper::body::Body + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    E: hyper::rt::bounds::Http2ServerConnExec<S::Future, B>,
-{
-    type Error = hyper::Error;
-
-    fn finish(self: Pin<&mut Self>) {
-        self.graceful_shutdown();
-    }
-}
-
 impl<I, S, E, B> Served for hyper_util::server::conn::auto::Connection<'static, I, S, E>
 where
     S: hyper::service::Service<http::Request<Incoming>, Response = http::Response<B>>,
@@ -57,7 +41,7 @@ where
     }
 }
 
-/// When a call last started on a connection: its service marks each call, the connection's task reads it.
+/// When a call last started on a connection: the connection marks each call, its task reads it.
 #[derive(Debug, Clone)]
 pub struct Activity(Arc<ActivityInner>);
 
@@ -88,34 +72,6 @@ impl Activity {
     }
 }
 
-/// A connection's service that marks the start of each call on the connection's [`Activity`].
-#[derive(Debug, Clone)]
-pub struct MarksCalls<S> {
-    inner: S,
-    activity: Activity,
-}
-
-impl<S> MarksCalls<S> {
-    /// `inner`, marking calls on `activity`.
-    pub fn new(inner: S, activity: Activity) -> Self {
-        Self { inner, activity }
-    }
-}
-
-impl<S, R> hyper::service::Service<R> for MarksCalls<S>
-where
-    S: hyper::service::Service<R>,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = S::Future;
-
-    fn call(&self, request: R) -> Self::Future {
-        self.activity.call_started();
-        self.inner.call(request)
-    }
-}
-
 /// How a listener serves its connections.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -131,7 +87,7 @@ pub struct Limits {
 ///
 /// `connect` turns an accepted TCP stream into a connection to serve (after a TLS handshake, say), or `None` to drop
 /// it; it runs in the connection's own task, so a slow handshake holds up no one else. Its [`Activity`] is the one
-/// the connection's service marks calls on.
+/// the connection marks its calls on.
 pub async fn serve<F, Fut, C>(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,

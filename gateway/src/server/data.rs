@@ -4,11 +4,12 @@
 use std::future::Future;
 use std::time::Duration;
 
-use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 
-use super::accept::{self, Limits, MarksCalls};
-use super::local_streams::{LocalStreams, StreamQueue};
+use super::accept::{self, Activity, Limits};
+use super::http2::Http2;
+use super::local_streams::LocalStreams;
 use super::stack::DataService;
 use crate::one_write::OneWrite;
 use crate::tls::ServerTls;
@@ -16,7 +17,8 @@ use crate::tls::ServerTls;
 /// The longest a client may take to complete its TLS handshake.
 const TLS_HANDSHAKE_WITHIN: Duration = Duration::from_secs(10);
 
-/// The longest a plaintext client may take to send its first byte (the HTTP/2 preface) after connecting.
+/// The longest a plaintext client may take to send its first byte after connecting, and any client the rest of its
+/// HTTP/2 preface.
 const PREFACE_WITHIN: Duration = Duration::from_secs(10);
 
 /// Serves `service` on `listener` (with `tls` when given) until `shutdown` completes, then drains within `limits`.
@@ -30,12 +32,12 @@ pub async fn serve(
     match tls {
         None => {
             accept::serve(listener, shutdown, limits, |stream, activity| {
-                let service = MarksCalls::new(service.clone(), activity);
+                let service = service.clone();
                 async move {
                     // A client that connects and sends nothing must not hold a task (or the shutdown) forever.
                     let mut first = [0u8; 1];
                     match tokio::time::timeout(PREFACE_WITHIN, stream.peek(&mut first)).await {
-                        Ok(Ok(1..)) => Some(http2(TokioIo::new(OneWrite(stream)), service)),
+                        Ok(Ok(1..)) => http2(OneWrite(stream), service, activity).await,
                         _ => None,
                     }
                 }
@@ -44,13 +46,12 @@ pub async fn serve(
         }
         Some(tls) => {
             accept::serve(listener, shutdown, limits, |stream, activity| {
-                let (acceptor, service) =
-                    (tls.acceptor(), MarksCalls::new(service.clone(), activity));
+                let (acceptor, service) = (tls.acceptor(), service.clone());
                 async move {
                     // A client that never finishes its handshake must not hold a task (or the shutdown) forever.
                     match tokio::time::timeout(TLS_HANDSHAKE_WITHIN, acceptor.accept(stream)).await
                     {
-                        Ok(Ok(stream)) => Some(http2(TokioIo::new(OneWrite(stream)), service)),
+                        Ok(Ok(stream)) => http2(OneWrite(stream), service, activity).await,
                         Ok(Err(err)) => {
                             tracing::debug!(error = %err, "TLS handshake failed");
                             None
@@ -64,16 +65,22 @@ pub async fn serve(
     }
 }
 
-/// One connection served over HTTP/2, its calls run in its own task (see [`LocalStreams`]).
-fn http2<I>(
-    io: I,
-    service: MarksCalls<DataService>,
-) -> LocalStreams<hyper::server::conn::http2::Connection<I, MarksCalls<DataService>, StreamQueue>>
+/// One connection served over HTTP/2 once its client's preface has come (within [`PREFACE_WITHIN`]), its calls run
+/// in its own task (see [`LocalStreams`]).
+async fn http2<IO>(
+    io: IO,
+    service: DataService,
+    activity: Activity,
+) -> Option<LocalStreams<Http2<IO>>>
 where
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let calls = StreamQueue::default();
-    let mut h2 = hyper::server::conn::http2::Builder::new(calls.clone());
-    h2.timer(hyper_util::rt::TokioTimer::new());
-    LocalStreams::new(h2.serve_connection(io, service), calls)
+    match tokio::time::timeout(PREFACE_WITHIN, Http2::handshake(io, service, activity)).await {
+        Ok(Ok(connection)) => Some(LocalStreams::new(connection)),
+        Ok(Err(err)) => {
+            tracing::debug!(error = %err, "HTTP/2 handshake failed");
+            None
+        }
+        Err(_) => None,
+    }
 }

@@ -1,12 +1,12 @@
 //! A data connection's calls run inside the connection's own task, not in a task each.
 //!
-//! hyper hands every new HTTP/2 stream (a call) to an executor; with tokio's, each becomes a task. A call's task
-//! that answers wakes the connection's task to write, and what runs next decides how the answers leave: tokio's
-//! multi-thread scheduler runs the woken connection task at once (its LIFO slot), so it writes one answer per call.
-//! Here the executor only queues the stream, and the connection's task polls its calls itself, then the connection
-//! again when a call gave it frames to send: the answers of every call that became ready leave in one write, on any
-//! scheduler, and a call costs no spawn and no hop between tasks. (Two workers, 30 000 forwarded calls: 12 980
-//! `sendto` before, 4 021 after, up to a fifth less CPU per call; docs/BENCHMARKS.md, "Round ten".)
+//! A server built on tokio would make each new HTTP/2 stream (a call) a task. A call's task that answers wakes the
+//! connection's task to write, and what runs next decides how the answers leave: tokio's multi-thread scheduler runs
+//! the woken connection task at once (its LIFO slot), so it writes one answer per call. Here the connection's task
+//! polls its calls itself, then the connection again when a call gave it frames to send: the answers of every call
+//! that became ready leave in one write, on any scheduler, and a call costs no spawn and no hop between tasks. (Two
+//! workers, 30 000 forwarded calls: 12 980 `sendto` before, 4 021 after, up to a fifth less CPU per call;
+//! docs/BENCHMARKS.md, "Round ten".)
 //!
 //! What tasks gave and this keeps: a call that panics ends alone (its stream is reset, logged); the connection's
 //! future ends only once its calls have (so a drain still waits for them); a connection with many ready calls yields
@@ -20,8 +20,8 @@
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 
 use futures::StreamExt;
@@ -32,39 +32,26 @@ use super::accept::Served;
 /// Rounds of "the connection, then its ready calls" in one poll before the task yields to others.
 const ROUNDS_PER_POLL: usize = 16;
 
-/// A call's future, as hyper built it.
-type StreamFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+/// A call's future: it ends with what is left of the call once it has answered.
+pub type CallFuture<A> = Pin<Box<dyn Future<Output = A> + Send>>;
 
-/// The executor a connection's hyper builder gets: it queues each new stream for the connection's task to run.
-#[derive(Clone, Default)]
-pub struct StreamQueue(Arc<Mutex<Vec<StreamFuture>>>);
+/// What a connection's poll hands over: a call that started, the error that ended the connection, or (`None`) its
+/// end.
+pub type NextCall<A, E> = Option<Result<CallFuture<A>, E>>;
 
-impl std::fmt::Debug for StreamQueue {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StreamQueue").finish_non_exhaustive()
-    }
-}
+/// A connection whose calls a [`LocalStreams`] runs.
+pub trait CallSource {
+    /// Why the connection ended badly.
+    type Error: std::fmt::Display;
+    /// What an answered call leaves behind, dropped once the connection has written the answer.
+    type Answered: Send;
 
-impl<F> hyper::rt::Executor<F> for StreamQueue
-where
-    F: Future<Output = ()> + Send + 'static,
-{
-    fn execute(&self, stream: F) {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(Box::pin(stream));
-    }
-}
+    /// Reads and writes what it can: a call that started is handed over (`Ready(Some(Ok(call)))`); `Ready(None)`
+    /// or an error once the connection has ended.
+    fn poll_call(&mut self, cx: &mut Context<'_>) -> Poll<NextCall<Self::Answered, Self::Error>>;
 
-impl StreamQueue {
-    /// Moves the queued streams into `calls` (the queue keeps its buffer).
-    fn start_into(&self, calls: &mut Calls) {
-        let mut queued = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        for stream in queued.drain(..) {
-            calls.set.push(LocalCall(Some(stream)));
-        }
-    }
+    /// Takes no new calls (HTTP/2 GOAWAY); the connection ends when those in flight have.
+    fn finish(&mut self);
 }
 
 /// The calls a connection's task runs, polled as they are woken.
@@ -74,11 +61,11 @@ impl StreamQueue {
 /// tasks run; with one call waiting for its backend, every poll of that call was followed by a poll of the task for
 /// nothing — two or three per forwarded call. The placeholder keeps that count out of reach; calls that wake
 /// themselves while polled still make the set yield, and [`ROUNDS_PER_POLL`] bounds the rest.
-struct Calls {
-    set: FuturesUnordered<LocalCall>,
+struct Calls<A> {
+    set: FuturesUnordered<LocalCall<A>>,
 }
 
-impl Calls {
+impl<A: Send + 'static> Calls<A> {
     fn new() -> Self {
         let set = FuturesUnordered::new();
         set.push(LocalCall(Some(Box::pin(std::future::pending()))));
@@ -91,22 +78,25 @@ impl Calls {
     }
 }
 
-/// One call run by its connection's task; it ends alone if it panics. Once it has answered, its future is handed
-/// back rather than dropped, so that dropping it can wait until the answer left (see [`LocalStreams::round`]).
-struct LocalCall(Option<StreamFuture>);
+/// One call run by its connection's task; it ends alone if it panics.
+struct LocalCall<A>(Option<CallFuture<A>>);
 
-impl Future for LocalCall {
-    type Output = Option<StreamFuture>;
+impl<A> Future for LocalCall<A> {
+    type Output = Option<A>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let Some(stream) = self.0.as_mut() else {
+        let Some(call) = self.0.as_mut() else {
             return Poll::Ready(None);
         };
-        match std::panic::catch_unwind(AssertUnwindSafe(|| stream.as_mut().poll(cx))) {
-            Ok(Poll::Ready(())) => Poll::Ready(self.0.take()),
+        match std::panic::catch_unwind(AssertUnwindSafe(|| call.as_mut().poll(cx))) {
+            Ok(Poll::Ready(answered)) => {
+                self.0 = None;
+                Poll::Ready(Some(answered))
+            }
             Ok(Poll::Pending) => Poll::Pending,
             Err(_) => {
-                // The panic hook has printed it; dropping the stream resets it, the other calls go on.
+                // The panic hook has printed it; dropping the call resets its stream, the other calls go on.
+                self.0 = None;
                 tracing::error!("a call panicked; its stream is reset");
                 Poll::Ready(None)
             }
@@ -141,42 +131,46 @@ impl std::task::Wake for ConnectionWaker {
     }
 }
 
-/// A hyper connection served with its calls in its own task (see the module doc).
-pub struct LocalStreams<C: Served> {
-    connection: Pin<Box<C>>,
+/// A connection served with its calls in its own task (see the module doc).
+pub struct LocalStreams<C: CallSource> {
+    connection: C,
     /// Whether the connection asked to be polled, and the waker that notes it.
     connection_waker: Arc<ConnectionWaker>,
     connection_waker_handle: std::task::Waker,
     /// How the connection ended, once it has (its calls may still be running).
     ended: Option<Result<(), C::Error>>,
-    queue: StreamQueue,
-    calls: Calls,
-    /// Calls that answered in the last round, dropped once the connection has written their answers.
-    answered: Vec<StreamFuture>,
+    calls: Calls<C::Answered>,
+    /// What the calls that answered in the last round left, dropped once the connection has written their answers.
+    answered: Vec<C::Answered>,
 }
 
-impl<C: Served> LocalStreams<C> {
-    /// `connection`, whose builder was given `queue` as its executor.
-    pub fn new(connection: C, queue: StreamQueue) -> Self {
+impl<C: CallSource> LocalStreams<C>
+where
+    C::Answered: 'static,
+{
+    /// Serves `connection`'s calls.
+    pub fn new(connection: C) -> Self {
         let connection_waker = Arc::new(ConnectionWaker::default());
         // The first poll polls the connection.
         connection_waker.woken.store(true, Ordering::Relaxed);
         Self {
-            connection: Box::pin(connection),
+            connection,
             connection_waker_handle: std::task::Waker::from(connection_waker.clone()),
             connection_waker,
             ended: None,
-            queue,
             calls: Calls::new(),
             answered: Vec::new(),
         }
     }
 }
 
-// Nothing in it is pinned in place: the connection is boxed, the calls are boxed by the set.
-impl<C: Served> Unpin for LocalStreams<C> {}
+// Nothing in it is pinned in place: the calls are boxed, and the connection is never pinned.
+impl<C: CallSource> Unpin for LocalStreams<C> {}
 
-impl<C: Served> Future for LocalStreams<C> {
+impl<C: CallSource> Future for LocalStreams<C>
+where
+    C::Answered: 'static,
+{
     type Output = Result<(), C::Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
@@ -213,23 +207,37 @@ impl<C: Served> Future for LocalStreams<C> {
     }
 }
 
-impl<C: Served> LocalStreams<C> {
+impl<C: CallSource> LocalStreams<C>
+where
+    C::Answered: 'static,
+{
     /// One round: the connection if it asked (it reads new calls, writes what the calls queued), then the calls
     /// that are ready, new ones first. Whether there may be more to do at once.
     ///
-    /// A call that answered in a round is dropped in the next, after the connection wrote its answer: what dropping
-    /// it does — its metrics and access log line, freeing its streams — then no longer holds the answer back.
+    /// What a call that answered in a round leaves is dropped in the next, after the connection wrote its answer:
+    /// what dropping it does — its metrics and access log line, freeing its streams — then no longer holds the answer
+    /// back.
     fn round(&mut self, cx: &mut Context<'_>) -> bool {
         // Cleared even once the connection has ended (a late wake), or every round after would think it had work.
         let asked = self.connection_waker.woken.swap(false, Ordering::SeqCst);
         if asked && self.ended.is_none() {
             let mut connection_cx = Context::from_waker(&self.connection_waker_handle);
-            if let Poll::Ready(ended) = self.connection.as_mut().poll(&mut connection_cx) {
-                self.ended = Some(ended);
+            loop {
+                match self.connection.poll_call(&mut connection_cx) {
+                    Poll::Ready(Some(Ok(call))) => self.calls.set.push(LocalCall(Some(call))),
+                    Poll::Ready(Some(Err(err))) => {
+                        self.ended = Some(Err(err));
+                        break;
+                    }
+                    Poll::Ready(None) => {
+                        self.ended = Some(Ok(()));
+                        break;
+                    }
+                    Poll::Pending => break,
+                }
             }
         }
         self.answered.clear();
-        self.queue.start_into(&mut self.calls);
         while let Poll::Ready(Some(answered)) = self.calls.set.poll_next_unpin(cx) {
             self.answered.extend(answered);
         }
@@ -239,13 +247,16 @@ impl<C: Served> LocalStreams<C> {
     }
 }
 
-impl<C: Served> Served for LocalStreams<C> {
+impl<C: CallSource> Served for LocalStreams<C>
+where
+    C::Answered: 'static,
+{
     type Error = C::Error;
 
     fn finish(self: Pin<&mut Self>) {
         let this = self.get_mut();
         if this.ended.is_none() {
-            this.connection.as_mut().finish();
+            this.connection.finish();
             // It has a GOAWAY to send: poll it next time, though nothing woke it.
             this.connection_waker.woken.store(true, Ordering::SeqCst);
         }
@@ -258,24 +269,25 @@ mod tests {
     use std::task::Waker;
     use std::time::Duration;
 
-    use hyper::rt::Executor;
+    use std::sync::{Mutex, PoisonError};
+
     use tokio::sync::oneshot;
 
     use super::*;
 
-    /// A stand-in for hyper's connection: hands `to_start` to the executor on its first poll; ends at once, or when
-    /// `finish` was called, or never (`ends: false`).
+    type StreamFuture = CallFuture<()>;
+
+    /// A stand-in for an HTTP/2 connection: hands over `to_start` on its first poll; ends at once, or when `finish`
+    /// was called, or never (`ends: false`).
     struct FakeConnection {
-        queue: StreamQueue,
         to_start: Vec<StreamFuture>,
         ends: bool,
         finished: bool,
     }
 
     impl FakeConnection {
-        fn new(queue: &StreamQueue, to_start: Vec<StreamFuture>, ends: bool) -> Self {
+        fn new(to_start: Vec<StreamFuture>, ends: bool) -> Self {
             Self {
-                queue: queue.clone(),
                 to_start,
                 ends,
                 finished: false,
@@ -283,25 +295,22 @@ mod tests {
         }
     }
 
-    impl Future for FakeConnection {
-        type Output = Result<(), std::io::Error>;
+    impl CallSource for FakeConnection {
+        type Error = std::io::Error;
+        type Answered = ();
 
-        fn poll(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Self::Output> {
-            for call in std::mem::take(&mut self.to_start) {
-                self.queue.execute(call);
+        fn poll_call(&mut self, _: &mut Context<'_>) -> Poll<NextCall<(), Self::Error>> {
+            if !self.to_start.is_empty() {
+                return Poll::Ready(Some(Ok(self.to_start.remove(0))));
             }
             if self.ends || self.finished {
-                Poll::Ready(Ok(()))
+                Poll::Ready(None)
             } else {
                 Poll::Pending
             }
         }
-    }
 
-    impl Served for FakeConnection {
-        type Error = std::io::Error;
-
-        fn finish(mut self: Pin<&mut Self>) {
+        fn finish(&mut self) {
             self.finished = true;
         }
     }
@@ -316,11 +325,10 @@ mod tests {
 
     #[tokio::test]
     async fn the_connection_ends_only_once_its_calls_have() {
-        let queue = StreamQueue::default();
         let (release, signal) = oneshot::channel();
         let done = Arc::new(AtomicBool::new(false));
-        let connection = FakeConnection::new(&queue, vec![waiting_for(signal, &done)], true);
-        let mut served = LocalStreams::new(connection, queue);
+        let connection = FakeConnection::new(vec![waiting_for(signal, &done)], true);
+        let mut served = LocalStreams::new(connection);
         assert!(
             futures::poll!(&mut served).is_pending(),
             "a call is running"
@@ -335,12 +343,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_call_that_panics_ends_alone() {
-        let queue = StreamQueue::default();
         let (release, signal) = oneshot::channel();
         let done = Arc::new(AtomicBool::new(false));
         let panics: StreamFuture = Box::pin(async { panic!("a call's bug") });
         let calls = vec![panics, waiting_for(signal, &done)];
-        let mut served = LocalStreams::new(FakeConnection::new(&queue, calls, true), queue);
+        let mut served = LocalStreams::new(FakeConnection::new(calls, true));
         assert!(
             futures::poll!(&mut served).is_pending(),
             "the other call runs on"
@@ -355,14 +362,10 @@ mod tests {
 
     #[tokio::test]
     async fn finish_polls_the_connection_again_though_nothing_woke_it() {
-        let queue = StreamQueue::default();
-        let mut served = Box::pin(LocalStreams::new(
-            FakeConnection::new(&queue, Vec::new(), false),
-            queue,
-        ));
+        let mut served = Box::pin(LocalStreams::new(FakeConnection::new(Vec::new(), false)));
         assert!(futures::poll!(&mut served).is_pending());
         served.as_mut().finish();
-        // No waker fired: the next poll must still reach the connection (hyper sends its GOAWAY there).
+        // No waker fired: the next poll must still reach the connection (h2 sends its GOAWAY there).
         assert!(matches!(futures::poll!(&mut served), Poll::Ready(Ok(()))));
     }
 
@@ -386,10 +389,9 @@ mod tests {
 
     #[test]
     fn a_call_that_waits_costs_its_task_no_poll_for_nothing() {
-        let queue = StreamQueue::default();
         let slot = Arc::new(Mutex::new(None::<Waker>));
-        let connection = FakeConnection::new(&queue, vec![parked(slot.clone())], false);
-        let mut served = Box::pin(LocalStreams::new(connection, queue));
+        let connection = FakeConnection::new(vec![parked(slot.clone())], false);
+        let mut served = Box::pin(LocalStreams::new(connection));
         let wakes = Arc::new(CountsWakes::default());
         let waker = Waker::from(wakes.clone());
         let mut cx = Context::from_waker(&waker);
@@ -419,29 +421,26 @@ mod tests {
     /// A connection that counts its polls and keeps its latest waker, for a call to wake as h2 does when the call
     /// queued frames to write.
     struct CountsPolls {
-        queue: StreamQueue,
-        to_start: Vec<StreamFuture>,
+        to_start: Vec<CallFuture<NotesDrop>>,
         polls: Arc<AtomicUsize>,
         waker: Arc<Mutex<Option<Waker>>>,
     }
 
-    impl Future for CountsPolls {
-        type Output = Result<(), std::io::Error>;
+    impl CallSource for CountsPolls {
+        type Error = std::io::Error;
+        type Answered = NotesDrop;
 
-        fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-            for call in std::mem::take(&mut self.to_start) {
-                self.queue.execute(call);
+        /// Counts the polls that did all the connection had to do.
+        fn poll_call(&mut self, cx: &mut Context<'_>) -> Poll<NextCall<NotesDrop, Self::Error>> {
+            if let Some(call) = self.to_start.pop() {
+                return Poll::Ready(Some(Ok(call)));
             }
             self.polls.fetch_add(1, Ordering::SeqCst);
             *self.waker.lock().unwrap_or_else(PoisonError::into_inner) = Some(cx.waker().clone());
             Poll::Pending
         }
-    }
 
-    impl Served for CountsPolls {
-        type Error = std::io::Error;
-
-        fn finish(self: Pin<&mut Self>) {}
+        fn finish(&mut self) {}
     }
 
     /// Notes the connection's poll count when dropped.
@@ -459,33 +458,30 @@ mod tests {
 
     #[tokio::test]
     async fn an_answered_call_is_dropped_after_the_connection_wrote_its_answer() {
-        let queue = StreamQueue::default();
         let polls = Arc::new(AtomicUsize::new(0));
         let waker = Arc::new(Mutex::new(None::<Waker>));
         let (at_answer, at_drop) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-        let call: StreamFuture = {
+        let call: CallFuture<NotesDrop> = {
             let (polls, waker, at_answer) = (polls.clone(), waker.clone(), at_answer.clone());
-            let notes = NotesDrop {
+            let mut notes = Some(NotesDrop {
                 polls: polls.clone(),
                 at_drop: at_drop.clone(),
-            };
-            // Holding what it drops until the future is dropped, as hyper's stream holds the answer's body.
+            });
+            // Ends with what it leaves behind, as a served call ends with its answer's body.
             Box::pin(std::future::poll_fn(move |_| {
-                let _held = &notes;
                 // The answer's frames are queued: the connection is asked to write them.
                 at_answer.store(polls.load(Ordering::SeqCst), Ordering::SeqCst);
                 let woken = waker.lock().unwrap_or_else(PoisonError::into_inner).clone();
                 woken.expect("polled once").wake();
-                Poll::Ready(())
+                Poll::Ready(notes.take().expect("polled once after it answered"))
             }))
         };
         let connection = CountsPolls {
-            queue: queue.clone(),
             to_start: vec![call],
             polls: polls.clone(),
             waker,
         };
-        let mut served = LocalStreams::new(connection, queue);
+        let mut served = LocalStreams::new(connection);
         assert!(futures::poll!(&mut served).is_pending());
         let (answered, dropped) = (
             at_answer.load(Ordering::SeqCst),
@@ -508,43 +504,44 @@ mod tests {
         sent: Arc<AtomicUsize>,
         waker: Arc<Mutex<Option<Waker>>>,
         total: usize,
-        queue: StreamQueue,
+        /// The last poll handed over a call; this one reads the wakes.
+        handed_a_call: bool,
     }
 
-    impl Future for WokenFromOutside {
-        type Output = Result<(), std::io::Error>;
+    impl CallSource for WokenFromOutside {
+        type Error = std::io::Error;
+        type Answered = ();
 
-        fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        fn poll_call(&mut self, cx: &mut Context<'_>) -> Poll<NextCall<(), Self::Error>> {
             // Keep the task busy with calls, so that wakes land while it polls too.
-            self.queue.execute(async {
-                for _ in 0..3 {
-                    let mut yielded = false;
-                    std::future::poll_fn(|cx| {
-                        if std::mem::replace(&mut yielded, true) {
-                            Poll::Ready(())
-                        } else {
-                            cx.waker().wake_by_ref();
-                            Poll::Pending
-                        }
-                    })
-                    .await;
-                }
-            });
+            if !std::mem::replace(&mut self.handed_a_call, true) {
+                return Poll::Ready(Some(Ok(Box::pin(async {
+                    for _ in 0..3 {
+                        let mut yielded = false;
+                        std::future::poll_fn(|cx| {
+                            if std::mem::replace(&mut yielded, true) {
+                                Poll::Ready(())
+                            } else {
+                                cx.waker().wake_by_ref();
+                                Poll::Pending
+                            }
+                        })
+                        .await;
+                    }
+                }))));
+            }
+            self.handed_a_call = false;
             *self.waker.lock().unwrap_or_else(PoisonError::into_inner) = Some(cx.waker().clone());
             self.seen
                 .store(self.sent.load(Ordering::SeqCst), Ordering::SeqCst);
             if self.sent.load(Ordering::SeqCst) == self.total {
-                Poll::Ready(Ok(()))
+                Poll::Ready(None)
             } else {
                 Poll::Pending
             }
         }
-    }
 
-    impl Served for WokenFromOutside {
-        type Error = std::io::Error;
-
-        fn finish(self: Pin<&mut Self>) {}
+        fn finish(&mut self) {}
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -562,15 +559,14 @@ mod tests {
                 Arc::new(AtomicUsize::new(0)),
                 Arc::new(Mutex::new(None::<Waker>)),
             );
-            let queue = StreamQueue::default();
             let connection = WokenFromOutside {
                 seen,
                 sent: sent.clone(),
                 waker: waker.clone(),
                 total: WAKES,
-                queue: queue.clone(),
+                handed_a_call: false,
             };
-            served.push(tokio::spawn(LocalStreams::new(connection, queue)));
+            served.push(tokio::spawn(LocalStreams::new(connection)));
             waking.push(std::thread::spawn(move || {
                 for i in 0..WAKES {
                     sent.fetch_add(1, Ordering::SeqCst);

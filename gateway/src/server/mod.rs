@@ -6,6 +6,8 @@ pub mod assemble;
 pub mod check;
 pub mod data;
 pub mod descriptors;
+pub mod http2;
 pub mod local_streams;
 pub mod reload;
+pub mod served_call;
 pub mod stack;

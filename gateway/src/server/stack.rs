@@ -8,12 +8,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures::FutureExt;
-use hyper::body::Incoming;
-use hyper_util::service::TowerToHyperService;
 use tonic::body::Body;
 use tonic_health::pb::health_server::HealthServer;
 use tonic_health::server::HealthService;
-use tower::util::MapRequest;
 use tower::{ServiceBuilder, ServiceExt};
 
 use crate::grpc::HEALTH_PREFIX;
@@ -21,14 +18,9 @@ use crate::layers::deadline::{DeadlineLayer, DeadlineService};
 use crate::layers::load_shed::{LoadShedLayer, LoadShedService, Shedding};
 use crate::proxy::LiveProxy;
 
-/// The stack serving one HTTP/2 connection of the data listener. Named, not boxed: hyper clones it for every call,
-/// and a boxed stack would cost an allocation and a virtual call per call for nothing.
-pub type DataService = TowerToHyperService<
-    MapRequest<LoadShedService<DeadlineService<Dispatch>>, fn(HyperRequest) -> TonicRequest>,
->;
-
-type HyperRequest = http::Request<Incoming>;
-type TonicRequest = http::Request<Body>;
+/// The stack serving the data listener's calls: each connection has a clone. Named, not boxed: a boxed stack would
+/// cost a virtual call per call for nothing.
+pub type DataService = LoadShedService<DeadlineService<Dispatch>>;
 
 /// Builds the data listener's stack, outermost layer first.
 pub fn data_service(
@@ -36,9 +28,7 @@ pub fn data_service(
     health: HealthServer<HealthService>,
     shedding: Arc<Shedding>,
 ) -> DataService {
-    let stack = ServiceBuilder::new()
-        // hyper hands over its own body type; the proxy and tonic's channels speak `tonic::body::Body`.
-        .map_request(to_tonic_body as fn(HyperRequest) -> TonicRequest)
+    ServiceBuilder::new()
         // Over the gateway-wide limit a call is refused before it costs anything: no unbounded queue. A refused call
         // is still counted, under its route.
         .layer(LoadShedLayer {
@@ -51,12 +41,7 @@ pub fn data_service(
         // The client's `grpc-timeout` bounds everything the gateway does for the call, and tells the inner layers
         // how much time is left.
         .layer(DeadlineLayer)
-        .service(Dispatch { proxy, health });
-    TowerToHyperService::new(stack)
-}
-
-fn to_tonic_body(request: HyperRequest) -> TonicRequest {
-    request.map(Body::new)
+        .service(Dispatch { proxy, health })
 }
 
 /// Sends health checks to the gateway's health service and every other call to the proxy.
