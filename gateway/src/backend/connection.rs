@@ -141,27 +141,36 @@ impl Connection {
 
     /// Sends `request` (its URI needs only a path) and waits for the response's headers, at most until the
     /// [`Deadline`] in its extensions; the body streams after.
-    pub async fn send(
+    ///
+    /// Not an async fn: the request is made ready for this endpoint at once, so that what the call's future holds
+    /// across its waits is the exchange alone — not the request as an argument kept for the future's whole life,
+    /// nor a wrapper the exchange is moved into when it starts (each a copy, and lines touched, on every call).
+    pub fn send(
         self,
         request: http::Request<Body>,
-    ) -> Result<http::Response<Body>, CallError> {
+    ) -> impl Future<Output = Result<http::Response<Body>, CallError>> + Send + 'static {
+        use futures::FutureExt;
+        use futures::future::Either;
         let deadline = request.extensions().get::<Deadline>().copied();
-        // Made ready for this endpoint before any wait, so that the call's future holds the request once, not once
-        // per level (it is copied into each, on every call).
-        let (head, body) = head_for(&self.shared.authority, request)?;
+        let (head, body) = match head_for(&self.shared.authority, request) {
+            Ok(ready) => ready,
+            Err(err) => return Either::Left(std::future::ready(Err(err))),
+        };
         let exchange = self.exchange(head, body);
-        match deadline.and_then(|d| d.at().zip(d.requested())) {
-            Some((at, requested)) => tokio::time::timeout_at(at, exchange)
-                .await
-                .map_err(|_| CallError::DeadlineExpired(requested))?,
-            None => exchange.await,
-        }
+        Either::Right(match deadline.and_then(|d| d.at().zip(d.requested())) {
+            Some((at, requested)) => {
+                Either::Left(tokio::time::timeout_at(at, exchange).map(move |answer| {
+                    answer.unwrap_or_else(|_| Err(CallError::DeadlineExpired(requested)))
+                }))
+            }
+            None => Either::Right(exchange),
+        })
     }
 
     /// Sends the call on the open connection (making one if there is none, or if it closed since its last call) and
     /// returns once the response's headers arrived.
     async fn exchange(
-        &self,
+        self,
         head: http::Request<()>,
         body: Body,
     ) -> Result<http::Response<Body>, CallError> {

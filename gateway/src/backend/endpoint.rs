@@ -54,7 +54,7 @@ impl Transport {
     pub fn send(
         &self,
         request: http::Request<Body>,
-    ) -> impl Future<Output = Result<http::Response<Body>, CallFailure>> + Send + 'static {
+    ) -> impl Future<Output = Result<http::Response<Body>, CallFailure>> + Send + use<> {
         use tower::ServiceExt;
         match self {
             Self::Plain(connection) => {

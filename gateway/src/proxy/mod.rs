@@ -279,12 +279,20 @@ impl Proxy {
         self.metrics.observe(series, started, None, response)
     }
 
-    async fn dispatch_to(
-        &self,
-        route: &Route,
+    /// Works out how the call is answered — through the cache, forwarded with retries, or forwarded as it is — and
+    /// returns the future that answers it.
+    ///
+    /// Not an async fn: the choice is made at once, and the future returned is the chosen path's own (with the
+    /// deadline's timer around it when the gateway set the deadline) — no wrapper keeping the request as its argument
+    /// for the call's whole life, or moving the chosen path's future into a slot of its own when it starts.
+    fn dispatch_to<'a>(
+        &'a self,
+        route: &'a Route,
         request: http::Request<Body>,
         client_deadline: Deadline,
-    ) -> Outcome {
+    ) -> impl Future<Output = Outcome> + Send + 'a {
+        use futures::FutureExt;
+        use futures::future::Either;
         // A limit on every call is checked first; one on misses only where a call reaches the backend: a call that
         // is not looked up in the cache always does (an uncached route, or a call that is not gRPC); a looked-up call
         // does when it bypasses the cache, or when the loader is about to call the backend for it.
@@ -319,61 +327,64 @@ impl Proxy {
             if limit.apply_to == ApplyTo::All || !looked_up {
                 if let Err(refused) = limit.check(request.headers()) {
                     self.stats.count_rate_limited();
-                    return (refused.to_response(None), None);
+                    return Either::Left(std::future::ready((refused.to_response(None), None)));
                 }
             }
         }
         // The backend may allow less time than the client asked for, or give calls without a deadline one.
         let deadline = route.backend.deadline_for(client_deadline);
-        let call = async {
-            match cached {
-                Some(((rule, unary, canonical), codec)) => {
-                    let canonical = canonical.as_deref();
-                    unary::answer(
-                        self, route, &rule, request, &codec, deadline, unary, canonical,
-                    )
-                    .await
-                }
-                None => match &route.retry {
-                    Some(policy) => {
-                        let limit = self.options.max_request_bytes;
-                        // Boxed: a large future the calls without retries should not carry.
-                        let forwarded = Box::pin(passthrough::forward_with_retries(
-                            &route.backend,
-                            policy,
-                            request,
-                            deadline,
-                            limit,
-                            &self.stats,
-                        ));
-                        (forwarded.await, None)
-                    }
-                    None => (
-                        passthrough::forward(&route.backend, request, deadline).await,
-                        None,
-                    ),
-                },
-            }
+        let call = match cached {
+            Some(((rule, unary, canonical), codec)) => Either::Left(Either::Left(async move {
+                let canonical = canonical.as_deref();
+                unary::answer(
+                    self, route, &rule, request, &codec, deadline, unary, canonical,
+                )
+                .await
+            })),
+            None => match &route.retry {
+                // Boxed: a large future the calls without retries should not carry.
+                Some(policy) => Either::Left(Either::Right(
+                    Box::pin(passthrough::forward_with_retries(
+                        &route.backend,
+                        policy,
+                        request,
+                        deadline,
+                        self.options.max_request_bytes,
+                        &self.stats,
+                    ))
+                    .map(|response| (response, None)),
+                )),
+                None => Either::Right(
+                    passthrough::forward(&route.backend, request, deadline)
+                        .map(|response| (response, None)),
+                ),
+            },
         };
-        match deadline.at() {
+        Either::Right(match deadline.at() {
             // A deadline the gateway set (the client's clamped, or one for a client that sent none): the client's
             // own timer will not fire first, so the gateway answers for it, with DEADLINE_EXCEEDED.
             Some(at) if deadline.at() != client_deadline.at() => {
                 let requested = deadline.requested().unwrap_or_default();
-                let exceeded = || GatewayError::Deadline(requested).to_response(None);
-                match tokio::time::timeout_at(at, call).await {
-                    // The backend, told the same deadline, gave up on its own a moment before our timer (tonic
-                    // answers CANCELLED): the call still ended by the deadline.
-                    Ok((response, cache)) if Instant::now() >= at && is_cancelled(&response) => {
-                        (exceeded(), cache)
+                let exceeded = move || GatewayError::Deadline(requested).to_response(None);
+                Either::Left(tokio::time::timeout_at(at, call).map(move |answered| {
+                    match answered {
+                        // The backend, told the same deadline, gave up on its own a moment before our timer
+                        // (tonic answers CANCELLED): the call still ended by the deadline.
+                        Ok((response, cache))
+                            if Instant::now() >= at && is_cancelled(&response) =>
+                        {
+                            (exceeded(), cache)
+                        }
+                        Ok((response, None)) => {
+                            (stream_deadline::bound(response, at, requested), None)
+                        }
+                        Ok(answer) => answer,
+                        Err(_) => (exceeded(), None),
                     }
-                    Ok((response, None)) => (stream_deadline::bound(response, at, requested), None),
-                    Ok(answer) => answer,
-                    Err(_) => (exceeded(), None),
-                }
+                }))
             }
-            _ => call.await,
-        }
+            _ => Either::Right(call),
+        })
     }
 
     /// `result`, when answers say where they came from (`expose_cache_status`).
