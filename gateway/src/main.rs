@@ -11,8 +11,9 @@ use strata_gateway::telemetry;
 use strata_gateway::{Listeners, describe_methods, run_watching};
 
 /// The heap: mimalloc rather than glibc's malloc. glibc's per-thread cache takes blocks up to 1 KiB only, and a
-/// call's task (hyper spawns one per stream) and its future are larger, so every call went through glibc's arenas
-/// and their consolidation: ~9 % of a forwarded call's instructions (docs/BENCHMARKS.md, "Round eight").
+/// call's future (~3.5 KiB, boxed per call) is larger, so every call goes through glibc's arenas and their
+/// consolidation: ~7 % more instructions per call with glibc, for a little less memory touched with one call in
+/// flight (docs/BENCHMARKS.md, rounds eight and thirteen).
 #[global_allocator]
 static HEAP: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
