@@ -334,13 +334,17 @@ impl Proxy {
         // The backend may allow less time than the client asked for, or give calls without a deadline one.
         let deadline = route.backend.deadline_for(client_deadline);
         let call = match cached {
-            Some(((rule, unary, canonical), codec)) => Either::Left(Either::Left(async move {
-                let canonical = canonical.as_deref();
-                unary::answer(
-                    self, route, &rule, request, &codec, deadline, unary, canonical,
-                )
-                .await
-            })),
+            // Boxed: the cached path's future is the largest, and a forwarded call would otherwise carry its room
+            // — copied into the call's box and touched on every call, for nothing.
+            Some(((rule, unary, canonical), codec)) => {
+                Either::Left(Either::Left(Box::pin(async move {
+                    let canonical = canonical.as_deref();
+                    unary::answer(
+                        self, route, &rule, request, &codec, deadline, unary, canonical,
+                    )
+                    .await
+                })))
+            }
             None => match &route.retry {
                 // Boxed: a large future the calls without retries should not carry.
                 Some(policy) => Either::Left(Either::Right(
