@@ -234,12 +234,14 @@ impl Proxy {
         }
         let (response, cache) = match route {
             Some(route) => {
-                let dispatched = self.dispatch_to(route, request, deadline);
                 // A span no layer records (traces not exported) needs no entering at every poll. One future either
                 // way: two awaits would give the call's future a slot for each.
                 if span.is_disabled() {
-                    Either::Left(dispatched)
+                    Either::Left(self.dispatch_to(route, request, deadline))
                 } else {
+                    // Inside the span: `dispatch_to` starts the backend call at once, whose span and the trace
+                    // context the backend is sent are this one's children.
+                    let dispatched = span.in_scope(|| self.dispatch_to(route, request, deadline));
                     Either::Right(dispatched.instrument(span.clone()))
                 }
                 .await

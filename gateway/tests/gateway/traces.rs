@@ -15,7 +15,7 @@ use strata_gateway::config::Config;
 
 use crate::key;
 use crate::support::eventually;
-use crate::support::gateway::{config_for, start};
+use crate::support::gateway::{TestGateway, config_for, start};
 
 /// An OTLP/gRPC trace receiver keeping every span it is sent.
 #[derive(Clone, Default)]
@@ -140,4 +140,57 @@ async fn the_clients_trace_continues_through_the_gateway_to_the_backend() {
         );
     }
     gateway.stop().await;
+
+    // A forwarded call (no cache on the route): the backend's span is the call span's child, in the client's trace.
+    let forwarding = TestGateway::start(&format!(
+        "listen: 127.0.0.1:0\nadmin: {{ listen: 127.0.0.1:0 }}\nbackends:\n  lookup: {{ endpoints: [\"{}\"], timeout: 5s }}\nroutes:\n  - match: \"*\"\n    backend: lookup\n",
+        backend.url()
+    ))
+    .await;
+    let mut client = forwarding.client().await;
+    let trace_id = "0af7651916cd43dd8448eb211c80319c";
+    let mut request = tonic::Request::new(key("forwarded"));
+    request.metadata_mut().insert(
+        "traceparent",
+        format!("00-{trace_id}-b7ad6b7169203331-01")
+            .parse()
+            .expect("ascii"),
+    );
+    client.get(request).await.expect("answered");
+    let traceparent = backend
+        .seen
+        .last_traceparent
+        .lock()
+        .expect("lock")
+        .clone()
+        .expect("the backend got a traceparent");
+    let parts: Vec<&str> = traceparent.split('-').collect();
+    assert_eq!(
+        parts.get(1),
+        Some(&trace_id),
+        "a forwarded call's backend trace is the client's: {traceparent}"
+    );
+    let backend_parent = parts.get(2).copied().unwrap_or_default().to_owned();
+    telemetry.flush();
+    let linked = eventually(Duration::from_secs(5), || {
+        let spans = receiver.spans.clone();
+        let parent = backend_parent.clone();
+        async move {
+            let spans = spans.lock().expect("lock");
+            let call = spans
+                .iter()
+                .find(|s| hex(&s.trace_id) == trace_id && s.name.contains("Lookup/Get"));
+            let backend_span = spans
+                .iter()
+                .find(|s| hex(&s.trace_id) == trace_id && hex(&s.span_id) == parent);
+            matches!((call, backend_span), (Some(call), Some(b))
+                if b.name == "strata.backend" && b.parent_span_id == call.span_id)
+        }
+    })
+    .await;
+    assert!(
+        linked,
+        "the backend's parent ({backend_parent}) is a strata.backend span under the call span"
+    );
+    forwarding.stop().await;
 }
