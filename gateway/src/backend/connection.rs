@@ -139,8 +139,8 @@ impl Connection {
         })
     }
 
-    /// Sends `request` (its URI needs only a path) and waits for the response's headers, at most until the
-    /// [`Deadline`] in its extensions; the body streams after.
+    /// Sends `request` (its URI needs only a path) and waits for the response's headers, at most until `deadline`;
+    /// the body streams after.
     ///
     /// Not an async fn: the request is made ready for this endpoint at once, so that what the call's future holds
     /// across its waits is the exchange alone — not the request as an argument kept for the future's whole life,
@@ -148,16 +148,16 @@ impl Connection {
     pub fn send(
         self,
         request: http::Request<Body>,
+        deadline: Deadline,
     ) -> impl Future<Output = Result<http::Response<Body>, CallError>> + Send + 'static {
         use futures::FutureExt;
         use futures::future::Either;
-        let deadline = request.extensions().get::<Deadline>().copied();
         let (head, body) = match head_for(&self.shared.authority, request) {
             Ok(ready) => ready,
             Err(err) => return Either::Left(std::future::ready(Err(err))),
         };
         let exchange = self.exchange(head, body);
-        Either::Right(match deadline.and_then(|d| d.at().zip(d.requested())) {
+        Either::Right(match deadline.at().zip(deadline.requested()) {
             Some((at, requested)) => {
                 Either::Left(tokio::time::timeout_at(at, exchange).map(move |answer| {
                     answer.unwrap_or_else(|_| Err(CallError::DeadlineExpired(requested)))
@@ -588,7 +588,7 @@ mod tests {
         let connection = connection_to(addr, Duration::from_secs(1));
         let first = connection
             .clone()
-            .send(unary_request(empty_message()))
+            .send(unary_request(empty_message()), Deadline::default())
             .await
             .expect("first call");
         assert_eq!(first.headers()["x-received"], "5");
@@ -605,7 +605,7 @@ mod tests {
 
         let second = connection
             .clone()
-            .send(unary_request(empty_message()))
+            .send(unary_request(empty_message()), Deadline::default())
             .await;
         assert!(
             second.is_ok(),
@@ -633,7 +633,11 @@ mod tests {
             }
         }
         let connection = connection_to(addr, Duration::from_millis(300));
-        let calls = (0..10).map(|_| connection.clone().send(unary_request(empty_message())));
+        let calls = (0..10).map(|_| {
+            connection
+                .clone()
+                .send(unary_request(empty_message()), Deadline::default())
+        });
         let results = futures::future::join_all(calls).await;
         let timed_out = results
             .iter()

@@ -12,6 +12,7 @@ use tonic::body::Body;
 use tonic::transport::Channel;
 
 use super::connection::Connection;
+use crate::grpc::deadline::Deadline;
 use crate::in_flight;
 
 /// Any error of a call to an endpoint.
@@ -42,23 +43,32 @@ impl tower::Service<http::Request<Body>> for Transport {
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
         // The sending futures themselves, not futures wrapped around them: a wrapping level copies what it wraps.
         match self {
-            Self::Plain(connection) => Box::pin(connection.clone().send(request).err_into()),
+            // Tonic's clients (health checks) set no deadline of their own to enforce.
+            Self::Plain(connection) => Box::pin(
+                connection
+                    .clone()
+                    .send(request, Deadline::default())
+                    .err_into(),
+            ),
             Self::Tls(channel) => Box::pin(channel.call(request).err_into()),
         }
     }
 }
 
 impl Transport {
-    /// Sends one call. The backend calls of the proxy take this way: a plain connection's sending future is held in
-    /// the caller's, not boxed per call as the tower service (for tonic's clients, e.g. health checks) must.
+    /// Sends one call, waiting for the answer's headers at most until `deadline` (the plain connection's timer; tonic's
+    /// channel enforces the request's `grpc-timeout`). The backend calls of the proxy take this way: a plain
+    /// connection's sending future is held in the caller's, not boxed per call as the tower service (for tonic's
+    /// clients, e.g. health checks) must.
     pub fn send(
         &self,
         request: http::Request<Body>,
+        deadline: Deadline,
     ) -> impl Future<Output = Result<http::Response<Body>, CallFailure>> + Send + use<> {
         use tower::ServiceExt;
         match self {
             Self::Plain(connection) => {
-                futures::future::Either::Left(connection.clone().send(request).err_into())
+                futures::future::Either::Left(connection.clone().send(request, deadline).err_into())
             }
             Self::Tls(channel) => {
                 futures::future::Either::Right(channel.clone().oneshot(request).err_into())

@@ -160,7 +160,7 @@ impl Backend {
         tell_deadline(&mut request, deadline);
         // The clock is read only for the histogram that needs it.
         let started = self.call_seconds.is_some().then(tokio::time::Instant::now);
-        self.call_endpoint(request, Purpose::Client)
+        self.call_endpoint(request, deadline, Purpose::Client)
             .map(move |result| {
                 if let (Some(seconds), Some(started)) = (&self.call_seconds, started) {
                     let histogram = match &result {
@@ -183,10 +183,10 @@ impl Backend {
         deadline: Deadline,
     ) -> impl Future<Output = Result<http::Response<Body>, GatewayError>> + Send + '_ {
         tell_deadline(&mut request, deadline);
-        self.call_endpoint(request, Purpose::Gateway)
+        self.call_endpoint(request, deadline, Purpose::Gateway)
     }
 
-    /// Sends `request` to the endpoint the balancer picks.
+    /// Sends `request` to the endpoint the balancer picks, waiting for the answer's headers at most until `deadline`.
     ///
     /// Not an async fn: what can be done before the call waits — admission, the pick, the span, the request handed
     /// to the endpoint's transport — is done at once, and the future keeps only the transport's and what judges its
@@ -195,6 +195,7 @@ impl Backend {
     fn call_endpoint(
         &self,
         mut request: http::Request<Body>,
+        deadline: Deadline,
         purpose: Purpose,
     ) -> impl Future<Output = Result<http::Response<Body>, GatewayError>> + Send + '_ {
         use futures::future::Either;
@@ -221,7 +222,7 @@ impl Backend {
         }
         // For the log line of a failed call: logs carry no span context (see telemetry::init).
         let method = request.uri().path_and_query().cloned();
-        let call = endpoint.transport.send(request);
+        let call = endpoint.transport.send(request, deadline);
         // One future either way: two would each have a place in the caller's.
         let call = if span.is_disabled() {
             Either::Left(call)
@@ -383,8 +384,7 @@ fn error_chain(err: &dyn std::error::Error) -> String {
     text
 }
 
-/// Tells the backend the time left before `deadline` (`grpc-timeout`), and puts the deadline in the request's
-/// extensions, where the connection enforces it.
+/// Tells the backend the time left before `deadline` (`grpc-timeout`).
 fn tell_deadline(request: &mut http::Request<Body>, deadline: Deadline) {
     let Some(left) = deadline.remaining() else {
         return;
@@ -392,11 +392,6 @@ fn tell_deadline(request: &mut http::Request<Body>, deadline: Deadline) {
     request
         .headers_mut()
         .insert(timeout::HEADER, timeout::header_value(left));
-    // The client's deadline is in the extensions already (the deadline layer put it there); one the gateway set
-    // replaces it.
-    if request.extensions().get::<Deadline>().map(Deadline::at) != Some(deadline.at()) {
-        request.extensions_mut().insert(deadline);
-    }
 }
 
 /// Whose call a backend call is.

@@ -3,12 +3,12 @@
 //!
 //! # Where deadlines are enforced, and why
 //!
-//! - `layers::deadline`: the client's deadline, read here once and put in the request's extensions, bounds
-//!   everything the gateway does for the call — all of a unary call; a streaming call until its answer's headers.
-//!   It answers DEADLINE_EXCEEDED itself, so a client gets a status even from a stuck backend.
-//! - `proxy` (`dispatch_to`): a deadline the gateway sets (`Backend::deadline_for` clamps to `max_timeout`, or gives a call
-//!   without one `default_timeout`/`max_timeout`) is the gateway's to enforce: around the whole call, and on a
-//!   streamed answer until its end (`proxy::stream_deadline`), since the client's own timer will not fire first.
+//! - `proxy` (`Proxy::handle`) reads the client's deadline once; `Backend::deadline_for` gives the deadline the
+//!   backend is called under: the client's, clamped to `max_timeout`, or `default_timeout`/`max_timeout` for a call
+//!   that sent none.
+//! - `proxy::call_deadline` enforces it with one timer per call: around all a cached or retried call does; for a call
+//!   forwarded as it came, the backend connection's. A deadline the gateway set also ends a streamed answer
+//!   (`proxy::stream_deadline`), since the client's own timer will not fire first.
 //! - `backend::Backend::call`: tells the backend the time left (`grpc-timeout`) and hands the deadline to the
 //!   connection, which stops waiting for the answer's headers when it passes (tonic's channel does so for TLS).
 //! - `proxy::unary` and `proxy::passthrough`: reading a request bounded by the backend's `timeout` when the client

@@ -2,6 +2,7 @@
 //! untouched (everything else).
 
 pub mod cache_key;
+mod call_deadline;
 mod loader;
 mod metadata;
 mod passthrough;
@@ -10,6 +11,7 @@ mod replay;
 mod stream_deadline;
 mod unary;
 
+use std::pin::Pin;
 use std::sync::Arc;
 
 use strata_cache::Tiered;
@@ -17,6 +19,7 @@ use tokio::time::Instant;
 use tonic::body::Body;
 
 use self::cache_key::Codec;
+use self::call_deadline::CallDeadline;
 use crate::config::{ApplyTo, DescriptorsConfig, Matcher};
 use crate::error::GatewayError;
 use crate::grpc::CacheResult;
@@ -192,12 +195,12 @@ impl Proxy {
         self.options.admin_token.as_deref()
     }
 
-    /// Answers one call. Never fails: every error becomes a gRPC status response. The call's deadline comes from
-    /// the request's extensions (put there by [`crate::layers::deadline::DeadlineLayer`], which also enforces it).
+    /// Answers one call. Never fails: every error becomes a gRPC status response, a passed deadline included (the
+    /// client's `grpc-timeout`, read here once, or one the gateway sets; see [`call_deadline`]).
     ///
     /// Every call is counted once in the metrics and the access log, whatever ends it: its answer, or — when this
-    /// future is dropped before it answers — the deadline layer (`DEADLINE_EXCEEDED`) or the client going away
-    /// (`CANCELLED`).
+    /// future is dropped before it answers — the client going away (`CANCELLED`, or `DEADLINE_EXCEEDED` once its
+    /// deadline passed).
     ///
     /// It owns its proxy (the one current when the call arrived), so the caller needs no future of its own around it.
     pub async fn handle(self: Arc<Self>, request: http::Request<Body>) -> http::Response<Body> {
@@ -205,11 +208,7 @@ impl Proxy {
         use tracing::Instrument;
         use tracing_opentelemetry::OpenTelemetrySpanExt;
         let started = Instant::now();
-        let deadline = request
-            .extensions()
-            .get::<Deadline>()
-            .copied()
-            .unwrap_or_default();
+        let deadline = Deadline::from_headers(request.headers());
         let route = self.router.route(request.uri().path());
         let series = route.map(|r| &r.series);
         let mut unanswered = Unanswered {
@@ -284,9 +283,10 @@ impl Proxy {
     /// Works out how the call is answered — through the cache, forwarded with retries, or forwarded as it is — and
     /// returns the future that answers it.
     ///
-    /// Not an async fn: the choice is made at once, and the future returned is the chosen path's own (with the
-    /// deadline's timer around it when the gateway set the deadline) — no wrapper keeping the request as its argument
-    /// for the call's whole life, or moving the chosen path's future into a slot of its own when it starts.
+    /// Not an async fn: the choice is made at once, and the future returned is the chosen path's own (inside the
+    /// deadline's timer where the proxy works on the call; see [`call_deadline`]) — no wrapper keeping the request as
+    /// its argument for the call's whole life, or moving the chosen path's future into a slot of its own when it
+    /// starts.
     fn dispatch_to<'a>(
         &'a self,
         route: &'a Route,
@@ -334,63 +334,38 @@ impl Proxy {
             }
         }
         // The backend may allow less time than the client asked for, or give calls without a deadline one.
-        let deadline = route.backend.deadline_for(client_deadline);
-        let call = match cached {
-            // Boxed: the cached path's future is the largest, and a forwarded call would otherwise carry its room
-            // — copied into the call's box and touched on every call, for nothing.
-            Some(((rule, unary, canonical), codec)) => {
-                Either::Left(Either::Left(Box::pin(async move {
-                    let canonical = canonical.as_deref();
-                    unary::answer(
-                        self, route, &rule, request, &codec, deadline, unary, canonical,
-                    )
-                    .await
-                })))
-            }
+        let call_deadline =
+            CallDeadline::new(client_deadline, route.backend.deadline_for(client_deadline));
+        let deadline = call_deadline.deadline;
+        // The paths the proxy works on are boxed: the cached path's future is the largest, and a forwarded call would
+        // otherwise carry its room — copied into the call's box and touched on every call, for nothing.
+        let worked_on: Pin<Box<dyn Future<Output = Outcome> + Send + 'a>> = match cached {
+            Some(((rule, unary, canonical), codec)) => Box::pin(async move {
+                let canonical = canonical.as_deref();
+                unary::answer(
+                    self, route, &rule, request, &codec, deadline, unary, canonical,
+                )
+                .await
+            }),
             None => match &route.retry {
-                // Boxed: a large future the calls without retries should not carry.
-                Some(policy) => Either::Left(Either::Right(
-                    Box::pin(passthrough::forward_with_retries(
+                Some(policy) => Box::pin(
+                    passthrough::forward_with_retries(
                         &route.backend,
                         policy,
                         request,
                         deadline,
                         self.options.max_request_bytes,
                         &self.stats,
-                    ))
+                    )
                     .map(|response| (response, None)),
-                )),
-                None => Either::Right(
-                    passthrough::forward(&route.backend, request, deadline)
-                        .map(|response| (response, None)),
                 ),
+                None => {
+                    let forwarded = passthrough::forward(&route.backend, request, deadline);
+                    return Either::Right(Either::Right(call_deadline.settle_forwarded(forwarded)));
+                }
             },
         };
-        Either::Right(match deadline.at() {
-            // A deadline the gateway set (the client's clamped, or one for a client that sent none): the client's
-            // own timer will not fire first, so the gateway answers for it, with DEADLINE_EXCEEDED.
-            Some(at) if deadline.at() != client_deadline.at() => {
-                let requested = deadline.requested().unwrap_or_default();
-                let exceeded = move || GatewayError::Deadline(requested).to_response(None);
-                Either::Left(tokio::time::timeout_at(at, call).map(move |answered| {
-                    match answered {
-                        // The backend, told the same deadline, gave up on its own a moment before our timer
-                        // (tonic answers CANCELLED): the call still ended by the deadline.
-                        Ok((response, cache))
-                            if Instant::now() >= at && is_cancelled(&response) =>
-                        {
-                            (exceeded(), cache)
-                        }
-                        Ok((response, None)) => {
-                            (stream_deadline::bound(response, at, requested), None)
-                        }
-                        Ok(answer) => answer,
-                        Err(_) => (exceeded(), None),
-                    }
-                }))
-            }
-            _ => Either::Right(call),
-        })
+        Either::Right(Either::Left(call_deadline.bound_whole(worked_on)))
     }
 
     /// `result`, when answers say where they came from (`expose_cache_status`).
@@ -399,7 +374,7 @@ impl Proxy {
     }
 }
 
-/// A call being answered; dropped before it answered (the client went away, or the deadline layer answered), it
+/// A call being answered; dropped before it answered (the client went away), it
 /// counts the call. Once the call has its answer, that answer is counted instead.
 struct Unanswered<'a> {
     metrics: &'a Arc<Metrics>,
@@ -425,11 +400,6 @@ impl Drop for Unanswered<'_> {
 
 /// A call's response and, on a cached route, where its answer came from (`l1`, `miss`, `bypass`, …).
 type Outcome = (http::Response<Body>, Option<CacheResult>);
-
-/// Whether an answer is a Trailers-Only CANCELLED.
-fn is_cancelled(response: &http::Response<Body>) -> bool {
-    crate::grpc::code::status_in(response.headers()) == Some(tonic::Code::Cancelled as i32)
-}
 
 /// The message codec of a call the cache may answer: `application/grpc`, `application/grpc+proto` or
 /// `application/grpc+<subtype>` (`json`, say). `None` for anything else — gRPC-Web (`application/grpc-web…`), content

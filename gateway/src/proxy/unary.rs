@@ -161,7 +161,7 @@ enum Request {
 }
 
 /// Reads the one request message of a call (at most `limit` bytes), or the answer refusing it. Bounded by the
-/// client's deadline (the deadline layer) and, for clients that send none, by the backend timeout: a client that never
+/// call's deadline (`call_deadline`) and, for clients that send none, by the backend timeout: a client that never
 /// finishes its request cannot hold the call open forever.
 ///
 /// A presumed-unary call that turns out to stream is handed back whole, to be carried through as it came.

@@ -14,13 +14,12 @@ use tonic_health::server::HealthService;
 use tower::{ServiceBuilder, ServiceExt};
 
 use crate::grpc::HEALTH_PREFIX;
-use crate::layers::deadline::{DeadlineLayer, DeadlineService};
 use crate::layers::load_shed::{LoadShedLayer, LoadShedService, Shedding};
 use crate::proxy::LiveProxy;
 
 /// The stack serving the data listener's calls: each connection has a clone. Named, not boxed: a boxed stack would
 /// cost a virtual call per call for nothing.
-pub type DataService = LoadShedService<DeadlineService<Dispatch>>;
+pub type DataService = LoadShedService<Dispatch>;
 
 /// Builds the data listener's stack, outermost layer first.
 pub fn data_service(
@@ -38,9 +37,6 @@ pub fn data_service(
                 move |path, started, response| proxy.load().refused(path, started, response)
             }),
         })
-        // The client's `grpc-timeout` bounds everything the gateway does for the call, and tells the inner layers
-        // how much time is left.
-        .layer(DeadlineLayer)
         .service(Dispatch { proxy, health })
 }
 

@@ -307,7 +307,7 @@ async fn every_call_is_counted_once_whatever_ended_it() {
         "{sent:?}"
     );
 
-    // Ended by the deadline layer, while waiting for the backend.
+    // Ended by its deadline, while waiting for the backend.
     let mut slow = key("slow");
     slow.delay_ms = 1000;
     let late = raw::call(
