@@ -169,29 +169,38 @@ impl Connection {
 
     /// Sends the call on the open connection (making one if there is none, or if it closed since its last call) and
     /// returns once the response's headers arrived.
-    async fn exchange(
+    ///
+    /// An async block, not an async fn: an async fn keeps its arguments in its state beside the locals it moves them
+    /// into, so the request's head took twice its room in every call's future, and was copied at the first poll.
+    #[allow(
+        clippy::manual_async_fn,
+        reason = "an async fn would keep its arguments twice"
+    )]
+    fn exchange(
         self,
         head: http::Request<()>,
         body: Body,
-    ) -> Result<http::Response<Body>, CallError> {
-        // Connecting is boxed: its futures (TCP connect, the HTTP/2 handshake) are large, and every call's future
-        // would otherwise carry them, moved and touched on each call, though only the first call connects.
-        let (id, sender) = match self.open() {
-            Some(open) => open,
-            None => Box::pin(self.connect()).await?,
-        };
-        let sender = match sender.ready().await {
-            Ok(sender) => sender,
-            Err(err) => {
-                // The connection closed since its last call (the backend restarted, or closed it idle): nothing was
-                // sent yet, so a new connection may take the call.
-                tracing::debug!(connection = id, error = %err, "backend connection gone; reconnecting");
-                self.shared.forget(id);
-                let (_, sender) = Box::pin(self.connect()).await?;
-                sender.ready().await?
-            }
-        };
-        send_on(sender, head, body)?.await
+    ) -> impl Future<Output = Result<http::Response<Body>, CallError>> + Send + 'static {
+        async move {
+            // Connecting is boxed: its futures (TCP connect, the HTTP/2 handshake) are large, and every call's future
+            // would otherwise carry them, moved and touched on each call, though only the first call connects.
+            let (id, sender) = match self.open() {
+                Some(open) => open,
+                None => Box::pin(self.connect()).await?,
+            };
+            let sender = match sender.ready().await {
+                Ok(sender) => sender,
+                Err(err) => {
+                    // The connection closed since its last call (the backend restarted, or closed it idle): nothing was
+                    // sent yet, so a new connection may take the call.
+                    tracing::debug!(connection = id, error = %err, "backend connection gone; reconnecting");
+                    self.shared.forget(id);
+                    let (_, sender) = Box::pin(self.connect()).await?;
+                    sender.ready().await?
+                }
+            };
+            send_on(sender, head, body)?.await
+        }
     }
 
     /// The open connection's request handle, if there is one.

@@ -203,70 +203,79 @@ impl Proxy {
     /// deadline passed).
     ///
     /// It owns its proxy (the one current when the call arrived), so the caller needs no future of its own around it.
-    pub async fn handle(self: Arc<Self>, request: http::Request<Body>) -> http::Response<Body> {
+    ///
+    /// An async block, not an async fn: an async fn keeps its arguments in its state beside the locals it moves them
+    /// into, so the request took twice its room in every call's future, and was copied at the first poll.
+    pub fn handle(
+        self: Arc<Self>,
+        request: http::Request<Body>,
+    ) -> impl Future<Output = http::Response<Body>> + Send + 'static {
         use futures::future::Either;
         use tracing::Instrument;
         use tracing_opentelemetry::OpenTelemetrySpanExt;
         let started = Instant::now();
         let deadline = Deadline::from_headers(request.headers());
-        let route = self.router.route(request.uri().path());
-        let series = route.map(|r| &r.series);
-        let mut unanswered = Unanswered {
-            metrics: &self.metrics,
-            series,
-            started,
-            deadline,
-            answered: false,
-        };
-        // One span per call, child of the client's trace when it sent one; no message bytes in it.
-        let span = tracing::info_span!(
-            "strata.call",
-            otel.name = %request.uri().path(),
-            rpc.method = %request.uri().path(),
-            route = tracing::field::Empty,
-            cache = tracing::field::Empty,
-            grpc.status = tracing::field::Empty,
-        );
-        // Reading the client's trace context is only worth it when the span is recorded (traces exported).
-        if !span.is_disabled() {
-            let _ = span.set_parent(crate::telemetry::extract(request.headers()));
-        }
-        let (response, cache) = match route {
-            Some(route) => {
-                // A span no layer records (traces not exported) needs no entering at every poll. One future either
-                // way: two awaits would give the call's future a slot for each.
-                if span.is_disabled() {
-                    Either::Left(self.dispatch_to(route, request, deadline))
-                } else {
-                    // Inside the span: `dispatch_to` starts the backend call at once, whose span and the trace
-                    // context the backend is sent are this one's children.
-                    let dispatched = span.in_scope(|| self.dispatch_to(route, request, deadline));
-                    Either::Right(dispatched.instrument(span.clone()))
+        async move {
+            let route = self.router.route(request.uri().path());
+            let series = route.map(|r| &r.series);
+            let mut unanswered = Unanswered {
+                metrics: &self.metrics,
+                series,
+                started,
+                deadline,
+                answered: false,
+            };
+            // One span per call, child of the client's trace when it sent one; no message bytes in it.
+            let span = tracing::info_span!(
+                "strata.call",
+                otel.name = %request.uri().path(),
+                rpc.method = %request.uri().path(),
+                route = tracing::field::Empty,
+                cache = tracing::field::Empty,
+                grpc.status = tracing::field::Empty,
+            );
+            // Reading the client's trace context is only worth it when the span is recorded (traces exported).
+            if !span.is_disabled() {
+                let _ = span.set_parent(crate::telemetry::extract(request.headers()));
+            }
+            let (response, cache) = match route {
+                Some(route) => {
+                    // A span no layer records (traces not exported) needs no entering at every poll. One future either
+                    // way: two awaits would give the call's future a slot for each.
+                    if span.is_disabled() {
+                        Either::Left(self.dispatch_to(route, request, deadline))
+                    } else {
+                        // Inside the span: `dispatch_to` starts the backend call at once, whose span and the trace
+                        // context the backend is sent are this one's children.
+                        let dispatched =
+                            span.in_scope(|| self.dispatch_to(route, request, deadline));
+                        Either::Right(dispatched.instrument(span.clone()))
+                    }
+                    .await
                 }
-                .await
+                None => {
+                    let error = GatewayError::NoRoute {
+                        path: request.uri().path().to_owned(),
+                    };
+                    (error.to_response(None), None)
+                }
+            };
+            unanswered.answered = true;
+            if !span.is_disabled() {
+                span.record("route", series.map_or("unrouted", |s| s.route().as_str()));
+                if let Some(cache) = cache {
+                    span.record("cache", cache.as_str());
+                }
+                if let Some(code) = response
+                    .headers()
+                    .get(crate::grpc::code::STATUS_HEADER)
+                    .and_then(|v| v.to_str().ok())
+                {
+                    span.record("grpc.status", code);
+                }
             }
-            None => {
-                let error = GatewayError::NoRoute {
-                    path: request.uri().path().to_owned(),
-                };
-                (error.to_response(None), None)
-            }
-        };
-        unanswered.answered = true;
-        if !span.is_disabled() {
-            span.record("route", series.map_or("unrouted", |s| s.route().as_str()));
-            if let Some(cache) = cache {
-                span.record("cache", cache.as_str());
-            }
-            if let Some(code) = response
-                .headers()
-                .get(crate::grpc::code::STATUS_HEADER)
-                .and_then(|v| v.to_str().ok())
-            {
-                span.record("grpc.status", code);
-            }
+            self.metrics.observe(series, started, cache, response)
         }
-        self.metrics.observe(series, started, cache, response)
     }
 
     /// Counts a call refused before it reached the proxy (load shedding) under its route, and returns its answer.
