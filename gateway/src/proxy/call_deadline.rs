@@ -117,6 +117,10 @@ mod tests {
         CallDeadline::new(Deadline::default(), Deadline::after(TIMEOUT))
     }
 
+    fn assert_code(response: &http::Response<Body>, code: tonic::Code) {
+        assert_eq!(status_in(response.headers()), Some(code as i32));
+    }
+
     fn answered(code: tonic::Code) -> http::Response<Body> {
         tonic::Status::new(code, "backend").into_http()
     }
@@ -137,10 +141,7 @@ mod tests {
         let (response, cache) = clients()
             .bound_whole(Box::pin(std::future::pending()))
             .await;
-        assert_eq!(
-            status_in(response.headers()),
-            Some(tonic::Code::DeadlineExceeded as i32)
-        );
+        assert_code(&response, tonic::Code::DeadlineExceeded);
         assert!(cache.is_none());
     }
 
@@ -151,10 +152,7 @@ mod tests {
             (answered(tonic::Code::NotFound), None)
         }));
         let (response, _) = call.await;
-        assert_eq!(
-            status_in(response.headers()),
-            Some(tonic::Code::NotFound as i32)
-        );
+        assert_code(&response, tonic::Code::NotFound);
     }
 
     #[tokio::test(start_paused = true)]
@@ -166,10 +164,7 @@ mod tests {
                 (answered(tonic::Code::NotFound), None)
             }))
             .await;
-        assert_eq!(
-            status_in(response.headers()),
-            Some(tonic::Code::NotFound as i32)
-        );
+        assert_code(&response, tonic::Code::NotFound);
     }
 
     #[tokio::test(start_paused = true)]
@@ -180,18 +175,12 @@ mod tests {
                 answered(tonic::Code::Cancelled)
             };
             let (response, _) = deadline.settle_forwarded(forwarded).await;
-            assert_eq!(
-                status_in(response.headers()),
-                Some(tonic::Code::DeadlineExceeded as i32)
-            );
+            assert_code(&response, tonic::Code::DeadlineExceeded);
         }
         // Before the deadline, CANCELLED is the backend's own answer.
         let early = clients().settle_forwarded(async { answered(tonic::Code::Cancelled) });
         let (response, _) = early.await;
-        assert_eq!(
-            status_in(response.headers()),
-            Some(tonic::Code::Cancelled as i32)
-        );
+        assert_code(&response, tonic::Code::Cancelled);
     }
 
     #[tokio::test(start_paused = true)]
