@@ -411,14 +411,24 @@ impl TestBackend {
         self.seen.get.load(Ordering::SeqCst)
     }
 
-    /// Stops the backend and waits until its port is closed.
+    /// Stops the backend and waits until its port and its connections are closed.
+    ///
+    /// tonic serves each connection in a task of its own, which outlives the server's: aborting the server at once
+    /// left a connection the gateway had open serving new calls for a moment after `stop` returned (a flaky "backend
+    /// down" test under a loaded suite). The server's task ends once its connections have closed (GOAWAY, then close
+    /// when their calls are done), so it is awaited; a call still running after a second is left to finish on its own.
     pub async fn stop(mut self) -> PortHold {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        if let Some(task) = self.task.take() {
-            task.abort();
-            let _ = task.await;
+        if let Some(mut task) = self.task.take() {
+            if tokio::time::timeout(Duration::from_secs(1), &mut task)
+                .await
+                .is_err()
+            {
+                task.abort();
+                let _ = task.await;
+            }
         }
         PortHold::on(self.addr)
     }
