@@ -14,6 +14,7 @@ use opentelemetry_proto::tonic::trace::v1::Span;
 use strata_gateway::config::Config;
 
 use crate::key;
+use crate::support::backend::TestBackend;
 use crate::support::eventually;
 use crate::support::gateway::{TestGateway, config_for, start};
 
@@ -43,6 +44,40 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Calls `Get` for `name` through `gateway` as part of the client's trace `trace_id` (its span `client_span`), checks
+/// that the backend's `traceparent` is in that trace, and returns the span the backend was given as its parent.
+async fn traced_call(
+    gateway: &TestGateway,
+    backend: &TestBackend,
+    name: &str,
+    trace_id: &str,
+    client_span: &str,
+) -> String {
+    let mut client = gateway.client().await;
+    let mut request = tonic::Request::new(key(name));
+    request.metadata_mut().insert(
+        "traceparent",
+        format!("00-{trace_id}-{client_span}-01")
+            .parse()
+            .expect("ascii"),
+    );
+    client.get(request).await.expect("answered");
+    let traceparent = backend
+        .seen
+        .last_traceparent
+        .lock()
+        .expect("lock")
+        .clone()
+        .expect("the backend got a traceparent");
+    let parts: Vec<&str> = traceparent.split('-').collect();
+    assert_eq!(
+        parts.get(1),
+        Some(&trace_id),
+        "the backend's trace is the client's ({name}): {traceparent}"
+    );
+    parts.get(2).copied().unwrap_or_default().to_owned()
+}
+
 // Multi-threaded: the span exporter is a task on the runtime, and flushing waits for it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_clients_trace_continues_through_the_gateway_to_the_backend() {
@@ -70,31 +105,9 @@ async fn the_clients_trace_continues_through_the_gateway_to_the_backend() {
             .expect("telemetry");
 
     let (backend, gateway) = start(&config_for).await;
-    let mut client = gateway.client().await;
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
-    let mut request = tonic::Request::new(key("traced"));
-    request.metadata_mut().insert(
-        "traceparent",
-        format!("00-{trace_id}-00f067aa0ba902b7-01")
-            .parse()
-            .expect("ascii"),
-    );
-    client.get(request).await.expect("answered");
-
-    let traceparent = backend
-        .seen
-        .last_traceparent
-        .lock()
-        .expect("lock")
-        .clone()
-        .expect("the backend got a traceparent");
-    let parts: Vec<&str> = traceparent.split('-').collect();
-    assert_eq!(
-        parts.get(1),
-        Some(&trace_id),
-        "the backend's trace is the client's: {traceparent}"
-    );
-    let backend_parent = parts.get(2).copied().unwrap_or_default().to_owned();
+    let backend_parent =
+        traced_call(&gateway, &backend, "traced", trace_id, "00f067aa0ba902b7").await;
 
     telemetry.flush();
     let exported = eventually(Duration::from_secs(5), || {
@@ -147,30 +160,15 @@ async fn the_clients_trace_continues_through_the_gateway_to_the_backend() {
         backend.url()
     ))
     .await;
-    let mut client = forwarding.client().await;
     let trace_id = "0af7651916cd43dd8448eb211c80319c";
-    let mut request = tonic::Request::new(key("forwarded"));
-    request.metadata_mut().insert(
-        "traceparent",
-        format!("00-{trace_id}-b7ad6b7169203331-01")
-            .parse()
-            .expect("ascii"),
-    );
-    client.get(request).await.expect("answered");
-    let traceparent = backend
-        .seen
-        .last_traceparent
-        .lock()
-        .expect("lock")
-        .clone()
-        .expect("the backend got a traceparent");
-    let parts: Vec<&str> = traceparent.split('-').collect();
-    assert_eq!(
-        parts.get(1),
-        Some(&trace_id),
-        "a forwarded call's backend trace is the client's: {traceparent}"
-    );
-    let backend_parent = parts.get(2).copied().unwrap_or_default().to_owned();
+    let backend_parent = traced_call(
+        &forwarding,
+        &backend,
+        "forwarded",
+        trace_id,
+        "b7ad6b7169203331",
+    )
+    .await;
     telemetry.flush();
     let linked = eventually(Duration::from_secs(5), || {
         let spans = receiver.spans.clone();
