@@ -19,6 +19,13 @@ use crate::load::{Keys, LoadSpec};
 /// run" is a verdict a tie reaches one time in 32.
 pub const RUNS: usize = 5;
 
+/// Rounds of the one-call-in-flight p50s for each side run: 15 by default. Each round is short (3 000 calls of
+/// ~0.15 ms), and its p50 sits between two modes — whether the scheduler let the backend finish its answer before
+/// the proxy ran, or the proxy forwarded it in two parts — so one round can swing by ~10 µs with the box; fifteen,
+/// judged at the same one-in-32 bar as five of five ([`super::targets::rounds_needed`]), outlast a disturbed round or
+/// three without letting a tie through.
+const ONE_IN_FLIGHT_ROUNDS_PER_RUN: usize = 3;
+
 /// Calls per h2load p50 with the default 3 s rounds, for each call in flight (up to 8 in flight: more calls, not
 /// longer runs); shorter rounds (`--quick`) make fewer.
 const P50_CALLS: u64 = 3000;
@@ -182,8 +189,8 @@ async fn redis_get_p50(port: u16, requests: u64, pinning: &Pinning) -> Option<f6
 }
 
 /// The p50 of the backend, nginx and Strata's passthrough with `in_flight` calls in flight (h2load; over two
-/// connections like strata-load's rounds when more than one), alternated over [`Setup::runs`] rounds in a rotated order;
-/// medians, and every round kept.
+/// connections like strata-load's rounds when more than one), alternated over [`Setup::runs`] rounds in a rotated order
+/// (three times as many with one in flight); medians, and every round kept.
 async fn proxy_p50(
     in_flight: usize,
     [direct, nginx, passthrough]: [SocketAddr; 3],
@@ -196,9 +203,14 @@ async fn proxy_p50(
         (1, 1)
     };
     let calls = setup.scaled(P50_CALLS) * in_flight.min(8) as u64;
-    let mut rounds = Vec::with_capacity(setup.runs);
+    let runs = if in_flight == 1 {
+        setup.runs * ONE_IN_FLIGHT_ROUNDS_PER_RUN
+    } else {
+        setup.runs
+    };
+    let mut rounds = Vec::with_capacity(runs);
     let targets = [direct, nginx, passthrough];
-    for run in 0..setup.runs {
+    for run in 0..runs {
         let mut round = [0.0; 3];
         for i in rotated(run, targets.len()) {
             round[i] = h2load::p50_ms(targets[i], body, calls, load, setup.pinning).await?;

@@ -139,6 +139,9 @@ struct ProxyP50Figures {
     direct: f64,
     nginx: f64,
     passthrough: f64,
+    /// Rounds in which the passthrough's p50 was below nginx's, and how many the verdict "lower" needs.
+    rounds_passthrough_lower: usize,
+    rounds_needed: usize,
     rounds: Vec<ProxyP50Round>,
 }
 
@@ -275,6 +278,8 @@ impl ProxyP50Figures {
             direct: p.direct_ms(),
             nginx: p.nginx_ms(),
             passthrough: p.passthrough_ms(),
+            rounds_passthrough_lower: p.rounds_passthrough_lower(),
+            rounds_needed: targets::rounds_needed(p.rounds.len()),
             rounds: p
                 .rounds
                 .iter()
