@@ -19,11 +19,11 @@ use crate::load::{Keys, LoadSpec};
 /// run" is a verdict a tie reaches one time in 32.
 pub const RUNS: usize = 5;
 
-/// Rounds of the one-call-in-flight p50s for each side run: 15 by default. Each round is short (3 000 calls of
-/// ~0.15 ms), and its p50 sits between two modes — whether the scheduler let the backend finish its answer before
-/// the proxy ran, or the proxy forwarded it in two parts — so one round can swing by ~10 µs with the box; fifteen,
-/// judged at the same one-in-32 bar as five of five ([`super::targets::rounds_needed`]), outlast a disturbed round or
-/// three without letting a tie through.
+/// Rounds of the one-call-in-flight p50s per side run: three, so fifteen with the default five runs. Each round is
+/// short (3 000 calls of ~0.15 ms), and its p50 sits between two modes — whether the scheduler let the backend finish
+/// its answer before the proxy ran, or the proxy forwarded it in two parts — so one round can swing by ~15 µs with the
+/// box; fifteen, judged at the same one-in-32 bar as five of five ([`super::targets::rounds_needed`]), outlast a
+/// disturbed round or three without letting a tie through.
 const ONE_IN_FLIGHT_ROUNDS_PER_RUN: usize = 3;
 
 /// Calls per h2load p50 with the default 3 s rounds, for each call in flight (up to 8 in flight: more calls, not
