@@ -7,6 +7,10 @@ its next read is off the path). Used by `scripts/passthrough-p50` (TRACE=N); by 
     perf record -e raw_syscalls:sys_enter,raw_syscalls:sys_exit -p PID -o trace.data   # during the calls
     perf script -i trace.data | scripts/path-gaps.py NAME
 
+With cpu-clock samples in the trace as well (`perf record … -e cpu-clock/period=25000/`; `PROFILE=1` in
+passthrough-p50), it also lists where each leg's samples fall, by function: the sampling slows the legs several
+times over, so read the shares, not the µs.
+
 Legs, told apart by what is read: the answer comes from the socket where a quarter or more of the reads are of 64
 bytes or more (each answer's head and message; h2load's requests are smaller), read whole, or in two parts when the
 proxy's wake-up came between the backend's two writes ("answer, trailers" is then the second part); the request comes
@@ -19,38 +23,79 @@ from collections import defaultdict
 
 READS = {0, 19, 45, 47}  # read, readv, recvfrom, recvmsg
 WRITES = {1, 20, 44, 46}  # write, writev, sendto, sendmsg
-LINE = re.compile(r"^\s*\S.*?\s+(\d+)\s+\[\d+\]\s+([\d.]+):\s+raw_syscalls:sys_(enter|exit):\s+NR (\d+) (.*)$")
+# `perf script`'s lines: command, thread, [CPU] (left out on sample lines when the trace mixes events), time, event.
+LINE = re.compile(r"^\s*\S.*?\s+(\d+)\s+(?:\[\d+\]\s+)?([\d.]+):\s+(.*)$")
+SYSCALL = re.compile(r"^raw_syscalls:sys_(enter|exit):\s+NR (\d+) (.*)$")
+SAMPLE = re.compile(r"^(\d+)\s+cpu-clock\S*:\s+[0-9a-f]+\s+(.*?)(?:\+0x[0-9a-f]+)?\s+\(.*\)$")
 BIG = 64
+TOP = 12
+
+
+def short(symbol):
+    """A function's name without its generic arguments (`Map<Fut, F>` → `Map<>`); a qualified path's own brackets
+    (`<X as Future>::poll`) stay."""
+    out, i = [], 0
+    while i < len(symbol):
+        c = symbol[i]
+        if c == "<" and i > 0 and (symbol[i - 1].isalnum() or symbol[i - 1] == "_"):
+            depth = 0
+            while i < len(symbol):
+                if symbol[i] == "<":
+                    depth += 1
+                elif symbol[i] == ">" and symbol[i - 1] != "-":
+                    depth -= 1
+                    if depth == 0:
+                        break
+                i += 1
+            out.append("<>")
+        else:
+            out.append(c)
+        i += 1
+    return "".join(out)
 
 
 def legs(lines):
-    """(read fd, write fd, bytes read) → gaps in µs, over every thread of the trace."""
+    """(read fd, write fd, bytes read) → the gaps in µs, and the samples (function → ns) that fell in them, over
+    every thread of the trace."""
     entered = {}  # tid → (syscall, first argument) of the call in progress
-    last_read = {}  # tid → (fd, bytes, when) of the last read not yet followed by a write
+    last_read = {}  # tid → (fd, bytes, when, samples) of the last read not yet followed by a write
     gaps = defaultdict(list)
+    samples = defaultdict(lambda: defaultdict(int))
     for line in lines:
         m = LINE.match(line)
         if not m:
             continue
-        tid, ts, what, nr, rest = m.group(1), float(m.group(2)) * 1e6, m.group(3), int(m.group(4)), m.group(5)
+        tid, ts, event = m.group(1), float(m.group(2)) * 1e6, m.group(3)
+        sample = SAMPLE.match(event)
+        if sample:
+            if tid in last_read:
+                last_read[tid][3].append((short(sample.group(2)), int(sample.group(1))))
+            continue
+        syscall = SYSCALL.match(event)
+        if not syscall:
+            continue
+        what, nr, rest = syscall.group(1), int(syscall.group(2)), syscall.group(3)
         if what == "enter":
             fd = rest[rest.index("(") + 1:].split(",")[0].strip() if "(" in rest else "?"
             entered[tid] = (nr, fd)
             if nr in WRITES and tid in last_read:
-                read_fd, size, at = last_read.pop(tid)
+                read_fd, size, at, seen = last_read.pop(tid)
                 if read_fd != fd:
                     gaps[(read_fd, fd, size)].append(ts - at)
+                    for function, ns in seen:
+                        samples[(read_fd, fd, size)][function] += ns
         else:
             call = entered.pop(tid, None)
             result = rest.split("=")[-1].strip()
             if call and call[0] in READS and nr == call[0] and result.lstrip("-").isdigit() and int(result) > 0:
-                last_read[tid] = (call[1], int(result), ts)
-    return gaps
+                last_read[tid] = (call[1], int(result), ts, [])
+    return gaps, samples
 
 
 def summary(name, lines):
-    """One line: each leg's median gap and how many calls had it."""
-    gaps = legs(lines)
+    """One line: each leg's median gap and how many calls had it; then, if the trace has samples, each leg's
+    functions."""
+    gaps, samples = legs(lines)
     reads, big = defaultdict(int), defaultdict(int)
     for (read_fd, _, size), values in gaps.items():
         reads[read_fd] += len(values)
@@ -59,21 +104,33 @@ def summary(name, lines):
     # not yet indexed).
     answer_fds = {fd for fd in reads if big[fd] * 4 >= reads[fd]}
     kinds = defaultdict(list)
-    for (read_fd, _, size), values in gaps.items():
+    profiles = defaultdict(lambda: defaultdict(int))
+    for leg, values in gaps.items():
+        read_fd, _, size = leg
         if read_fd in answer_fds:
-            kinds["answer" if size >= BIG else "answer, trailers"].extend(values)
+            kind = "answer" if size >= BIG else "answer, trailers"
         else:
-            kinds["request"].extend(values)
-    parts = []
+            kind = "request"
+        kinds[kind].extend(values)
+        for function, ns in samples[leg].items():
+            profiles[kind][function] += ns
+    parts, profile_lines = [], []
     for kind in ("request", "answer", "answer, trailers"):
         values = sorted(kinds.get(kind, []))
-        if values:
-            parts.append(f"{kind} {statistics.median(values):.0f} µs (n={len(values)})")
-    return f"{name}: " + "; ".join(parts)
+        if not values:
+            continue
+        parts.append(f"{kind} {statistics.median(values):.0f} µs (n={len(values)})")
+        total = sum(profiles[kind].values())
+        if total:
+            profile_lines.append(f"  {kind}: {total / 1000 / len(values):.1f} µs sampled a leg")
+            for function, ns in sorted(profiles[kind].items(), key=lambda kv: -kv[1])[:TOP]:
+                profile_lines.append(f"    {100 * ns / total:4.1f} %  {function[:110]}")
+    return "\n".join([f"{name}: " + "; ".join(parts)] + profile_lines)
 
 
 def self_test():
-    """Three calls through a proxy (fd 7: client, fd 8: backend), the last answer in two parts (`scripts/test`)."""
+    """Three calls through a proxy (fd 7: client, fd 8: backend), the last answer in two parts, a sample in each
+    request (`scripts/test`)."""
     lines = []
 
     def syscall(at_us, nr, fd, result, tid=42):
@@ -83,6 +140,10 @@ def self_test():
 
     for call, start in enumerate((0, 1000, 2000)):
         syscall(start, 45, 7, 40)  # the request
+        # A sample within it (a sample line has no CPU field when the trace mixes events).
+        at = f"{1000 + (start + 5) / 1e6:.6f}"
+        lines.append(f"  proxy 42 {at}:      25000 cpu-clock/period=25000/:      55592aec867a "
+                     "gateway::Call<gateway::Body<u8>>::poll+0x2da (/bin/gateway)")
         syscall(start + 12, 44, 8, 40)
         if call < 2:
             syscall(start + 100, 45, 8, 576)  # the answer, whole
@@ -96,7 +157,12 @@ def self_test():
     syscall(5000, 45, 7, -11)  # a failed read starts no leg
     syscall(5001, 44, 8, 40)
     got = summary("proxy", lines)
-    want = "proxy: request 12 µs (n=3); answer 8 µs (n=3); answer, trailers 3 µs (n=1)"
+    assert short("<a::Map<F, G<u8>> as core::Future>::poll") == "<a::Map<> as core::Future>::poll"
+    want = "\n".join([
+        "proxy: request 12 µs (n=3); answer 8 µs (n=3); answer, trailers 3 µs (n=1)",
+        "  request: 25.0 µs sampled a leg",
+        "    100.0 %  gateway::Call<>::poll",
+    ])
     assert got == want, f"path-gaps self-test: got {got!r}, want {want!r}"
     print("path-gaps: self-test passed")
 
