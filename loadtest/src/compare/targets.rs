@@ -132,7 +132,7 @@ const PASSTHROUGH_P50_LOADED: &str = "Passthrough adds less p50 than nginx grpc_
 const PASSTHROUGH_P50_IDLE: &str =
     "Passthrough adds less p50 than nginx grpc_pass, one call in flight";
 
-/// "; lower in k of n rounds", for a measured figure.
+/// "; lower in k of n rounds, m needed", for a measured figure.
 fn rounds_lower(point: &ProxyP50) -> String {
     format!(
         "; lower in {} of {} rounds, {} needed",
