@@ -2,7 +2,10 @@
 """How long a proxy works on each leg of a call before passing it on, from a syscall trace of it: the time from the
 end of a read on one socket to the start of the next write on another, in the same thread. With one call in flight
 these are the proxy's own stretches of the call's path, its system calls left out (what it does after a write until
-its next read is off the path). Used by `scripts/passthrough-p50` (TRACE=N); by hand:
+its next read is off the path). Each leg is also timed until it is "passed on": to the end of the last of the writes
+that carry it on — a proxy that writes an answer's head first and its message after (nginx does) has passed it on
+only then, and the writes' own time (on loopback, the receiver's side of TCP runs inside them) counts. Used by
+`scripts/passthrough-p50` (TRACE=N); by hand:
 
     perf record -e raw_syscalls:sys_enter,raw_syscalls:sys_exit -p PID -o trace.data   # during the calls
     perf script -i trace.data | scripts/path-gaps.py NAME
@@ -55,11 +58,13 @@ def short(symbol):
 
 
 def legs(lines):
-    """(read fd, write fd, bytes read) → the gaps in µs, and the samples (function → ns) that fell in them, over
-    every thread of the trace."""
+    """(read fd, write fd, bytes read) → the gaps in µs (to the first write), the times until passed on (to the end
+    of the last write), and the samples (function → ns) that fell in the gaps, over every thread of the trace."""
     entered = {}  # tid → (syscall, first argument) of the call in progress
     last_read = {}  # tid → (fd, bytes, when, samples) of the last read not yet followed by a write
+    passing_on = {}  # tid → [leg, when its read ended, fd written, end of the last write] while the leg's writes go on
     gaps = defaultdict(list)
+    through = defaultdict(list)
     samples = defaultdict(lambda: defaultdict(int))
     for line in lines:
         m = LINE.match(line)
@@ -78,24 +83,33 @@ def legs(lines):
         if what == "enter":
             fd = rest[rest.index("(") + 1:].split(",")[0].strip() if "(" in rest else "?"
             entered[tid] = (nr, fd)
+            open_leg = passing_on.get(tid)
+            if open_leg and not (nr in WRITES and fd == open_leg[2]):
+                # Anything but another write of the same leg: what was read has been passed on.
+                leg, at, _, written = passing_on.pop(tid)
+                if written is not None:
+                    through[leg].append(written - at)
             if nr in WRITES and tid in last_read:
                 read_fd, size, at, seen = last_read.pop(tid)
                 if read_fd != fd:
                     gaps[(read_fd, fd, size)].append(ts - at)
+                    passing_on[tid] = [(read_fd, fd, size), at, fd, None]
                     for function, ns in seen:
                         samples[(read_fd, fd, size)][function] += ns
         else:
             call = entered.pop(tid, None)
             result = rest.split("=")[-1].strip()
+            if call and call[0] in WRITES and tid in passing_on and passing_on[tid][2] == call[1]:
+                passing_on[tid][3] = ts
             if call and call[0] in READS and nr == call[0] and result.lstrip("-").isdigit() and int(result) > 0:
                 last_read[tid] = (call[1], int(result), ts, [])
-    return gaps, samples
+    return gaps, through, samples
 
 
 def summary(name, lines):
-    """One line: each leg's median gap and how many calls had it; then, if the trace has samples, each leg's
-    functions."""
-    gaps, samples = legs(lines)
+    """One line: each leg's median gap, how many calls had it, and its median time until passed on; then, if the
+    trace has samples, each leg's functions."""
+    gaps, through, samples = legs(lines)
     reads, big = defaultdict(int), defaultdict(int)
     for (read_fd, _, size), values in gaps.items():
         reads[read_fd] += len(values)
@@ -104,6 +118,7 @@ def summary(name, lines):
     # not yet indexed).
     answer_fds = {fd for fd in reads if big[fd] * 4 >= reads[fd]}
     kinds = defaultdict(list)
+    kinds_through = defaultdict(list)
     profiles = defaultdict(lambda: defaultdict(int))
     for leg, values in gaps.items():
         read_fd, _, size = leg
@@ -112,6 +127,7 @@ def summary(name, lines):
         else:
             kind = "request"
         kinds[kind].extend(values)
+        kinds_through[kind].extend(v for v in through.get(leg, []) if v >= 0)
         for function, ns in samples[leg].items():
             profiles[kind][function] += ns
     parts, profile_lines = [], []
@@ -119,7 +135,10 @@ def summary(name, lines):
         values = sorted(kinds.get(kind, []))
         if not values:
             continue
-        parts.append(f"{kind} {statistics.median(values):.0f} µs (n={len(values)})")
+        part = f"{kind} {statistics.median(values):.0f} µs (n={len(values)})"
+        if kinds_through[kind]:
+            part += f", passed on in {statistics.median(kinds_through[kind]):.0f}"
+        parts.append(part)
         total = sum(profiles[kind].values())
         if total:
             profile_lines.append(f"  {kind}: {total / 1000 / len(values):.1f} µs sampled a leg")
@@ -129,14 +148,16 @@ def summary(name, lines):
 
 
 def self_test():
-    """Three calls through a proxy (fd 7: client, fd 8: backend), the last answer in two parts, a sample in each
-    request (`scripts/test`)."""
+    """Three calls through a proxy (fd 7: client, fd 8: backend): two answers passed on in two writes, the last read
+    in two parts and written in one; a sample in each request (`scripts/test`)."""
     lines = []
 
     def syscall(at_us, nr, fd, result, tid=42):
-        ts = f"{1000 + at_us / 1e6:.6f}"
+        # Writes take 2 µs, the rest no time.
+        took = 2 if nr in WRITES else 0
+        ts, end = (f"{1000 + t / 1e6:.6f}" for t in (at_us, at_us + took))
         lines.append(f"  proxy {tid} [000] {ts}: raw_syscalls:sys_enter: NR {nr} ({fd:x}, 7f00, 4000, 0, 0, 0)")
-        lines.append(f"  proxy {tid} [000] {ts}: raw_syscalls:sys_exit: NR {nr} = {result}")
+        lines.append(f"  proxy {tid} [000] {end}: raw_syscalls:sys_exit: NR {nr} = {result}")
 
     for call, start in enumerate((0, 1000, 2000)):
         syscall(start, 45, 7, 40)  # the request
@@ -146,8 +167,9 @@ def self_test():
                      "gateway::Call<gateway::Body<u8>>::poll+0x2da (/bin/gateway)")
         syscall(start + 12, 44, 8, 40)
         if call < 2:
-            syscall(start + 100, 45, 8, 576)  # the answer, whole
-            syscall(start + 108, 44, 7, 576)
+            syscall(start + 100, 45, 8, 576)  # the answer read whole, passed on in two writes (head first, as nginx)
+            syscall(start + 108, 20, 7, 58)
+            syscall(start + 113, 20, 7, 518)
         else:
             syscall(start + 100, 45, 8, 566)  # the answer in two parts
             syscall(start + 106, 44, 7, 566)
@@ -159,7 +181,8 @@ def self_test():
     got = summary("proxy", lines)
     assert short("<a::Map<F, G<u8>> as core::Future>::poll") == "<a::Map<> as core::Future>::poll"
     want = "\n".join([
-        "proxy: request 12 µs (n=3); answer 8 µs (n=3); answer, trailers 3 µs (n=1)",
+        "proxy: request 12 µs (n=3), passed on in 14; answer 8 µs (n=3), passed on in 15; "
+        "answer, trailers 3 µs (n=1), passed on in 5",
         "  request: 25.0 µs sampled a leg",
         "    100.0 %  gateway::Call<>::poll",
     ])
