@@ -28,6 +28,9 @@ READS = {0, 19, 45, 47}  # read, readv, recvfrom, recvmsg
 WRITES = {1, 20, 44, 46}  # write, writev, sendto, sendmsg
 # `perf script`'s lines: command, thread, [CPU] (left out on sample lines when the trace mixes events), time, event.
 LINE = re.compile(r"^\s*\S.*?\s+(\d+)\s+(?:\[\d+\]\s+)?([\d.]+):\s+(.*)$")
+# The same, with the command's name: a system-wide trace holds the client's calls too.
+COMM_LINE = re.compile(r"^\s*(\S.*?)\s+(\d+)\s+(?:\[\d+\]\s+)?([\d.]+):\s+(.*)$")
+CLIENT = "h2load"
 SYSCALL = re.compile(r"^raw_syscalls:sys_(enter|exit):\s+NR (\d+) (.*)$")
 SAMPLE = re.compile(r"^(\d+)\s+cpu-clock\S*:\s+[0-9a-f]+\s+(.*?)(?:\+0x[0-9a-f]+)?\s+\(.*\)$")
 BIG = 64
@@ -147,6 +150,59 @@ def summary(name, lines):
     return "\n".join([f"{name}: " + "; ".join(parts)] + profile_lines)
 
 
+def around(name, proxy, lines):
+    """The client's side of one call in flight, from a system-wide trace (`perf record -a`) of the proxy's process
+    (named `proxy`) and h2load: how long after the proxy's last write of an answer h2load has read it and has started
+    writing its next call, and how long after that the proxy reads the call. A client woken by an answer's first
+    write (nginx writes the head first) is running by the time the last comes; one woken by the last is not."""
+    entered = {}
+    moved = []  # (start, end, who, syscall, fd, bytes) of the reads and writes that moved data
+    for line in lines:
+        m = COMM_LINE.match(line)
+        syscall = SYSCALL.match(m.group(4)) if m else None
+        if not syscall or m.group(1) not in (proxy, CLIENT):
+            continue
+        who, tid, ts = m.group(1), m.group(2), float(m.group(3)) * 1e6
+        what, nr, rest = syscall.group(1), int(syscall.group(2)), syscall.group(3)
+        if what == "enter":
+            fd = rest[rest.index("(") + 1:].split(",")[0].strip() if "(" in rest else "?"
+            entered[tid] = (nr, fd, ts)
+            continue
+        call = entered.pop(tid, None)
+        result = rest.split("=")[-1].strip()
+        if call and call[0] == nr and nr in READS | WRITES and result.lstrip("-").isdigit() and int(result) > 0:
+            moved.append((call[2], ts, who, nr, call[1], int(result)))
+    moved.sort()
+    answers = defaultdict(int)
+    for _, _, who, nr, fd, size in moved:
+        if who == proxy and nr in READS and size >= BIG:
+            answers[fd] += 1
+    if not answers:
+        return f"{name}: no answers in the trace"
+    backend = max(answers, key=answers.get)
+    read_it, wrote, got = [], [], []
+    written = client_read = client_wrote = None
+    for start, end, who, nr, fd, _ in moved:
+        if who == proxy and nr in WRITES and fd != backend:
+            written, client_read, client_wrote = end, None, None
+        elif written is None:
+            continue
+        elif who == CLIENT and nr in READS and client_read is None:
+            client_read = end
+        elif who == CLIENT and nr in WRITES and client_read is not None and client_wrote is None:
+            client_wrote = start
+        elif who == proxy and nr in READS and fd != backend and client_wrote is not None:
+            read_it.append(client_read - written)
+            wrote.append(client_wrote - written)
+            got.append(start - client_wrote)
+            written = None
+    if not got:
+        return f"{name}: no call followed an answer in the trace"
+    return (f"{name}: after the proxy's last write of an answer, h2load has read it in {statistics.median(read_it):.0f}"
+            f" µs and writes its next call at {statistics.median(wrote):.0f}; the proxy reads that call"
+            f" {statistics.median(got):.0f} µs after (n={len(got)})")
+
+
 def self_test():
     """Three calls through a proxy (fd 7: client, fd 8: backend): two answers passed on in two writes, the last read
     in two parts and written in one; a sample in each request (`scripts/test`)."""
@@ -187,11 +243,41 @@ def self_test():
         "    100.0 %  gateway::Call<>::poll",
     ])
     assert got == want, f"path-gaps self-test: got {got!r}, want {want!r}"
+
+    # The client's side: the proxy (fd 7: client, fd 8: backend) and h2load (fd 3) in one trace. The first answer
+    # leaves in one write; the others head first (as nginx), h2load reading the head before the rest is written.
+    lines = []
+
+    def traced(who, tid, at_us, until_us, nr, fd, result):
+        for what, t, tail in (("enter", at_us, f"({fd:x}, 7f00, 4000, 0, 0, 0)"), ("exit", until_us, f"= {result}")):
+            lines.append(f"  {who} {tid} [000] {1000 + t / 1e6:.6f}: raw_syscalls:sys_{what}: NR {nr} {tail}")
+
+    for call, start in enumerate((0, 1000, 2000)):
+        traced("proxy", 42, start + 100, start + 100, 45, 8, 576)  # the answer from the backend
+        if call == 0:
+            traced("proxy", 42, start + 105, start + 107, 44, 7, 576)
+            traced("h2load", 50, start + 115, start + 117, 0, 3, 576)
+            traced("h2load", 50, start + 120, start + 122, 20, 3, 62)
+            traced("proxy", 42, start + 150, start + 151, 45, 7, 62)
+        else:
+            traced("proxy", 42, start + 105, start + 106, 20, 7, 58)
+            traced("h2load", 50, start + 106, start + 108, 0, 3, 58)
+            traced("proxy", 42, start + 107, start + 110, 20, 7, 518)
+            traced("h2load", 50, start + 110, start + 111, 0, 3, 518)
+            traced("h2load", 50, start + 112, start + 113, 20, 3, 62)
+            traced("proxy", 42, start + 140, start + 141, 45, 7, 62)
+        traced("backend", 60, start + 160, start + 161, 1, 9, 62)  # another process: not counted
+    got = around("proxy", "proxy", lines)
+    want = ("proxy: after the proxy's last write of an answer, h2load has read it in 1 µs and writes its next call at"
+            " 2; the proxy reads that call 28 µs after (n=3)")
+    assert got == want, f"path-gaps self-test (client side): got {got!r}, want {want!r}"
     print("path-gaps: self-test passed")
 
 
 if __name__ == "__main__":
     if sys.argv[1:] == ["--self-test"]:
         self_test()
+    elif sys.argv[1:2] == ["--around"]:
+        print(around(sys.argv[3], sys.argv[2], sys.stdin))
     else:
         print(summary(sys.argv[1] if len(sys.argv) > 1 else "proxy", sys.stdin))
