@@ -14,6 +14,11 @@ With cpu-clock samples in the trace as well (`perf record … -e cpu-clock/perio
 passthrough-p50), it also lists where each leg's samples fall, by function: the sampling slows the legs several
 times over, so read the shares, not the µs.
 
+The client's side of the calls (`AROUND=N` in passthrough-p50) comes from a trace of every process instead:
+
+    perf record -a -e raw_syscalls:sys_enter,raw_syscalls:sys_exit -o around.data   # during the calls
+    perf script -i around.data | scripts/path-gaps.py --around "$(cat /proc/PID/comm)" NAME
+
 Legs, told apart by what is read: the answer comes from the socket where a quarter or more of the reads are of 64
 bytes or more (each answer's head and message; h2load's requests are smaller), read whole, or in two parts when the
 proxy's wake-up came between the backend's two writes ("answer, trailers" is then the second part); the request comes
