@@ -32,9 +32,8 @@ from collections import defaultdict
 READS = {0, 19, 45, 47}  # read, readv, recvfrom, recvmsg
 WRITES = {1, 20, 44, 46}  # write, writev, sendto, sendmsg
 # `perf script`'s lines: command, thread, [CPU] (left out on sample lines when the trace mixes events), time, event.
-LINE = re.compile(r"^\s*\S.*?\s+(\d+)\s+(?:\[\d+\]\s+)?([\d.]+):\s+(.*)$")
-# The same, with the command's name: a system-wide trace holds the client's calls too.
-COMM_LINE = re.compile(r"^\s*(\S.*?)\s+(\d+)\s+(?:\[\d+\]\s+)?([\d.]+):\s+(.*)$")
+LINE = re.compile(r"^\s*(\S.*?)\s+(\d+)\s+(?:\[\d+\]\s+)?([\d.]+):\s+(.*)$")
+# The load client, whose calls a system-wide trace holds too.
 CLIENT = "h2load"
 SYSCALL = re.compile(r"^raw_syscalls:sys_(enter|exit):\s+NR (\d+) (.*)$")
 SAMPLE = re.compile(r"^(\d+)\s+cpu-clock\S*:\s+[0-9a-f]+\s+(.*?)(?:\+0x[0-9a-f]+)?\s+\(.*\)$")
@@ -65,6 +64,31 @@ def short(symbol):
     return "".join(out)
 
 
+def events(lines):
+    """The trace's events in order: (command, thread, µs, kind, detail) — a system call's `enter` (its number and first
+    argument), its `exit` (its number and result, `None` when not a number), or a cpu-clock `sample` (the function
+    and the ns it stands for)."""
+    for line in lines:
+        m = LINE.match(line)
+        if not m:
+            continue
+        comm, tid, ts, event = m.group(1), m.group(2), float(m.group(3)) * 1e6, m.group(4)
+        sample = SAMPLE.match(event)
+        if sample:
+            yield comm, tid, ts, "sample", (short(sample.group(2)), int(sample.group(1)))
+            continue
+        syscall = SYSCALL.match(event)
+        if not syscall:
+            continue
+        what, nr, rest = syscall.group(1), int(syscall.group(2)), syscall.group(3)
+        if what == "enter":
+            fd = rest[rest.index("(") + 1:].split(",")[0].strip() if "(" in rest else "?"
+            yield comm, tid, ts, "enter", (nr, fd)
+        else:
+            result = rest.split("=")[-1].strip()
+            yield comm, tid, ts, "exit", (nr, int(result) if result.lstrip("-").isdigit() else None)
+
+
 def legs(lines):
     """(read fd, write fd, bytes read) → the gaps in µs (to the first write), the times until passed on (to the end
     of the last write), and the samples (function → ns) that fell in the gaps, over every thread of the trace."""
@@ -74,22 +98,13 @@ def legs(lines):
     gaps = defaultdict(list)
     through = defaultdict(list)
     samples = defaultdict(lambda: defaultdict(int))
-    for line in lines:
-        m = LINE.match(line)
-        if not m:
-            continue
-        tid, ts, event = m.group(1), float(m.group(2)) * 1e6, m.group(3)
-        sample = SAMPLE.match(event)
-        if sample:
+    for _, tid, ts, kind, detail in events(lines):
+        if kind == "sample":
             if tid in last_read:
-                last_read[tid][3].append((short(sample.group(2)), int(sample.group(1))))
+                last_read[tid][3].append(detail)
             continue
-        syscall = SYSCALL.match(event)
-        if not syscall:
-            continue
-        what, nr, rest = syscall.group(1), int(syscall.group(2)), syscall.group(3)
-        if what == "enter":
-            fd = rest[rest.index("(") + 1:].split(",")[0].strip() if "(" in rest else "?"
+        if kind == "enter":
+            nr, fd = detail
             entered[tid] = (nr, fd)
             open_leg = passing_on.get(tid)
             if open_leg and not (nr in WRITES and fd == open_leg[2]):
@@ -105,12 +120,12 @@ def legs(lines):
                     for function, ns in seen:
                         samples[(read_fd, fd, size)][function] += ns
         else:
+            nr, result = detail
             call = entered.pop(tid, None)
-            result = rest.split("=")[-1].strip()
             if call and call[0] in WRITES and tid in passing_on and passing_on[tid][2] == call[1]:
                 passing_on[tid][3] = ts
-            if call and call[0] in READS and nr == call[0] and result.lstrip("-").isdigit() and int(result) > 0:
-                last_read[tid] = (call[1], int(result), ts, [])
+            if call and call[0] in READS and nr == call[0] and result is not None and result > 0:
+                last_read[tid] = (call[1], result, ts, [])
     return gaps, through, samples
 
 
@@ -162,21 +177,16 @@ def around(name, proxy, lines):
     write (nginx writes the head first) is running by the time the last comes; one woken by the last is not."""
     entered = {}
     moved = []  # (start, end, who, syscall, fd, bytes) of the reads and writes that moved data
-    for line in lines:
-        m = COMM_LINE.match(line)
-        syscall = SYSCALL.match(m.group(4)) if m else None
-        if not syscall or m.group(1) not in (proxy, CLIENT):
+    for who, tid, ts, kind, detail in events(lines):
+        if who not in (proxy, CLIENT) or kind == "sample":
             continue
-        who, tid, ts = m.group(1), m.group(2), float(m.group(3)) * 1e6
-        what, nr, rest = syscall.group(1), int(syscall.group(2)), syscall.group(3)
-        if what == "enter":
-            fd = rest[rest.index("(") + 1:].split(",")[0].strip() if "(" in rest else "?"
-            entered[tid] = (nr, fd, ts)
+        if kind == "enter":
+            entered[tid] = (*detail, ts)
             continue
+        nr, result = detail
         call = entered.pop(tid, None)
-        result = rest.split("=")[-1].strip()
-        if call and call[0] == nr and nr in READS | WRITES and result.lstrip("-").isdigit() and int(result) > 0:
-            moved.append((call[2], ts, who, nr, call[1], int(result)))
+        if call and call[0] == nr and nr in READS | WRITES and result is not None and result > 0:
+            moved.append((call[2], ts, who, nr, call[1], result))
     moved.sort()
     answers = defaultdict(int)
     for _, _, who, nr, fd, size in moved:
