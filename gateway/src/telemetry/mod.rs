@@ -274,12 +274,31 @@ mod tests {
         Registry::default().with(layers(LogFormat::Text, writer, false, filter, tracer))
     }
 
+    /// A call's span, always from this one callsite.
+    fn call_span() -> tracing::Span {
+        tracing::info_span!("strata.call", rpc.method = "/a.B/C")
+    }
+
     #[test]
     fn without_traces_no_span_is_built_and_log_lines_are_still_written() {
+        // The subscriber itself is asked, not `span.is_disabled()`: a callsite's cached interest is shared by every
+        // subscriber alive in the process, and other tests run theirs in parallel. A span keeps its callsite's
+        // metadata only when built, so it is first built by a subscriber that exports traces.
+        let provider = SdkTracerProvider::builder().build();
+        let exporting = tracing::Dispatch::new(subscriber(
+            &Captured::default(),
+            Some(provider.tracer("test")),
+        ));
+        let callsite = tracing::dispatcher::with_default(&exporting, || call_span().metadata())
+            .expect("an exported span keeps its callsite's metadata");
         let captured = Captured::default();
-        tracing::subscriber::with_default(subscriber(&captured, None), || {
-            let span = tracing::info_span!("strata.call", rpc.method = "/a.B/C");
-            assert!(span.is_disabled(), "a span nobody exports is not built");
+        let logging = tracing::Dispatch::new(subscriber(&captured, None));
+        assert!(
+            logging.register_callsite(callsite).is_never(),
+            "a span nobody exports is not built"
+        );
+        tracing::dispatcher::with_default(&logging, || {
+            let span = call_span();
             let _inside = span.enter();
             tracing::warn!(method = %"/a.B/C", "call to the backend failed");
             tracing::debug!("below the level");
