@@ -236,6 +236,8 @@ def whole_calls(name, proxy, backend, lines):
         elif who == "proxy" and rw == "w" and request_out:
             to_backend[fd] += 1
             request_out = False
+    if not to_backend:
+        return f"{name}: no call passed on in the trace"
     backend_fd = max(to_backend, key=to_backend.get)
     calls = split_calls(moved, client_fd)
     proxy_cpu = Counter(cpu for cpu, runs in switches.items() for _, tid in runs if tid in proxy).most_common(1)
@@ -331,12 +333,13 @@ def self_test():
     in two parts and written in one; a sample in each request (`scripts/test`)."""
     lines = []
 
-    def syscall(at_us, nr, fd, result, tid=42):
-        # Writes take 2 µs, the rest no time.
-        took = 2 if nr in WRITES else 0
-        ts, end = (f"{1000 + t / 1e6:.6f}" for t in (at_us, at_us + took))
-        lines.append(f"  proxy {tid} [000] {ts}: raw_syscalls:sys_enter: NR {nr} ({fd:x}, 7f00, 4000, 0, 0, 0)")
-        lines.append(f"  proxy {tid} [000] {end}: raw_syscalls:sys_exit: NR {nr} = {result}")
+    def traced(who, tid, at_us, until_us, nr, fd, result):
+        for what, t, tail in (("enter", at_us, f"({fd:x}, 7f00, 4000, 0, 0, 0)"), ("exit", until_us, f"= {result}")):
+            lines.append(f"  {who} {tid} [000] {1000 + t / 1e6:.6f}: raw_syscalls:sys_{what}: NR {nr} {tail}")
+
+    def syscall(at_us, nr, fd, result):
+        # The proxy's; writes take 2 µs, the rest no time.
+        traced("proxy", 42, at_us, at_us + (2 if nr in WRITES else 0), nr, fd, result)
 
     for call, start in enumerate((0, 1000, 2000)):
         syscall(start, 45, 7, 40)  # the request
@@ -370,10 +373,6 @@ def self_test():
     # Whole calls: h2load (fd 3, and its log file, fd 4) on CPU 1; the proxy (fd 7: client, fd 8: backend), the
     # backend and a busy loop sharing CPU 0, which is idle from the second call's answer on.
     lines = []
-
-    def traced(who, tid, at_us, until_us, nr, fd, result):
-        for what, t, tail in (("enter", at_us, f"({fd:x}, 7f00, 4000, 0, 0, 0)"), ("exit", until_us, f"= {result}")):
-            lines.append(f"  {who} {tid} [000] {1000 + t / 1e6:.6f}: raw_syscalls:sys_{what}: NR {nr} {tail}")
 
     def switch(cpu, at_us, to, tid):
         lines.append(f"  x 1 [{cpu:03}] {1000 + at_us / 1e6:.6f}: sched:sched_switch: prev_comm=x prev_pid=1"
@@ -418,7 +417,9 @@ def self_test():
 if __name__ == "__main__":
     if sys.argv[1:] == ["--self-test"]:
         self_test()
-    elif sys.argv[1:2] == ["--around"] and len(sys.argv) == 5:
+    elif sys.argv[1:2] == ["--around"]:
+        if len(sys.argv) != 5:
+            sys.exit("usage: path-gaps.py --around NAME PROXY_THREADS BACKEND_THREADS < trace")
         name, proxy, backend = sys.argv[2:]
         print(whole_calls(name, set(proxy.split(",")), set(backend.split(",")), sys.stdin))
     else:
