@@ -284,13 +284,16 @@ def call_points(call, next_start, backend_fd):
     """When each step of `call` ended (after its start, h2load's write of the request), ending with `next_start`; None
     for a call the trace cut, or one the proxy did not pass on in this order."""
 
+    def ends(who, rw, fd, not_fd):
+        """When `who`'s reads or writes (on `fd`, or on any but `not_fd`) ended, in order."""
+        return (e for _, e, w, r, f in call
+                if w == who and r == rw and (fd is None or f == fd) and (not_fd is None or f != not_fd))
+
     def first(who, rw, after, fd=None, not_fd=None):
-        return next(e for _, e, w, r, f in call if w == who and r == rw and e > after
-                    and (fd is None or f == fd) and (not_fd is None or f != not_fd))
+        return next(e for e in ends(who, rw, fd, not_fd) if e > after)
 
     def last(who, rw, before, fd=None, not_fd=None):
-        return max(e for _, e, w, r, f in call if w == who and r == rw and e < before
-                   and (fd is None or f == fd) and (not_fd is None or f != not_fd))
+        return max(e for e in ends(who, rw, fd, not_fd) if e < before)
 
     try:
         a = call[0][0]
