@@ -2,27 +2,16 @@
 //! verification, streams shaped by the `stream-*` flags, `async`, the concurrency schedule, `duration-stop`,
 //! `max-duration`, compression, `:authority`, message size limits, templates switched off, the debug log.
 
+mod ghz_run;
 mod greeter;
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::Output;
 
+use ghz_run::{greeter_proto, scratch};
 use greeter::Greeter;
 use serde_json::Value;
-
-fn greeter_proto() -> String {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/ghz-testdata/greeter.proto")
-        .display()
-        .to_string()
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("strata-ghz-flags-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("scratch dir");
-    dir
-}
 
 /// `strata-load run --proto greeter.proto --call helloworld.Greeter.<method> <extra…> <host>`, nothing on its
 /// standard input.
