@@ -158,20 +158,7 @@ impl Backend {
         deadline: Deadline,
     ) -> impl Future<Output = Result<http::Response<Body>, GatewayError>> + Send + '_ {
         tell_deadline(&mut request, deadline);
-        // The clock is read only for the histogram that needs it.
-        let started = self.call_seconds.is_some().then(tokio::time::Instant::now);
         self.call_endpoint(request, deadline, Purpose::Client)
-            .map(move |result| {
-                if let (Some(seconds), Some(started)) = (&self.call_seconds, started) {
-                    let histogram = match &result {
-                        Ok(_) => &seconds.ok,
-                        Err(GatewayError::BackendOverloaded { .. }) => &seconds.refused,
-                        Err(_) => &seconds.error,
-                    };
-                    histogram.observe(started.elapsed().as_secs_f64());
-                }
-                result
-            })
     }
 
     /// Sends one of the gateway's own calls (reflection) to an available endpoint under `deadline`. It takes no
@@ -199,18 +186,25 @@ impl Backend {
         purpose: Purpose,
     ) -> impl Future<Output = Result<http::Response<Body>, GatewayError>> + Send + '_ {
         use futures::future::Either;
+        // A client's call is timed (the clock read only for the histogram that needs it); the gateway's own is not.
+        let started = (purpose == Purpose::Client && self.call_seconds.is_some())
+            .then(tokio::time::Instant::now);
+        let failed = |err: GatewayError| {
+            self.time_call(started, Err(&err));
+            Either::Left(std::future::ready(Err(err)))
+        };
         let admitted = match purpose {
             Purpose::Client => match self.admit() {
                 Ok(admitted) => Some(admitted),
-                Err(refused) => return Either::Left(std::future::ready(Err(refused))),
+                Err(refused) => return failed(refused),
             },
             Purpose::Gateway => None,
         };
         let Some(endpoint) = self.balancer.pick(&self.pool.current()) else {
-            return Either::Left(std::future::ready(Err(GatewayError::BackendUnavailable {
+            return failed(GatewayError::BackendUnavailable {
                 backend: self.name.clone(),
                 reason: "no endpoint is healthy and in rotation".into(),
-            })));
+            });
         };
         let in_flight = endpoint.start_call();
         // The backend's span becomes a child of this one. A span no layer records (traces not exported) carries no
@@ -229,11 +223,27 @@ impl Backend {
         } else {
             Either::Right(call.instrument(span))
         };
+        // Everything the answer's head settles, in one step: a level per step would each copy what it wraps.
         Either::Right(call.map(move |result| {
             let _admitted = admitted;
             let _in_flight = in_flight;
-            self.judged(&endpoint, method.as_ref(), purpose, result)
+            let judged = self.judged(&endpoint, method.as_ref(), purpose, result);
+            self.time_call(started, judged.as_ref().map(|_| ()));
+            judged
         }))
+    }
+
+    /// Records how long a client's call to this backend took (`started`: when it began, if it is timed), by its
+    /// outcome.
+    fn time_call(&self, started: Option<tokio::time::Instant>, outcome: Result<(), &GatewayError>) {
+        if let (Some(seconds), Some(started)) = (&self.call_seconds, started) {
+            let histogram = match outcome {
+                Ok(()) => &seconds.ok,
+                Err(GatewayError::BackendOverloaded { .. }) => &seconds.refused,
+                Err(_) => &seconds.error,
+            };
+            histogram.observe(started.elapsed().as_secs_f64());
+        }
     }
 
     /// A backend call's outcome: it counts for or against `endpoint` (with outlier detection), and a failure

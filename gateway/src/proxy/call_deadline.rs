@@ -59,14 +59,11 @@ impl CallDeadline {
 
     /// A forwarded call's answer, settled against the deadline once its headers arrived (the backend connection
     /// bounded the wait for them).
-    pub fn settle_forwarded(
-        self,
-        forwarded: impl Future<Output = http::Response<Body>> + Send,
-    ) -> impl Future<Output = Outcome> + Send {
-        forwarded.map(move |response| match self.deadline.at() {
+    pub fn settled(self, response: http::Response<Body>) -> Outcome {
+        match self.deadline.at() {
             Some(at) => self.settle((response, None), at),
             None => (response, None),
-        })
+        }
     }
 
     /// An answer that arrived in time, for a deadline passing `at`: a CANCELLED given up at the deadline is the
@@ -174,12 +171,11 @@ mod tests {
                 tokio::time::sleep(TIMEOUT).await;
                 answered(tonic::Code::Cancelled)
             };
-            let (response, _) = deadline.settle_forwarded(forwarded).await;
+            let (response, _) = deadline.settled(forwarded.await);
             assert_code(&response, tonic::Code::DeadlineExceeded);
         }
         // Before the deadline, CANCELLED is the backend's own answer.
-        let early = clients().settle_forwarded(async { answered(tonic::Code::Cancelled) });
-        let (response, _) = early.await;
+        let (response, _) = clients().settled(answered(tonic::Code::Cancelled));
         assert_code(&response, tonic::Code::Cancelled);
     }
 
@@ -187,9 +183,7 @@ mod tests {
     async fn only_a_deadline_the_gateway_set_ends_a_streamed_answer() {
         use http_body_util::BodyExt;
         let (response, _sender) = streamed();
-        let (response, _) = gateways()
-            .settle_forwarded(std::future::ready(response))
-            .await;
+        let (response, _) = gateways().settled(response);
         let trailers = response
             .into_body()
             .collect()
@@ -205,9 +199,7 @@ mod tests {
 
         // The client's own deadline is the client's to enforce on the stream: the answer streams on past it.
         let (response, sender) = streamed();
-        let (response, _) = clients()
-            .settle_forwarded(std::future::ready(response))
-            .await;
+        let (response, _) = clients().settled(response);
         let mut body = response.into_body();
         tokio::time::sleep(TIMEOUT * 2).await;
         let pending = futures::poll!(std::pin::pin!(body.frame()));

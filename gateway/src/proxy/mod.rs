@@ -308,10 +308,10 @@ impl Proxy {
         // is not looked up in the cache always does (an uncached route, or a call that is not gRPC); a looked-up call
         // does when it bypasses the cache, or when the loader is about to call the backend for it.
         let path = request.uri().path();
-        let plans = self.plans.load();
         // The rule the call is looked up under, what is known of its method, and how its key is built; `None`:
-        // carried through untouched.
-        let plan = plans.get(path);
+        // carried through untouched. Only a cached route's calls need the plans.
+        let plans = route.cache.as_ref().map(|_| self.plans.load());
+        let plan = plans.as_ref().and_then(|plans| plans.get(path));
         if route.cache.is_some() && plan.is_none() && self.options.descriptors.reflection {
             // A cached route's method without a descriptor: the backends are asked again soon (at most every 10 s).
             self.schema.ask_again();
@@ -369,8 +369,12 @@ impl Proxy {
                     .map(|response| (response, None)),
                 ),
                 None => {
-                    let forwarded = passthrough::forward(&route.backend, request, deadline);
-                    return Either::Right(Either::Right(call_deadline.settle_forwarded(forwarded)));
+                    // The answer made and settled in one step around the backend call: a level per step would each
+                    // copy the call's future and touch its lines.
+                    let forwarded = route.backend.call(request, deadline).map(move |answer| {
+                        call_deadline.settled(answer.unwrap_or_else(|err| err.to_response(None)))
+                    });
+                    return Either::Right(Either::Right(forwarded));
                 }
             },
         };

@@ -200,6 +200,19 @@ async fn over_a_backends_limit_calls_fail_fast() {
     }
     assert_eq!(refused, 15, "5 in flight, the rest refused");
     assert!(started.elapsed() < Duration::from_secs(2));
+    // Each call is timed once, under what became of it.
+    let metrics = crate::health::http_get(gateway.admin, "/metrics").await;
+    let calls_that = |outcome: &str| {
+        let labels = format!("backend=\"pool\",outcome=\"{outcome}\"");
+        crate::metrics::sample(
+            &metrics,
+            "strata_backend_call_duration_seconds_count",
+            &labels,
+        )
+    };
+    assert_eq!(calls_that("refused"), Some(15.0), "{metrics}");
+    assert_eq!(calls_that("ok"), Some(5.0), "{metrics}");
+    assert_eq!(calls_that("error"), Some(0.0), "{metrics}");
     gateway.stop().await;
 }
 
