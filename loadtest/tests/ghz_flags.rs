@@ -6,10 +6,9 @@ mod ghz_run;
 mod greeter;
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 use std::process::Output;
 
-use ghz_run::{greeter_proto, scratch};
+use ghz_run::{greeter_proto, json_report, ok_count, scratch, succeeded, testdata};
 use greeter::Greeter;
 use serde_json::Value;
 
@@ -54,25 +53,18 @@ async fn run_json(method: &str, host: &str, extra: &[&str]) -> Value {
     let mut extra = extra.to_vec();
     extra.extend(["-O", "json"]);
     let output = run(method, host, &extra).await;
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{extra:?}: {stderr}");
-    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {stderr}"))
-}
-
-fn ok(report: &Value) -> u64 {
-    report["statusCodeDistribution"]["OK"].as_u64().unwrap_or(0)
+    json_report(output, &extra)
 }
 
 /// ghz's own certificate has expired: verified TLS refuses it, `--skipTLS` gets through. A certificate from a CA of
 /// our own is verified with `--cacert` and `--cname`, and a client certificate is presented with `--cert`/`--key`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_verified_unverified_and_with_a_client_certificate() {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/ghz-testdata");
-    let cert = std::fs::read(dir.join("localhost.crt")).expect("cert");
-    let key = std::fs::read(dir.join("localhost.key")).expect("key");
+    let cert = std::fs::read(testdata("localhost.crt")).expect("cert");
+    let key = std::fs::read(testdata("localhost.key")).expect("key");
     let expired = Greeter::start_tls(cert, key).await;
     let host = format!("localhost:{}", expired.addr.port());
-    let ghz_cert = dir.join("localhost.crt").display().to_string();
+    let ghz_cert = testdata("localhost.crt").display().to_string();
     let refused = run(
         "SayHello",
         &host,
@@ -94,7 +86,7 @@ async fn tls_verified_unverified_and_with_a_client_certificate() {
         &["--skipTLS", "-n", "5", "-d", r#"{"name":"x"}"#],
     )
     .await;
-    assert_eq!(ok(&skipped), 5, "{skipped}");
+    assert_eq!(ok_count(&skipped), 5, "{skipped}");
     assert_eq!(skipped["options"]["skipTLS"], true);
 
     let ca = rcgen::KeyPair::generate().expect("key");
@@ -145,7 +137,7 @@ async fn tls_verified_unverified_and_with_a_client_certificate() {
         ],
     )
     .await;
-    assert_eq!(ok(&verified), 5, "{verified}");
+    assert_eq!(ok_count(&verified), 5, "{verified}");
     let wrong_name = run(
         "SayHello",
         &host,
@@ -181,7 +173,7 @@ async fn streams_are_shaped_by_the_stream_flags() {
         .concat(),
     )
     .await;
-    assert_eq!(ok(&counted), 2, "{counted}");
+    assert_eq!(ok_count(&counted), 2, "{counted}");
     let calls = greeter.calls();
     assert!(
         calls.iter().all(|c| c.names == ["a", "b", "a", "b", "a"]),
@@ -230,7 +222,7 @@ async fn streams_are_shaped_by_the_stream_flags() {
         .concat(),
     )
     .await;
-    assert_eq!(ok(&dynamic), 2, "{dynamic}");
+    assert_eq!(ok_count(&dynamic), 2, "{dynamic}");
     // Each message rendered when sent: its timestamp is the send's, 100 ms after the one before.
     for call in &greeter.calls()[before..] {
         let stamps: Vec<u64> = call
@@ -255,14 +247,14 @@ async fn streams_are_shaped_by_the_stream_flags() {
         .concat(),
     )
     .await;
-    assert_eq!(ok(&cut), 2, "{cut}");
+    assert_eq!(ok_count(&cut), 2, "{cut}");
     let bidi = run_json(
         "SayHelloBidi",
         &host,
         &[&base[..], &["-d", r#"[{"name":"x"},{"name":"y"}]"#]].concat(),
     )
     .await;
-    assert_eq!(ok(&bidi), 2, "{bidi}");
+    assert_eq!(ok_count(&bidi), 2, "{bidi}");
 }
 
 /// `--async`: one worker keeps several calls in flight (ghz: "does not wait for request to finish before sending
@@ -286,7 +278,7 @@ async fn async_keeps_many_calls_in_flight_per_worker() {
             extra.push("--async");
         }
         let report = run_json("SayHello", &greeter.addr.to_string(), &extra).await;
-        assert_eq!(ok(&report), 20, "{report}");
+        assert_eq!(ok_count(&report), 20, "{report}");
         let most = greeter
             .record
             .most_in_flight
@@ -327,7 +319,7 @@ async fn a_concurrency_schedule_adds_workers_up_to_its_end() {
         ],
     )
     .await;
-    assert_eq!(ok(&report), 90, "{report}");
+    assert_eq!(ok_count(&report), 90, "{report}");
     // 90 calls of 20 ms with at most 3 workers take at least 600 ms: the schedule reaches its end of 3.
     let workers: BTreeSet<String> = greeter
         .calls()
@@ -451,7 +443,7 @@ async fn compression_authority_size_limits_templates_off_and_the_debug_log() {
         ],
     )
     .await;
-    assert_eq!(ok(&report), 6, "{report}");
+    assert_eq!(ok_count(&report), 6, "{report}");
     for call in greeter.calls() {
         assert_eq!(
             call.metadata.get("grpc-encoding").map(String::as_str),
@@ -485,7 +477,7 @@ async fn compression_authority_size_limits_templates_off_and_the_debug_log() {
         ],
     )
     .await;
-    assert_eq!(ok(&limited), 0, "{limited}");
+    assert_eq!(ok_count(&limited), 0, "{limited}");
     assert_eq!(limited["count"], 3);
     let fits = run_json(
         "SayHello",
@@ -501,7 +493,7 @@ async fn compression_authority_size_limits_templates_off_and_the_debug_log() {
         ],
     )
     .await;
-    assert_eq!(ok(&fits), 3, "{fits}");
+    assert_eq!(ok_count(&fits), 3, "{fits}");
     std::fs::remove_dir_all(dir).expect("clean up");
 }
 
@@ -512,10 +504,7 @@ async fn compression_authority_size_limits_templates_off_and_the_debug_log() {
 async fn standard_input_cpus_keepalive_balancing_and_counted_errors() {
     let greeter = Greeter::start().await;
     let host = greeter.addr.to_string();
-    let binary = std::fs::read(
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/ghz-testdata/hello_request_data.bin"),
-    )
-    .expect("ghz's binary request");
+    let binary = std::fs::read(testdata("hello_request_data.bin")).expect("ghz's binary request");
     let output = run_with_input(
         "SayHello",
         &host,
@@ -523,11 +512,7 @@ async fn standard_input_cpus_keepalive_balancing_and_counted_errors() {
         binary,
     )
     .await;
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    succeeded(output, &"-b from standard input");
     let output = run_with_input(
         "SayHello",
         &format!("dns:///{host}"),
@@ -549,12 +534,7 @@ async fn standard_input_cpus_keepalive_balancing_and_counted_errors() {
         br#"{"name": "from stdin"}"#.to_vec(),
     )
     .await;
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let report: Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    let report = json_report(output, &"-d @ from standard input");
     assert_eq!(report["options"]["CPUs"], 1);
     assert_eq!(report["options"]["keepalive"], 30_000_000_000u64);
     let names: Vec<String> = greeter.calls().iter().map(|c| c.names[0].clone()).collect();

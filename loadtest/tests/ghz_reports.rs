@@ -7,7 +7,7 @@ mod greeter;
 mod report_servers;
 mod support;
 
-use ghz_run::{args, greeter_proto, run_json, scratch, strata_load, testdata};
+use ghz_run::{args, greeter_proto, run_json, scratch, strata_load, succeeded, testdata};
 use greeter::Greeter;
 use report_servers::{http, start_influxdb, start_pushgateway};
 use serde_json::Value;
@@ -134,11 +134,7 @@ async fn every_format_is_written_and_parses_back() {
             &gateway.addr,
         ]))
         .await;
-        assert!(
-            output.status.success(),
-            "{format}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        succeeded(output, &format);
         let text = std::fs::read_to_string(&out).expect("written");
         match format {
             "summary" => {
@@ -390,12 +386,7 @@ async fn a_pushgateway_takes_the_prometheus_report() {
         &greeter.addr.to_string(),
     ]))
     .await;
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let report = String::from_utf8(output.stdout).expect("text");
+    let report = String::from_utf8(succeeded(output, &"-O prometheus")).expect("text");
     let dir = scratch("pushgateway");
     let (gateway, web) = start_pushgateway(&dir).await;
     let put = http(web, "PUT", "/metrics/job/strata-load", &report).await;
@@ -461,12 +452,7 @@ async fn influxdb_takes_both_influx_formats() {
             &greeter.addr.to_string(),
         ]))
         .await;
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        let lines = String::from_utf8(output.stdout).expect("text");
+        let lines = String::from_utf8(succeeded(output, &format)).expect("text");
         let written = http(web, "POST", "/write?db=ghz", &lines).await;
         assert!(
             written.starts_with("HTTP/1.1 204"),

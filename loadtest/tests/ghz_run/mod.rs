@@ -49,10 +49,24 @@ pub fn args(list: &[&str]) -> Vec<String> {
 pub async fn run_json(mut list: Vec<String>) -> Value {
     list.extend(args(&["-O", "json"]));
     let output = strata_load(list.clone()).await;
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{list:?}: {stderr}");
-    serde_json::from_slice(&output.stdout)
-        .unwrap_or_else(|e| panic!("{list:?}: not JSON ({e}): {stderr}"))
+    json_report(output, &list)
+}
+
+/// What a run that had to succeed printed on its standard output; `run` names it if it failed.
+pub fn succeeded(output: Output, run: &dyn std::fmt::Debug) -> Vec<u8> {
+    assert!(
+        output.status.success(),
+        "{run:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output.stdout
+}
+
+/// The JSON report a run that had to succeed printed; `run` names it if it failed.
+pub fn json_report(output: Output, run: &dyn std::fmt::Debug) -> Value {
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    let stdout = succeeded(output, run);
+    serde_json::from_slice(&stdout).unwrap_or_else(|e| panic!("{run:?}: not JSON ({e}): {stderr}"))
 }
 
 /// How many calls a JSON report counts as `OK`.
