@@ -44,12 +44,9 @@ impl tower::Service<http::Request<Body>> for Transport {
         // The sending futures themselves, not futures wrapped around them: a wrapping level copies what it wraps.
         match self {
             // Tonic's clients (health checks) set no deadline of their own to enforce.
-            Self::Plain(connection) => Box::pin(
-                connection
-                    .clone()
-                    .send(request, Deadline::default())
-                    .err_into(),
-            ),
+            Self::Plain(connection) => {
+                Box::pin(connection.send(request, Deadline::default()).err_into())
+            }
             Self::Tls(channel) => Box::pin(channel.call(request).err_into()),
         }
     }
@@ -68,7 +65,7 @@ impl Transport {
         use tower::ServiceExt;
         match self {
             Self::Plain(connection) => {
-                futures::future::Either::Left(connection.clone().send(request, deadline).err_into())
+                futures::future::Either::Left(connection.send(request, deadline).err_into())
             }
             Self::Tls(channel) => {
                 futures::future::Either::Right(channel.clone().oneshot(request).err_into())

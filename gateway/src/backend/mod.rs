@@ -151,12 +151,13 @@ impl Backend {
 
     /// Sends one call to an available endpoint under `deadline`: the backend is told the time left
     /// (`grpc-timeout`), and the connection stops waiting for the answer's headers when it passes. The request URI
-    /// needs only its path: the channel sets the origin.
+    /// needs only its path: the channel sets the origin. The call is under way when this returns (on an open
+    /// connection); its future owns what it needs, so that it outlives its caller's borrows.
     pub fn call(
-        &self,
+        self: &Arc<Self>,
         mut request: http::Request<Body>,
         deadline: Deadline,
-    ) -> impl Future<Output = Result<http::Response<Body>, GatewayError>> + Send + '_ {
+    ) -> impl Future<Output = Result<http::Response<Body>, GatewayError>> + Send + use<> {
         tell_deadline(&mut request, deadline);
         self.call_endpoint(request, deadline, Purpose::Client)
     }
@@ -165,10 +166,10 @@ impl Backend {
     /// slot of `max_concurrent_requests`, is not in the call metrics, and counts neither for nor against an endpoint:
     /// clients' calls are treated as if it had not been made.
     pub fn call_for_gateway(
-        &self,
+        self: &Arc<Self>,
         mut request: http::Request<Body>,
         deadline: Deadline,
-    ) -> impl Future<Output = Result<http::Response<Body>, GatewayError>> + Send + '_ {
+    ) -> impl Future<Output = Result<http::Response<Body>, GatewayError>> + Send + use<> {
         tell_deadline(&mut request, deadline);
         self.call_endpoint(request, deadline, Purpose::Gateway)
     }
@@ -180,11 +181,11 @@ impl Backend {
     /// outcome. An async fn would keep the request for the call's whole life and move the transport's future into a
     /// slot of its own when it starts: more to copy, and more cache lines touched, on every call.
     fn call_endpoint(
-        &self,
+        self: &Arc<Self>,
         mut request: http::Request<Body>,
         deadline: Deadline,
         purpose: Purpose,
-    ) -> impl Future<Output = Result<http::Response<Body>, GatewayError>> + Send + '_ {
+    ) -> impl Future<Output = Result<http::Response<Body>, GatewayError>> + Send + use<> {
         use futures::future::Either;
         // A client's call is timed (the clock read only for the histogram that needs it); the gateway's own is not.
         let started = (purpose == Purpose::Client && self.call_seconds.is_some())
@@ -224,11 +225,12 @@ impl Backend {
             Either::Right(call.instrument(span))
         };
         // Everything the answer's head settles, in one step: a level per step would each copy what it wraps.
+        let backend = Arc::clone(self);
         Either::Right(call.map(move |result| {
             let _admitted = admitted;
             let _in_flight = in_flight;
-            let judged = self.judged(&endpoint, method.as_ref(), purpose, result);
-            self.time_call(started, judged.as_ref().map(|_| ()));
+            let judged = backend.judged(&endpoint, method.as_ref(), purpose, result);
+            backend.time_call(started, judged.as_ref().map(|_| ()));
             judged
         }))
     }

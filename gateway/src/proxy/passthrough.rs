@@ -2,6 +2,7 @@
 
 use futures::FutureExt;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -15,10 +16,10 @@ use crate::metrics::ProxyStats;
 /// Forwards a call untouched except for its deadline, which is replaced by the time the client has left. The
 /// backend call's own future, mapped: an async wrapper would copy it into a state of its own.
 pub(super) fn forward(
-    backend: &Backend,
+    backend: &Arc<Backend>,
     request: http::Request<Body>,
     deadline: Deadline,
-) -> impl Future<Output = http::Response<Body>> + '_ {
+) -> impl Future<Output = http::Response<Body>> + use<> {
     backend
         .call(request, deadline)
         .map(|answer| answer.unwrap_or_else(|err| err.to_response(None)))
@@ -28,7 +29,7 @@ pub(super) fn forward(
 /// `max_request_bytes`), so it can be sent again. An attempt is retried when the backend could not be reached or
 /// answered with a retryable status before sending any message; once an answer streams, it is the answer.
 pub(super) async fn forward_with_retries(
-    backend: &Backend,
+    backend: &Arc<Backend>,
     policy: &RetryPolicy,
     request: http::Request<Body>,
     deadline: Deadline,

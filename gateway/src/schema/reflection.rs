@@ -218,11 +218,9 @@ impl tower::Service<http::Request<Body>> for ViaBackend {
     }
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
-        let backend = self.0.clone();
-        Box::pin(async move {
-            backend
-                .call_for_gateway(request, Deadline::after(REFLECTION_TIMEOUT))
-                .await
-        })
+        Box::pin(
+            self.0
+                .call_for_gateway(request, Deadline::after(REFLECTION_TIMEOUT)),
+        )
     }
 }

@@ -14,6 +14,7 @@
 use std::pin::pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -142,21 +143,29 @@ impl Connection {
     /// Sends `request` (its URI needs only a path) and waits for the response's headers, at most until `deadline`;
     /// the body streams after.
     ///
-    /// Not an async fn: the request is made ready for this endpoint at once, so that what the call's future holds
-    /// across its waits is the exchange alone — not the request as an argument kept for the future's whole life,
-    /// nor a wrapper the exchange is moved into when it starts (each a copy, and lines touched, on every call).
+    /// Not an async fn: on an open connection that takes a new stream — nearly every call — the request is handed to
+    /// h2 at once, and what the call's future holds across its waits is the wait for the answer's head alone: not
+    /// the request, kept as an argument for the future's whole life, nor a wrapper the exchange is moved into when it
+    /// starts (each a copy, and lines touched, on every call). Only a call that connects takes the longer way.
     pub fn send(
-        self,
+        &self,
         request: http::Request<Body>,
         deadline: Deadline,
-    ) -> impl Future<Output = Result<http::Response<Body>, CallError>> + Send + 'static {
+    ) -> impl Future<Output = Result<http::Response<Body>, CallError>> + Send + use<> {
         use futures::FutureExt;
         use futures::future::Either;
         let (head, body) = match head_for(&self.shared.authority, request) {
             Ok(ready) => ready,
             Err(err) => return Either::Left(std::future::ready(Err(err))),
         };
-        let exchange = self.exchange(head, body);
+        let exchange = match self.open_for_new_stream() {
+            Some(sender) => match send_on(sender, head, body) {
+                Ok(answer) => Either::Left(answer),
+                Err(err) => return Either::Left(std::future::ready(Err(err))),
+            },
+            // Boxed: connecting is rare, and its future large.
+            None => Either::Right(Box::pin(self.clone().exchange(head, body))),
+        };
         Either::Right(match deadline.at().zip(deadline.requested()) {
             Some((at, requested)) => {
                 Either::Left(tokio::time::timeout_at(at, exchange).map(move |answer| {
@@ -165,6 +174,14 @@ impl Connection {
             }
             None => Either::Right(exchange),
         })
+    }
+
+    /// The open connection's request handle, if it can take a new stream now: no connection error, and stream ids
+    /// left. (A fresh clone of the handle has no stream of its own waiting to open, so readiness needs no waker.)
+    fn open_for_new_stream(&self) -> Option<SendRequest<Bytes>> {
+        let (_, mut sender) = self.open()?;
+        let mut cx = Context::from_waker(Waker::noop());
+        matches!(sender.poll_ready(&mut cx), Poll::Ready(Ok(()))).then_some(sender)
     }
 
     /// Sends the call on the open connection (making one if there is none, or if it closed since its last call) and
@@ -300,25 +317,45 @@ fn head_for(
     Ok((http::Request::from_parts(parts, ()), body))
 }
 
-/// Sends a call over a connection ready for a new stream. What it returns waits for the response's headers only:
-/// the request is sent already, and not held by it.
+/// Sends a call over a connection ready for a new stream: what it returns waits for the response's headers only, the
+/// request's head handed to h2 already.
 fn send_on(
     mut sender: SendRequest<Bytes>,
     head: http::Request<()>,
     body: Body,
-) -> Result<impl Future<Output = Result<http::Response<Body>, CallError>>, CallError> {
+) -> Result<Sent, CallError> {
     let end_of_stream = body.is_end_stream();
     let (response, stream) = sender.send_request(head, end_of_stream)?;
-    if !end_of_stream {
-        send_body(body, stream);
-    }
-    Ok(async move {
-        let (parts, recv) = response.await?.into_parts();
-        Ok(http::Response::from_parts(
+    Ok(Sent {
+        body: (!end_of_stream).then_some((body, stream)),
+        response,
+    })
+}
+
+/// A call handed to h2: the wait for its answer's head and, until it is first polled, its request's body.
+///
+/// The body goes at the first poll, not with the head: a call is dispatched as soon as its client's HEADERS are read,
+/// and its client's DATA, which usually came in the same read, is read only after that — so by its first poll a unary
+/// request's body is whole, and is queued behind the head to leave in the same write.
+struct Sent {
+    body: Option<(Body, h2::SendStream<Bytes>)>,
+    response: h2::client::ResponseFuture,
+}
+
+impl Future for Sent {
+    type Output = Result<http::Response<Body>, CallError>;
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if let Some((body, stream)) = self.body.take() {
+            send_body(body, stream);
+        }
+        let (parts, recv) =
+            std::task::ready!(std::pin::Pin::new(&mut self.response).poll(cx))?.into_parts();
+        Poll::Ready(Ok(http::Response::from_parts(
             parts,
             Body::new(RecvBody::new(recv)),
-        ))
-    })
+        )))
+    }
 }
 
 /// The HTTP/2 handshake over `io`, with the gateway's windows.

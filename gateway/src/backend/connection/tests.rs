@@ -50,27 +50,51 @@ fn unary_request(body: Body) -> http::Request<Body> {
         .expect("request")
 }
 
+/// How [`writes_for_a_call`] sends its calls.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Sender {
+    /// This connection, the body whole when the call is handed over.
+    Ours,
+    /// This connection, the body's message arriving after the call was handed over but before its first poll — as
+    /// a client's DATA does, read after the gateway dispatched its HEADERS.
+    OursBodyLate,
+    /// hyper's client.
+    Hyper,
+}
+
 /// The client's writes for the second of two calls with a 13-byte body (the first settles the settings).
-async fn writes_for_a_call(ours: bool) -> usize {
+async fn writes_for_a_call(sender: Sender) -> usize {
     let (client_io, server_io) = tokio::io::duplex(1 << 16);
     serve(server_io, 545);
     let writes = Arc::new(AtomicUsize::new(0));
     let (reads, writes_half) = tokio::io::split(client_io);
     let counted = tokio::io::join(reads, CountedWrites::new(writes_half, writes.clone()));
     let authority = http::uri::Authority::from_static("backend:50052");
-    let body = || Body::new(Full::new(Bytes::from_static(b"\0\0\0\0\x08\n\x06item-1")));
+    let message = Bytes::from_static(b"\0\0\0\0\x08\n\x06item-1");
+    let body = || Body::new(Full::new(message.clone()));
     let mut before = 0;
-    if ours {
-        let (sender, connection) = handshake(OneWrite(counted)).await.expect("handshake");
+    if sender != Sender::Hyper {
+        let (h2_sender, connection) = handshake(OneWrite(counted)).await.expect("handshake");
         tokio::spawn(connection);
         for _ in 0..2 {
             before = writes.load(Ordering::Relaxed);
-            let ready = sender.clone().ready().await.expect("ready");
-            let (head, body) = head_for(&authority, unary_request(body())).expect("head");
-            let response = send_on(ready, head, body)
-                .expect("sent")
-                .await
-                .expect("answer");
+            let ready = h2_sender.clone().ready().await.expect("ready");
+            let (late_message, request) = if sender == Sender::OursBodyLate {
+                let (message, frames) = futures::channel::mpsc::unbounded();
+                (
+                    Some(message),
+                    unary_request(Body::new(StreamBody::new(frames))),
+                )
+            } else {
+                (None, unary_request(body()))
+            };
+            let (head, body) = head_for(&authority, request).expect("head");
+            let sent = send_on(ready, head, body).expect("sent");
+            if let Some(late_message) = late_message {
+                let _ = late_message
+                    .unbounded_send(Ok::<_, tonic::Status>(Frame::data(message.clone())));
+            }
+            let response = sent.await.expect("answer");
             assert_eq!(response.headers()["x-received"], "13");
             let _ = response.into_body().collect().await.expect("body");
         }
@@ -95,9 +119,14 @@ async fn writes_for_a_call(ours: bool) -> usize {
 
 #[tokio::test]
 async fn a_unary_request_leaves_in_one_write() {
-    assert_eq!(writes_for_a_call(true).await, 1);
+    assert_eq!(writes_for_a_call(Sender::Ours).await, 1);
     // What it is for: hyper's client sends the body in a write after the HEADERS.
-    assert_eq!(writes_for_a_call(false).await, 2);
+    assert_eq!(writes_for_a_call(Sender::Hyper).await, 2);
+}
+
+#[tokio::test]
+async fn a_body_that_came_after_the_hand_over_leaves_with_the_head() {
+    assert_eq!(writes_for_a_call(Sender::OursBodyLate).await, 1);
 }
 
 #[tokio::test]
@@ -178,7 +207,6 @@ async fn after_the_backend_closed_the_connection_the_next_call_makes_a_new_one()
     });
     let connection = connection_to(addr, Duration::from_secs(1));
     let first = connection
-        .clone()
         .send(unary_request(empty_message()), Deadline::default())
         .await
         .expect("first call");
@@ -195,7 +223,6 @@ async fn after_the_backend_closed_the_connection_the_next_call_makes_a_new_one()
     assert!(connection.open().is_none(), "the close is noticed");
 
     let second = connection
-        .clone()
         .send(unary_request(empty_message()), Deadline::default())
         .await;
     assert!(
@@ -224,11 +251,8 @@ async fn calls_waiting_for_a_connect_that_fails_share_its_failure() {
         }
     }
     let connection = connection_to(addr, Duration::from_millis(300));
-    let calls = (0..10).map(|_| {
-        connection
-            .clone()
-            .send(unary_request(empty_message()), Deadline::default())
-    });
+    let calls =
+        (0..10).map(|_| connection.send(unary_request(empty_message()), Deadline::default()));
     let results = futures::future::join_all(calls).await;
     let timed_out = results
         .iter()
