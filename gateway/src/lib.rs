@@ -6,10 +6,10 @@
 //! # Layout
 //!
 //! One call, top-down: [`server::accept`] takes the connection, [`server::http2`] takes the call off its HTTP/2
-//! stream, [`server::stack`] runs it through the [`layers`] (load shedding, the deadline) to
-//! [`proxy::Proxy::handle`], which finds its [`route`] and either answers it through the cache ([`proxy`]'s `unary`
-//! and `loader`, over `strata_cache::Tiered`) or forwards it to its [`backend`] untouched; [`server::served_call`]
-//! sends the answer back.
+//! stream, [`server::stack`] runs it through the [`layers`] (load shedding) to [`proxy::Proxy::handle`], which finds
+//! its [`route`] and, as the call arrives, either starts answering it through the cache ([`proxy`]'s `unary` and
+//! `loader`, over `strata_cache::Tiered`) or hands it to its [`backend`] untouched; [`server::served_call`] sends the
+//! answer back.
 //!
 //! The modules form layers. A module may use the modules on the lines above its own, never those on its line or
 //! below (a parent and its children may use each other); this crate root, which puts everything together in
@@ -27,7 +27,7 @@
 //! backend                       endpoints, discovery, connections, balancing, health, retries, limits
 //! schema                        what the backends' methods are: descriptors, kinds, streams seen
 //! route                         routes: matching, cache rules, storage rules, cache-control, rate limits
-//! layers                        the tower layers every call passes (load shedding, the deadline)
+//! layers                        the tower layers every call passes (load shedding)
 //! proxy                         answering one call: the cached path and the passthrough
 //! server                        the accept loop, HTTP/2 served by h2 with the calls in their connection's task, the data listener's stack, assembling a config, reloads
 //! admin                         the admin listener: metrics, health, invalidation, reflection

@@ -235,23 +235,23 @@ impl Metrics {
     /// from `started`.
     pub fn observe(
         self: &Arc<Self>,
-        route: Option<&Arc<RouteSeries>>,
+        route: Option<Arc<RouteSeries>>,
         started: Instant,
         cache: Option<CacheResult>,
         response: http::Response<Body>,
     ) -> http::Response<Body> {
-        let series = route.unwrap_or(&self.unrouted).clone();
+        let series = route.unwrap_or_else(|| self.unrouted.clone());
         call::observed(self, series, started, cache, response)
     }
 
     /// Counts a call that ended without an answer from the gateway (`code`: why), under `route`.
     pub fn count_unanswered(
         self: &Arc<Self>,
-        route: Option<&Arc<RouteSeries>>,
+        route: Option<Arc<RouteSeries>>,
         started: Instant,
         code: tonic::Code,
     ) {
-        let series = route.unwrap_or(&self.unrouted).clone();
+        let series = route.unwrap_or_else(|| self.unrouted.clone());
         call::record_unanswered(self, series, started, code);
     }
 }

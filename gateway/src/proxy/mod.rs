@@ -202,80 +202,64 @@ impl Proxy {
     /// future is dropped before it answers — the client going away (`CANCELLED`, or `DEADLINE_EXCEEDED` once its
     /// deadline passed).
     ///
-    /// It owns its proxy (the one current when the call arrived), so the caller needs no future of its own around it.
-    ///
-    /// An async block, not an async fn: an async fn keeps its arguments in its state beside the locals it moves them
-    /// into, so the request took twice its room in every call's future, and was copied at the first poll.
+    /// Not an async fn, nor an async block: the call is routed and dispatched as it arrives — a forwarded call is on
+    /// its way to the backend when this returns — and the future returned is the chosen path's own, owning what it
+    /// needs, mapped to the call's answer. A level of `async` code above it would keep the request in its state until
+    /// its first poll, and move the path's future into a slot of its own: copies, and cache lines touched, on every
+    /// call (docs/BENCHMARKS.md, round twenty-one).
     pub fn handle(
         self: Arc<Self>,
         request: http::Request<Body>,
     ) -> impl Future<Output = http::Response<Body>> + Send + 'static {
+        use futures::FutureExt;
         use futures::future::Either;
         use tracing::Instrument;
         use tracing_opentelemetry::OpenTelemetrySpanExt;
         let started = Instant::now();
-        let deadline = Deadline::from_headers(request.headers());
-        async move {
-            let route = self.router.route(request.uri().path());
-            let series = route.map(|r| &r.series);
-            let mut unanswered = Unanswered {
-                metrics: &self.metrics,
-                series,
-                started,
-                deadline,
-                answered: false,
-            };
-            // One span per call, child of the client's trace when it sent one; no message bytes in it.
-            let span = tracing::info_span!(
-                "strata.call",
-                otel.name = %request.uri().path(),
-                rpc.method = %request.uri().path(),
-                route = tracing::field::Empty,
-                cache = tracing::field::Empty,
-                grpc.status = tracing::field::Empty,
-            );
-            // Reading the client's trace context is only worth it when the span is recorded (traces exported).
-            if !span.is_disabled() {
-                let _ = span.set_parent(crate::telemetry::extract(request.headers()));
-            }
-            let (response, cache) = match route {
-                Some(route) => {
-                    // A span no layer records (traces not exported) needs no entering at every poll. One future either
-                    // way: two awaits would give the call's future a slot for each.
-                    if span.is_disabled() {
-                        Either::Left(self.dispatch_to(route, request, deadline))
-                    } else {
-                        // Inside the span: `dispatch_to` starts the backend call at once, whose span and the trace
-                        // context the backend is sent are this one's children.
-                        let dispatched =
-                            span.in_scope(|| self.dispatch_to(route, request, deadline));
-                        Either::Right(dispatched.instrument(span.clone()))
-                    }
-                    .await
-                }
-                None => {
-                    let error = GatewayError::NoRoute {
-                        path: request.uri().path().to_owned(),
-                    };
-                    (error.to_response(None), None)
-                }
-            };
-            unanswered.answered = true;
-            if !span.is_disabled() {
-                span.record("route", series.map_or("unrouted", |s| s.route().as_str()));
-                if let Some(cache) = cache {
-                    span.record("cache", cache.as_str());
-                }
-                if let Some(code) = response
-                    .headers()
-                    .get(crate::grpc::code::STATUS_HEADER)
-                    .and_then(|v| v.to_str().ok())
-                {
-                    span.record("grpc.status", code);
-                }
-            }
-            self.metrics.observe(series, started, cache, response)
+        let client_deadline = Deadline::from_headers(request.headers());
+        // One span per call, child of the client's trace when it sent one; no message bytes in it.
+        let span = tracing::info_span!(
+            "strata.call",
+            otel.name = %request.uri().path(),
+            rpc.method = %request.uri().path(),
+            route = tracing::field::Empty,
+            cache = tracing::field::Empty,
+            grpc.status = tracing::field::Empty,
+        );
+        // Reading the client's trace context is only worth it when the span is recorded (traces exported).
+        if !span.is_disabled() {
+            let _ = span.set_parent(crate::telemetry::extract(request.headers()));
         }
+        let found = self.router.find(request.uri().path());
+        let series = found.map(|(_, route)| route.series.clone());
+        let outcome = match found {
+            // A span no layer records (traces not exported) needs no entering, now or at every poll.
+            Some((place, route)) if span.is_disabled() => Either::Left(Either::Left(
+                self.dispatch_to(place, route, request, client_deadline),
+            )),
+            // Inside the span: the dispatch starts the backend call at once, whose span and the trace context the
+            // backend is sent are this one's children.
+            Some((place, route)) => {
+                let dispatched =
+                    span.in_scope(|| self.dispatch_to(place, route, request, client_deadline));
+                Either::Left(Either::Right(dispatched.instrument(span.clone())))
+            }
+            None => {
+                let error = GatewayError::NoRoute {
+                    path: request.uri().path().to_owned(),
+                };
+                Either::Right(std::future::ready((error.to_response(None), None)))
+            }
+        };
+        let answering = Answering {
+            proxy: self,
+            series,
+            started,
+            client_deadline,
+            span,
+            answered: false,
+        };
+        outcome.map(move |outcome| answering.answer(outcome))
     }
 
     /// Counts a call refused before it reached the proxy (load shedding) under its route, and returns its answer.
@@ -285,23 +269,22 @@ impl Proxy {
         started: Instant,
         response: http::Response<Body>,
     ) -> http::Response<Body> {
-        let series = self.router.route(path).map(|r| &r.series);
+        let series = self.router.route(path).map(|r| r.series.clone());
         self.metrics.observe(series, started, None, response)
     }
 
     /// Works out how the call is answered — through the cache, forwarded with retries, or forwarded as it is — and
-    /// returns the future that answers it.
+    /// starts it; returns the future that answers it. `route` is the route at `place`.
     ///
-    /// Not an async fn: the choice is made at once, and the future returned is the chosen path's own (inside the
-    /// deadline's timer where the proxy works on the call; see [`call_deadline`]) — no wrapper keeping the request as
-    /// its argument for the call's whole life, or moving the chosen path's future into a slot of its own when it
-    /// starts.
-    fn dispatch_to<'a>(
-        &'a self,
-        route: &'a Route,
+    /// A forwarded call is handed to its backend here (on an open connection); the future left waits for its answer's
+    /// head, and holds no request. The paths the proxy works on own the proxy, and find `route` again by its place.
+    fn dispatch_to(
+        self: &Arc<Self>,
+        place: usize,
+        route: &Route,
         request: http::Request<Body>,
         client_deadline: Deadline,
-    ) -> impl Future<Output = Outcome> + Send + 'a {
+    ) -> impl Future<Output = Outcome> + Send + use<> {
         use futures::FutureExt;
         use futures::future::Either;
         // A limit on every call is checked first; one on misses only where a call reaches the backend: a call that
@@ -348,26 +331,43 @@ impl Proxy {
         let deadline = call_deadline.deadline;
         // The paths the proxy works on are boxed: the cached path's future is the largest, and a forwarded call would
         // otherwise carry its room — copied into the call's box and touched on every call, for nothing.
-        let worked_on: Pin<Box<dyn Future<Output = Outcome> + Send + 'a>> = match cached {
-            Some(((rule, unary, canonical), codec)) => Box::pin(async move {
-                let canonical = canonical.as_deref();
-                unary::answer(
-                    self, route, &rule, request, &codec, deadline, unary, canonical,
-                )
-                .await
-            }),
-            None => match &route.retry {
-                Some(policy) => Box::pin(
-                    passthrough::forward_with_retries(
-                        &route.backend,
-                        policy,
-                        request,
-                        deadline,
-                        self.options.max_request_bytes,
-                        &self.stats,
+        let worked_on: Pin<Box<dyn Future<Output = Outcome> + Send>> = match cached {
+            Some(((rule, unary, canonical), codec)) => {
+                let proxy = Arc::clone(self);
+                Box::pin(async move {
+                    let Some(route) = proxy.router.at(place) else {
+                        return (lost_route(place), None);
+                    };
+                    let canonical = canonical.as_deref();
+                    unary::answer(
+                        &proxy, route, &rule, request, &codec, deadline, unary, canonical,
                     )
-                    .map(|response| (response, None)),
-                ),
+                    .await
+                })
+            }
+            None => match &route.retry {
+                Some(_) => {
+                    let proxy = Arc::clone(self);
+                    Box::pin(async move {
+                        let Some(route) = proxy.router.at(place) else {
+                            return (lost_route(place), None);
+                        };
+                        let Some(policy) = &route.retry else {
+                            return (lost_route(place), None);
+                        };
+                        let max_request_bytes = proxy.options.max_request_bytes;
+                        let response = passthrough::forward_with_retries(
+                            &route.backend,
+                            policy,
+                            request,
+                            deadline,
+                            max_request_bytes,
+                            &proxy.stats,
+                        )
+                        .await;
+                        (response, None)
+                    })
+                }
                 None => {
                     // The answer made and settled in one step around the backend call: a level per step would each
                     // copy the call's future and touch its lines.
@@ -387,28 +387,69 @@ impl Proxy {
     }
 }
 
-/// A call being answered; dropped before it answered (the client went away), it
-/// counts the call. Once the call has its answer, that answer is counted instead.
-struct Unanswered<'a> {
-    metrics: &'a Arc<Metrics>,
-    series: Option<&'a Arc<RouteSeries>>,
+/// A call being answered: what its answer is counted and traced with. Dropped before it answered (the client went
+/// away), it counts the call as unanswered.
+struct Answering {
+    proxy: Arc<Proxy>,
+    series: Option<Arc<RouteSeries>>,
     started: Instant,
-    deadline: Deadline,
+    client_deadline: Deadline,
+    span: tracing::Span,
     answered: bool,
 }
 
-impl Drop for Unanswered<'_> {
+impl Answering {
+    /// The call's answer, once it has one: traced, and counted when its body ends.
+    fn answer(mut self, (response, cache): Outcome) -> http::Response<Body> {
+        self.answered = true;
+        let span = &self.span;
+        if !span.is_disabled() {
+            let route = self
+                .series
+                .as_ref()
+                .map_or("unrouted", |s| s.route().as_str());
+            span.record("route", route);
+            if let Some(cache) = cache {
+                span.record("cache", cache.as_str());
+            }
+            if let Some(code) = response
+                .headers()
+                .get(crate::grpc::code::STATUS_HEADER)
+                .and_then(|v| v.to_str().ok())
+            {
+                span.record("grpc.status", code);
+            }
+        }
+        let series = self.series.take();
+        self.proxy
+            .metrics
+            .observe(series, self.started, cache, response)
+    }
+}
+
+impl Drop for Answering {
     fn drop(&mut self) {
         if self.answered {
             return;
         }
-        let code = match self.deadline.at() {
+        let code = match self.client_deadline.at() {
             Some(at) if Instant::now() >= at => tonic::Code::DeadlineExceeded,
             _ => tonic::Code::Cancelled,
         };
-        self.metrics
-            .count_unanswered(self.series, self.started, code);
+        let series = self.series.take();
+        self.proxy
+            .metrics
+            .count_unanswered(series, self.started, code);
     }
+}
+
+/// The answer of a call whose route is not where dispatching it found it: cannot happen (a proxy's routes never
+/// change), but answered as an internal error rather than a panic.
+fn lost_route(place: usize) -> http::Response<Body> {
+    GatewayError::Internal(format!(
+        "route #{place} went missing while its call was dispatched"
+    ))
+    .to_response(None)
 }
 
 /// A call's response and, on a cached route, where its answer came from (`l1`, `miss`, `bypass`, …).

@@ -127,6 +127,19 @@ impl Router {
         self.routes.iter().find(|r| r.matcher.matches(path))
     }
 
+    /// The first route matching `path` and its place among the routes (for [`Router::at`]), if any.
+    pub fn find(&self, path: &str) -> Option<(usize, &Route)> {
+        self.routes
+            .iter()
+            .enumerate()
+            .find(|(_, r)| r.matcher.matches(path))
+    }
+
+    /// The route at `place`, as [`Router::find`] gave it: a future that owns the proxy finds its route again with it.
+    pub fn at(&self, place: usize) -> Option<&Route> {
+        self.routes.get(place)
+    }
+
     /// Every route, in order.
     pub fn routes(&self) -> impl Iterator<Item = &Route> {
         self.routes.iter()
