@@ -124,7 +124,7 @@ impl Router {
 
     /// The first route matching `path`, if any.
     pub fn route(&self, path: &str) -> Option<&Route> {
-        self.routes.iter().find(|r| r.matcher.matches(path))
+        self.find(path).map(|(_, route)| route)
     }
 
     /// The first route matching `path` and its place among the routes (for [`Router::at`]), if any.
